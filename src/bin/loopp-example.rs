@@ -1,0 +1,31 @@
+//! `loopp-example`: the SDK example plugin. Copy this file to start a plugin.
+//!
+//! It serves the `loop.Service` API and the `loopp.example.Example` service
+//! (`proto/example.proto`), whose methods show a plain call, serving a
+//! sub-service on a broker id and dialing one the host serves. Run it through a
+//! host, e.g. `loopp-node probe --kind example -- loopp-example`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use loopp::example::{ExampleServer, ExampleService};
+use loopp::handshake::Cookie;
+use loopp::plugin::{serve, ServeConfig, Served};
+
+fn main() -> ExitCode {
+    let config = ServeConfig {
+        name: "example".to_string(),
+        cookie: Cookie::example(),
+        versions: vec![0],
+    };
+    serve(config, |plugin| {
+        log::info!(
+            "example plugin starting with app version {}",
+            plugin.app_version
+        );
+        Ok(Served {
+            service: Some(Arc::new(ExampleService)),
+            grpc: vec![ExampleServer::new("loopp: ", plugin.broker.clone()).service()],
+        })
+    })
+}

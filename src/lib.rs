@@ -1,0 +1,31 @@
+//! loopp: a runtime for Local Out-Of-Process Plugins (LOOPPs).
+//!
+//! A host process runs parts of itself as plugin processes that speak the
+//! hashicorp go-plugin gRPC wire protocol, so Go hosts run loopp plugins and
+//! loopp hosts run Go plugins. Synchronous, on threads; grpcio underneath.
+//!
+//! - [`plugin::serve`] makes a process a plugin;
+//! - [`host::Client`] launches, pings and kills one;
+//! - [`broker::Broker`] carries sub-services across the process boundary;
+//! - [`handshake`] and [`logline`] are the two text formats of the protocol.
+//!
+//! See `ARCHITECTURE.md` for the map and `docs/PROTOCOL.md` for the protocol.
+
+#![deny(missing_docs)]
+
+pub mod broker;
+pub mod error;
+pub mod example;
+pub mod handshake;
+pub mod host;
+pub mod logline;
+pub mod plugin;
+pub mod proto;
+pub mod rpc;
+pub mod service;
+pub mod sockdir;
+pub mod stats;
+#[cfg(test)]
+mod testutil;
+
+pub use error::{Error, Result};

@@ -1,0 +1,108 @@
+//! The only place that sets grpcio up: the process-wide environment, channels
+//! and servers with go-plugin's message limits, the named timeouts, and the
+//! helper that runs blocking handler code off grpcio's completion-queue threads.
+//!
+//! Invariants: every channel and server is built here (so limits and
+//! `SO_REUSEPORT` are set once); no handler blocks a completion-queue thread on
+//! plugin code: [`respond_blocking`] moves that work to its own thread.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use grpcio::{
+    Channel, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode,
+    ServerBuilder, UnarySink,
+};
+
+use crate::handshake::Network;
+
+/// Largest message either side sends or accepts: as go-plugin (`math.MaxInt32`),
+/// because grpc's 4 MiB default is too small for reports and configs.
+pub const MAX_MESSAGE_LEN: i32 = i32::MAX;
+
+/// Deadline of the calls that open the broker and stdio streams. They live as
+/// long as the plugin and are cancelled when it is killed; the deadline is only
+/// there so that no call is without one.
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The process-wide grpcio environment: two completion-queue threads.
+pub fn env() -> Arc<Environment> {
+    static ENV: OnceLock<Arc<Environment>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(EnvBuilder::new().cq_count(2).name_prefix("grpc").build()))
+        .clone()
+}
+
+fn channel_builder() -> ChannelBuilder {
+    ChannelBuilder::new(env())
+        .max_receive_message_len(MAX_MESSAGE_LEN)
+        .max_send_message_len(MAX_MESSAGE_LEN)
+}
+
+/// The grpc target for a handshake address.
+pub fn target(network: Network, address: &str) -> String {
+    match network {
+        Network::Unix => format!("unix:{address}"),
+        Network::Tcp => address.to_string(),
+    }
+}
+
+/// A channel to a plugin (or brokered) server. Connects lazily; the first call
+/// fails fast with UNAVAILABLE when nothing listens there.
+pub fn connect(network: Network, address: &str) -> Channel {
+    channel_builder()
+        // Each plugin gets its own connection even if addresses repeat over time.
+        .use_local_subchannel_pool(true)
+        .connect(&target(network, address))
+}
+
+/// A server builder with the message limits and without `SO_REUSEPORT` (with it,
+/// two plugins could both "bind" the same TCP port).
+pub fn server_builder() -> ServerBuilder {
+    let args = channel_builder().reuse_port(false).build_args();
+    ServerBuilder::new(env()).channel_args(args)
+}
+
+/// Runs `f` on its own thread and answers the call with its result, so plugin
+/// code that blocks (on I/O, on another RPC, on a broker dial) never holds a
+/// completion-queue thread.
+pub fn respond_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, f: F)
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
+{
+    let method = String::from_utf8_lossy(ctx.method()).into_owned();
+    let spawned = std::thread::Builder::new()
+        .name("rpc-handler".into())
+        .spawn(move || {
+            let outcome = f();
+            let sent = match outcome {
+                Ok(resp) => futures_executor::block_on(sink.success(resp)),
+                Err(status) => futures_executor::block_on(sink.fail(status)),
+            };
+            if let Err(e) = sent {
+                log::debug!(
+                    "{method}: reply not delivered: {}",
+                    crate::error::rpc_status_text(&e)
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot spawn a handler thread: {e}");
+    }
+}
+
+/// Answers a call at once on the completion-queue thread (for cheap handlers).
+pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Result<T, RpcStatus>) {
+    let f = match r {
+        Ok(resp) => sink.success(resp),
+        Err(status) => sink.fail(status),
+    };
+    ctx.spawn(async move {
+        let _ = f.await;
+    });
+}
+
+/// An RpcStatus with a code and message.
+pub fn status(code: RpcStatusCode, message: impl Into<String>) -> RpcStatus {
+    RpcStatus::with_message(code, message.into())
+}

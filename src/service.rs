@@ -1,0 +1,138 @@
+//! The `loop.Service` API every LOOP plugin exposes (`Name`, `Close`, `Ready`,
+//! `HealthReport`): one Rust trait, a gRPC server adapter for plugins and a gRPC
+//! client adapter for hosts, so host code cannot tell an in-process service from
+//! a plugin.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{Channel, RpcContext, RpcStatusCode, UnarySink};
+use protobuf::well_known_types::empty::Empty;
+
+use crate::error::Error;
+use crate::proto::loop_service::{HealthReportReply, ServiceNameReply};
+use crate::proto::loop_service_grpc;
+use crate::rpc;
+
+/// A LOOP service. Errors are text, as on the wire.
+pub trait Service: Send + Sync + 'static {
+    /// The service's name.
+    fn name(&self) -> String;
+    /// Stops the service's work.
+    fn close(&self) -> Result<(), String>;
+    /// `Ok` when ready.
+    fn ready(&self) -> Result<(), String>;
+    /// Component name → error text (empty text: healthy).
+    fn health_report(&self) -> BTreeMap<String, String>;
+}
+
+/// The gRPC service for a [`Service`], to register on a plugin's server.
+pub fn server(svc: Arc<dyn Service>) -> grpcio::Service {
+    loop_service_grpc::create_service(ServiceServer(svc))
+}
+
+#[derive(Clone)]
+struct ServiceServer(Arc<dyn Service>);
+
+impl loop_service_grpc::Service for ServiceServer {
+    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<ServiceNameReply>) {
+        let svc = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            Ok(ServiceNameReply {
+                name: svc.name(),
+                ..Default::default()
+            })
+        });
+    }
+
+    fn close(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+        let svc = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            svc.close()
+                .map(|()| Empty::new())
+                .map_err(|e| rpc::status(RpcStatusCode::INTERNAL, e))
+        });
+    }
+
+    fn ready(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+        let svc = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            svc.ready()
+                .map(|()| Empty::new())
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))
+        });
+    }
+
+    fn health_report(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<HealthReportReply>) {
+        let svc = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            Ok(HealthReportReply {
+                healthReport: svc.health_report().into_iter().collect(),
+                ..Default::default()
+            })
+        });
+    }
+}
+
+/// A [`Service`] reached over gRPC; every call has `timeout` as its deadline.
+/// Transport failures surface as errors naming the plugin and the method.
+#[derive(Clone)]
+pub struct ServiceClient {
+    plugin: String,
+    client: loop_service_grpc::ServiceClient,
+    timeout: Duration,
+}
+
+impl ServiceClient {
+    /// A client for the plugin `plugin` on `channel`.
+    pub fn new(plugin: &str, channel: Channel, timeout: Duration) -> ServiceClient {
+        ServiceClient {
+            plugin: plugin.to_string(),
+            client: loop_service_grpc::ServiceClient::new(channel),
+            timeout,
+        }
+    }
+
+    fn err(&self, method: &'static str, e: &grpcio::Error) -> String {
+        Error::rpc(&self.plugin, method, e).to_string()
+    }
+
+    /// `Name`, with its error.
+    pub fn try_name(&self) -> Result<String, String> {
+        self.client
+            .name(&Empty::new(), self.timeout)
+            .map(|r| r.name)
+            .map_err(|e| self.err("/loop.Service/Name", &e))
+    }
+}
+
+impl Service for ServiceClient {
+    fn name(&self) -> String {
+        self.try_name().unwrap_or_else(|_| self.plugin.clone())
+    }
+
+    fn close(&self) -> Result<(), String> {
+        self.client
+            .close(&Empty::new(), self.timeout)
+            .map(|_| ())
+            .map_err(|e| self.err("/loop.Service/Close", &e))
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.client
+            .ready(&Empty::new(), self.timeout)
+            .map(|_| ())
+            .map_err(|e| self.err("/loop.Service/Ready", &e))
+    }
+
+    fn health_report(&self) -> BTreeMap<String, String> {
+        match self.client.health_report(&Empty::new(), self.timeout) {
+            Ok(r) => r.healthReport.into_iter().collect(),
+            Err(e) => BTreeMap::from([(
+                self.plugin.clone(),
+                self.err("/loop.Service/HealthReport", &e),
+            )]),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Private socket directories: a fresh `loopp-XXXXXX` directory, mode 0700, for
+//! one process's unix sockets, removed with everything in it when dropped.
+//!
+//! Where: `$PLUGIN_UNIX_SOCKET_DIR` (go-plugin's variable), else `$TMPDIR`, else
+//! `/tmp`. Paths stay short because unix socket paths are limited to 107 bytes.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The prefix of every directory loopp creates; the host only ever removes a
+/// plugin's directory when its name has this prefix.
+pub const PREFIX: &str = "loopp-";
+
+/// A private directory for sockets. Clones share it; the last drop removes it.
+#[derive(Clone, Debug)]
+pub struct SocketDir {
+    inner: Arc<Dir>,
+}
+
+#[derive(Debug)]
+struct Dir {
+    path: PathBuf,
+}
+
+impl SocketDir {
+    /// Creates a fresh directory under the configured base.
+    pub fn create() -> io::Result<SocketDir> {
+        let base = std::env::var_os("PLUGIN_UNIX_SOCKET_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        SocketDir::create_in(&base)
+    }
+
+    /// Creates a fresh directory under `base` with mkdtemp (mode 0700).
+    pub fn create_in(base: &Path) -> io::Result<SocketDir> {
+        let template = base.join(format!("{PREFIX}XXXXXX"));
+        let c = CString::new(template.into_os_string().into_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in socket dir path"))?;
+        let raw = c.into_raw();
+        // SAFETY: `raw` is a NUL-terminated, writable buffer we own; mkdtemp
+        // rewrites the XXXXXX in place and returns it or NULL.
+        let res = unsafe { libc::mkdtemp(raw) };
+        // SAFETY: takes back ownership of the buffer from into_raw above.
+        let c = unsafe { CString::from_raw(raw) };
+        if res.is_null() {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!(
+                    "cannot create a socket directory in {}: {err}",
+                    base.display()
+                ),
+            ));
+        }
+        let path = PathBuf::from(std::ffi::OsString::from_vec(c.into_bytes()));
+        Ok(SocketDir {
+            inner: Arc::new(Dir { path }),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// A path for a socket named `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.inner.path.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Removes what a plugin that died without cleaning up left at its handshake
+/// address: the socket file, and its directory when loopp made it (named
+/// `loopp-*`). Never touches anything that is not a socket or a loopp directory.
+pub fn remove_leftovers(address: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(address) {
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(address);
+        }
+    }
+    if let Some(dir) = address.parent() {
+        let ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(PREFIX));
+        if ours {
+            // Only sockets live there; remove them, then the directory.
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_socket()) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
