@@ -67,6 +67,15 @@ pub enum Error {
         /// What and why.
         what: String,
     },
+    /// The plugin printed a handshake but does not answer at its address.
+    Unreachable {
+        /// Plugin name.
+        plugin: String,
+        /// `network:address` from the handshake.
+        address: String,
+        /// Why the first health check failed, `CODE: message`.
+        status: String,
+    },
     /// A gRPC call failed (including deadline exceeded and unreachable peers).
     Rpc {
         /// Plugin name.
@@ -230,6 +239,14 @@ impl fmt::Display for Error {
                 "plugin {plugin}: it speaks app protocol version {plugin_version}, this host speaks {host_versions:?}; upgrade the older side"
             ),
             Error::Unsupported { plugin, what } => write!(f, "plugin {plugin}: {what}"),
+            Error::Unreachable {
+                plugin,
+                address,
+                status,
+            } => write!(
+                f,
+                "plugin {plugin}: does not answer at {address} it announced: {status}"
+            ),
             Error::Rpc {
                 plugin,
                 method,

@@ -67,6 +67,11 @@ impl SocketDir {
         &self.inner.path
     }
 
+    /// Removes the directory and its sockets now (the last drop would too).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.inner.path);
+    }
+
     /// A path for a socket named `name` inside the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.inner.path.join(name)

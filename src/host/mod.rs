@@ -138,6 +138,7 @@ pub struct Client {
     handshake: Handshake,
     channel: Channel,
     broker: Broker,
+    sockets: SocketDir,
     started_in: Duration,
     exit: Option<Exit>,
 }
@@ -184,13 +185,26 @@ impl Client {
             process,
             handshake,
             channel,
-            broker: Broker::new(sockets),
+            broker: Broker::new(sockets.clone()),
+            sockets,
             started_in: Duration::ZERO,
             exit: None,
         };
         if let Err(e) = client.ping() {
             client.kill();
-            return Err(e);
+            return Err(match e {
+                Error::Rpc { plugin, status, .. } if !status.contains("not SERVING") => {
+                    Error::Unreachable {
+                        plugin,
+                        address: format!(
+                            "{}:{}",
+                            client.handshake.network, client.handshake.address
+                        ),
+                        status,
+                    }
+                }
+                other => other,
+            });
         }
         client.started_in = t0.elapsed();
         client.open_streams();
@@ -290,6 +304,7 @@ impl Client {
                 status = self.process.kill_now();
             }
         }
+        self.sockets.remove();
         if self.handshake.network == Network::Unix {
             sockdir::remove_leftovers(Path::new(&self.handshake.address));
         }

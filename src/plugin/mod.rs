@@ -121,6 +121,11 @@ where
         stdio::Stdio::capture().map_err(|e| serve_err("cannot capture stdio", e))?;
     jsonlog::init(real_stderr);
     install_panic_hook();
+    // SIGTERM is handled from the start, so a plugin told to stop while it is
+    // still starting cleans up its socket directory too.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Stop>(8);
+    signals::on_terminate(stop_tx.clone())
+        .map_err(|e| serve_err("cannot install the SIGTERM handler", e))?;
     // go-plugin plugins ignore interrupts: Ctrl-C reaches the whole process
     // group and the host decides how its plugins stop.
     // SAFETY: setting a signal disposition to SIG_IGN is always sound.
@@ -137,17 +142,18 @@ where
             source: None,
         });
     }
-    let network =
-        match std::env::var("LOOPP_NETWORK").as_deref() {
-            Err(_) | Ok("") | Ok("unix") => Network::Unix,
-            Ok("tcp") => Network::Tcp,
-            Ok(other) => return Err(Error::Serve {
+    let network = match std::env::var("LOOPP_NETWORK").as_deref() {
+        Err(_) | Ok("") | Ok("unix") => Network::Unix,
+        Ok("tcp") => Network::Tcp,
+        Ok(other) => {
+            return Err(Error::Serve {
                 what: format!(
                     "LOOPP_NETWORK={other:?} is not a network; use \"unix\" (default) or \"tcp\""
                 ),
                 source: None,
-            }),
-        };
+            })
+        }
+    };
 
     let sockets =
         SocketDir::create().map_err(|e| serve_err("cannot create the socket directory", e))?;
@@ -161,7 +167,6 @@ where
         source: Some(e),
     })?;
 
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Stop>(8);
     let stopping = Arc::new(AtomicBool::new(false));
     let mut builder = crate::rpc::server_builder()
         .register_service(health_grpc::create_health(builtin::Health {

@@ -18,6 +18,11 @@ out=$(cd "$1" && pwd)
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 gopath=/usr/share/gocode
 
+# Test processes build concurrently (nextest runs each test in its own
+# process): one builds, the others wait for it.
+exec 9>"$out/.lock"
+flock 9
+
 if ! command -v go >/dev/null || [[ ! -d $gopath/src/github.com/hashicorp/go-plugin ]]; then
 	pkgs=(golang-go golang-github-hashicorp-go-plugin-dev golang-google-grpc-dev)
 	if [[ $(id -u) -ne 0 ]]; then

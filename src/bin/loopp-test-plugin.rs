@@ -1,0 +1,176 @@
+//! `loopp-test-plugin MODE`: a plugin whose (mis)behaviour is chosen by MODE,
+//! for the integration tests (go-plugin's TestHelperProcess pattern). Not
+//! installed. Modes that misbehave before the handshake write raw text, as a
+//! broken plugin would; the others go through `loopp::plugin::serve`.
+//!
+//! Modes:
+//! - `serve`: a normal plugin (Example service prefix "test: ", loop.Service);
+//! - `print-before-handshake`: prints a line on stdout, then serves;
+//! - `exit-before-handshake`: writes an error on stderr and exits 3;
+//! - `no-handshake`: prints nothing and sleeps;
+//! - `bad-core`, `netrpc`, `unknown-network`, `unreachable`: prints a handshake
+//!   line with that defect, then sleeps;
+//! - `noisy-stderr`: writes a 1 MiB line and invalid UTF-8 on stderr, then serves;
+//! - `ignore-shutdown`: serves health only, ignores Shutdown and SIGTERM;
+//! - `exit-after-handshake`: serves, then exits 7 after 200 ms;
+//! - `spawn-grandchild`: serves, with a `sleep` child in its process group;
+//! - `chatty`: serves and prints a line on stdout and stderr every 50 ms.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loopp::example::{ExampleServer, ExampleService};
+use loopp::handshake::Cookie;
+use loopp::plugin::{serve, ServeConfig, Served};
+
+/// Bound on every sleep, so a test plugin can never outlive a test run.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+fn serve_normally(mode: &'static str) -> ExitCode {
+    let config = ServeConfig {
+        name: format!("test-{mode}"),
+        cookie: Cookie::example(),
+        versions: vec![0],
+    };
+    serve(config, move |plugin| {
+        match mode {
+            "exit-after-handshake" => {
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    std::process::exit(7);
+                });
+            }
+            "chatty" => {
+                std::thread::spawn(|| loop {
+                    println!("tick on stdout");
+                    eprintln!("tick on stderr");
+                    std::thread::sleep(Duration::from_millis(50));
+                });
+            }
+            "spawn-grandchild" => {
+                let child = std::process::Command::new("sleep").arg("60").spawn()?;
+                println!("grandchild {}", child.id());
+            }
+            _ => {}
+        }
+        Ok(Served {
+            service: Some(Arc::new(ExampleService)),
+            grpc: vec![ExampleServer::new("test: ", plugin.broker.clone()).service()],
+        })
+    })
+}
+
+fn raw_handshake(line: &str) -> ExitCode {
+    if !Cookie::example().is_present_in_env() {
+        return ExitCode::from(1);
+    }
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(MAX_SLEEP);
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    match mode.as_str() {
+        "serve" => serve_normally("serve"),
+        "exit-after-handshake" => serve_normally("exit-after-handshake"),
+        "spawn-grandchild" => serve_normally("spawn-grandchild"),
+        "chatty" => serve_normally("chatty"),
+        "print-before-handshake" => {
+            println!("starting up, version 1.2.3");
+            serve_normally("serve")
+        }
+        "noisy-stderr" => {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&vec![b'x'; 1 << 20]);
+            let _ = err.write_all(b"\n");
+            let _ = err.write_all(b"bad bytes \xff\xfe\xfd here\n");
+            let _ = err.write_all(b"{\"@level\":\"warn\",\"@message\":{\"not\":\"a string\"}}\n");
+            drop(err);
+            serve_normally("serve")
+        }
+        "exit-before-handshake" => {
+            eprintln!("fatal: cannot read config /etc/loopp/test.toml: no such file");
+            ExitCode::from(3)
+        }
+        "no-handshake" => {
+            std::thread::sleep(MAX_SLEEP);
+            ExitCode::SUCCESS
+        }
+        "bad-core" => raw_handshake("2|0|unix|/tmp/nowhere.sock|grpc|"),
+        "netrpc" => raw_handshake("1|0|unix|/tmp/nowhere.sock|netrpc|"),
+        "unknown-network" => raw_handshake("1|0|udp|127.0.0.1:9|grpc|"),
+        "unreachable" => raw_handshake(&format!(
+            "1|0|unix|/tmp/loopp-test-unreachable-{}.sock|grpc|",
+            std::process::id()
+        )),
+        "ignore-shutdown" => ignore_shutdown::run(),
+        other => {
+            eprintln!("loopp-test-plugin: unknown mode {other:?}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A plugin that answers health checks but never stops by itself.
+mod ignore_shutdown {
+    use super::*;
+    use grpcio::{RpcContext, ServerCredentials, UnarySink};
+    use loopp::proto::grpc_controller::Empty;
+    use loopp::proto::{grpc_controller_grpc, health, health_grpc};
+    use loopp::sockdir::SocketDir;
+
+    #[derive(Clone)]
+    struct Deaf;
+
+    impl health_grpc::Health for Deaf {
+        fn check(
+            &mut self,
+            ctx: RpcContext,
+            _req: health::HealthCheckRequest,
+            sink: UnarySink<health::HealthCheckResponse>,
+        ) {
+            let resp = health::HealthCheckResponse {
+                status: health::health_check_response::ServingStatus::SERVING.into(),
+                ..Default::default()
+            };
+            loopp::rpc::respond(&ctx, sink, Ok(resp));
+        }
+    }
+
+    impl grpc_controller_grpc::GRPCController for Deaf {
+        fn shutdown(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+            // Says yes, does nothing.
+            loopp::rpc::respond(&ctx, sink, Ok(Empty::new()));
+        }
+    }
+
+    pub fn run() -> ExitCode {
+        if !Cookie::example().is_present_in_env() {
+            return ExitCode::from(1);
+        }
+        // SAFETY: ignoring SIGTERM is always sound.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        let dir = SocketDir::create().expect("socket dir");
+        let path = dir.path("plugin.sock");
+        let mut server = loopp::rpc::server_builder()
+            .register_service(health_grpc::create_health(Deaf))
+            .register_service(grpc_controller_grpc::create_grpc_controller(Deaf))
+            .build()
+            .expect("server");
+        server
+            .add_listening_port(
+                format!("unix:{}", path.display()),
+                ServerCredentials::insecure(),
+            )
+            .expect("listen");
+        server.start();
+        println!("1|0|unix|{}|grpc|", path.display());
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(MAX_SLEEP);
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real plugin processes, real gRPC over real sockets, and
+//! real Go go-plugin programs. One binary (faster to link with grpcio).
+
+mod failures;
+mod host;
+mod interop;
+mod probe;
+mod util;

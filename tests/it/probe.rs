@@ -1,0 +1,142 @@
+//! `loopp-node probe`, the operator's diagnostic, end to end.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::*;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+#[test]
+fn probes_the_example_plugin() {
+    let out = run_bounded(
+        Command::new(NODE).args([
+            "probe",
+            "--kind",
+            "example",
+            "--calls",
+            "50",
+            "--",
+            EXAMPLE_PLUGIN,
+        ]),
+        BOUND,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "handshake   1|0|unix|",
+        "negotiated  app version 0, network unix",
+        "service     loop.Service \"example\", ready, health {example: ok}",
+        "rpc         50 health checks: p50 ",
+        "shutdown    graceful: exit status: 0",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+}
+
+#[test]
+fn probes_a_go_plugin_as_json() {
+    let (_, goplugin) = go_bins();
+    let out = run_bounded(
+        Command::new(NODE)
+            .args([
+                "probe", "--kind", "example", "--calls", "20", "--json", "--",
+            ])
+            .arg(goplugin),
+        BOUND,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["network"], "unix");
+    assert_eq!(v["calls"], 20);
+    assert_eq!(v["graceful"], true);
+    assert!(
+        v["service"].is_null(),
+        "the Go example does not serve loop.Service"
+    );
+    assert!(v["rpc_us_p50"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_failing_plugin_gives_exit_1_and_the_reason() {
+    let out = run_bounded(
+        Command::new(NODE).args([
+            "probe",
+            "--kind",
+            "example",
+            "--",
+            TEST_PLUGIN,
+            "exit-before-handshake",
+        ]),
+        BOUND,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("plugin exited before we could connect"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot read config"), "{stderr}");
+}
+
+#[test]
+fn a_plugin_ignoring_shutdown_is_reported() {
+    let out = run_bounded(
+        Command::new(NODE).args([
+            "probe",
+            "--kind",
+            "example",
+            "--calls",
+            "1",
+            "--",
+            TEST_PLUGIN,
+            "ignore-shutdown",
+        ]),
+        BOUND,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FORCED"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ignored Shutdown"));
+}
+
+#[test]
+fn bad_arguments_give_exit_2_and_a_hint() {
+    for (args, want) in [
+        (
+            vec!["probe", "--", "x"],
+            "give --kind relayer|median|example or --cookie KEY=VALUE",
+        ),
+        (
+            vec!["probe", "--kind", "nope", "--", "x"],
+            "--kind \"nope\" is unknown",
+        ),
+        (
+            vec![
+                "probe",
+                "--kind",
+                "example",
+                "--rpc-timeout",
+                "0s",
+                "--",
+                "x",
+            ],
+            "realistic timeout",
+        ),
+        (vec!["probe", "--kind", "example"], "no plugin command"),
+        (vec!["frobnicate"], "unknown command"),
+    ] {
+        let out = run_bounded(Command::new(NODE).args(&args), BOUND);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Shared helpers: the binaries under test, a per-test sandbox directory, a log
+//! capture, bounded process waits and `#[track_caller]` assertions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use loopp::handshake::Cookie;
+use loopp::host::HostConfig;
+
+pub const TEST_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-test-plugin");
+pub const EXAMPLE_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-example");
+pub const NODE: &str = env!("CARGO_BIN_EXE_loopp-node");
+
+/// A fresh directory for one test's sockets, removed on drop.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(name: &str) -> Sandbox {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("it-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Sandbox { dir }
+    }
+
+    /// What is left in the sandbox (should be nothing after a kill).
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        collect(&self.dir, &mut out);
+        out
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<String>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            out.push(e.path().display().to_string());
+            if e.path().is_dir() {
+                collect(&e.path(), out);
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A host config for `loopp-test-plugin MODE` with short, test-sized timeouts.
+pub fn test_plugin(name: &str, mode: &str, sandbox: &Sandbox) -> HostConfig {
+    let mut c = HostConfig::new(name, TEST_PLUGIN, Cookie::example());
+    c.args = vec![mode.into()];
+    c.start_timeout = Duration::from_secs(10);
+    c.rpc_timeout = Duration::from_secs(2);
+    c.shutdown_grace = Duration::from_secs(2);
+    c.socket_dir = Some(sandbox.dir.clone());
+    c
+}
+
+/// Whether a pid still exists (zombies count as gone for us only once reaped,
+/// so a zombie child of ours still "exists": that is what we want to catch).
+pub fn pid_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 checks existence only.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+#[track_caller]
+pub fn assert_gone(pid: u32) {
+    assert!(!pid_exists(pid), "process {pid} is still there");
+}
+
+/// Waits until `f` is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command to completion, killing it after `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    wait_bounded(child, timeout)
+}
+
+/// Waits for `child` with a bound; kills it and panics on timeout.
+pub fn wait_bounded(child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: killing the child we started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let out = rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(|o| o.ok());
+            panic!(
+                "command (pid {pid}) did not finish within {timeout:?}; stderr: {}",
+                out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// The Go interop binaries (`gohost`, `goplugin`), built once per test run.
+pub fn go_bins() -> (PathBuf, PathBuf) {
+    static BINS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BINS
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/build.sh");
+            let o = run_bounded(
+                Command::new("bash").arg(script).arg(&out),
+                Duration::from_secs(600),
+            );
+            if o.status.success() {
+                Ok(out)
+            } else {
+                Err(format!(
+                    "tests/go/build.sh failed: {}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            }
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (dir.join("gohost"), dir.join("goplugin"))
+}
+
+/// A log record captured from the `log` facade.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub target: String,
+    pub level: log::Level,
+    pub message: String,
+}
+
+static RECORDS: Mutex<Vec<Captured>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        let mut v = RECORDS.lock().unwrap();
+        if v.len() < 100_000 {
+            v.push(Captured {
+                target: r.target().to_string(),
+                level: r.level(),
+                message: r.args().to_string(),
+            });
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Installs the capturing logger (once) so tests can see relayed plugin logs.
+pub fn capture_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// Records logged under `target` so far.
+pub fn logs_for(target: &str) -> Vec<Captured> {
+    RECORDS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.target == target)
+        .cloned()
+        .collect()
+}
