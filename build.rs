@@ -69,15 +69,11 @@ fn module_name(file: &str) -> String {
 /// sibling module of the generated code.
 fn rust_type_paths(files: &[FileDescriptorProto]) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
-    for wkt in ["Empty"] {
-        map.insert(
-            format!(".google.protobuf.{wkt}"),
-            format!(
-                "::protobuf::well_known_types::{}::{wkt}",
-                wkt.to_lowercase()
-            ),
-        );
-    }
+    // The one well-known type the protos use; protobuf's crate ships it.
+    map.insert(
+        ".google.protobuf.Empty".to_string(),
+        "::protobuf::well_known_types::empty::Empty".to_string(),
+    );
     for fd in files.iter().filter(|f| !f.name().starts_with("google/")) {
         let module = module_name(fd.name());
         for m in &fd.message_type {

@@ -239,7 +239,7 @@ impl Client {
             other => Err(Error::Rpc {
                 plugin: self.config.name.clone(),
                 method: METHOD,
-                status: format!("plugin reports {:?}, not SERVING", other.map_err(|n| n)),
+                status: format!("plugin reports {:?}, not SERVING", other),
             }),
         }
     }

@@ -125,13 +125,14 @@ mod tests {
     #[test]
     fn lines_are_hclog_json_with_fields() {
         let kvs: &[(&str, i64)] = &[("round", 3)];
-        let record = Record::builder()
-            .level(Level::Warn)
-            .target("median")
-            .args(format_args!("late by {}ms", 5))
-            .key_values(&kvs)
-            .build();
-        let line = format_line(&record);
+        let line = format_line(
+            &Record::builder()
+                .level(Level::Warn)
+                .target("median")
+                .args(format_args!("late by {}ms", 5))
+                .key_values(&kvs)
+                .build(),
+        );
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["@level"], "warn");

@@ -1,0 +1,129 @@
+//! `make bench`: loopp host ↔ loopp plugin against go-plugin host ↔ Go plugin
+//! (Debian's go-plugin 1.0.1), measured in the same run, interleaved.
+//!
+//! Figures: start-to-ready (spawn → handshake → first successful health
+//! check) and health RPC round trip (sequential `grpc.health.v1.Health/Check`),
+//! p50 and p99. Also loopp host ↔ Go plugin, to separate host and plugin.
+//!
+//! Output: one JSON object per line. `{"impl":..., ...}` per measurement round,
+//! then `{"compare":METRIC,"loopp":x,"go_plugin":y,"ratio":x/y}` per figure
+//! (ratio < 1: loopp is faster). Knobs: LOOPP_BENCH_ROUNDS (3),
+//! LOOPP_BENCH_STARTS (20), LOOPP_BENCH_CALLS (2000).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use loopp::handshake::Cookie;
+use loopp::host::{Client, HostConfig};
+use loopp::stats::summarize;
+use serde_json::{json, Value};
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn go_bins() -> (PathBuf, PathBuf) {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/build.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .expect("run tests/go/build.sh");
+    assert!(status.success(), "tests/go/build.sh failed");
+    (out.join("gohost"), out.join("goplugin"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The loopp host against `program`: `starts` cold starts, then `calls` pings.
+fn loopp_host(label: &str, program: &Path, starts: usize, calls: usize) -> Value {
+    let mut config = HostConfig::new("bench", program, Cookie::example());
+    config.start_timeout = Duration::from_secs(10);
+    let mut start_samples = Vec::with_capacity(starts);
+    for _ in 0..starts {
+        let mut c = Client::start(&config).expect("start");
+        start_samples.push(c.started_in());
+        c.kill();
+    }
+    let c = Client::start(&config).expect("start");
+    c.ping().expect("warm-up ping");
+    let mut rpc = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        c.ping().expect("ping");
+        rpc.push(t.elapsed());
+    }
+    drop(c);
+    let s = summarize(&mut start_samples);
+    let r = summarize(&mut rpc);
+    json!({
+        "impl": label,
+        "start_ms_p50": ms(s.p50), "start_ms_p99": ms(s.p99),
+        "rpc_us_p50": us(r.p50), "rpc_us_p99": us(r.p99),
+        "starts": starts, "calls": calls,
+    })
+}
+
+fn go_host(gohost: &Path, goplugin: &Path, starts: usize, calls: usize) -> Value {
+    let out = Command::new(gohost)
+        .arg("bench")
+        .arg(goplugin)
+        .arg(starts.to_string())
+        .arg(calls.to_string())
+        .output()
+        .expect("run gohost");
+    assert!(
+        out.status.success(),
+        "gohost bench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("gohost prints one JSON line")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let rounds = knob("LOOPP_BENCH_ROUNDS", 3).max(1);
+    let starts = knob("LOOPP_BENCH_STARTS", 20).max(1);
+    let calls = knob("LOOPP_BENCH_CALLS", 2000).max(1);
+    let example = Path::new(env!("CARGO_BIN_EXE_loopp-example"));
+    let (gohost, goplugin) = go_bins();
+
+    let mut loopp = Vec::new();
+    let mut go = Vec::new();
+    for _ in 0..rounds {
+        let l = loopp_host("loopp", example, starts, calls);
+        println!("{l}");
+        loopp.push(l);
+        let g = go_host(&gohost, &goplugin, starts, calls);
+        println!("{g}");
+        go.push(g);
+        println!(
+            "{}",
+            loopp_host("loopp-host+go-plugin", &goplugin, starts, calls)
+        );
+    }
+    for metric in ["start_ms_p50", "start_ms_p99", "rpc_us_p50", "rpc_us_p99"] {
+        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let (l, g) = (pick(&loopp), pick(&go));
+        println!(
+            "{}",
+            json!({"compare": metric, "loopp": l, "go_plugin": g, "ratio": l / g, "faster": l < g})
+        );
+    }
+}
