@@ -139,6 +139,7 @@ pub struct Client {
     channel: Channel,
     broker: Broker,
     sockets: SocketDir,
+    handshake_in: Duration,
     started_in: Duration,
     exit: Option<Exit>,
 }
@@ -179,6 +180,7 @@ impl Client {
                 return Err(e);
             }
         };
+        let handshake_in = t0.elapsed();
         let channel = rpc::connect(handshake.network, &handshake.address);
         let mut client = Client {
             config: config.clone(),
@@ -187,6 +189,7 @@ impl Client {
             channel,
             broker: Broker::new(sockets.clone()),
             sockets,
+            handshake_in,
             started_in: Duration::ZERO,
             exit: None,
         };
@@ -262,6 +265,11 @@ impl Client {
     /// The plugin's pid.
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// From spawn to the handshake line.
+    pub fn handshake_in(&self) -> Duration {
+        self.handshake_in
     }
 
     /// From spawn to the first successful ping.

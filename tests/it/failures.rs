@@ -219,3 +219,30 @@ fn huge_and_invalid_stderr_lines_are_relayed_bounded() {
         .expect("non-string @message");
     assert_eq!(odd.level, log::Level::Warn);
 }
+
+#[test]
+fn automtls_is_refused_by_name() {
+    let err = start_fails("serve", |c| {
+        c.env.push((
+            "PLUGIN_CLIENT_CERT".into(),
+            "-----BEGIN CERTIFICATE-----".into(),
+        ))
+    });
+    assert_contains(
+        &err,
+        &[
+            "exited before we could connect",
+            "AutoMTLS (PLUGIN_CLIENT_CERT)",
+            "disable AutoMTLS",
+        ],
+    );
+}
+
+#[test]
+fn malformed_port_range_is_named() {
+    let err = start_fails("serve", |c| {
+        c.network = loopp::handshake::Network::Tcp;
+        c.env.push(("PLUGIN_MIN_PORT".into(), "ten".into()));
+    });
+    assert_contains(&err, &["PLUGIN_MIN_PORT=\"ten\" is not a TCP port"]);
+}

@@ -12,6 +12,8 @@ use loopp::proto::example::BrokerId;
 use loopp::proto::example_grpc::ExampleClient;
 use loopp::proto::grpc_stdio::stdio_data::Channel as Chan;
 use loopp::proto::grpc_stdio_grpc::GRPCStdioClient;
+use loopp::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
+use loopp::proto::health_grpc::HealthClient;
 use loopp::service::{Service, ServiceClient};
 
 use crate::util::*;
@@ -38,6 +40,23 @@ fn start_call_and_graceful_shutdown() {
     );
 
     client.ping().expect("ping");
+    let health = HealthClient::new(client.channel().clone());
+    let check = |service: &str| {
+        let req = HealthCheckRequest {
+            service: service.into(),
+            ..Default::default()
+        };
+        health.check(&req, T)
+    };
+    assert_eq!(
+        check("").unwrap().status.enum_value(),
+        Ok(ServingStatus::SERVING)
+    );
+    let unknown = check("bogus").err().expect("unknown service");
+    assert!(
+        loopp::error::rpc_status_text(&unknown).starts_with("NOT_FOUND"),
+        "{unknown:?}"
+    );
     let svc = ServiceClient::new("lifecycle", client.channel().clone(), T);
     assert_eq!(svc.try_name().unwrap(), "example");
     assert_eq!(svc.ready(), Ok(()));
@@ -47,6 +66,12 @@ fn start_call_and_graceful_shutdown() {
     );
     let ex = ExampleClient::new(client.channel().clone());
     assert_eq!(echo("lifecycle", &ex, "hi", T).unwrap(), "test: hi");
+    // Messages beyond grpc's 4 MiB default pass both ways (limits raised as go-plugin).
+    let big = "x".repeat(6 << 20);
+    assert_eq!(
+        echo("lifecycle", &ex, &big, T).unwrap().len(),
+        big.len() + "test: ".len()
+    );
 
     let exit = client.kill();
     assert!(exit.graceful, "exited after Shutdown without SIGKILL");

@@ -104,6 +104,13 @@ fn loopp_host_runs_a_go_plugin() {
     let exit = client.kill();
     assert!(exit.graceful, "the Go plugin exited after Shutdown");
     assert_gone(pid);
+    // go-plugin 1.0.1 has no GRPCStdio: that means "no stdio", not an error.
+    assert!(
+        wait_until(T, || logs_for("loopp::host::stdio").iter().any(|r| r
+            .message
+            == "plugin goplugin: no stdio service (go-plugin before 1.5)")),
+        "Unimplemented StreamStdio is reported as no stdio"
+    );
     // The Go plugin's hclog lines were relayed under its name with their level.
     assert!(
         logs_for("goplugin")

@@ -221,6 +221,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             "network": h.network.as_str(),
             "address": h.address,
             "start_ms": started.as_secs_f64() * 1e3,
+            "handshake_ms": client.handshake_in().as_secs_f64() * 1e3,
             "calls": samples.len(),
             "rpc_us_p50": rtt.p50.as_secs_f64() * 1e6,
             "rpc_us_p99": rtt.p99.as_secs_f64() * 1e6,
@@ -244,8 +245,9 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             h.app_version, h.network, h.address
         );
         println!(
-            "ready in    {} (spawn, handshake, first health check)",
-            human(started)
+            "ready in    {} (handshake after {}, then connect and first health check)",
+            human(started),
+            human(client.handshake_in())
         );
         println!("health      SERVING");
         match &service {
