@@ -52,7 +52,7 @@ fn start_call_and_graceful_shutdown() {
         check("").unwrap().status.enum_value(),
         Ok(ServingStatus::SERVING)
     );
-    let unknown = check("bogus").err().expect("unknown service");
+    let unknown = check("bogus").expect_err("unknown service");
     assert!(
         loopp::error::rpc_status_text(&unknown).starts_with("NOT_FOUND"),
         "{unknown:?}"
