@@ -6,6 +6,7 @@
 #   make static    a fully static loopp-node (glibc static-pie)
 #   make install   loopp-node and every plugin into $(DESTDIR)$(PREFIX)/bin
 #   make install-<plugin>   one plugin, e.g. make install-example
+#   (STATIC=1 make install ... installs the static binaries)
 #   make vendor    vendored crates for air-gapped builds (cargo build --offline)
 
 PREFIX ?= /usr/local
@@ -57,13 +58,22 @@ static: deps-build
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bins --target $(TARGET_TRIPLE)
 	@echo "static binaries in $(CARGO_TARGET_DIR)/$(TARGET_TRIPLE)/release/"
 
-install: build
-	install -d $(BINDIR)
-	install -m 0755 $(addprefix $(RELEASE)/,$(BINS)) $(BINDIR)/
+# STATIC=1 installs the static binaries (built by `make static`).
+ifeq ($(STATIC),1)
+INSTALL_FROM := $(CARGO_TARGET_DIR)/$(TARGET_TRIPLE)/release
+INSTALL_DEP := static
+else
+INSTALL_FROM := $(RELEASE)
+INSTALL_DEP := build
+endif
 
-$(addprefix install-,$(PLUGINS)): install-%: build
+install: $(INSTALL_DEP)
 	install -d $(BINDIR)
-	install -m 0755 $(RELEASE)/loopp-$* $(BINDIR)/
+	install -m 0755 $(addprefix $(INSTALL_FROM)/,$(BINS)) $(BINDIR)/
+
+$(addprefix install-,$(PLUGINS)): install-%: $(INSTALL_DEP)
+	install -d $(BINDIR)
+	install -m 0755 $(INSTALL_FROM)/loopp-$* $(BINDIR)/
 
 vendor:
 	$(CARGO) vendor --locked vendor > /dev/null

@@ -151,6 +151,7 @@ impl Client {
     /// from a thread that outlives the plugin (a supervisor or `main`).
     pub fn start(config: &HostConfig) -> Result<Client> {
         let t0 = Instant::now();
+        rpc::prewarm();
         let name = config.name.as_str();
         let sockets = match &config.socket_dir {
             Some(dir) => SocketDir::create_in(dir),
