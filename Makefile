@@ -51,8 +51,10 @@ test: deps-test
 		timeout 3600 $(CARGO) test --no-fail-fast -- --test-threads=4; \
 	fi
 
+# Static, like the Go programs it is compared with (CGO_ENABLED=0) and like
+# what constrained hosts run; shares its build with `make static`.
 bench: deps-bench
-	$(CARGO) bench --bench plugin
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench plugin --target $(TARGET_TRIPLE)
 
 static: deps-build
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bins --target $(TARGET_TRIPLE)
@@ -76,7 +78,7 @@ $(addprefix install-,$(PLUGINS)): install-%: $(INSTALL_DEP)
 	install -m 0755 $(INSTALL_FROM)/loopp-$* $(BINDIR)/
 
 vendor:
-	$(CARGO) vendor --locked vendor > /dev/null
+	$(CARGO) vendor --quiet --locked vendor > /dev/null
 	mkdir -p .cargo
 	printf '[source.crates-io]\nreplace-with = "vendored-sources"\n\n[source.vendored-sources]\ndirectory = "vendor"\n' > .cargo/config.toml
 	@echo "vendored: build offline with 'cargo build --offline' (undo: rm -r vendor .cargo)"

@@ -4,6 +4,7 @@
 //! Figures: start-to-ready (spawn → handshake → first successful health
 //! check) and health RPC round trip (sequential `grpc.health.v1.Health/Check`),
 //! p50 and p99. Also loopp host ↔ Go plugin, to separate host and plugin.
+//! `make bench` builds it statically (crt-static), as the Go programs are.
 //!
 //! Output: one JSON object per line. `{"impl":..., ...}` per measurement round,
 //! then `{"compare":METRIC,"loopp":x,"go_plugin":y,"ratio":x/y}` per figure
