@@ -31,6 +31,9 @@ use crate::sockdir::SocketDir;
 /// How long [`Broker::dial`] waits for an announcement by default (go-plugin: 5 s).
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long stopping one brokered server may take.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Announcements kept for ids nobody dialed yet; older ones are dropped beyond it.
 pub const MAX_PENDING: usize = 1024;
 
@@ -264,17 +267,7 @@ where
     }
 }
 
-fn shutdown_server(mut server: Server, path: &Path) {
-    server.cancel_all_calls();
-    // Shutdown completes once calls are cancelled; bounded all the same.
-    let fut = server.shutdown();
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let _ = std::thread::Builder::new()
-        .name("broker-stop".into())
-        .spawn(move || {
-            let _ = futures_executor::block_on(fut);
-            let _ = done_tx.send(());
-        });
-    let _ = done_rx.recv_timeout(Duration::from_secs(1));
+fn shutdown_server(server: Server, path: &Path) {
+    rpc::shutdown_server(server, SERVER_STOP_GRACE);
     let _ = std::fs::remove_file(path);
 }

@@ -129,6 +129,23 @@ pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Resul
     });
 }
 
+/// Stops a server: cancels its calls (long streams included), then waits up
+/// to `grace` for the shutdown to complete.
+pub fn shutdown_server(mut server: grpcio::Server, grace: std::time::Duration) {
+    server.cancel_all_calls();
+    let fut = server.shutdown();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("server-stop".into())
+        .spawn(move || {
+            let _ = futures_executor::block_on(fut);
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() {
+        let _ = rx.recv_timeout(grace);
+    }
+}
+
 /// An RpcStatus with a code and message.
 pub fn status(code: RpcStatusCode, message: impl Into<String>) -> RpcStatus {
     RpcStatus::with_message(code, message.into())

@@ -221,7 +221,7 @@ where
         close_bounded(svc.clone());
     }
     broker.close();
-    shutdown_bounded(server);
+    crate::rpc::shutdown_server(server, SHUTDOWN_GRACE);
     drop(sockets);
     Ok(stop)
 }
@@ -308,19 +308,6 @@ fn close_bounded(svc: Arc<dyn Service>) {
             log::warn!("service close did not finish within {SHUTDOWN_GRACE:?}; exiting anyway")
         }
     }
-}
-
-fn shutdown_bounded(mut server: Server) {
-    server.cancel_all_calls();
-    let fut = server.shutdown();
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let _ = std::thread::Builder::new()
-        .name("server-stop".into())
-        .spawn(move || {
-            let _ = futures_executor::block_on(fut);
-            let _ = tx.send(());
-        });
-    let _ = rx.recv_timeout(SHUTDOWN_GRACE);
 }
 
 /// Logs panics as JSON error lines on the real stderr, then lets the default
