@@ -42,6 +42,18 @@ pub enum Error {
         /// The last lines the plugin wrote to stderr.
         stderr_tail: String,
     },
+    /// The start was cancelled (the node is stopping).
+    Cancelled {
+        /// Plugin name.
+        plugin: String,
+    },
+    /// The plugin is between processes (restarting); calls fail fast.
+    Restarting {
+        /// Plugin name.
+        plugin: String,
+        /// Its state and last error, for the message.
+        detail: String,
+    },
     /// The first stdout line was not an acceptable handshake.
     Handshake {
         /// Plugin name.
@@ -225,6 +237,13 @@ impl fmt::Display for Error {
                 }
                 f.write_str(&tail(stderr_tail))
             }
+            Error::Cancelled { plugin } => {
+                write!(f, "plugin {plugin}: start cancelled (the node is stopping)")
+            }
+            Error::Restarting { plugin, detail } => write!(
+                f,
+                "plugin {plugin} is restarting ({detail}); the call was not made, try again shortly"
+            ),
             Error::Handshake {
                 plugin,
                 line,

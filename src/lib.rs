@@ -14,17 +14,24 @@
 #![deny(missing_docs)]
 
 pub mod broker;
+pub mod config;
+pub mod dotenv;
 pub mod error;
 pub mod example;
 pub mod handshake;
 pub mod host;
+pub mod kinds;
 pub mod logline;
+pub mod node;
 pub mod plugin;
 pub mod proto;
+pub mod registry;
 pub mod rpc;
 pub mod service;
+pub mod signals;
 pub mod sockdir;
 pub mod stats;
+pub mod supervisor;
 #[cfg(test)]
 mod testutil;
 

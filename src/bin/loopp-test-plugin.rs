@@ -73,7 +73,12 @@ fn raw_handshake(line: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mode = std::env::args().nth(1).unwrap_or_default();
+    // The mode comes from the first argument, else LOOPP_TEST_MODE (so a node
+    // can run it through CL_<NAME>_CMD, which takes no arguments).
+    let mode = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("LOOPP_TEST_MODE").ok())
+        .unwrap_or_default();
     match mode.as_str() {
         "serve" => serve_normally("serve"),
         "exit-after-handshake" => serve_normally("exit-after-handshake"),

@@ -32,6 +32,7 @@ use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequ
 use crate::proto::health_grpc::HealthClient;
 use crate::rpc;
 use crate::sockdir::{self, SocketDir};
+pub use process::Limit;
 use process::{FirstLine, Process, Spawn};
 
 /// go-plugin's default start timeout.
@@ -71,6 +72,8 @@ pub struct HostConfig {
     /// Where sockets go (the host's broker sockets, and the plugin's through
     /// `PLUGIN_UNIX_SOCKET_DIR`); None: `$PLUGIN_UNIX_SOCKET_DIR`, `$TMPDIR`, `/tmp`.
     pub socket_dir: Option<PathBuf>,
+    /// Resource limits for the plugin process (none by default).
+    pub limits: Vec<Limit>,
 }
 
 impl HostConfig {
@@ -89,6 +92,7 @@ impl HostConfig {
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             socket_dir: None,
+            limits: Vec::new(),
         }
     }
 
@@ -150,6 +154,16 @@ impl Client {
     /// The plugin's parent-death signal is tied to the calling thread: call this
     /// from a thread that outlives the plugin (a supervisor or `main`).
     pub fn start(config: &HostConfig) -> Result<Client> {
+        let (_keep, never) = crossbeam_channel::bounded::<()>(0);
+        Client::start_cancellable(config, &never)
+    }
+
+    /// As [`Client::start`], but gives up (with [`Error::Cancelled`]) as soon as
+    /// `cancel` is ready or disconnected, killing what it started.
+    pub fn start_cancellable(
+        config: &HostConfig,
+        cancel: &crossbeam_channel::Receiver<()>,
+    ) -> Result<Client> {
         let t0 = Instant::now();
         rpc::prewarm();
         let name = config.name.as_str();
@@ -163,13 +177,14 @@ impl Client {
             program: &config.program,
             args: &config.args,
             env: &config.plugin_env(),
+            limits: &config.limits,
         })
         .map_err(|source| Error::Spawn {
             plugin: name.to_string(),
             command: config.program.to_string_lossy().into_owned(),
             source,
         })?;
-        let handshake = match read_handshake(config, &process, t0 + config.start_timeout) {
+        let handshake = match read_handshake(config, &process, t0 + config.start_timeout, cancel) {
             Ok(h) => h,
             Err(e) => {
                 // A plugin that printed a handshake may have made its socket;
@@ -230,13 +245,18 @@ impl Client {
     /// `grpc.health.v1.Health/Check{service: "plugin"}` with the rpc timeout;
     /// Ok only when the plugin answers SERVING.
     pub fn ping(&self) -> Result<()> {
+        self.ping_within(self.config.rpc_timeout)
+    }
+
+    /// [`Client::ping`] with its own deadline.
+    pub fn ping_within(&self, timeout: Duration) -> Result<()> {
         const METHOD: &str = "/grpc.health.v1.Health/Check";
         let req = HealthCheckRequest {
             service: "plugin".to_string(),
             ..Default::default()
         };
         let resp = HealthClient::new(self.channel.clone())
-            .check(&req, self.config.rpc_timeout)
+            .check(&req, timeout)
             .map_err(|e| Error::rpc(&self.config.name, METHOD, &e))?;
         match resp.status.enum_value() {
             Ok(ServingStatus::SERVING) => Ok(()),
@@ -334,9 +354,14 @@ impl Drop for Client {
 }
 
 /// Waits for and checks the handshake line.
-fn read_handshake(config: &HostConfig, process: &Process, deadline: Instant) -> Result<Handshake> {
+fn read_handshake(
+    config: &HostConfig,
+    process: &Process,
+    deadline: Instant,
+    cancel: &crossbeam_channel::Receiver<()>,
+) -> Result<Handshake> {
     let name = &config.name;
-    let line = match process.first_line(deadline) {
+    let line = match process.first_line(deadline, cancel) {
         Some(FirstLine::Line(line)) => line,
         Some(FirstLine::Eof) => {
             let status = process.wait_timeout(STDERR_SETTLE);
@@ -345,6 +370,11 @@ fn read_handshake(config: &HostConfig, process: &Process, deadline: Instant) -> 
                 status,
                 stderr_tail: process.stderr_tail(STDERR_SETTLE),
             });
+        }
+        None if Instant::now() < deadline => {
+            return Err(Error::Cancelled {
+                plugin: name.clone(),
+            })
         }
         None => {
             return Err(Error::StartTimeout {

@@ -58,6 +58,17 @@ pub struct Spawn<'a> {
     pub args: &'a [OsString],
     /// Extra environment (added to the host's).
     pub env: &'a [(OsString, OsString)],
+    /// Resource limits set in the child before exec.
+    pub limits: &'a [Limit],
+}
+
+/// A resource limit for the plugin process (setrlimit in the child).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Address space (virtual memory), bytes: `RLIMIT_AS`.
+    AddressSpace(u64),
+    /// Open file descriptors: `RLIMIT_NOFILE`.
+    OpenFiles(u64),
 }
 
 impl Process {
@@ -69,11 +80,25 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let limits = s.limits.to_vec();
         // SAFETY: the closure only makes async-signal-safe syscalls.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::setpgid(0, 0);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                for limit in &limits {
+                    let (resource, value) = match *limit {
+                        Limit::AddressSpace(v) => (libc::RLIMIT_AS, v),
+                        Limit::OpenFiles(v) => (libc::RLIMIT_NOFILE, v),
+                    };
+                    let rl = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
+                    if libc::setrlimit(resource, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
@@ -116,9 +141,14 @@ impl Process {
         self.pid as u32
     }
 
-    /// Waits until `deadline` for the first stdout line.
-    pub fn first_line(&self, deadline: Instant) -> Option<FirstLine> {
-        self.first_line.recv_deadline(deadline).ok()
+    /// Waits until `deadline` for the first stdout line; gives up early (None)
+    /// when `cancel` becomes ready or disconnected.
+    pub fn first_line(&self, deadline: Instant, cancel: &Receiver<()>) -> Option<FirstLine> {
+        crossbeam_channel::select! {
+            recv(self.first_line) -> l => l.ok(),
+            recv(cancel) -> _ => None,
+            recv(crossbeam_channel::at(deadline)) -> _ => None,
+        }
     }
 
     /// A receiver that becomes disconnected when the process has exited (for

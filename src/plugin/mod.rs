@@ -17,7 +17,7 @@
 
 mod builtin;
 pub mod jsonlog;
-mod signals;
+mod parent;
 pub mod stdio;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -124,7 +124,7 @@ where
     // SIGTERM is handled from the start, so a plugin told to stop while it is
     // still starting cleans up its socket directory too.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Stop>(8);
-    signals::on_terminate(stop_tx.clone())
+    let sigterm = crate::signals::notify(&[libc::SIGTERM])
         .map_err(|e| serve_err("cannot install the SIGTERM handler", e))?;
     // go-plugin plugins ignore interrupts: Ctrl-C reaches the whole process
     // group and the host decides how its plugins stop.
@@ -197,9 +197,7 @@ where
     let address = listen(&mut server, network, &sockets)?;
     server.start();
 
-    signals::on_terminate(stop_tx.clone())
-        .map_err(|e| serve_err("cannot install the SIGTERM handler", e))?;
-    signals::watch_parent(stop_tx.clone());
+    parent::watch(stop_tx.clone());
 
     let line = Handshake {
         app_version,
@@ -214,7 +212,10 @@ where
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
 
-    let stop = stop_rx.recv().unwrap_or(Stop::HostGone);
+    let stop = crossbeam_channel::select! {
+        recv(stop_rx) -> s => s.unwrap_or(Stop::HostGone),
+        recv(sigterm) -> _ => Stop::Terminated,
+    };
     log::debug!(reason:? = stop; "plugin {} stopping", config.name);
     stopping.store(true, Ordering::Relaxed);
     if let Some(svc) = &served.service {

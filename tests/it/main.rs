@@ -4,5 +4,6 @@
 mod failures;
 mod host;
 mod interop;
+mod node;
 mod probe;
 mod util;

@@ -2,6 +2,7 @@
 //! it, print the error, pick the exit code.
 
 mod probe;
+mod run;
 
 use std::process::ExitCode;
 
@@ -9,22 +10,32 @@ const USAGE: &str = "\
 loopp-node: runs and inspects Local Out-Of-Process Plugins (go-plugin gRPC)
 
 USAGE:
+    loopp-node run [--config FILE]
     loopp-node probe [OPTIONS] -- CMD [ARGS...]
     loopp-node --help | --version
 
 COMMANDS:
+    run      run the job's plugins (LOOPPs or in-process), supervised, until
+             SIGINT or SIGTERM
     probe    launch any go-plugin gRPC plugin (loopp or Go), report what it
              negotiated, its health and RPC latency, then shut it down
 
-Run 'loopp-node probe --help' for the probe's options.
+Run 'loopp-node COMMAND --help' for a command's options.
 ";
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The node reports plugin life at info; the probe prints its own report.
+    let default_level = if args.first().map(String::as_str) == Some("run") {
+        "info"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_micros()
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("run") => run::main(&args[1..]),
         Some("probe") => probe::main(&args[1..]),
         Some("--version" | "-V") => {
             println!("loopp-node {}", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,87 @@
+//! `loopp-node run`: start every plugin of the job, supervise them, stop
+//! cleanly on SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use loopp::config::{Mode, NodeConfig};
+use loopp::node::Node;
+
+const HELP: &str = "\
+loopp-node run: run the job's plugins, supervised, until SIGINT or SIGTERM
+
+USAGE:
+    loopp-node run [--config FILE]
+
+OPTIONS:
+    --config FILE   the job file (JSON); without it, the embedded default job
+
+Each plugin NAME runs as a LOOPP when CL_<NAME>_CMD names its executable
+(looked up on PATH), with the variables of the dotenv file CL_<NAME>_ENV added
+to its environment; otherwise it runs in-process. Configuration errors stop
+the node before anything starts (exit status 2).
+";
+
+pub fn main(args: &[String]) -> Result<ExitCode, String> {
+    let mut config_path: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--help" | "-h" => {
+                print!("{HELP}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "--config" => {
+                let v = it
+                    .next()
+                    .ok_or("--config needs a file; see 'loopp-node run --help'")?;
+                config_path = Some(PathBuf::from(v));
+            }
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}; see 'loopp-node run --help'"
+                ))
+            }
+        }
+    }
+    let config = NodeConfig::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let signals = loopp::signals::notify(&[libc::SIGINT, libc::SIGTERM])
+        .map_err(|e| format!("cannot handle SIGINT/SIGTERM: {e}"))?;
+
+    for p in &config.plugins {
+        match &p.mode {
+            Mode::Loopp { command, .. } => log::info!(
+                "plugin {} ({}): LOOPP {}",
+                p.name,
+                p.kind.name,
+                command.display()
+            ),
+            Mode::InProcess => log::info!("plugin {} ({}): in-process", p.name, p.kind.name),
+        }
+    }
+    let node = Node::start(&config);
+    log::info!(
+        "node running {} plugins (pid {}); stop with Ctrl-C or SIGTERM",
+        config.plugins.len(),
+        std::process::id()
+    );
+
+    let sig = signals.recv().unwrap_or(libc::SIGTERM);
+    let name = if sig == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    log::info!("{name}: stopping every plugin");
+    // A second signal means "now": the plugins still exit by themselves
+    // (parent-death signal and their own watch on the node).
+    std::thread::spawn(move || {
+        if signals.recv().is_ok() {
+            eprintln!("loopp-node: second signal, exiting at once");
+            std::process::exit(130);
+        }
+    });
+    let took = node.shutdown();
+    log::info!("node stopped in {took:?}");
+    Ok(ExitCode::SUCCESS)
+}

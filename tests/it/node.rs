@@ -1,0 +1,460 @@
+//! The node: supervision of real plugin processes, in-process fallback,
+//! shutdown and process hygiene.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use loopp::config::NodeConfig;
+use loopp::node::Node;
+use loopp::registry::State;
+
+use crate::util::*;
+
+/// A job of LOOPPs, each `(name, test-plugin mode)` ("in-process": none), with
+/// fast supervision; `overrides` replace supervision settings.
+/// Returns the config and the sandbox holding the dotenv files and sockets.
+fn job(name: &str, plugins: &[(&str, &str)], overrides: &[(&str, &str)]) -> (NodeConfig, Sandbox) {
+    let sandbox = Sandbox::new(name);
+    let mut vars: Vec<(String, String)> =
+        vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+    let mut entries = Vec::new();
+    for (pname, mode) in plugins {
+        let envfile = sandbox.dir.join(format!("{pname}.env"));
+        std::fs::write(
+            &envfile,
+            format!(
+                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
+                sandbox.dir.display()
+            ),
+        )
+        .unwrap();
+        let prefix = loopp::config::env_prefix(pname);
+        if *mode != "in-process" {
+            vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
+            vars.push((format!("{prefix}_ENV"), envfile.display().to_string()));
+        }
+        entries.push(format!(r#"{{"name":"{pname}","kind":"example"}}"#));
+    }
+    let mut supervision: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        r#"{"health_interval":"200ms","health_timeout":"300ms","health_failures":1,"backoff_initial":"50ms",
+            "backoff_max":"400ms","stable_after":"5s","shutdown_grace":"1s","start_timeout":"10s"}"#,
+    )
+    .unwrap();
+    for (k, v) in overrides {
+        supervision.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let text = format!(
+        r#"{{"plugins":[{}],"supervision":{}}}"#,
+        entries.join(","),
+        serde_json::Value::Object(supervision)
+    );
+    let config = NodeConfig::from_json(name, &text, &move |k| {
+        vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (config, sandbox)
+}
+
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Waits until `name` is running and returns its pid.
+#[track_caller]
+fn running_pid(node: &Node, name: &str) -> u32 {
+    let mut pid = None;
+    assert!(
+        wait_until(BOUND, || {
+            pid = node
+                .registry()
+                .get(name)
+                .filter(|s| s.state == State::Running)
+                .and_then(|s| s.pid);
+            pid.is_some()
+        }),
+        "{name} never ran: {:?}",
+        node.registry().get(name)
+    );
+    pid.unwrap()
+}
+
+/// Waits until `name` runs with a pid other than `old`.
+#[track_caller]
+fn restarted_pid(node: &Node, name: &str, old: u32) -> u32 {
+    let mut pid = None;
+    assert!(
+        wait_until(BOUND, || {
+            pid = node
+                .registry()
+                .get(name)
+                .filter(|s| s.state == State::Running && s.pid != Some(old))
+                .and_then(|s| s.pid);
+            pid.is_some()
+        }),
+        "{name} was not restarted: {:?}",
+        node.registry().get(name)
+    );
+    pid.unwrap()
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: sending a signal to a pid we observed.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+#[test]
+fn a_sigkilled_plugin_is_restarted_and_healthy_again() {
+    let (config, _sb) = job("sigkill", &[("p1", "serve")], &[]);
+    let node = Node::start(&config);
+    let pid = running_pid(&node, "p1");
+    signal(pid, libc::SIGKILL);
+    let new = restarted_pid(&node, "p1", pid);
+    assert_ne!(new, pid);
+    let st = node.registry().get("p1").unwrap();
+    assert_eq!(st.restarts, 1);
+    assert!(
+        st.last_error.unwrap().contains("exited unexpectedly"),
+        "{:?}",
+        st.last_exit
+    );
+    assert_eq!(st.last_exit.as_deref(), Some("signal: 9 (SIGKILL)"));
+    let svc = node.service("p1").unwrap();
+    assert_eq!(
+        svc.ready(),
+        Ok(()),
+        "clients reach the new process without being rebuilt"
+    );
+    assert_eq!(svc.name(), "example");
+    node.shutdown();
+    assert_gone(new);
+}
+
+#[test]
+fn a_sigstopped_plugin_misses_its_health_deadline_and_is_replaced() {
+    let (config, _sb) = job("sigstop", &[("p1", "serve")], &[]);
+    let node = Node::start(&config);
+    let pid = running_pid(&node, "p1");
+    signal(pid, libc::SIGSTOP);
+    let new = restarted_pid(&node, "p1", pid);
+    let st = node.registry().get("p1").unwrap();
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("DEADLINE_EXCEEDED"),
+        "{st:?}"
+    );
+    // The old process was killed, so SIGCONT cannot bring it back.
+    signal(pid, libc::SIGCONT);
+    assert!(
+        wait_until(BOUND, || !pid_exists(pid)),
+        "the stopped process was not killed"
+    );
+    assert_eq!(node.registry().get("p1").unwrap().pid, Some(new));
+    node.shutdown();
+}
+
+#[test]
+fn a_crash_loop_backs_off_to_the_cap_and_hurts_nobody() {
+    let (config, _sb) = job(
+        "crashloop",
+        &[("bad", "exit-before-handshake"), ("good", "serve")],
+        &[],
+    );
+    let node = Node::start(&config);
+    let good = running_pid(&node, "good");
+    let cap = Duration::from_millis(400);
+    assert!(
+        wait_until(BOUND, || node
+            .registry()
+            .get("bad")
+            .and_then(|s| s.last_delay)
+            .is_some_and(|d| d >= cap.mul_f64(0.8))),
+        "the delay grows to the cap: {:?}",
+        node.registry().get("bad")
+    );
+    let bad = node.registry().get("bad").unwrap();
+    assert!(bad.last_delay.unwrap() <= cap);
+    assert!(bad.restarts >= 3, "{bad:?}");
+    assert!(bad
+        .last_error
+        .unwrap()
+        .contains("exited before we could connect"));
+    // Calls to it fail fast, naming the plugin; the other plugin is untouched.
+    let err = node.service("bad").unwrap().ready().unwrap_err();
+    assert!(err.contains("plugin bad is restarting"), "{err}");
+    let g = node.registry().get("good").unwrap();
+    assert_eq!(
+        (g.state, g.pid, g.restarts),
+        (State::Running, Some(good), 0)
+    );
+    assert_eq!(node.service("good").unwrap().ready(), Ok(()));
+    let health = node.health_report();
+    assert_eq!(health.get("good").map(String::as_str), Some(""));
+    assert!(
+        health.get("bad").is_some_and(|e| !e.is_empty()),
+        "{health:?}"
+    );
+    node.shutdown();
+}
+
+#[test]
+fn in_process_and_out_of_process_answer_alike() {
+    let (config, _sb) = job(
+        "same",
+        &[("inside", "in-process"), ("outside", "serve")],
+        &[],
+    );
+    let node = Node::start(&config);
+    running_pid(&node, "outside");
+    let (a, b) = (
+        node.service("inside").unwrap(),
+        node.service("outside").unwrap(),
+    );
+    assert_eq!(a.name(), b.name());
+    assert_eq!(a.ready(), b.ready());
+    assert_eq!(a.health_report(), b.health_report());
+    let health = node.health_report();
+    assert_eq!(health.get("inside.example"), health.get("outside.example"));
+    assert_eq!(health.get("inside").map(String::as_str), Some(""));
+    assert_eq!(health.get("outside").map(String::as_str), Some(""));
+    assert_eq!(node.ready(), Ok(()));
+    node.shutdown();
+}
+
+#[test]
+fn a_hung_plugin_cannot_stall_the_health_report() {
+    let (config, _sb) = job(
+        "hung",
+        &[("ok", "serve"), ("hung", "serve")],
+        &[("health_interval", "30s")],
+    );
+    let node = Node::start(&config);
+    running_pid(&node, "ok");
+    let hung = running_pid(&node, "hung");
+    signal(hung, libc::SIGSTOP);
+    let t = std::time::Instant::now();
+    let health = node.health_report();
+    let took = t.elapsed();
+    signal(hung, libc::SIGCONT);
+    assert!(
+        took < Duration::from_secs(3),
+        "bounded by the rpc deadline, took {took:?}"
+    );
+    assert_eq!(health.get("ok").map(String::as_str), Some(""));
+    assert!(health["hung"].contains("DEADLINE_EXCEEDED"), "{health:?}");
+    node.shutdown();
+}
+
+#[test]
+fn resource_limits_apply_to_the_plugin_process() {
+    let sandbox = Sandbox::new("limits");
+    let envfile = sandbox.dir.join("l.env");
+    std::fs::write(&envfile, "LOOPP_TEST_MODE=serve\n").unwrap();
+    let text = r#"{"plugins":[{"name":"l","kind":"example","limits":{"open_files":200,"address_space_mb":8192}}]}"#;
+    let (cmd, env) = (TEST_PLUGIN.to_string(), envfile.display().to_string());
+    let config = NodeConfig::from_json("limits", text, &move |k| match k {
+        "CL_L_CMD" => Some(cmd.clone()),
+        "CL_L_ENV" => Some(env.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let node = Node::start(&config);
+    let pid = running_pid(&node, "l");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = |what: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(what))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("Max open files"), "Max open files 200 200 files");
+    assert_eq!(
+        line("Max address space"),
+        format!("Max address space {0} {0} bytes", 8192u64 << 20)
+    );
+    node.shutdown();
+}
+
+#[test]
+fn fifty_plugins_start_all_die_all_come_back() {
+    let names: Vec<String> = (0..50).map(|i| format!("p{i:02}")).collect();
+    let plugins: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "serve")).collect();
+    let (config, sandbox) = job(
+        "fifty",
+        &plugins,
+        &[("health_interval", "2s"), ("health_timeout", "2s")],
+    );
+    let node = Node::start(&config);
+    let pids: Vec<u32> = names.iter().map(|n| running_pid(&node, n)).collect();
+    for &pid in &pids {
+        signal(pid, libc::SIGKILL);
+    }
+    for (n, &old) in names.iter().zip(&pids) {
+        restarted_pid(&node, n, old);
+    }
+    assert_eq!(node.ready(), Ok(()));
+    let took = node.shutdown();
+    assert!(
+        took < Duration::from_secs(5),
+        "50 plugins stopped in parallel, took {took:?}"
+    );
+    for (n, &old) in names.iter().zip(&pids) {
+        assert_gone(old);
+        assert!(!pid_exists(old), "{n}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || sandbox
+            .leftovers()
+            .iter()
+            .all(|f| f.ends_with(".env"))),
+        "sockets left: {:?}",
+        sandbox.leftovers()
+    );
+}
+
+/// Starts `loopp-node run` with `plugins` and waits for them all to run.
+/// Returns the node process and the plugin pids.
+fn start_node_process(
+    name: &str,
+    plugins: &[(&str, &str)],
+) -> (std::process::Child, Vec<u32>, Sandbox) {
+    let sandbox = Sandbox::new(name);
+    let entries: Vec<String> = plugins
+        .iter()
+        .map(|(n, _)| format!(r#"{{"name":"{n}","kind":"example"}}"#))
+        .collect();
+    let jobfile = sandbox.dir.join("job.json");
+    std::fs::write(
+        &jobfile,
+        format!(
+            r#"{{"plugins":[{}],"supervision":{{"shutdown_grace":"2s"}}}}"#,
+            entries.join(",")
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(NODE);
+    cmd.args(["run", "--config"])
+        .arg(&jobfile)
+        .env("RUST_LOG", "info");
+    for (n, mode) in plugins {
+        let envfile = sandbox.dir.join(format!("{n}.env"));
+        std::fs::write(
+            &envfile,
+            format!(
+                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
+                sandbox.dir.display()
+            ),
+        )
+        .unwrap();
+        let prefix = loopp::config::env_prefix(n);
+        cmd.env(format!("{prefix}_CMD"), TEST_PLUGIN)
+            .env(format!("{prefix}_ENV"), &envfile);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("running (pid ").nth(1) {
+                let pid: u32 = rest.split(',').next().unwrap().parse().unwrap();
+                let _ = tx.send(pid);
+            }
+        }
+    });
+    let pids: Vec<u32> = (0..plugins.len())
+        .map(|_| {
+            rx.recv_timeout(BOUND)
+                .expect("every plugin reports running")
+        })
+        .collect();
+    (child, pids, sandbox)
+}
+
+#[test]
+fn sigterm_stops_the_node_and_every_plugin_within_the_bound() {
+    let (mut node, pids, sandbox) = start_node_process(
+        "nodeterm",
+        &[
+            ("a", "serve"),
+            ("b", "serve"),
+            ("c", "serve"),
+            ("deaf", "ignore-shutdown"),
+        ],
+    );
+    signal(node.id(), libc::SIGTERM);
+    let t = std::time::Instant::now();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let waiter = std::thread::spawn(move || {
+        let status = node.wait().unwrap();
+        let _ = tx.send(status);
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the node exits within 5 s");
+    waiter.join().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    for pid in pids {
+        assert_gone(pid);
+    }
+    assert!(
+        sandbox
+            .leftovers()
+            .iter()
+            .all(|f| f.ends_with(".env") || f.ends_with(".json")),
+        "{:?}",
+        sandbox.leftovers()
+    );
+}
+
+#[test]
+fn sigkill_to_the_node_leaves_no_plugin_behind() {
+    let (mut node, pids, _sandbox) = start_node_process(
+        "nodekill",
+        &[("a", "serve"), ("b", "serve"), ("c", "serve")],
+    );
+    node.kill().unwrap();
+    node.wait().unwrap();
+    for pid in pids {
+        assert!(
+            wait_until(Duration::from_secs(2), || !pid_exists(pid)),
+            "plugin {pid} outlived the node by 2 s"
+        );
+    }
+}
+
+#[test]
+fn configuration_errors_stop_the_node_before_anything_starts() {
+    let sandbox = Sandbox::new("badconfig");
+    let jobfile = sandbox.dir.join("job.json");
+    std::fs::write(
+        &jobfile,
+        r#"{"plugins":[{"name":"m","kind":"median"}],"supervision":{"rpc_timeout":"0s"}}"#,
+    )
+    .unwrap();
+    let out = run_bounded(
+        Command::new(NODE)
+            .args(["run", "--config"])
+            .arg(&jobfile)
+            .env_remove("CL_M_CMD"),
+        BOUND,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("supervision.rpc_timeout: \"0s\" must be more than zero"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("set CL_M_CMD to its LOOPP command"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("running"), "nothing started: {stderr}");
+}
