@@ -2,7 +2,7 @@
 #
 #   make run       build everything and probe the example plugin
 #   make test      unit + integration tests (installs cmake, Go, go-plugin if missing)
-#   make bench     loopp vs go-plugin: start-to-ready and health RPC round trip
+#   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU
 #   make static    a fully static loopp-node (glibc static-pie)
 #   make install   loopp-node and every plugin into $(DESTDIR)$(PREFIX)/bin
 #   make install-<plugin>   one plugin, e.g. make install-example
@@ -53,8 +53,10 @@ test: deps-test
 
 # Static, like the Go programs it is compared with (CGO_ENABLED=0) and like
 # what constrained hosts run; shares its build with `make static`.
+# The plugin benchmark runs first, on a quiet machine.
 bench: deps-bench
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench plugin --target $(TARGET_TRIPLE)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench node --target $(TARGET_TRIPLE)
 
 static: deps-build
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bins --target $(TARGET_TRIPLE)

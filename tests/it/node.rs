@@ -96,6 +96,28 @@ fn restarted_pid(node: &Node, name: &str, old: u32) -> u32 {
     pid.unwrap()
 }
 
+/// Zombie processes whose parent is this test process.
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: sending a signal to a pid we observed.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
@@ -295,6 +317,11 @@ fn fifty_plugins_start_all_die_all_come_back() {
     for (n, &old) in names.iter().zip(&pids) {
         restarted_pid(&node, n, old);
     }
+    assert_eq!(
+        zombie_children(),
+        Vec::<u32>::new(),
+        "all 50 killed plugins were reaped"
+    );
     assert_eq!(node.ready(), Ok(()));
     let took = node.shutdown();
     assert!(
