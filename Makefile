@@ -1,6 +1,7 @@
 # loopp: build, test, run, benchmark, install.
 #
-#   make run       build everything and probe the example plugin
+#   make run       build everything and run the node (default job; Ctrl-C stops)
+#   make probe     build everything and probe the example plugin
 #   make test      unit + integration tests (installs cmake, Go, go-plugin if missing)
 #   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU
 #   make static    a fully static loopp-node (glibc static-pie)
@@ -25,7 +26,7 @@ PLUGINS := example
 BINS := loopp-node $(addprefix loopp-,$(PLUGINS))
 RELEASE := $(CARGO_TARGET_DIR)/release
 
-.PHONY: all build test run bench static install $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
+.PHONY: all build test run probe bench static install $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
 
 all: build
 
@@ -39,7 +40,12 @@ deps-bench:
 build: deps-build
 	$(CARGO) build --release --bins
 
+# The node with its default job, the example plugin as a LOOPP; Ctrl-C stops it.
 run: build
+	CL_EXAMPLE_CMD=$(RELEASE)/loopp-example $(RELEASE)/loopp-node run
+
+# The operator's diagnostic on the example plugin.
+probe: build
 	$(RELEASE)/loopp-node probe --kind example -- $(RELEASE)/loopp-example
 
 # Nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.
