@@ -91,7 +91,11 @@ impl Broker {
     /// Serves `services` on a new socket and announces it as `id`. The server
     /// runs until [`Broker::stop`] of that id or [`Broker::close`].
     pub fn serve(&self, id: u32, services: Vec<Service>) -> Result<()> {
-        let path = self.inner.sockets.path(&format!("broker-{id}.sock"));
+        let path = self
+            .inner
+            .sockets
+            .path(&format!("broker-{id}.sock"))
+            .map_err(|e| Error::io("broker: no socket directory", e))?;
         let mut builder = rpc::server_builder();
         for s in services {
             builder = builder.register_service(s);

@@ -27,6 +27,43 @@ pub trait Service: Send + Sync + 'static {
     fn health_report(&self) -> BTreeMap<String, String>;
 }
 
+/// A [`Service`] whose `close` runs at most once; later calls succeed at once.
+pub struct CloseOnce {
+    inner: Arc<dyn Service>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl CloseOnce {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Service>) -> CloseOnce {
+        CloseOnce {
+            inner,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Service for CloseOnce {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn close(&self) -> Result<(), String> {
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.close()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.inner.ready()
+    }
+
+    fn health_report(&self) -> BTreeMap<String, String> {
+        self.inner.health_report()
+    }
+}
+
 /// The gRPC service for a [`Service`], to register on a plugin's server.
 pub fn server(svc: Arc<dyn Service>) -> grpcio::Service {
     loop_service_grpc::create_service(ServiceServer(svc))

@@ -160,7 +160,7 @@ mod ignore_shutdown {
         // SAFETY: ignoring SIGTERM is always sound.
         unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
         let dir = SocketDir::create().expect("socket dir");
-        let path = dir.path("plugin.sock");
+        let path = dir.path("plugin.sock").expect("socket path");
         let mut server = loopp::rpc::server_builder()
             .register_service(health_grpc::create_health(Deaf))
             .register_service(grpc_controller_grpc::create_grpc_controller(Deaf))

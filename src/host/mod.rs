@@ -167,11 +167,8 @@ impl Client {
         let t0 = Instant::now();
         rpc::prewarm();
         let name = config.name.as_str();
-        let sockets = match &config.socket_dir {
-            Some(dir) => SocketDir::create_in(dir),
-            None => SocketDir::create(),
-        }
-        .map_err(|e| Error::io("cannot create the host's socket directory", e))?;
+        // Made only if the host serves something on its broker.
+        let sockets = SocketDir::lazy(config.socket_dir.clone());
         let process = Process::spawn(Spawn {
             name,
             program: &config.program,

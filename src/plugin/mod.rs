@@ -162,10 +162,16 @@ where
         app_version,
         broker: broker.clone(),
     };
-    let served = build(&plugin).map_err(|e| Error::Serve {
+    let mut served = build(&plugin).map_err(|e| Error::Serve {
         what: format!("plugin {} could not start", config.name),
         source: Some(e),
     })?;
+    // Closed once: by the host's Close call, or at shutdown if the host (a Go
+    // host, say) never called it.
+    served.service = served
+        .service
+        .take()
+        .map(|s| Arc::new(service::CloseOnce::new(s)) as Arc<dyn Service>);
 
     let stopping = Arc::new(AtomicBool::new(false));
     let mut builder = crate::rpc::server_builder()
@@ -231,7 +237,9 @@ where
 fn listen(server: &mut Server, network: Network, sockets: &SocketDir) -> Result<String> {
     match network {
         Network::Unix => {
-            let path = sockets.path("plugin.sock");
+            let path = sockets
+                .path("plugin.sock")
+                .map_err(|e| serve_err("cannot create the socket directory", e))?;
             let address = path.to_string_lossy().into_owned();
             server
                 .add_listening_port(
