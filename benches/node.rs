@@ -61,7 +61,7 @@ fn recovery(crashes: u64) {
         _ => None,
     })
     .expect("bench job");
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     let mut pid = wait_running(&node, "p0", None);
     let (mut rec, mut back) = (Vec::new(), Vec::new());
     for _ in 0..crashes {

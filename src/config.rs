@@ -15,7 +15,8 @@
 //!     "health_interval": "2s", "health_timeout": "1s", "health_failures": 2,
 //!     "backoff_initial": "100ms", "backoff_max": "30s", "stable_after": "10s",
 //!     "shutdown_grace": "2s"
-//!   }
+//!   },
+//!   "http": {"listen": "127.0.0.1:6688"}
 //! }
 //! ```
 //!
@@ -113,6 +114,9 @@ pub struct NodeConfig {
     pub plugins: Vec<PluginConfig>,
     /// Supervision settings.
     pub supervision: Supervision,
+    /// The HTTP listen address (`/discovery`, `/metrics`, `/health`, the
+    /// metrics proxy); None: no HTTP server.
+    pub http: Option<String>,
 }
 
 /// Configuration problems, all of them, one per line.
@@ -145,6 +149,14 @@ struct JobFile {
     plugins: Vec<PluginEntry>,
     #[serde(default)]
     supervision: SupervisionEntry,
+    #[serde(default)]
+    http: HttpEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpEntry {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -336,10 +348,22 @@ impl NodeConfig {
                 limits,
             });
         }
+        let http = match job.http.listen.as_deref() {
+            None => Some(crate::http::node::DEFAULT_LISTEN.to_string()),
+            Some("off") => None,
+            Some(a) if a.parse::<std::net::SocketAddr>().is_ok() => Some(a.to_string()),
+            Some(a) => {
+                problems.push(format!(
+                    "http.listen: {a:?} is not IP:PORT; use e.g. \"127.0.0.1:6688\" (or \"off\")"
+                ));
+                None
+            }
+        };
         if problems.is_empty() {
             Ok(NodeConfig {
                 plugins,
                 supervision,
+                http,
             })
         } else {
             Err(ConfigError { problems })

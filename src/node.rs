@@ -1,9 +1,11 @@
 //! The node: runs every configured plugin, out of process under a
-//! [`Supervisor`] or in-process, keeps the [`Registry`] current, aggregates
-//! readiness and health, and shuts everything down in parallel.
+//! [`Supervisor`] or in-process, keeps the [`Registry`] current, allocates
+//! each LOOPP's metrics port, serves HTTP, aggregates readiness and health,
+//! and shuts everything down in parallel.
 //!
 //! Data flow: config → supervisors → (events channel) → registry; callers reach
-//! a plugin's service through [`Node::service`], the same trait either way.
+//! a plugin's service through [`Node::service`], the same trait either way;
+//! HTTP → [`Plugins`] (registry, services) → proxy.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,49 +14,146 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Mode, NodeConfig, Supervision};
 use crate::host::HostConfig;
+use crate::http::node::NodeHttpConfig;
+use crate::http::HttpServer;
+use crate::ports::Ports;
 use crate::registry::{Event, PluginStatus, Registry};
 use crate::service::Service;
 use crate::supervisor::{LinkedService, Supervisor};
 
-struct Plugin {
-    name: String,
-    service: Arc<dyn Service>,
-    supervisor: Option<Supervisor>,
+/// The node's plugins as the rest of the node sees them: their services (the
+/// same trait in-process or not) and their states. Shared with the HTTP server.
+pub struct Plugins {
+    registry: Registry,
+    services: Vec<(String, Arc<dyn Service>)>,
+    rpc_timeout: Duration,
+}
+
+impl Plugins {
+    /// The plugins' states.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A plugin's service.
+    pub fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
+        self.services
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Runs `f` on every plugin's service in parallel, each bounded by the rpc
+    /// timeout plus a margin: a hung plugin cannot stall the answer.
+    fn each<T: Send + 'static>(
+        &self,
+        f: impl Fn(&dyn Service) -> T + Send + Sync + 'static,
+    ) -> Vec<(String, Option<T>)> {
+        let f = Arc::new(f);
+        let pending: Vec<_> = self
+            .services
+            .iter()
+            .map(|(name, svc)| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let (svc, f) = (svc.clone(), f.clone());
+                let _ = std::thread::Builder::new()
+                    .name(format!("ask-{name}"))
+                    .spawn(move || {
+                        let _ = tx.send(f(svc.as_ref()));
+                    });
+                (name.clone(), rx)
+            })
+            .collect();
+        let deadline = Instant::now() + self.rpc_timeout + Duration::from_millis(200);
+        pending
+            .into_iter()
+            .map(|(name, rx)| (name, rx.recv_deadline(deadline).ok()))
+            .collect()
+    }
+
+    /// Node-wide health: every plugin's report with keys prefixed `NAME.`, plus
+    /// `NAME` itself (empty when running and answering).
+    pub fn health_report(&self) -> BTreeMap<String, String> {
+        let bound = self.rpc_timeout;
+        let mut out = BTreeMap::new();
+        for (name, report) in self.each(|s| s.health_report()) {
+            let mut own = match self.registry.get(&name) {
+                Some(st) if !st.healthy() => format!("not healthy: {}", st.describe()),
+                _ => String::new(),
+            };
+            match report {
+                Some(r) => {
+                    for (k, v) in r {
+                        if k == name {
+                            if own.is_empty() {
+                                own = v;
+                            }
+                        } else {
+                            out.insert(format!("{name}.{k}"), v);
+                        }
+                    }
+                }
+                None if own.is_empty() => own = format!("no health report within {bound:?}"),
+                None => {}
+            }
+            out.insert(name, own);
+        }
+        out
+    }
+
+    /// Node-wide readiness: Ok when every plugin is ready; else every reason.
+    pub fn ready(&self) -> Result<(), String> {
+        let bound = self.rpc_timeout;
+        let errors: Vec<String> = self
+            .each(|s| s.ready())
+            .into_iter()
+            .filter_map(|(name, r)| match r {
+                Some(Ok(())) => None,
+                Some(Err(e)) => Some(format!("{name}: {e}")),
+                None => Some(format!("{name}: no answer within {bound:?}")),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
 }
 
 /// A running node.
 pub struct Node {
-    registry: Registry,
-    plugins: Vec<Plugin>,
+    plugins: Arc<Plugins>,
+    supervisors: Vec<Supervisor>,
     supervision: Supervision,
     applier: Option<JoinHandle<()>>,
+    ports: Arc<Ports>,
+    http: Option<HttpServer>,
 }
 
 impl Node {
-    /// Starts every plugin of `config` (out-of-process ones in the background).
-    pub fn start(config: &NodeConfig) -> Node {
+    /// Starts the HTTP server (when configured) and every plugin of `config`
+    /// (out-of-process ones in the background). Fails, with nothing left
+    /// running, only if the HTTP address or a metrics port cannot be had.
+    pub fn start(config: &NodeConfig) -> std::io::Result<Node> {
         let registry = Registry::new();
-        let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
-        let mut plugins = Vec::new();
+        let ports = Arc::new(Ports::new());
+        let mut services: Vec<(String, Arc<dyn Service>)> = Vec::new();
+        let mut hosts = Vec::new();
         for p in &config.plugins {
             match &p.mode {
                 Mode::Loopp { command, env } => {
-                    registry.insert(PluginStatus::new(&p.name, p.kind.name, true));
+                    // Allocated once: the plugin keeps its port across restarts.
+                    let port = ports.allocate()?;
+                    let mut status = PluginStatus::new(&p.name, p.kind.name, true);
+                    status.metrics_port = Some(port);
+                    registry.insert(status);
                     let mut host = HostConfig::new(&p.name, command, p.kind.cookie.clone());
                     host.env = env.clone();
+                    host.env
+                        .push(("CL_PROMETHEUS_PORT".into(), port.to_string().into()));
                     host.limits = p.limits.clone();
-                    let sup =
-                        Supervisor::spawn(host, config.supervision.clone(), events_tx.clone());
-                    let service = Arc::new(LinkedService::new(
-                        &p.name,
-                        sup.link().clone(),
-                        config.supervision.rpc_timeout,
-                    ));
-                    plugins.push(Plugin {
-                        name: p.name.clone(),
-                        service,
-                        supervisor: Some(sup),
-                    });
+                    hosts.push(host);
                 }
                 Mode::InProcess => {
                     registry.insert(PluginStatus::new(&p.name, p.kind.name, false));
@@ -63,14 +162,52 @@ impl Node {
                         .in_process
                         .expect("config checked an in-process implementation exists");
                     log::info!("plugin {} running in-process", p.name);
-                    plugins.push(Plugin {
-                        name: p.name.clone(),
-                        service: make(),
-                        supervisor: None,
-                    });
+                    services.push((p.name.clone(), make()));
                 }
             }
         }
+        let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
+        let mut supervisors = Vec::new();
+        for host in &hosts {
+            let link = crate::supervisor::Link::default();
+            let service = Arc::new(LinkedService::new(
+                &host.name,
+                link.clone(),
+                config.supervision.rpc_timeout,
+            ));
+            services.push((host.name.clone(), service));
+            supervisors.push(link);
+        }
+        let plugins = Arc::new(Plugins {
+            registry: registry.clone(),
+            services,
+            rpc_timeout: config.supervision.rpc_timeout,
+        });
+        // HTTP first: a bad address fails before any plugin starts.
+        let http = match &config.http {
+            Some(listen) => {
+                let server =
+                    crate::http::node::serve(NodeHttpConfig::from_env(listen), plugins.clone())?;
+                log::info!(
+                    "HTTP on http://{} (/discovery, /metrics, /health)",
+                    server.addr()
+                );
+                Some(server)
+            }
+            None => None,
+        };
+        let supervisors: Vec<Supervisor> = hosts
+            .into_iter()
+            .zip(supervisors)
+            .map(|(host, link)| {
+                Supervisor::spawn_with_link(
+                    host,
+                    config.supervision.clone(),
+                    events_tx.clone(),
+                    link,
+                )
+            })
+            .collect();
         drop(events_tx);
         let reg = registry.clone();
         let applier = std::thread::Builder::new()
@@ -95,132 +232,61 @@ impl Node {
                         _ => {}
                     }
                 }
-            })
-            .expect("spawn the registry thread");
-        Node {
-            registry,
+            })?;
+        Ok(Node {
             plugins,
+            supervisors,
             supervision: config.supervision.clone(),
             applier: Some(applier),
-        }
+            ports,
+            http,
+        })
     }
 
     /// The plugins' states.
     pub fn registry(&self) -> &Registry {
-        &self.registry
+        &self.plugins.registry
     }
 
     /// A plugin's service, in-process or not: the same trait.
     pub fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
-        self.plugins
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.service.clone())
+        self.plugins.service(name)
     }
 
-    /// Runs `f` on every plugin's service in parallel, each bounded by the rpc
-    /// timeout plus a margin: a hung plugin cannot stall the answer.
-    fn each<T: Send + 'static>(
-        &self,
-        f: impl Fn(&dyn Service) -> T + Send + Sync + 'static,
-    ) -> Vec<(String, Option<T>)> {
-        let f = Arc::new(f);
-        let bound = self.supervision.rpc_timeout + Duration::from_millis(200);
-        let pending: Vec<_> = self
-            .plugins
-            .iter()
-            .map(|p| {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                let (svc, f) = (p.service.clone(), f.clone());
-                let _ = std::thread::Builder::new()
-                    .name(format!("ask-{}", p.name))
-                    .spawn(move || {
-                        let _ = tx.send(f(svc.as_ref()));
-                    });
-                (p.name.clone(), rx)
-            })
-            .collect();
-        let deadline = Instant::now() + bound;
-        pending
-            .into_iter()
-            .map(|(name, rx)| (name, rx.recv_deadline(deadline).ok()))
-            .collect()
-    }
-
-    /// Node-wide health: every plugin's report with keys prefixed `NAME.`, plus
-    /// `NAME` itself (empty when running and answering).
+    /// Node-wide health (see [`Plugins::health_report`]).
     pub fn health_report(&self) -> BTreeMap<String, String> {
-        let bound = self.supervision.rpc_timeout;
-        let mut out = BTreeMap::new();
-        for (name, report) in self.each(|s| s.health_report()) {
-            let status = self.registry.get(&name);
-            let mut own = String::new();
-            if let Some(st) = &status {
-                if !st.healthy() {
-                    own = format!("not healthy: {}", st.describe());
-                }
-            }
-            match report {
-                Some(r) => {
-                    for (k, v) in r {
-                        let key = if k == name {
-                            name.clone()
-                        } else {
-                            format!("{name}.{k}")
-                        };
-                        if key == name && own.is_empty() {
-                            own = v;
-                        } else if key != name {
-                            out.insert(key, v);
-                        }
-                    }
-                }
-                None if own.is_empty() => own = format!("no health report within {bound:?}"),
-                None => {}
-            }
-            out.insert(name, own);
-        }
-        out
+        self.plugins.health_report()
     }
 
-    /// Node-wide readiness: Ok when every plugin is ready; else every reason.
+    /// Node-wide readiness (see [`Plugins::ready`]).
     pub fn ready(&self) -> Result<(), String> {
-        let bound = self.supervision.rpc_timeout;
-        let errors: Vec<String> = self
-            .each(|s| s.ready())
-            .into_iter()
-            .filter_map(|(name, r)| match r {
-                Some(Ok(())) => None,
-                Some(Err(e)) => Some(format!("{name}: {e}")),
-                None => Some(format!("{name}: no answer within {bound:?}")),
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        self.plugins.ready()
+    }
+
+    /// The HTTP server's address, if it runs.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
     }
 
     /// Stops every plugin in parallel (Close, Shutdown, grace, SIGKILL) and
-    /// waits for all of it. Returns how long it took.
+    /// waits for all of it, then the HTTP server. Returns how long it took.
     pub fn shutdown(mut self) -> Duration {
         let t0 = Instant::now();
         // Tell every supervisor at once, then close in-process services.
-        for p in &mut self.plugins {
-            if let Some(s) = &mut p.supervisor {
-                s.request_stop();
-            }
+        for s in &mut self.supervisors {
+            s.request_stop();
         }
-        let in_process: Vec<_> = self
-            .plugins
+        let supervised: Vec<String> = self
+            .supervisors
             .iter()
-            .filter(|p| p.supervisor.is_none())
-            .map(|p| p.service.clone())
+            .map(|s| s.name().to_string())
             .collect();
         let (tx, rx) = crossbeam_channel::unbounded();
-        for svc in in_process {
-            let tx = tx.clone();
+        for (name, svc) in &self.plugins.services {
+            if supervised.contains(name) {
+                continue;
+            }
+            let (tx, svc) = (tx.clone(), svc.clone());
             let _ = std::thread::Builder::new()
                 .name("close".into())
                 .spawn(move || {
@@ -233,13 +299,19 @@ impl Node {
         drop(tx);
         let deadline = Instant::now() + self.supervision.rpc_timeout;
         while rx.recv_deadline(deadline).is_ok() {}
-        for p in self.plugins.drain(..) {
-            if let Some(s) = p.supervisor {
-                s.stop();
+        for s in self.supervisors.drain(..) {
+            s.stop();
+        }
+        for st in self.plugins.registry.snapshot() {
+            if let Some(port) = st.metrics_port {
+                self.ports.release(port);
             }
         }
         if let Some(a) = self.applier.take() {
             let _ = a.join();
+        }
+        if let Some(h) = self.http.take() {
+            h.stop();
         }
         t0.elapsed()
     }
@@ -247,12 +319,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        for p in &mut self.plugins {
-            if let Some(s) = &mut p.supervisor {
-                s.request_stop();
-            }
+        for s in &mut self.supervisors {
+            s.request_stop();
         }
         // Supervisors join on drop.
-        self.plugins.clear();
+        self.supervisors.clear();
     }
 }

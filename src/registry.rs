@@ -117,6 +117,8 @@ pub struct PluginStatus {
     pub last_delay: Option<Duration>,
     /// Health checks failed in a row.
     pub health_failures: u32,
+    /// The port of its `/metrics` (LOOPPs), kept across restarts.
+    pub metrics_port: Option<u16>,
 }
 
 impl PluginStatus {
@@ -139,6 +141,7 @@ impl PluginStatus {
             next_start: None,
             last_delay: None,
             health_failures: 0,
+            metrics_port: None,
         }
     }
 

@@ -98,14 +98,17 @@ where
     F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
 {
     let method = String::from_utf8_lossy(ctx.method()).into_owned();
+    let call = crate::metrics::server_call();
     let spawned = std::thread::Builder::new()
         .name("rpc-handler".into())
         .spawn(move || {
             let outcome = f();
+            let code = code_name(&outcome);
             let sent = match outcome {
                 Ok(resp) => futures_executor::block_on(sink.success(resp)),
                 Err(status) => futures_executor::block_on(sink.fail(status)),
             };
+            call.finish(&code);
             if let Err(e) = sent {
                 log::debug!(
                     "{method}: reply not delivered: {}",
@@ -120,13 +123,28 @@ where
 
 /// Answers a call at once on the completion-queue thread (for cheap handlers).
 pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Result<T, RpcStatus>) {
+    let call = crate::metrics::server_call();
+    let code = code_name(&r);
     let f = match r {
         Ok(resp) => sink.success(resp),
         Err(status) => sink.fail(status),
     };
     ctx.spawn(async move {
         let _ = f.await;
+        call.finish(&code);
     });
+}
+
+/// `OK` or the status code's name, for metrics.
+fn code_name<T>(r: &Result<T, RpcStatus>) -> String {
+    match r {
+        Ok(_) => "OK".to_string(),
+        Err(s) => crate::error::rpc_status_text(&grpcio::Error::RpcFailure(s.clone()))
+            .split(':')
+            .next()
+            .unwrap_or("UNKNOWN")
+            .to_string(),
+    }
 }
 
 /// Stops a server: cancels its calls (long streams included), then waits up

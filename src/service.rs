@@ -135,12 +135,29 @@ impl ServiceClient {
         Error::rpc(&self.plugin, method, e).to_string()
     }
 
+    /// Makes one call, recording it in the host's RPC metrics.
+    fn call<T>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce() -> grpcio::Result<T>,
+    ) -> Result<T, String> {
+        let t0 = std::time::Instant::now();
+        let r = f();
+        crate::metrics::client_observe(
+            &self.plugin,
+            method,
+            &crate::metrics::code_of(&r),
+            t0.elapsed(),
+        );
+        r.map_err(|e| self.err(method, &e))
+    }
+
     /// `Name`, with its error.
     pub fn try_name(&self) -> Result<String, String> {
-        self.client
-            .name(&Empty::new(), self.timeout)
-            .map(|r| r.name)
-            .map_err(|e| self.err("/loop.Service/Name", &e))
+        self.call("/loop.Service/Name", || {
+            self.client.name(&Empty::new(), self.timeout)
+        })
+        .map(|r| r.name)
     }
 }
 
@@ -150,17 +167,17 @@ impl Service for ServiceClient {
     }
 
     fn close(&self) -> Result<(), String> {
-        self.client
-            .close(&Empty::new(), self.timeout)
-            .map(|_| ())
-            .map_err(|e| self.err("/loop.Service/Close", &e))
+        self.call("/loop.Service/Close", || {
+            self.client.close(&Empty::new(), self.timeout)
+        })
+        .map(|_| ())
     }
 
     fn ready(&self) -> Result<(), String> {
-        self.client
-            .ready(&Empty::new(), self.timeout)
-            .map(|_| ())
-            .map_err(|e| self.err("/loop.Service/Ready", &e))
+        self.call("/loop.Service/Ready", || {
+            self.client.ready(&Empty::new(), self.timeout)
+        })
+        .map(|_| ())
     }
 
     fn health_report(&self) -> BTreeMap<String, String> {

@@ -82,8 +82,18 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts supervising the plugin `host.name`.
     pub fn spawn(host: HostConfig, sup: Supervision, events: Sender<Event>) -> Supervisor {
+        Supervisor::spawn_with_link(host, sup, events, Link::default())
+    }
+
+    /// As [`Supervisor::spawn`], publishing the connection in `link` (made
+    /// beforehand so clients can hold it before the plugin starts).
+    pub fn spawn_with_link(
+        host: HostConfig,
+        sup: Supervision,
+        events: Sender<Event>,
+        link: Link,
+    ) -> Supervisor {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let link = Link::default();
         link.set(None, "starting");
         let name = host.name.clone();
         let actor = Actor {

@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use loopp::example::{ExampleServer, ExampleService};
 use loopp::handshake::Cookie;
-use loopp::plugin::{serve, ServeConfig, Served};
+use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
 
 fn main() -> ExitCode {
     let config = ServeConfig {
         name: "example".to_string(),
         cookie: Cookie::example(),
         versions: vec![0],
+        // Also runs under plain go-plugin hosts, which set no metrics port.
+        metrics: MetricsPort::IfSet,
     };
     serve(config, |plugin| {
         log::info!(

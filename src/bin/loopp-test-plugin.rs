@@ -14,7 +14,8 @@
 //! - `ignore-shutdown`: serves health only, ignores Shutdown and SIGTERM;
 //! - `exit-after-handshake`: serves, then exits 7 after 200 ms;
 //! - `spawn-grandchild`: serves, with a `sleep` child in its process group;
-//! - `chatty`: serves and prints a line on stdout and stderr every 50 ms.
+//! - `chatty`: serves and prints a line on stdout and stderr every 50 ms;
+//! - `hang-metrics`: serves, but its `/metrics` never answers (within 60 s).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use loopp::example::{ExampleServer, ExampleService};
 use loopp::handshake::Cookie;
-use loopp::plugin::{serve, ServeConfig, Served};
+use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
 
 /// Bound on every sleep, so a test plugin can never outlive a test run.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -33,9 +34,20 @@ fn serve_normally(mode: &'static str) -> ExitCode {
         name: format!("test-{mode}"),
         cookie: Cookie::example(),
         versions: vec![0],
+        metrics: MetricsPort::IfSet,
     };
     serve(config, move |plugin| {
+        // A metric only plugins export, for the monitoring tests.
+        let up = loopp::metrics::prometheus::IntGauge::new(
+            "loopp_test_plugin_up",
+            "1 while the test plugin serves.",
+        )?;
+        up.set(1);
+        loopp::metrics::prometheus::register(Box::new(up))?;
         match mode {
+            "hang-metrics" => {
+                loopp::metrics::prometheus::register(Box::new(HangingCollector::new()))?;
+            }
             "exit-after-handshake" => {
                 std::thread::spawn(|| {
                     std::thread::sleep(Duration::from_millis(200));
@@ -84,6 +96,7 @@ fn main() -> ExitCode {
         "exit-after-handshake" => serve_normally("exit-after-handshake"),
         "spawn-grandchild" => serve_normally("spawn-grandchild"),
         "chatty" => serve_normally("chatty"),
+        "hang-metrics" => serve_normally("hang-metrics"),
         "print-before-handshake" => {
             println!("starting up, version 1.2.3");
             serve_normally("serve")
@@ -117,6 +130,35 @@ fn main() -> ExitCode {
             eprintln!("loopp-test-plugin: unknown mode {other:?}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A metrics collector whose collection hangs (for proxy timeout tests).
+struct HangingCollector {
+    desc: loopp::metrics::prometheus::core::Desc,
+}
+
+impl HangingCollector {
+    fn new() -> HangingCollector {
+        let desc = loopp::metrics::prometheus::core::Desc::new(
+            "loopp_test_hang".into(),
+            "Never collected in time.".into(),
+            vec![],
+            Default::default(),
+        )
+        .expect("desc");
+        HangingCollector { desc }
+    }
+}
+
+impl loopp::metrics::prometheus::core::Collector for HangingCollector {
+    fn desc(&self) -> Vec<&loopp::metrics::prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<loopp::metrics::prometheus::proto::MetricFamily> {
+        std::thread::sleep(MAX_SLEEP);
+        vec![]
     }
 }
 

@@ -252,9 +252,15 @@ impl Client {
             service: "plugin".to_string(),
             ..Default::default()
         };
-        let resp = HealthClient::new(self.channel.clone())
-            .check(&req, timeout)
-            .map_err(|e| Error::rpc(&self.config.name, METHOD, &e))?;
+        let t0 = Instant::now();
+        let result = HealthClient::new(self.channel.clone()).check(&req, timeout);
+        crate::metrics::client_observe(
+            &self.config.name,
+            METHOD,
+            &crate::metrics::code_of(&result),
+            t0.elapsed(),
+        );
+        let resp = result.map_err(|e| Error::rpc(&self.config.name, METHOD, &e))?;
         match resp.status.enum_value() {
             Ok(ServingStatus::SERVING) => Ok(()),
             other => Err(Error::Rpc {

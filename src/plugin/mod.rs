@@ -50,6 +50,34 @@ pub struct ServeConfig {
     pub cookie: Cookie,
     /// App protocol versions this plugin speaks (LOOP plugins: `[0]`).
     pub versions: Vec<u32>,
+    /// Whether `CL_PROMETHEUS_PORT` must be set (LOOP plugins) or `/metrics`
+    /// is served only when it is (plugins that also run under plain
+    /// go-plugin hosts).
+    pub metrics: MetricsPort,
+}
+
+/// How a plugin treats `CL_PROMETHEUS_PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsPort {
+    /// Missing is a start error naming the variable.
+    Required,
+    /// Missing means no `/metrics`; malformed is still an error.
+    IfSet,
+}
+
+/// `CL_PROMETHEUS_PORT`, checked.
+fn metrics_port(policy: MetricsPort) -> Result<Option<u16>> {
+    let err = |what: String| Error::Serve { what, source: None };
+    match std::env::var("CL_PROMETHEUS_PORT") {
+        Err(_) if policy == MetricsPort::IfSet => Ok(None),
+        Err(_) => Err(err(
+            "CL_PROMETHEUS_PORT is not set; the host must give each plugin the port for its /metrics".into(),
+        )),
+        Ok(v) => match v.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Ok(Some(p)),
+            _ => Err(err(format!("CL_PROMETHEUS_PORT={v:?} is not a TCP port (1-65535)"))),
+        },
+    }
 }
 
 /// What the plugin's code gets while building its services.
@@ -142,6 +170,7 @@ where
             source: None,
         });
     }
+    let metrics_port = metrics_port(config.metrics)?;
     let network = match std::env::var("LOOPP_NETWORK").as_deref() {
         Err(_) | Ok("") | Ok("unix") => Network::Unix,
         Ok("tcp") => Network::Tcp,
@@ -202,6 +231,16 @@ where
         .map_err(|e| serve_err("cannot build the gRPC server", e))?;
     let address = listen(&mut server, network, &sockets)?;
     server.start();
+    // Kept until the process exits.
+    let _metrics = match metrics_port {
+        Some(port) => Some(crate::http::plugin::serve_metrics(port).map_err(|e| {
+            serve_err(
+                format!("CL_PROMETHEUS_PORT={port}: cannot serve /metrics"),
+                e,
+            )
+        })?),
+        None => None,
+    };
 
     parent::watch(stop_tx.clone());
 

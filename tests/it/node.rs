@@ -45,7 +45,7 @@ fn job(name: &str, plugins: &[(&str, &str)], overrides: &[(&str, &str)]) -> (Nod
         supervision.insert(k.to_string(), serde_json::Value::String(v.to_string()));
     }
     let text = format!(
-        r#"{{"plugins":[{}],"supervision":{}}}"#,
+        r#"{{"plugins":[{}],"supervision":{},"http":{{"listen":"127.0.0.1:0"}}}}"#,
         entries.join(","),
         serde_json::Value::Object(supervision)
     );
@@ -126,7 +126,7 @@ fn signal(pid: u32, sig: libc::c_int) {
 #[test]
 fn a_sigkilled_plugin_is_restarted_and_healthy_again() {
     let (config, _sb) = job("sigkill", &[("p1", "serve")], &[]);
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     let pid = running_pid(&node, "p1");
     signal(pid, libc::SIGKILL);
     let new = restarted_pid(&node, "p1", pid);
@@ -153,7 +153,7 @@ fn a_sigkilled_plugin_is_restarted_and_healthy_again() {
 #[test]
 fn a_sigstopped_plugin_misses_its_health_deadline_and_is_replaced() {
     let (config, _sb) = job("sigstop", &[("p1", "serve")], &[]);
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     let pid = running_pid(&node, "p1");
     signal(pid, libc::SIGSTOP);
     let new = restarted_pid(&node, "p1", pid);
@@ -182,7 +182,7 @@ fn a_crash_loop_backs_off_to_the_cap_and_hurts_nobody() {
         &[("bad", "exit-before-handshake"), ("good", "serve")],
         &[],
     );
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     let good = running_pid(&node, "good");
     let cap = Duration::from_millis(400);
     assert!(
@@ -226,7 +226,7 @@ fn in_process_and_out_of_process_answer_alike() {
         &[("inside", "in-process"), ("outside", "serve")],
         &[],
     );
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     running_pid(&node, "outside");
     let (a, b) = (
         node.service("inside").unwrap(),
@@ -250,7 +250,7 @@ fn a_hung_plugin_cannot_stall_the_health_report() {
         &[("ok", "serve"), ("hung", "serve")],
         &[("health_interval", "30s")],
     );
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     running_pid(&node, "ok");
     let hung = running_pid(&node, "hung");
     signal(hung, libc::SIGSTOP);
@@ -272,7 +272,8 @@ fn resource_limits_apply_to_the_plugin_process() {
     let sandbox = Sandbox::new("limits");
     let envfile = sandbox.dir.join("l.env");
     std::fs::write(&envfile, "LOOPP_TEST_MODE=serve\n").unwrap();
-    let text = r#"{"plugins":[{"name":"l","kind":"example","limits":{"open_files":200,"address_space_mb":8192}}]}"#;
+    let text = r#"{"plugins":[{"name":"l","kind":"example","limits":{"open_files":200,"address_space_mb":8192}}],
+        "http":{"listen":"off"}}"#;
     let (cmd, env) = (TEST_PLUGIN.to_string(), envfile.display().to_string());
     let config = NodeConfig::from_json("limits", text, &move |k| match k {
         "CL_L_CMD" => Some(cmd.clone()),
@@ -280,7 +281,7 @@ fn resource_limits_apply_to_the_plugin_process() {
         _ => None,
     })
     .unwrap();
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     let pid = running_pid(&node, "l");
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = |what: &str| {
@@ -309,7 +310,7 @@ fn fifty_plugins_start_all_die_all_come_back() {
         &plugins,
         &[("health_interval", "2s"), ("health_timeout", "2s")],
     );
-    let node = Node::start(&config);
+    let node = Node::start(&config).expect("node starts");
     let pids: Vec<u32> = names.iter().map(|n| running_pid(&node, n)).collect();
     for &pid in &pids {
         signal(pid, libc::SIGKILL);

@@ -15,6 +15,8 @@ USAGE:
 
 OPTIONS:
     --config FILE   the job file (JSON); without it, the embedded default job
+    --http ADDR     HTTP listen address (default from the job, else
+                    127.0.0.1:6688); off for none
 
 Each plugin NAME runs as a LOOPP when CL_<NAME>_CMD names its executable
 (looked up on PATH), with the variables of the dotenv file CL_<NAME>_ENV added
@@ -24,12 +26,24 @@ the node before anything starts (exit status 2).
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let mut config_path: Option<PathBuf> = None;
+    let mut http: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--help" | "-h" => {
                 print!("{HELP}");
                 return Ok(ExitCode::SUCCESS);
+            }
+            "--http" => {
+                let v = it
+                    .next()
+                    .ok_or("--http needs an address, e.g. 127.0.0.1:6688, or off")?;
+                if v != "off" && v.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(format!(
+                        "--http {v:?} is not IP:PORT; use e.g. 127.0.0.1:6688, or off"
+                    ));
+                }
+                http = Some(v.clone());
             }
             "--config" => {
                 let v = it
@@ -44,7 +58,10 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             }
         }
     }
-    let config = NodeConfig::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    let mut config = NodeConfig::load(config_path.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(h) = http {
+        config.http = (h != "off").then_some(h);
+    }
     let signals = loopp::signals::notify(&[libc::SIGINT, libc::SIGTERM])
         .map_err(|e| format!("cannot handle SIGINT/SIGTERM: {e}"))?;
 
@@ -59,7 +76,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             Mode::InProcess => log::info!("plugin {} ({}): in-process", p.name, p.kind.name),
         }
     }
-    let node = Node::start(&config);
+    let node = Node::start(&config).map_err(|e| format!("cannot start the node: {e}"))?;
     log::info!(
         "node running {} plugins (pid {}); stop with Ctrl-C or SIGTERM",
         config.plugins.len(),
