@@ -341,7 +341,7 @@ fn refresh_process() {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
-    let (hz, page) = (hz.max(1) as f64, page.max(1) as i64);
+    let (hz, page) = (hz.max(1) as f64, page.max(1));
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         let f: Vec<&str> = stat
             .rsplit(')')
