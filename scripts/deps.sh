@@ -2,7 +2,8 @@
 # Installs the system packages a make target needs, only when missing.
 #
 #   scripts/deps.sh build   cmake and a C++ compiler (grpcio builds gRPC's C core)
-#   scripts/deps.sh test    build + Go and go-plugin 1.0.1 (interop tests)
+#   scripts/deps.sh test    build + Go and go-plugin 1.0.1 (interop tests) and a
+#                           Prometheus server (monitoring tests)
 #   scripts/deps.sh bench   test + wrk and hyperfine
 #
 # Uses apt-get (Debian/Ubuntu) as root; otherwise prints the command to run.
@@ -27,6 +28,7 @@ if [[ ${1:-build} != build ]]; then
 	need /usr/share/gocode/src/github.com/hashicorp/go-plugin golang-github-hashicorp-go-plugin-dev
 	need /usr/share/gocode/src/google.golang.org/grpc golang-google-grpc-dev
 	need flock util-linux
+	need prometheus prometheus
 fi
 if [[ ${1:-build} == bench ]]; then
 	need wrk wrk

@@ -4,6 +4,7 @@
 mod failures;
 mod host;
 mod interop;
+mod monitoring;
 mod node;
 mod probe;
 mod util;

@@ -1,0 +1,511 @@
+//! Monitoring: /discovery, the metrics proxy, /metrics and /health over real
+//! HTTP against real plugin processes, and a real Prometheus server.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loopp::config::NodeConfig;
+use loopp::handshake::Cookie;
+use loopp::host::{Client, HostConfig};
+use loopp::node::Node;
+use loopp::registry::State;
+use serde_json::Value;
+
+use crate::util::*;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A node (in this process) with LOOPP test plugins `(name, mode)` and
+/// in-process plugins for mode "in-process", HTTP on a free loopback port.
+fn node_with(name: &str, plugins: &[(&str, &str)]) -> (Node, String, Sandbox) {
+    let sandbox = Sandbox::new(name);
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut entries = Vec::new();
+    for (pname, mode) in plugins {
+        entries.push(format!(r#"{{"name":"{pname}","kind":"example"}}"#));
+        if *mode == "in-process" {
+            continue;
+        }
+        let envfile = sandbox.dir.join(format!("{pname}.env"));
+        std::fs::write(
+            &envfile,
+            format!(
+                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
+                sandbox.dir.display()
+            ),
+        )
+        .unwrap();
+        let prefix = loopp::config::env_prefix(pname);
+        vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
+        vars.push((format!("{prefix}_ENV"), envfile.display().to_string()));
+    }
+    let text = format!(
+        r#"{{"plugins":[{}],"http":{{"listen":"127.0.0.1:0"}},
+            "supervision":{{"health_interval":"300ms","backoff_initial":"50ms","backoff_max":"300ms"}}}}"#,
+        entries.join(",")
+    );
+    let config = NodeConfig::from_json(name, &text, &move |k| {
+        vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start(&config).expect("node starts");
+    let base = format!("http://{}", node.http_addr().expect("http runs"));
+    (node, base, sandbox)
+}
+
+#[track_caller]
+fn wait_running(node: &Node, name: &str) -> u32 {
+    let mut pid = None;
+    assert!(
+        wait_until(BOUND, || {
+            pid = node
+                .registry()
+                .get(name)
+                .filter(|s| s.state == State::Running)
+                .and_then(|s| s.pid);
+            pid.is_some()
+        }),
+        "{name} never ran: {:?}",
+        node.registry().get(name)
+    );
+    pid.unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent()
+}
+
+/// GET with headers; returns (status, content type, body).
+fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut resp = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut body = String::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_string(&mut body)
+        .unwrap();
+    (resp.status().as_u16(), ctype, body)
+}
+
+#[test]
+fn discovery_lists_the_node_then_each_loopp_sorted() {
+    let (node, base, _sb) = node_with(
+        "disco",
+        &[
+            ("zeta", "serve"),
+            ("alpha", "serve"),
+            ("inside", "in-process"),
+        ],
+    );
+    wait_running(&node, "zeta");
+    wait_running(&node, "alpha");
+    let (status, ctype, body) = get(&format!("{base}/discovery"), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/json");
+    let groups: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        groups.len(),
+        3,
+        "node + 2 LOOPPs (in-process plugins have no endpoint): {body}"
+    );
+    let port = node.http_addr().unwrap().port();
+    for g in &groups {
+        let target = g["targets"][0].as_str().unwrap();
+        assert!(target.ends_with(&format!(":{port}")), "{target}");
+    }
+    assert_eq!(
+        groups[0]["labels"],
+        serde_json::json!({"__metrics_path__": "/metrics"})
+    );
+    let names: Vec<&str> = groups[1..]
+        .iter()
+        .map(|g| g["labels"]["__meta_plugin_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "zeta"]);
+    assert_eq!(
+        groups[1]["labels"]["__metrics_path__"],
+        "/plugins/alpha/metrics"
+    );
+    assert_eq!(groups[1]["labels"]["__meta_loopp_state"], "running");
+    assert_eq!(groups[1]["labels"]["__meta_loopp_kind"], "example");
+    node.shutdown();
+}
+
+#[test]
+fn the_proxy_returns_the_plugins_own_metrics_and_keeps_its_port_across_restarts() {
+    let (node, base, _sb) = node_with("proxy", &[("p", "serve")]);
+    let pid = wait_running(&node, "p");
+    let url = format!("{base}/plugins/p/metrics");
+    let (status, ctype, body) = get(&url, &[("Accept", "text/plain;version=0.0.4")]);
+    assert_eq!(status, 200, "{body}");
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    for want in [
+        "loopp_test_plugin_up 1",
+        "process_resident_memory_bytes",
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"/grpc.health.v1.Health/Check\"}",
+    ] {
+        assert!(body.contains(want), "missing {want:?}");
+    }
+    let port = node.registry().get("p").unwrap().metrics_port;
+    // SAFETY: killing the plugin we saw running.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    assert!(wait_until(BOUND, || node.registry().get("p").is_some_and(
+        |s| s.state == State::Running && s.pid != Some(pid)
+    )));
+    assert_eq!(
+        node.registry().get("p").unwrap().metrics_port,
+        port,
+        "same metrics port after the restart"
+    );
+    assert!(
+        wait_until(BOUND, || get(&url, &[]).0 == 200),
+        "scrapes work again after the restart"
+    );
+    // The node's own metrics tell the story.
+    let (status, _, m) = get(&format!("{base}/metrics"), &[]);
+    assert_eq!(status, 200);
+    for want in [
+        "loopp_plugin_up{kind=\"example\",mode=\"loopp\",plugin=\"p\"} 1",
+        "loopp_plugin_restarts{plugin=\"p\"} 1",
+        "loopp_proxy_scrapes_total{plugin=\"p\"}",
+        "loopp_rpc_total{code=\"OK\",method=\"/grpc.health.v1.Health/Check\",plugin=\"p\"}",
+        "loopp_rpc_duration_seconds_bucket",
+    ] {
+        assert!(m.contains(want), "node /metrics lacks {want:?}");
+    }
+    node.shutdown();
+}
+
+#[test]
+fn a_hanging_plugin_gets_504_in_time_while_everything_else_answers() {
+    let (node, base, _sb) = node_with("hang", &[("slow", "hang-metrics"), ("ok", "serve")]);
+    wait_running(&node, "slow");
+    wait_running(&node, "ok");
+    let slow_url = format!("{base}/plugins/slow/metrics");
+    let hung = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = get(&slow_url, &[("X-Prometheus-Scrape-Timeout-Seconds", "1")]);
+        (r, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // While that scrape hangs, the rest of the node answers.
+    assert_eq!(get(&format!("{base}/discovery"), &[]).0, 200);
+    assert_eq!(get(&format!("{base}/plugins/ok/metrics"), &[]).0, 200);
+    let ((status, _, body), took) = hung.join().unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("plugin slow"), "{body}");
+    assert!(
+        took < Duration::from_secs(3),
+        "ended by the scrape timeout, took {took:?}"
+    );
+    node.shutdown();
+}
+
+#[test]
+fn a_plugin_that_is_down_fails_fast_and_health_says_so() {
+    let (node, base, _sb) = node_with(
+        "down",
+        &[("gone", "exit-before-handshake"), ("ok", "serve")],
+    );
+    wait_running(&node, "ok");
+    assert!(wait_until(BOUND, || node
+        .registry()
+        .get("gone")
+        .is_some_and(|s| s.restarts >= 1)));
+    let (status, ctype, body) = get(&format!("{base}/plugins/gone/metrics"), &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(ctype.starts_with("text/plain"));
+    assert!(body.contains("plugin gone is not running"), "{body}");
+    let (status, ctype, body) = get(&format!("{base}/health"), &[]);
+    assert_eq!(
+        (status, ctype.as_str()),
+        (503, "application/json"),
+        "{body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["healthy"], false);
+    assert_eq!(v["report"]["ok"], "");
+    assert!(!v["report"]["gone"].as_str().unwrap().is_empty());
+    node.shutdown();
+}
+
+#[test]
+fn health_is_200_when_all_is_well() {
+    let (node, base, _sb) = node_with("healthy", &[("a", "serve"), ("b", "in-process")]);
+    wait_running(&node, "a");
+    assert!(wait_until(BOUND, || get(&format!("{base}/health"), &[]).0 == 200));
+    let (_, _, body) = get(&format!("{base}/health"), &[]);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["report"]["a.example"], "");
+    assert_eq!(v["report"]["b.example"], "");
+    node.shutdown();
+}
+
+#[test]
+fn two_hundred_concurrent_scrapes_are_all_answered() {
+    let (node, base, _sb) = node_with("many", &[("p", "serve")]);
+    wait_running(&node, "p");
+    let url = format!("{base}/plugins/p/metrics");
+    let threads: Vec<_> = (0..200)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&url, &[]).0)
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    node.shutdown();
+}
+
+#[test]
+fn bad_requests_get_the_right_status_and_the_node_keeps_serving() {
+    let (node, base, _sb) = node_with("bad", &[("a", "serve")]);
+    wait_running(&node, "a");
+    let post = agent()
+        .post(&format!("{base}/discovery"))
+        .send("x")
+        .unwrap();
+    assert_eq!(post.status().as_u16(), 405);
+    assert_eq!(post.headers().get("allow").unwrap(), "GET, HEAD");
+    let long = "a".repeat(5000);
+    for (path, want) in [
+        ("/nope".to_string(), 404),
+        ("/plugins/../metrics".to_string(), 404),
+        ("/plugins/a%2Fb/metrics".to_string(), 404),
+        ("/plugins/a/../a/metrics".to_string(), 404),
+        ("/plugins/A/metrics".to_string(), 404),
+        ("/plugins/a/metrics/extra".to_string(), 404),
+        ("/plugins//metrics".to_string(), 404),
+        (format!("/plugins/{long}/metrics"), 414),
+    ] {
+        let (status, _, body) = get(&format!("{base}{path}"), &[]);
+        assert_eq!(status, want, "{path}: {body}");
+    }
+    // Raw bytes that are not even HTTP.
+    let mut s = std::net::TcpStream::connect(node.http_addr().unwrap()).unwrap();
+    std::io::Write::write_all(&mut s, b"\x00\xff garbage\r\n\r\n").unwrap();
+    drop(s);
+    assert_eq!(get(&format!("{base}/discovery"), &[]).0, 200);
+    assert_eq!(get(&format!("{base}/plugins/a/metrics"), &[]).0, 200);
+    node.shutdown();
+}
+
+#[test]
+fn a_malformed_metrics_port_is_a_clear_start_error() {
+    let sandbox = Sandbox::new("badport");
+    let mut c = HostConfig::new("badport", TEST_PLUGIN, Cookie::example());
+    c.args = vec!["serve".into()];
+    c.socket_dir = Some(sandbox.dir.clone());
+    c.env.push(("CL_PROMETHEUS_PORT".into(), "eighty".into()));
+    let err = Client::start(&c).err().expect("must fail").to_string();
+    assert!(
+        err.contains("CL_PROMETHEUS_PORT=\"eighty\" is not a TCP port"),
+        "{err}"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Prometheus discovers the node and its plugins through /discovery, scrapes
+/// each plugin through the node, and sees a killed plugin come back.
+#[test]
+fn a_real_prometheus_discovers_and_scrapes_every_plugin() {
+    let prometheus = which("prometheus").expect("prometheus is installed (scripts/deps.sh test)");
+    let sandbox = Sandbox::new("prom");
+    // The node, as operators run it.
+    let jobfile = sandbox.dir.join("job.json");
+    std::fs::write(
+        &jobfile,
+        r#"{"plugins":[{"name":"a","kind":"example"},{"name":"b","kind":"example"}],
+            "supervision":{"backoff_initial":"100ms"},"http":{"listen":"127.0.0.1:0"}}"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new(NODE);
+    cmd.args(["run", "--config"])
+        .arg(&jobfile)
+        .env("RUST_LOG", "info")
+        .env("CL_PROMETHEUS_DISCOVERY_HOSTNAME", "127.0.0.1")
+        .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir);
+    for n in ["A", "B"] {
+        let envfile = sandbox.dir.join(format!("{n}.env"));
+        std::fs::write(&envfile, "LOOPP_TEST_MODE=serve\n").unwrap();
+        cmd.env(format!("CL_{n}_CMD"), TEST_PLUGIN)
+            .env(format!("CL_{n}_ENV"), &envfile);
+    }
+    let mut node = KillOnDrop(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let stderr = BufReader::new(node.0.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut node_port = 0u16;
+    let mut pids = std::collections::HashMap::new();
+    let deadline = Instant::now() + BOUND;
+    while node_port == 0 || pids.len() < 2 {
+        let line = rx
+            .recv_deadline(deadline)
+            .expect("node starts with HTTP and both plugins");
+        if let Some(rest) = line.split("HTTP on http://127.0.0.1:").nth(1) {
+            node_port = rest.split(' ').next().unwrap().parse().unwrap();
+        }
+        if let Some((name, pid)) = running_line(&line) {
+            pids.insert(name, pid);
+        }
+    }
+
+    // Prometheus, on loopback, discovering through the node.
+    let prom_port = free_port();
+    let config = sandbox.dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: loopp\n    http_sd_configs:\n      - url: http://127.0.0.1:{node_port}/discovery\n        refresh_interval: 1s\n\
+             \x20   relabel_configs:\n      - source_labels: [__meta_plugin_name]\n        target_label: plugin\n"
+        ),
+    )
+    .unwrap();
+    let _prom = KillOnDrop(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                sandbox.dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let api = format!("http://127.0.0.1:{prom_port}/api/v1");
+    let targets = || -> Vec<Value> {
+        let (status, _, body) = get(&format!("{api}/targets?state=active"), &[]);
+        if status != 200 {
+            return vec![];
+        }
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let all_up = |ts: &[Value]| ts.len() == 3 && ts.iter().all(|t| t["health"] == "up");
+    let connectable = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", prom_port)).is_ok()
+    });
+    assert!(connectable, "prometheus listens");
+    assert!(
+        wait_until(Duration::from_secs(40), || all_up(&targets())),
+        "all targets up: {:#?}",
+        targets()
+    );
+    let ts = targets();
+    let mut plugins: Vec<&str> = ts
+        .iter()
+        .filter_map(|t| t["labels"]["plugin"].as_str())
+        .collect();
+    plugins.sort();
+    assert_eq!(plugins, ["a", "b"], "the node and both plugins are targets");
+
+    // A metric only the plugins export, queried with the plugin label.
+    let query = |q: &str| -> Vec<Value> {
+        let (_, _, body) = get(&format!("{api}/query?query={q}"), &[]);
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || query("loopp_test_plugin_up")
+            .len()
+            == 2),
+        "{:?}",
+        query("loopp_test_plugin_up")
+    );
+    let r = query("loopp_test_plugin_up%7Bplugin%3D%22a%22%7D");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["value"][1], "1");
+
+    // Kill plugin a: it is restarted and its target comes back up.
+    let old = pids["a"];
+    // SAFETY: killing the plugin the node reported.
+    unsafe { libc::kill(old as libc::pid_t, libc::SIGKILL) };
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let line = rx.recv_deadline(deadline).expect("plugin a is restarted");
+        if let Some(("a", pid)) = running_line(&line).as_ref().map(|(n, p)| (n.as_str(), *p)) {
+            assert_ne!(pid, old);
+            break;
+        }
+    }
+    let restarted_at = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let ts = targets();
+            all_up(&ts)
+                && ts.iter().any(|t| {
+                    t["labels"]["plugin"] == "a"
+                        && t["lastScrapeDuration"].as_f64().is_some()
+                        && restarted_at.elapsed() > Duration::from_secs(2)
+                })
+        }),
+        "plugin a's target is up again: {:#?}",
+        targets()
+    );
+    let r = query("up%7Bplugin%3D%22a%22%7D");
+    assert_eq!(r[0]["value"][1], "1", "{r:?}");
+    // SAFETY: stopping the node we started.
+    unsafe { libc::kill(node.0.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+fn running_line(line: &str) -> Option<(String, u32)> {
+    let rest = line.split("plugin ").nth(1)?;
+    let (name, rest) = rest.split_once(" running (pid ")?;
+    let pid = rest.split(',').next()?.parse().ok()?;
+    Some((name.to_string(), pid))
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var("PATH")
+        .ok()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
