@@ -3,7 +3,8 @@
 #   make run       build everything and run the node (default job; Ctrl-C stops)
 #   make probe     build everything and probe the example plugin
 #   make test      unit + integration tests (installs cmake, Go, go-plugin if missing)
-#   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU
+#   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU;
+#                  metrics proxy overhead and throughput
 #   make static    a fully static loopp-node (glibc static-pie)
 #   make install   loopp-node and every plugin into $(DESTDIR)$(PREFIX)/bin
 #   make install-<plugin>   one plugin, e.g. make install-example
@@ -63,6 +64,7 @@ test: deps-test
 bench: deps-bench
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench plugin --target $(TARGET_TRIPLE)
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench node --target $(TARGET_TRIPLE)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench http --target $(TARGET_TRIPLE)
 
 static: deps-build
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bins --target $(TARGET_TRIPLE)

@@ -33,12 +33,14 @@ impl HttpServer {
     where
         H: Fn(&Request) -> Reply + Send + Sync + 'static,
     {
-        let server = tiny_http::Server::http(addr).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::AddrNotAvailable,
-                format!("cannot listen on {addr}: {e}"),
-            )
-        })?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        // Accepted sockets inherit TCP_NODELAY on Linux. tiny_http writes a
+        // response in 1 KiB pieces; with Nagle's algorithm and the client's
+        // delayed ACKs, a keep-alive scrape of a few KiB then stalls ~40 ms.
+        set_nodelay(&listener)?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| std::io::Error::other(format!("cannot serve on {addr}: {e}")))?;
         let bound = server
             .server_addr()
             .to_ip()
@@ -89,6 +91,26 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+fn set_nodelay(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a valid socket with a pointer to a live c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -1,0 +1,160 @@
+//! `make bench`, HTTP part: scrape latency and throughput through the node's
+//! proxy (`/plugins/NAME/metrics`) against the plugin's own `/metrics`, and
+//! `/discovery` throughput. All on loopback.
+//!
+//! Sequential latency (one client, keep-alive) gives the proxy's p50/p99
+//! overhead (target: p50 < 0.3 ms); `wrk` (Debian's, when installed) gives
+//! throughput under load. One JSON object per line; `compare` lines give
+//! differences and ratios within this run. Knobs: LOOPP_BENCH_SCRAPES (2000),
+//! LOOPP_BENCH_WRK_SECS (3).
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use loopp::config::NodeConfig;
+use loopp::node::Node;
+use loopp::registry::State;
+use serde_json::json;
+
+const EXAMPLE: &str = env!("CARGO_BIN_EXE_loopp-example");
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Sequential GETs with one keep-alive client: p50/p99 in µs.
+fn sequential(url: &str, n: u64) -> (f64, f64) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let get = || {
+        let mut r = agent.get(url).call().expect("GET");
+        let mut sink = Vec::new();
+        r.body_mut()
+            .as_reader()
+            .read_to_end(&mut sink)
+            .expect("body");
+    };
+    for _ in 0..100 {
+        get();
+    }
+    let mut samples = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t = Instant::now();
+        get();
+        samples.push(t.elapsed());
+    }
+    let s = loopp::stats::summarize(&mut samples);
+    (s.p50.as_secs_f64() * 1e6, s.p99.as_secs_f64() * 1e6)
+}
+
+/// `wrk` requests/s and p50 latency (µs), if wrk is installed.
+fn wrk(url: &str, secs: u64) -> Option<(f64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s"), "--latency", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let p50 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .map(|v| parse_wrk_duration(v.trim()))?;
+    Some((rps, p50))
+}
+
+fn parse_wrk_duration(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => n,
+    }
+}
+
+fn main() {
+    let scrapes = knob("LOOPP_BENCH_SCRAPES", 2000);
+    let secs = knob("LOOPP_BENCH_WRK_SECS", 3);
+    let text = r#"{"plugins":[{"name":"p","kind":"example"}],"http":{"listen":"127.0.0.1:0"}}"#;
+    let config = NodeConfig::from_json("bench", text, &|k| {
+        (k == "CL_P_CMD").then(|| EXAMPLE.to_string())
+    })
+    .expect("bench job");
+    let node = Node::start(&config).expect("node");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.registry().get("p").map(|s| s.state) != Some(State::Running) {
+        assert!(Instant::now() < deadline, "plugin did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let base = format!("http://{}", node.http_addr().unwrap());
+    let port = node.registry().get("p").unwrap().metrics_port.unwrap();
+    let direct = format!("http://127.0.0.1:{port}/metrics");
+    let proxied = format!("{base}/plugins/p/metrics");
+    let discovery = format!("{base}/discovery");
+
+    // Interleaved: direct, proxied, direct, proxied.
+    let mut d = Vec::new();
+    let mut p = Vec::new();
+    for _ in 0..2 {
+        d.push(sequential(&direct, scrapes / 2));
+        p.push(sequential(&proxied, scrapes / 2));
+    }
+    let avg = |v: &[(f64, f64)], i: usize| {
+        v.iter()
+            .map(|x| if i == 0 { x.0 } else { x.1 })
+            .sum::<f64>()
+            / v.len() as f64
+    };
+    let (d50, d99, p50, p99) = (avg(&d, 0), avg(&d, 1), avg(&p, 0), avg(&p, 1));
+    println!(
+        "{}",
+        json!({"bench": "scrape_sequential", "path": "direct", "us_p50": d50, "us_p99": d99, "n": scrapes})
+    );
+    println!(
+        "{}",
+        json!({"bench": "scrape_sequential", "path": "proxied", "us_p50": p50, "us_p99": p99, "n": scrapes})
+    );
+    println!(
+        "{}",
+        json!({"compare": "proxy_overhead_p50", "us": p50 - d50, "ratio": p50 / d50, "target_us": 300.0, "met": p50 - d50 < 300.0})
+    );
+    match (
+        wrk(&direct, secs),
+        wrk(&proxied, secs),
+        wrk(&discovery, secs),
+    ) {
+        (Some((drps, dlat)), Some((prps, plat)), Some((srps, slat))) => {
+            println!(
+                "{}",
+                json!({"bench": "wrk", "path": "direct", "rps": drps, "us_p50": dlat})
+            );
+            println!(
+                "{}",
+                json!({"bench": "wrk", "path": "proxied", "rps": prps, "us_p50": plat})
+            );
+            println!(
+                "{}",
+                json!({"bench": "wrk", "path": "discovery", "rps": srps, "us_p50": slat})
+            );
+            println!(
+                "{}",
+                json!({"compare": "proxy_throughput", "ratio": prps / drps})
+            );
+        }
+        _ => println!(
+            "{}",
+            json!({"bench": "wrk", "skipped": "wrk not installed (apt-get install wrk)"})
+        ),
+    }
+    node.shutdown();
+}
