@@ -15,7 +15,8 @@
 //! - `exit-after-handshake`: serves, then exits 7 after 200 ms;
 //! - `spawn-grandchild`: serves, with a `sleep` child in its process group;
 //! - `chatty`: serves and prints a line on stdout and stderr every 50 ms;
-//! - `hang-metrics`: serves, but its `/metrics` never answers (within 60 s).
+//! - `hang-metrics`: serves, but its `/metrics` never answers (within 60 s);
+//! - `metrics-required`: serves, as a LOOP plugin that requires `CL_PROMETHEUS_PORT`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,7 +35,11 @@ fn serve_normally(mode: &'static str) -> ExitCode {
         name: format!("test-{mode}"),
         cookie: Cookie::example(),
         versions: vec![0],
-        metrics: MetricsPort::IfSet,
+        metrics: if mode == "metrics-required" {
+            MetricsPort::Required
+        } else {
+            MetricsPort::IfSet
+        },
     };
     serve(config, move |plugin| {
         // A metric only plugins export, for the monitoring tests.
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         "spawn-grandchild" => serve_normally("spawn-grandchild"),
         "chatty" => serve_normally("chatty"),
         "hang-metrics" => serve_normally("hang-metrics"),
+        "metrics-required" => serve_normally("metrics-required"),
         "print-before-handshake" => {
             println!("starting up, version 1.2.3");
             serve_normally("serve")

@@ -320,6 +320,25 @@ fn a_malformed_metrics_port_is_a_clear_start_error() {
     );
 }
 
+#[test]
+fn a_loop_plugin_without_a_metrics_port_names_the_variable() {
+    let sandbox = Sandbox::new("noport");
+    let mut c = HostConfig::new("noport", TEST_PLUGIN, Cookie::example());
+    c.args = vec!["metrics-required".into()];
+    c.socket_dir = Some(sandbox.dir.clone());
+    let err = Client::start(&c).err().expect("must fail").to_string();
+    assert!(err.contains("CL_PROMETHEUS_PORT is not set"), "{err}");
+    // With the port it starts, and serves /metrics there.
+    let port = free_port();
+    c.env
+        .push(("CL_PROMETHEUS_PORT".into(), port.to_string().into()));
+    let mut client = Client::start(&c).expect("starts with a port");
+    let (status, _, body) = get(&format!("http://127.0.0.1:{port}/metrics"), &[]);
+    assert_eq!(status, 200);
+    assert!(body.contains("loopp_test_plugin_up 1"));
+    assert!(client.kill().graceful);
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
