@@ -167,7 +167,9 @@ impl Node {
             }
         }
         let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
-        let mut supervisors = Vec::new();
+        // Links first, so clients (and the HTTP server) can hold them before
+        // the supervisors start.
+        let mut links = Vec::new();
         for host in &hosts {
             let link = crate::supervisor::Link::default();
             let service = Arc::new(LinkedService::new(
@@ -176,7 +178,7 @@ impl Node {
                 config.supervision.rpc_timeout,
             ));
             services.push((host.name.clone(), service));
-            supervisors.push(link);
+            links.push(link);
         }
         let plugins = Arc::new(Plugins {
             registry: registry.clone(),
@@ -198,7 +200,7 @@ impl Node {
         };
         let supervisors: Vec<Supervisor> = hosts
             .into_iter()
-            .zip(supervisors)
+            .zip(links)
             .map(|(host, link)| {
                 Supervisor::spawn_with_link(
                     host,
