@@ -23,6 +23,7 @@ pub mod host;
 pub mod http;
 pub mod kinds;
 pub mod logline;
+pub mod median;
 pub mod metrics;
 pub mod node;
 pub mod plugin;

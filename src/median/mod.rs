@@ -1,0 +1,8 @@
+//! The median product plugin: OCR2's numerical median reporting logic.
+//!
+//! Today this holds the pure math ([`math`]); the gRPC services
+//! (`loop.PluginMedian`, `loop.ReportingPluginFactory`, `loop.ReportingPlugin`),
+//! the `loopp-median` binary and the round driver come next (see the open
+//! issue "Relayer and median plugins end to end").
+
+pub mod math;
