@@ -1,0 +1,276 @@
+//! The chain file: an append-only log of JSON lines, one record each, written
+//! with `write` + `fsync` before a write is acknowledged. A process killed at
+//! any moment leaves at most one torn record at the end; opening the file
+//! drops it (and truncates it away), so no acknowledged record is ever lost
+//! and the file always reads back valid. Damage anywhere else is an error
+//! naming the line.
+//!
+//! The chain's state is a fold over the records: the contract config (the
+//! latest `Config`), the transmissions, and the block height (one block per
+//! record).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The contract's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractConfig {
+    /// Config digest (hex).
+    pub digest: String,
+    /// How many configs were set so far (this one included).
+    pub count: u64,
+    /// Oracle signing keys (hex).
+    pub signers: Vec<String>,
+    /// Oracle transmitter accounts.
+    pub transmitters: Vec<String>,
+    /// Faulty oracles tolerated.
+    pub f: u8,
+    /// Smallest valid median.
+    pub min_answer: i128,
+    /// Largest valid median.
+    pub max_answer: i128,
+}
+
+/// One transmitted report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transmission {
+    /// Config digest the report was made under (hex).
+    pub digest: String,
+    /// OCR epoch.
+    pub epoch: u32,
+    /// OCR round.
+    pub round: u8,
+    /// The median.
+    pub median: i128,
+    /// When the observations were made (seconds since the epoch).
+    pub observations_timestamp: u64,
+    /// The juels-per-fee-coin median.
+    pub juels_per_fee_coin: i128,
+}
+
+/// A record in the chain file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    /// A new contract config.
+    Config(ContractConfig),
+    /// A transmission.
+    Transmission(Transmission),
+}
+
+/// The chain: its file and its state.
+pub struct Chain {
+    path: PathBuf,
+    file: File,
+    config: Option<ContractConfig>,
+    transmissions: Vec<Transmission>,
+    height: u64,
+    /// Bytes of a torn last record dropped when the file was opened.
+    pub dropped_tail: u64,
+}
+
+fn corrupt(path: &Path, line: usize, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}:{line}: damaged chain record ({why}); only the last record can be torn by a crash, so this file was changed by something else",
+            path.display()
+        ),
+    )
+}
+
+impl Chain {
+    /// Opens (or creates) the chain file, dropping a torn last record.
+    pub fn open(path: &Path) -> io::Result<Chain> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut chain = Chain {
+            path: path.to_path_buf(),
+            file: file.try_clone()?,
+            config: None,
+            transmissions: Vec::new(),
+            height: 0,
+            dropped_tail: 0,
+        };
+        file.seek(SeekFrom::Start(0))?;
+        let mut reader = BufReader::new(&mut file);
+        let mut good_len = 0u64;
+        let mut line_no = 0usize;
+        let mut buf = Vec::new();
+        let mut pending_error = None;
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            line_no += 1;
+            if let Some(e) = pending_error.take() {
+                // A bad record followed by more records is damage, not a tear.
+                return Err(e);
+            }
+            let complete = buf.last() == Some(&b'\n');
+            match serde_json::from_slice::<Record>(buf.strip_suffix(b"\n").unwrap_or(&buf)) {
+                Ok(rec) if complete => {
+                    chain.apply(rec);
+                    good_len += n as u64;
+                }
+                Ok(_) | Err(_) => {
+                    pending_error = Some(corrupt(path, line_no, "not a complete record"))
+                }
+            }
+        }
+        let total = file.seek(SeekFrom::End(0))?;
+        if total > good_len {
+            // The torn tail of a write the process did not live to finish.
+            chain.dropped_tail = total - good_len;
+            file.set_len(good_len)?;
+            file.sync_all()?;
+        }
+        Ok(chain)
+    }
+
+    fn apply(&mut self, rec: Record) {
+        self.height += 1;
+        match rec {
+            Record::Config(c) => self.config = Some(c),
+            Record::Transmission(t) => self.transmissions.push(t),
+        }
+    }
+
+    /// Appends a record durably (written and fsynced) before returning.
+    pub fn append(&mut self, rec: Record) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.file.sync_data()?;
+        self.apply(rec);
+        Ok(())
+    }
+
+    /// The current contract config.
+    pub fn config(&self) -> Option<&ContractConfig> {
+        self.config.as_ref()
+    }
+
+    /// Every transmission, oldest first.
+    pub fn transmissions(&self) -> &[Transmission] {
+        &self.transmissions
+    }
+
+    /// The latest transmission.
+    pub fn latest(&self) -> Option<&Transmission> {
+        self.transmissions.last()
+    }
+
+    /// Blocks so far (one per record).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(round: u8, median: i128) -> Record {
+        Record::Transmission(Transmission {
+            digest: "00".into(),
+            epoch: 1,
+            round,
+            median,
+            observations_timestamp: 1000 + u64::from(round),
+            juels_per_fee_coin: 1,
+        })
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("loopp-chain-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("chain.jsonl")
+    }
+
+    #[test]
+    fn appends_survive_reopen() {
+        let path = temp("reopen");
+        let mut c = Chain::open(&path).unwrap();
+        c.append(Record::Config(ContractConfig {
+            digest: "0001ab".into(),
+            count: 1,
+            signers: vec!["s0".into()],
+            transmitters: vec!["t0".into()],
+            f: 1,
+            min_answer: -5,
+            max_answer: i128::MAX,
+        }))
+        .unwrap();
+        c.append(tx(1, 42)).unwrap();
+        c.append(tx(2, i128::MIN)).unwrap();
+        drop(c);
+        let c = Chain::open(&path).unwrap();
+        assert_eq!(c.height(), 3);
+        assert_eq!(c.config().unwrap().max_answer, i128::MAX);
+        assert_eq!(c.transmissions().len(), 2);
+        assert_eq!(c.latest().unwrap().median, i128::MIN);
+        assert_eq!(c.dropped_tail, 0);
+    }
+
+    /// Every possible tear of the last record: the file reopens valid with
+    /// all earlier records, and the next append lands cleanly.
+    #[test]
+    fn a_torn_last_record_at_any_byte_is_dropped() {
+        let path = temp("torn");
+        let mut c = Chain::open(&path).unwrap();
+        c.append(tx(1, 1)).unwrap();
+        c.append(tx(2, 2)).unwrap();
+        drop(c);
+        let good = std::fs::read(&path).unwrap();
+        let mut last = serde_json::to_vec(&tx(3, 3)).unwrap();
+        last.push(b'\n');
+        for cut in 0..last.len() {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(&last[..cut]);
+            std::fs::write(&path, &bytes).unwrap();
+            let mut c = Chain::open(&path).unwrap();
+            assert_eq!(c.transmissions().len(), 2, "cut at {cut}");
+            assert_eq!(c.dropped_tail, cut as u64);
+            c.append(tx(4, 4)).unwrap();
+            drop(c);
+            let c = Chain::open(&path).unwrap();
+            assert_eq!(
+                c.transmissions()
+                    .iter()
+                    .map(|t| t.round)
+                    .collect::<Vec<_>>(),
+                [1, 2, 4]
+            );
+        }
+    }
+
+    #[test]
+    fn damage_before_the_end_is_an_error_naming_the_line() {
+        let path = temp("damage");
+        let mut c = Chain::open(&path).unwrap();
+        c.append(tx(1, 1)).unwrap();
+        c.append(tx(2, 2)).unwrap();
+        drop(c);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replacen("\"round\":1", "\"round\":", 1);
+        std::fs::write(&path, text).unwrap();
+        let err = Chain::open(&path).err().unwrap().to_string();
+        assert!(err.contains("chain.jsonl:1: damaged chain record"), "{err}");
+    }
+}
