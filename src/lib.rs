@@ -15,6 +15,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod datasource;
 pub mod devchain;
 pub mod dotenv;
 pub mod error;

@@ -1,8 +1,10 @@
 //! The median product plugin: OCR2's numerical median reporting logic.
 //!
-//! Today this holds the pure math ([`math`]); the gRPC services
+//! Today this holds the pure math ([`math`]) and the round deadlines
+//! ([`deadlines`]); the gRPC services
 //! (`loop.PluginMedian`, `loop.ReportingPluginFactory`, `loop.ReportingPlugin`),
 //! the `loopp-median` binary and the round driver come next (see the open
 //! issue "Relayer and median plugins end to end").
 
+pub mod deadlines;
 pub mod math;
