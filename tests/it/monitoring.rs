@@ -6,7 +6,6 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loopp::config::NodeConfig;
 use loopp::handshake::Cookie;
 use loopp::host::{Client, HostConfig};
 use loopp::node::Node;
@@ -17,60 +16,21 @@ use crate::util::*;
 
 const BOUND: Duration = Duration::from_secs(30);
 
-/// A node (in this process) with LOOPP test plugins `(name, mode)` and
-/// in-process plugins for mode "in-process", HTTP on a free loopback port.
+/// A node (in this process) with test plugins `(name, mode)` ("in-process":
+/// in the node), HTTP on a free loopback port; returns its base URL.
 fn node_with(name: &str, plugins: &[(&str, &str)]) -> (Node, String, Sandbox) {
-    let sandbox = Sandbox::new(name);
-    let mut vars: Vec<(String, String)> = Vec::new();
-    let mut entries = Vec::new();
-    for (pname, mode) in plugins {
-        entries.push(format!(r#"{{"name":"{pname}","kind":"example"}}"#));
-        if *mode == "in-process" {
-            continue;
-        }
-        let envfile = sandbox.dir.join(format!("{pname}.env"));
-        std::fs::write(
-            &envfile,
-            format!(
-                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
-                sandbox.dir.display()
-            ),
-        )
-        .unwrap();
-        let prefix = loopp::config::env_prefix(pname);
-        vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
-        vars.push((format!("{prefix}_ENV"), envfile.display().to_string()));
-    }
-    let text = format!(
-        r#"{{"plugins":[{}],"http":{{"listen":"127.0.0.1:0"}},
-            "supervision":{{"health_interval":"300ms","backoff_initial":"50ms","backoff_max":"300ms"}}}}"#,
-        entries.join(",")
+    let (config, sandbox) = test_job(
+        name,
+        plugins,
+        &[
+            ("health_interval", "300ms"),
+            ("backoff_initial", "50ms"),
+            ("backoff_max", "300ms"),
+        ],
     );
-    let config = NodeConfig::from_json(name, &text, &move |k| {
-        vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
     let node = Node::start(&config).expect("node starts");
     let base = format!("http://{}", node.http_addr().expect("http runs"));
     (node, base, sandbox)
-}
-
-#[track_caller]
-fn wait_running(node: &Node, name: &str) -> u32 {
-    let mut pid = None;
-    assert!(
-        wait_until(BOUND, || {
-            pid = node
-                .registry()
-                .get(name)
-                .filter(|s| s.state == State::Running)
-                .and_then(|s| s.pid);
-            pid.is_some()
-        }),
-        "{name} never ran: {:?}",
-        node.registry().get(name)
-    );
-    pid.unwrap()
 }
 
 fn agent() -> ureq::Agent {
@@ -112,8 +72,8 @@ fn discovery_lists_the_node_then_each_loopp_sorted() {
             ("inside", "in-process"),
         ],
     );
-    wait_running(&node, "zeta");
-    wait_running(&node, "alpha");
+    running_pid(&node, "zeta");
+    running_pid(&node, "alpha");
     let (status, ctype, body) = get(&format!("{base}/discovery"), &[]);
     assert_eq!(status, 200);
     assert_eq!(ctype, "application/json");
@@ -149,7 +109,7 @@ fn discovery_lists_the_node_then_each_loopp_sorted() {
 #[test]
 fn the_proxy_returns_the_plugins_own_metrics_and_keeps_its_port_across_restarts() {
     let (node, base, _sb) = node_with("proxy", &[("p", "serve")]);
-    let pid = wait_running(&node, "p");
+    let pid = running_pid(&node, "p");
     let url = format!("{base}/plugins/p/metrics");
     let (status, ctype, body) = get(&url, &[("Accept", "text/plain;version=0.0.4")]);
     assert_eq!(status, 200, "{body}");
@@ -194,8 +154,8 @@ fn the_proxy_returns_the_plugins_own_metrics_and_keeps_its_port_across_restarts(
 #[test]
 fn a_hanging_plugin_gets_504_in_time_while_everything_else_answers() {
     let (node, base, _sb) = node_with("hang", &[("slow", "hang-metrics"), ("ok", "serve")]);
-    wait_running(&node, "slow");
-    wait_running(&node, "ok");
+    running_pid(&node, "slow");
+    running_pid(&node, "ok");
     let slow_url = format!("{base}/plugins/slow/metrics");
     let hung = std::thread::spawn(move || {
         let t = Instant::now();
@@ -222,7 +182,7 @@ fn a_plugin_that_is_down_fails_fast_and_health_says_so() {
         "down",
         &[("gone", "exit-before-handshake"), ("ok", "serve")],
     );
-    wait_running(&node, "ok");
+    running_pid(&node, "ok");
     assert!(wait_until(BOUND, || node
         .registry()
         .get("gone")
@@ -247,7 +207,7 @@ fn a_plugin_that_is_down_fails_fast_and_health_says_so() {
 #[test]
 fn health_is_200_when_all_is_well() {
     let (node, base, _sb) = node_with("healthy", &[("a", "serve"), ("b", "in-process")]);
-    wait_running(&node, "a");
+    running_pid(&node, "a");
     assert!(wait_until(BOUND, || get(&format!("{base}/health"), &[]).0 == 200));
     let (_, _, body) = get(&format!("{base}/health"), &[]);
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -260,7 +220,7 @@ fn health_is_200_when_all_is_well() {
 #[test]
 fn two_hundred_concurrent_scrapes_are_all_answered() {
     let (node, base, _sb) = node_with("many", &[("p", "serve")]);
-    wait_running(&node, "p");
+    running_pid(&node, "p");
     let url = format!("{base}/plugins/p/metrics");
     let threads: Vec<_> = (0..200)
         .map(|_| {
@@ -276,7 +236,7 @@ fn two_hundred_concurrent_scrapes_are_all_answered() {
 #[test]
 fn bad_requests_get_the_right_status_and_the_node_keeps_serving() {
     let (node, base, _sb) = node_with("bad", &[("a", "serve")]);
-    wait_running(&node, "a");
+    running_pid(&node, "a");
     let post = agent()
         .post(&format!("{base}/discovery"))
         .send("x")
@@ -503,13 +463,6 @@ fn a_real_prometheus_discovers_and_scrapes_every_plugin() {
     assert_eq!(r[0]["value"][1], "1", "{r:?}");
     // SAFETY: stopping the node we started.
     unsafe { libc::kill(node.0.id() as libc::pid_t, libc::SIGTERM) };
-}
-
-fn running_line(line: &str) -> Option<(String, u32)> {
-    let rest = line.split("plugin ").nth(1)?;
-    let (name, rest) = rest.split_once(" running (pid ")?;
-    let pid = rest.split(',').next()?.parse().ok()?;
-    Some((name.to_string(), pid))
 }
 
 fn which(cmd: &str) -> Option<std::path::PathBuf> {

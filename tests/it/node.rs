@@ -11,71 +11,7 @@ use loopp::registry::State;
 
 use crate::util::*;
 
-/// A job of LOOPPs, each `(name, test-plugin mode)` ("in-process": none), with
-/// fast supervision; `overrides` replace supervision settings.
-/// Returns the config and the sandbox holding the dotenv files and sockets.
-fn job(name: &str, plugins: &[(&str, &str)], overrides: &[(&str, &str)]) -> (NodeConfig, Sandbox) {
-    let sandbox = Sandbox::new(name);
-    let mut vars: Vec<(String, String)> =
-        vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
-    let mut entries = Vec::new();
-    for (pname, mode) in plugins {
-        let envfile = sandbox.dir.join(format!("{pname}.env"));
-        std::fs::write(
-            &envfile,
-            format!(
-                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
-                sandbox.dir.display()
-            ),
-        )
-        .unwrap();
-        let prefix = loopp::config::env_prefix(pname);
-        if *mode != "in-process" {
-            vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
-            vars.push((format!("{prefix}_ENV"), envfile.display().to_string()));
-        }
-        entries.push(format!(r#"{{"name":"{pname}","kind":"example"}}"#));
-    }
-    let mut supervision: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
-        r#"{"health_interval":"200ms","health_timeout":"300ms","health_failures":1,"backoff_initial":"50ms",
-            "backoff_max":"400ms","stable_after":"5s","shutdown_grace":"1s","start_timeout":"10s"}"#,
-    )
-    .unwrap();
-    for (k, v) in overrides {
-        supervision.insert(k.to_string(), serde_json::Value::String(v.to_string()));
-    }
-    let text = format!(
-        r#"{{"plugins":[{}],"supervision":{},"http":{{"listen":"127.0.0.1:0"}}}}"#,
-        entries.join(","),
-        serde_json::Value::Object(supervision)
-    );
-    let config = NodeConfig::from_json(name, &text, &move |k| {
-        vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    (config, sandbox)
-}
-
 const BOUND: Duration = Duration::from_secs(20);
-
-/// Waits until `name` is running and returns its pid.
-#[track_caller]
-fn running_pid(node: &Node, name: &str) -> u32 {
-    let mut pid = None;
-    assert!(
-        wait_until(BOUND, || {
-            pid = node
-                .registry()
-                .get(name)
-                .filter(|s| s.state == State::Running)
-                .and_then(|s| s.pid);
-            pid.is_some()
-        }),
-        "{name} never ran: {:?}",
-        node.registry().get(name)
-    );
-    pid.unwrap()
-}
 
 /// Waits until `name` runs with a pid other than `old`.
 #[track_caller]
@@ -125,7 +61,7 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 #[test]
 fn a_sigkilled_plugin_is_restarted_and_healthy_again() {
-    let (config, _sb) = job("sigkill", &[("p1", "serve")], &[]);
+    let (config, _sb) = test_job("sigkill", &[("p1", "serve")], &[]);
     let node = Node::start(&config).expect("node starts");
     let pid = running_pid(&node, "p1");
     signal(pid, libc::SIGKILL);
@@ -152,7 +88,7 @@ fn a_sigkilled_plugin_is_restarted_and_healthy_again() {
 
 #[test]
 fn a_sigstopped_plugin_misses_its_health_deadline_and_is_replaced() {
-    let (config, _sb) = job("sigstop", &[("p1", "serve")], &[]);
+    let (config, _sb) = test_job("sigstop", &[("p1", "serve")], &[]);
     let node = Node::start(&config).expect("node starts");
     let pid = running_pid(&node, "p1");
     signal(pid, libc::SIGSTOP);
@@ -177,7 +113,7 @@ fn a_sigstopped_plugin_misses_its_health_deadline_and_is_replaced() {
 
 #[test]
 fn a_crash_loop_backs_off_to_the_cap_and_hurts_nobody() {
-    let (config, _sb) = job(
+    let (config, _sb) = test_job(
         "crashloop",
         &[("bad", "exit-before-handshake"), ("good", "serve")],
         &[],
@@ -221,7 +157,7 @@ fn a_crash_loop_backs_off_to_the_cap_and_hurts_nobody() {
 
 #[test]
 fn in_process_and_out_of_process_answer_alike() {
-    let (config, _sb) = job(
+    let (config, _sb) = test_job(
         "same",
         &[("inside", "in-process"), ("outside", "serve")],
         &[],
@@ -245,7 +181,7 @@ fn in_process_and_out_of_process_answer_alike() {
 
 #[test]
 fn a_hung_plugin_cannot_stall_the_health_report() {
-    let (config, _sb) = job(
+    let (config, _sb) = test_job(
         "hung",
         &[("ok", "serve"), ("hung", "serve")],
         &[("health_interval", "30s")],
@@ -305,7 +241,7 @@ fn resource_limits_apply_to_the_plugin_process() {
 fn fifty_plugins_start_all_die_all_come_back() {
     let names: Vec<String> = (0..50).map(|i| format!("p{i:02}")).collect();
     let plugins: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "serve")).collect();
-    let (config, sandbox) = job(
+    let (config, sandbox) = test_job(
         "fifty",
         &plugins,
         &[("health_interval", "2s"), ("health_timeout", "2s")],
@@ -390,19 +326,26 @@ fn start_node_process(
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("running (pid ").nth(1) {
-                let pid: u32 = rest.split(',').next().unwrap().parse().unwrap();
-                let _ = tx.send(pid);
-            }
+            let _ = tx.send(line);
         }
     });
-    let pids: Vec<u32> = (0..plugins.len())
-        .map(|_| {
-            rx.recv_timeout(BOUND)
-                .expect("every plugin reports running")
-        })
-        .collect();
-    (child, pids, sandbox)
+    // The latest pid of each plugin, once every plugin has reported running.
+    let mut pids = std::collections::BTreeMap::new();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + BOUND;
+    while pids.len() < plugins.len() {
+        let line = rx.recv_deadline(deadline).unwrap_or_else(|_| {
+            panic!(
+                "not every plugin reported running; node said:\n{}",
+                seen.join("\n")
+            )
+        });
+        if let Some((name, pid)) = running_line(&line) {
+            pids.insert(name, pid);
+        }
+        seen.push(line);
+    }
+    (child, pids.into_values().collect(), sandbox)
 }
 
 #[test]

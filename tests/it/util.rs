@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
+use loopp::config::NodeConfig;
 use loopp::handshake::Cookie;
 use loopp::host::HostConfig;
+use loopp::node::Node;
+use loopp::registry::State;
 
 pub const TEST_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-test-plugin");
 pub const EXAMPLE_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-example");
@@ -201,4 +204,80 @@ pub fn logs_for(target: &str) -> Vec<Captured> {
         .filter(|r| r.target == target)
         .cloned()
         .collect()
+}
+
+/// A job of LOOPPs, each `(name, test-plugin mode)` ("in-process": none), with
+/// fast supervision; `overrides` replace supervision settings.
+/// Returns the config and the sandbox holding the dotenv files and sockets.
+pub fn test_job(
+    name: &str,
+    plugins: &[(&str, &str)],
+    overrides: &[(&str, &str)],
+) -> (NodeConfig, Sandbox) {
+    let sandbox = Sandbox::new(name);
+    let mut vars: Vec<(String, String)> =
+        vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
+    let mut entries = Vec::new();
+    for (pname, mode) in plugins {
+        let envfile = sandbox.dir.join(format!("{pname}.env"));
+        std::fs::write(
+            &envfile,
+            format!(
+                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
+                sandbox.dir.display()
+            ),
+        )
+        .unwrap();
+        let prefix = loopp::config::env_prefix(pname);
+        if *mode != "in-process" {
+            vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
+            vars.push((format!("{prefix}_ENV"), envfile.display().to_string()));
+        }
+        entries.push(format!(r#"{{"name":"{pname}","kind":"example"}}"#));
+    }
+    let mut supervision: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        r#"{"health_interval":"200ms","health_timeout":"300ms","health_failures":1,"backoff_initial":"50ms",
+            "backoff_max":"400ms","stable_after":"5s","shutdown_grace":"1s","start_timeout":"10s"}"#,
+    )
+    .unwrap();
+    for (k, v) in overrides {
+        supervision.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let text = format!(
+        r#"{{"plugins":[{}],"supervision":{},"http":{{"listen":"127.0.0.1:0"}}}}"#,
+        entries.join(","),
+        serde_json::Value::Object(supervision)
+    );
+    let config = NodeConfig::from_json(name, &text, &move |k| {
+        vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (config, sandbox)
+}
+
+/// Waits until `name` is running and returns its pid.
+#[track_caller]
+pub fn running_pid(node: &Node, name: &str) -> u32 {
+    let mut pid = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            pid = node
+                .registry()
+                .get(name)
+                .filter(|s| s.state == State::Running)
+                .and_then(|s| s.pid);
+            pid.is_some()
+        }),
+        "{name} never ran: {:?}",
+        node.registry().get(name)
+    );
+    pid.unwrap()
+}
+
+/// `(name, pid)` from a node log line "plugin NAME running (pid PID, ...".
+pub fn running_line(line: &str) -> Option<(String, u32)> {
+    let rest = line.split("plugin ").nth(1)?;
+    let (name, rest) = rest.split_once(" running (pid ")?;
+    let pid = rest.split(',').next()?.parse().ok()?;
+    Some((name.to_string(), pid))
 }
