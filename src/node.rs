@@ -207,6 +207,7 @@ impl Node {
                     config.supervision.clone(),
                     events_tx.clone(),
                     link,
+                    Some(ports.clone()),
                 )
             })
             .collect();

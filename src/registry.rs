@@ -68,6 +68,13 @@ pub enum Event {
         /// Until the next start.
         delay: Duration,
     },
+    /// Its metrics port was taken by something else; it got a new one.
+    MetricsPort {
+        /// Plugin name.
+        name: String,
+        /// The new port.
+        port: u16,
+    },
     /// Stopped for good.
     Stopped {
         /// Plugin name.
@@ -85,6 +92,7 @@ impl Event {
             | Event::Running { name, .. }
             | Event::HealthFailed { name, .. }
             | Event::Backoff { name, .. }
+            | Event::MetricsPort { name, .. }
             | Event::Stopped { name, .. } => name,
         }
     }
@@ -228,6 +236,7 @@ impl Registry {
                 p.next_start = Some(Instant::now() + *delay);
                 p.last_delay = Some(*delay);
             }
+            Event::MetricsPort { port, .. } => p.metrics_port = Some(*port),
             Event::Stopped { exit, .. } => {
                 p.state = State::Stopped;
                 p.pid = None;

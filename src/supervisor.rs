@@ -24,6 +24,7 @@ use crate::broker::Broker;
 use crate::config::Supervision;
 use crate::error::{Error, Result};
 use crate::host::{Client, HostConfig};
+use crate::ports::Ports;
 use crate::registry::Event;
 use crate::service::{Service, ServiceClient};
 
@@ -82,16 +83,19 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts supervising the plugin `host.name`.
     pub fn spawn(host: HostConfig, sup: Supervision, events: Sender<Event>) -> Supervisor {
-        Supervisor::spawn_with_link(host, sup, events, Link::default())
+        Supervisor::spawn_with_link(host, sup, events, Link::default(), None)
     }
 
     /// As [`Supervisor::spawn`], publishing the connection in `link` (made
-    /// beforehand so clients can hold it before the plugin starts).
+    /// beforehand so clients can hold it before the plugin starts). With
+    /// `ports`, the plugin's `CL_PROMETHEUS_PORT` is checked before each start
+    /// and replaced (from `ports`) if something else took it.
     pub fn spawn_with_link(
         host: HostConfig,
         sup: Supervision,
         events: Sender<Event>,
         link: Link,
+        ports: Option<Arc<Ports>>,
     ) -> Supervisor {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         link.set(None, "starting");
@@ -102,6 +106,7 @@ impl Supervisor {
             events,
             stop: stop_rx,
             link: link.clone(),
+            ports,
         };
         let thread = std::thread::Builder::new()
             .name(format!("sup-{name}"))
@@ -155,7 +160,11 @@ struct Actor {
     events: Sender<Event>,
     stop: Receiver<()>,
     link: Link,
+    ports: Option<Arc<Ports>>,
 }
+
+/// The variable through which a plugin gets its metrics port.
+const METRICS_PORT_VAR: &str = "CL_PROMETHEUS_PORT";
 
 /// Why a running plugin's watch ended.
 enum Ended {
@@ -182,11 +191,50 @@ impl Actor {
         let _ = self.events.send(e);
     }
 
-    fn run(self) {
+    /// Before a start: if the plugin's metrics port is no longer free,
+    /// take a new one (the old one is someone else's now).
+    fn check_metrics_port(&mut self) {
+        let Some(ports) = &self.ports else { return };
+        let Some(slot) = self
+            .host
+            .env
+            .iter_mut()
+            .find(|(k, _)| k == METRICS_PORT_VAR)
+        else {
+            return;
+        };
+        let Some(old) = slot.1.to_str().and_then(|v| v.parse::<u16>().ok()) else {
+            return;
+        };
+        if crate::ports::is_free(old) {
+            return;
+        }
+        match ports.allocate() {
+            Ok(new) => {
+                log::warn!(
+                    "plugin {}: metrics port {old} was taken by another process; using {new}",
+                    self.host.name
+                );
+                ports.release(old);
+                slot.1 = new.to_string().into();
+                self.send(Event::MetricsPort {
+                    name: self.host.name.clone(),
+                    port: new,
+                });
+            }
+            Err(e) => log::warn!(
+                "plugin {}: metrics port {old} is taken and {e}",
+                self.host.name
+            ),
+        }
+    }
+
+    fn run(mut self) {
         let name = self.host.name.clone();
         let mut attempt = 0u64;
         let mut failures = 0u32;
         loop {
+            self.check_metrics_port();
             self.send(Event::Starting {
                 name: name.clone(),
                 attempt,

@@ -294,7 +294,7 @@ fn start_node_process(
     std::fs::write(
         &jobfile,
         format!(
-            r#"{{"plugins":[{}],"supervision":{{"shutdown_grace":"2s"}}}}"#,
+            r#"{{"plugins":[{}],"supervision":{{"shutdown_grace":"2s"}},"http":{{"listen":"127.0.0.1:0"}}}}"#,
             entries.join(",")
         ),
     )
