@@ -55,7 +55,7 @@ test: deps-test
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		timeout 3600 $(CARGO) nextest run --no-fail-fast; \
 	else \
-		timeout 3600 $(CARGO) test --no-fail-fast -- --test-threads=4; \
+		timeout 3600 $(CARGO) test --no-fail-fast --lib --test it -- --test-threads=4; \
 	fi
 
 # Static, like the Go programs it is compared with (CGO_ENABLED=0) and like
