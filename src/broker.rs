@@ -132,6 +132,15 @@ impl Broker {
         Ok(())
     }
 
+    /// The socket of the server this side serves as `id`, if any.
+    pub fn served_address(&self, id: u32) -> Option<PathBuf> {
+        let st = self.inner.state.lock().unwrap();
+        st.servers
+            .iter()
+            .find(|(sid, _, _)| *sid == id)
+            .map(|(_, _, p)| p.clone())
+    }
+
     /// Stops the server announced as `id` and removes its socket.
     pub fn stop(&self, id: u32) {
         let found = {

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::wire::ReportTimestamp;
+
 /// Largest HTTP body read from a data source.
 pub const MAX_BODY: u64 = 1 << 20;
 
@@ -50,10 +52,11 @@ pub enum Spec {
     },
 }
 
-/// One observation's source.
+/// One observation's source. Served to plugins over gRPC (`loop.DataSource`)
+/// by [`server`]; [`DataSourceClient`] is the same trait over gRPC.
 pub trait DataSource: Send + Sync {
-    /// The value for observation number `n` of this feed, within `deadline`.
-    fn observe(&self, n: u64, deadline: Duration) -> Result<i128, String>;
+    /// The value for the round `ts`, within `deadline`.
+    fn observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String>;
 }
 
 /// Builds a source; the spec is checked here (bad URL, empty path).
@@ -68,6 +71,7 @@ pub fn build(spec: &Spec) -> Result<Box<dyn DataSource>, String> {
                 seed: *seed,
                 start: i128::from(*start),
                 step: i128::from(*step),
+                last: std::sync::Mutex::new((0, i128::from(*start))),
             })
         }
         Spec::Http {
@@ -103,7 +107,7 @@ pub fn build(spec: &Spec) -> Result<Box<dyn DataSource>, String> {
 struct Static(i128);
 
 impl DataSource for Static {
-    fn observe(&self, _n: u64, _deadline: Duration) -> Result<i128, String> {
+    fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
         Ok(self.0)
     }
 }
@@ -112,6 +116,9 @@ struct RandomWalk {
     seed: u64,
     start: i128,
     step: i128,
+    /// The last (step number, value) computed, so rounds that move forward
+    /// cost O(1) each.
+    last: std::sync::Mutex<(u64, i128)>,
 }
 
 /// splitmix64: a well-known, stateless mix of a 64-bit input.
@@ -122,17 +129,25 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-impl DataSource for RandomWalk {
-    fn observe(&self, n: u64, _deadline: Duration) -> Result<i128, String> {
-        // The walk is a sum of n steps in -step..=step, each from (seed, i):
-        // the same n always gives the same value, whoever computes it.
-        let span = self.step * 2 + 1;
-        let mut v = self.start;
-        for i in 0..n {
-            let r = i128::from(mix(self.seed ^ mix(i)) % (span as u64).max(1));
-            v += r - self.step;
+impl RandomWalk {
+    /// The value after `n` steps: a sum of steps in -step..=step, each from
+    /// (seed, i), so the same n always gives the same value, whoever computes it.
+    fn at(&self, n: u64) -> i128 {
+        let span = (self.step * 2 + 1) as u64;
+        let mut last = self.last.lock().unwrap();
+        let (mut i, mut v) = if n >= last.0 { *last } else { (0, self.start) };
+        while i < n {
+            v += i128::from(mix(self.seed ^ mix(i)) % span.max(1)) - self.step;
+            i += 1;
         }
-        Ok(v)
+        *last = (n, v);
+        v
+    }
+}
+
+impl DataSource for RandomWalk {
+    fn observe(&self, ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+        Ok(self.at(ts.sequence()))
     }
 }
 
@@ -144,7 +159,7 @@ struct Http {
 }
 
 impl DataSource for Http {
-    fn observe(&self, _n: u64, deadline: Duration) -> Result<i128, String> {
+    fn observe(&self, _ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String> {
         let mut resp = self
             .agent
             .get(&self.url)
@@ -223,22 +238,33 @@ mod tests {
 
     const D: Duration = Duration::from_secs(1);
 
+    fn ts(n: u64) -> ReportTimestamp {
+        ReportTimestamp {
+            config_digest: vec![],
+            epoch: (n >> 8) as u32,
+            round: (n & 0xff) as u8,
+        }
+    }
+
     #[test]
     fn static_and_randomwalk_are_deterministic() {
         let s = build(&Spec::Static { value: -7 }).unwrap();
-        assert_eq!(s.observe(9, D), Ok(-7));
+        assert_eq!(s.observe(&ts(9), D), Ok(-7));
         let spec = Spec::Randomwalk {
             seed: 42,
             start: 1000,
             step: 5,
         };
         let (a, b) = (build(&spec).unwrap(), build(&spec).unwrap());
-        let walk: Vec<i128> = (0..50).map(|n| a.observe(n, D).unwrap()).collect();
+        let walk: Vec<i128> = (0..50).map(|n| a.observe(&ts(n), D).unwrap()).collect();
+        let backwards: Vec<i128> = (0..50)
+            .rev()
+            .map(|n| b.observe(&ts(n), D).unwrap())
+            .collect();
         assert_eq!(
             walk,
-            (0..50)
-                .map(|n| b.observe(n, D).unwrap())
-                .collect::<Vec<_>>()
+            backwards.into_iter().rev().collect::<Vec<_>>(),
+            "any order of rounds gives the same values"
         );
         assert_eq!(walk[0], 1000);
         assert!(walk.windows(2).all(|w| (w[1] - w[0]).abs() <= 5));
@@ -251,7 +277,7 @@ mod tests {
         .unwrap();
         assert_ne!(
             (1..50)
-                .map(|n| other.observe(n, D).unwrap())
+                .map(|n| other.observe(&ts(n), D).unwrap())
                 .collect::<Vec<_>>(),
             walk[1..]
         );
@@ -324,14 +350,157 @@ mod tests {
             decimals: 3,
         })
         .unwrap();
-        assert_eq!(ok.observe(0, D), Ok(42125));
+        assert_eq!(ok.observe(&ts(0), D), Ok(42125));
         let slow = build(&Spec::Http {
             url: format!("http://127.0.0.1:{port}/slow"),
             path: "data.price".into(),
             decimals: 0,
         })
         .unwrap();
-        let err = slow.observe(0, Duration::from_millis(200)).unwrap_err();
+        let err = slow
+            .observe(&ts(0), Duration::from_millis(200))
+            .unwrap_err();
         assert!(err.contains("no answer within 200ms"), "{err}");
     }
+}
+
+/// How long the server side lets one Observe run (the caller's own deadline
+/// ends the call for the caller earlier; this bounds the work behind it).
+pub const SERVE_BOUND: Duration = Duration::from_secs(10);
+
+/// A data source as the `loop.DataSource` gRPC service (served by the node to
+/// plugins on a broker id).
+pub fn server(source: std::sync::Arc<dyn DataSource>) -> grpcio::Service {
+    crate::proto::median_datasource_grpc::create_data_source(Server(source))
+}
+
+#[derive(Clone)]
+struct Server(std::sync::Arc<dyn DataSource>);
+
+impl crate::proto::median_datasource_grpc::DataSource for Server {
+    fn observe(
+        &mut self,
+        ctx: grpcio::RpcContext,
+        req: crate::proto::median_datasource::ObserveRequest,
+        sink: grpcio::UnarySink<crate::proto::median_datasource::ObserveReply>,
+    ) {
+        let source = self.0.clone();
+        crate::rpc::respond_blocking(&ctx, sink, move || {
+            let invalid =
+                |e: String| crate::rpc::status(grpcio::RpcStatusCode::INVALID_ARGUMENT, e);
+            let ts = match req.reportTimestamp.as_ref() {
+                Some(t) => ReportTimestamp::from_wire(t).map_err(invalid)?,
+                None => return Err(invalid("ObserveRequest without reportTimestamp".into())),
+            };
+            let value = source
+                .observe(&ts, SERVE_BOUND)
+                .map_err(|e| crate::rpc::status(grpcio::RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(crate::proto::median_datasource::ObserveReply {
+                value: protobuf::MessageField::some(crate::wire::to_big(value)),
+                ..Default::default()
+            })
+        });
+    }
+}
+
+/// A [`DataSource`] reached over gRPC; each call carries its deadline.
+pub struct DataSourceClient {
+    name: String,
+    client: crate::proto::median_datasource_grpc::DataSourceClient,
+}
+
+impl DataSourceClient {
+    /// The data source served on `channel`, named `name` in errors and metrics.
+    pub fn new(name: &str, channel: grpcio::Channel) -> DataSourceClient {
+        DataSourceClient {
+            name: name.to_string(),
+            client: crate::proto::median_datasource_grpc::DataSourceClient::new(channel),
+        }
+    }
+}
+
+impl DataSource for DataSourceClient {
+    fn observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String> {
+        const METHOD: &str = "/loop.DataSource/Observe";
+        let req = crate::proto::median_datasource::ObserveRequest {
+            reportTimestamp: protobuf::MessageField::some(ts.to_wire()),
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = self.client.observe(&req, deadline);
+        crate::metrics::client_observe(
+            &self.name,
+            METHOD,
+            &crate::metrics::code_of(&r),
+            t0.elapsed(),
+        );
+        let reply = r.map_err(|e| crate::error::Error::rpc(&self.name, METHOD, &e).to_string())?;
+        match reply.value.as_ref() {
+            Some(v) => crate::wire::from_big(v),
+            None => Err(format!("{}: {METHOD} answered without a value", self.name)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Slow;
+
+    impl DataSource for Slow {
+        fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(1)
+        }
+    }
+
+    /// Over a real unix socket through a broker: the client sees what the
+    /// source gives, huge and negative values intact, and a slow source
+    /// fails with DEADLINE_EXCEEDED at the caller's deadline.
+    #[test]
+    fn served_on_a_broker_id_and_called_with_a_deadline() {
+        let dir = crate::sockdir::SocketDir::create().unwrap();
+        let broker = crate::broker::Broker::new(dir);
+        let walk = Arc::<dyn DataSource>::from(
+            build(&Spec::Randomwalk {
+                seed: 7,
+                start: -5,
+                step: 3,
+            })
+            .unwrap(),
+        );
+        broker.serve(1, vec![server(walk.clone())]).unwrap();
+        broker
+            .serve(2, vec![server(Arc::new(Static(i128::MIN)))])
+            .unwrap();
+        broker.serve(3, vec![server(Arc::new(Slow))]).unwrap();
+        let client = |id: u32| {
+            let ch = crate::rpc::connect(
+                crate::handshake::Network::Unix,
+                &broker.served_address(id).expect("served").to_string_lossy(),
+            );
+            DataSourceClient::new("feed", ch)
+        };
+        let ts = ReportTimestamp {
+            config_digest: vec![9; 32],
+            epoch: 1,
+            round: 2,
+        };
+        assert_eq!(client(1).observe(&ts, D), walk.observe(&ts, D));
+        assert_eq!(client(2).observe(&ts, D), Ok(i128::MIN));
+        let t = std::time::Instant::now();
+        let err = client(3)
+            .observe(&ts, Duration::from_millis(200))
+            .unwrap_err();
+        assert!(err.contains("DEADLINE_EXCEEDED"), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the caller's deadline, not the source's pace"
+        );
+        broker.close();
+    }
+
+    const D: Duration = Duration::from_secs(5);
 }

@@ -40,5 +40,6 @@ pub mod stats;
 pub mod supervisor;
 #[cfg(test)]
 mod testutil;
+pub mod wire;
 
 pub use error::{Error, Result};
