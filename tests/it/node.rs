@@ -302,17 +302,10 @@ fn start_node_process(
     let mut cmd = Command::new(NODE);
     cmd.args(["run", "--config"])
         .arg(&jobfile)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir);
     for (n, mode) in plugins {
-        let envfile = sandbox.dir.join(format!("{n}.env"));
-        std::fs::write(
-            &envfile,
-            format!(
-                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
-                sandbox.dir.display()
-            ),
-        )
-        .unwrap();
+        let envfile = test_plugin_env(&sandbox.dir, n, mode);
         let prefix = loopp::config::env_prefix(n);
         cmd.env(format!("{prefix}_CMD"), TEST_PLUGIN)
             .env(format!("{prefix}_ENV"), &envfile);

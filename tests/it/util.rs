@@ -219,15 +219,7 @@ pub fn test_job(
         vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())];
     let mut entries = Vec::new();
     for (pname, mode) in plugins {
-        let envfile = sandbox.dir.join(format!("{pname}.env"));
-        std::fs::write(
-            &envfile,
-            format!(
-                "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
-                sandbox.dir.display()
-            ),
-        )
-        .unwrap();
+        let envfile = test_plugin_env(sandbox.dir.as_path(), pname, mode);
         let prefix = loopp::config::env_prefix(pname);
         if *mode != "in-process" {
             vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
@@ -280,4 +272,18 @@ pub fn running_line(line: &str) -> Option<(String, u32)> {
     let (name, rest) = rest.split_once(" running (pid ")?;
     let pid = rest.split(',').next()?.parse().ok()?;
     Some((name.to_string(), pid))
+}
+
+/// Writes `DIR/NAME.env` for a test plugin: its mode, and sockets in `dir`.
+pub fn test_plugin_env(dir: &Path, name: &str, mode: &str) -> PathBuf {
+    let envfile = dir.join(format!("{name}.env"));
+    std::fs::write(
+        &envfile,
+        format!(
+            "LOOPP_TEST_MODE={mode}\nPLUGIN_UNIX_SOCKET_DIR={}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    envfile
 }
