@@ -1,7 +1,10 @@
 //! The reference relayer, `devchain`: a local development chain kept in a
-//! file. Today this holds the crash-safe chain file ([`store`]); the relayer
+//! file. Today this holds the crash-safe chain file ([`store`]), the median
+//! contract over it ([`contract`]) and its report format ([`codec`]); the relayer
 //! services (`loop.PluginRelayer`, `loop.Relayer`, the median provider) and
 //! the `loopp-devchain` binary come next (see the open issue "Relayer and
 //! median plugins end to end").
 
+pub mod codec;
+pub mod contract;
 pub mod store;

@@ -68,6 +68,7 @@ pub struct Chain {
     config: Option<ContractConfig>,
     transmissions: Vec<Transmission>,
     height: u64,
+    config_block: u64,
     /// Bytes of a torn last record dropped when the file was opened.
     pub dropped_tail: u64,
 }
@@ -96,6 +97,7 @@ impl Chain {
             config: None,
             transmissions: Vec::new(),
             height: 0,
+            config_block: 0,
             dropped_tail: 0,
         };
         file.seek(SeekFrom::Start(0))?;
@@ -139,7 +141,10 @@ impl Chain {
     fn apply(&mut self, rec: Record) {
         self.height += 1;
         match rec {
-            Record::Config(c) => self.config = Some(c),
+            Record::Config(c) => {
+                self.config = Some(c);
+                self.config_block = self.height;
+            }
             Record::Transmission(t) => self.transmissions.push(t),
         }
     }
@@ -167,6 +172,11 @@ impl Chain {
     /// The latest transmission.
     pub fn latest(&self) -> Option<&Transmission> {
         self.transmissions.last()
+    }
+
+    /// The block in which the current config was set (0: none).
+    pub fn config_block(&self) -> u64 {
+        self.config_block
     }
 
     /// Blocks so far (one per record).

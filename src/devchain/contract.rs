@@ -1,0 +1,286 @@
+//! The devchain's median contract, over the chain file: config (with its
+//! digest), the config tracker's views, transmission with the contract's own
+//! checks, and the median contract's latest transmission details.
+//!
+//! A transmission is accepted only if it is for the current config digest,
+//! newer (epoch, round) than the latest, and its median is within the config's
+//! bounds; it is durable (fsynced) before `transmit` returns.
+
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use super::codec;
+use super::store::{Chain, ContractConfig, Record, Transmission};
+use crate::median::math;
+
+/// The devchain's config digest prefix (first two bytes of every digest).
+pub const DIGEST_PREFIX: [u8; 2] = [0x0d, 0xec];
+
+/// What an operator sets as the contract config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigInput {
+    /// Oracle signing keys (hex).
+    pub signers: Vec<String>,
+    /// Oracle transmitter accounts.
+    pub transmitters: Vec<String>,
+    /// Faulty oracles tolerated.
+    pub f: u8,
+    /// Smallest valid median.
+    pub min_answer: i128,
+    /// Largest valid median.
+    pub max_answer: i128,
+}
+
+/// The digest of a config: SHA-256 of its canonical JSON (with the config
+/// count), the first two bytes replaced by [`DIGEST_PREFIX`]. Deterministic.
+pub fn config_digest(input: &ConfigInput, count: u64) -> [u8; 32] {
+    let canonical = serde_json::json!({
+        "count": count,
+        "signers": input.signers,
+        "transmitters": input.transmitters,
+        "f": input.f,
+        "min": input.min_answer.to_string(),
+        "max": input.max_answer.to_string(),
+    });
+    let mut d: [u8; 32] = Sha256::digest(canonical.to_string().as_bytes()).into();
+    d[..2].copy_from_slice(&DIGEST_PREFIX);
+    d
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Why a transmission was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No config set yet.
+    NoConfig,
+    /// For another config.
+    WrongDigest {
+        /// The report's.
+        got: String,
+        /// The contract's.
+        current: String,
+    },
+    /// Not newer than the latest transmission.
+    Stale {
+        /// The report's (epoch, round).
+        got: (u32, u8),
+        /// The latest (epoch, round).
+        latest: (u32, u8),
+    },
+    /// Median outside the config's bounds.
+    OutOfBounds(i128),
+    /// Not a devchain report.
+    BadReport(String),
+    /// The chain file could not be written.
+    Io(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NoConfig => f.write_str("the contract has no config yet"),
+            Refused::WrongDigest { got, current } => {
+                write!(f, "report for config {got}, the contract's is {current}")
+            }
+            Refused::Stale { got, latest } => write!(
+                f,
+                "report for epoch {} round {} is not newer than the latest (epoch {} round {})",
+                got.0, got.1, latest.0, latest.1
+            ),
+            Refused::OutOfBounds(m) => write!(f, "median {m} is outside the contract's bounds"),
+            Refused::BadReport(e) => write!(f, "bad report: {e}"),
+            Refused::Io(e) => write!(f, "chain file: {e}"),
+        }
+    }
+}
+
+/// The contract, shared by the relayer's provider services.
+pub struct Contract {
+    chain: Mutex<Chain>,
+}
+
+impl Contract {
+    /// Opens the chain file at `path`.
+    pub fn open(path: &Path) -> io::Result<Contract> {
+        Ok(Contract {
+            chain: Mutex::new(Chain::open(path)?),
+        })
+    }
+
+    /// Sets a new config; returns its digest.
+    pub fn set_config(&self, input: &ConfigInput) -> io::Result<[u8; 32]> {
+        let mut chain = self.chain.lock().unwrap();
+        let count = chain.config().map_or(0, |c| c.count) + 1;
+        let digest = config_digest(input, count);
+        chain.append(Record::Config(ContractConfig {
+            digest: hex(&digest),
+            count,
+            signers: input.signers.clone(),
+            transmitters: input.transmitters.clone(),
+            f: input.f,
+            min_answer: input.min_answer,
+            max_answer: input.max_answer,
+        }))?;
+        Ok(digest)
+    }
+
+    /// `(block the config was set in, config)`, if any.
+    pub fn latest_config(&self) -> Option<(u64, ContractConfig)> {
+        let chain = self.chain.lock().unwrap();
+        chain.config().map(|c| (chain.config_block(), c.clone()))
+    }
+
+    /// The current block height.
+    pub fn latest_block_height(&self) -> u64 {
+        self.chain.lock().unwrap().height()
+    }
+
+    /// What the median plugin compares against: the latest transmission.
+    pub fn latest_transmission(&self) -> Option<(String, math::Latest)> {
+        let chain = self.chain.lock().unwrap();
+        chain.latest().map(|t| {
+            (
+                t.digest.clone(),
+                math::Latest {
+                    epoch: t.epoch,
+                    round: t.round,
+                    answer: t.median,
+                    timestamp: t.observations_timestamp,
+                },
+            )
+        })
+    }
+
+    /// Every transmission so far.
+    pub fn transmissions(&self) -> Vec<Transmission> {
+        self.chain.lock().unwrap().transmissions().to_vec()
+    }
+
+    /// Accepts a report for `(digest, epoch, round)` after the contract's
+    /// checks, durably.
+    pub fn transmit(
+        &self,
+        digest: &[u8],
+        epoch: u32,
+        round: u8,
+        report: &[u8],
+    ) -> Result<(), Refused> {
+        let mut chain = self.chain.lock().unwrap();
+        let config = chain.config().cloned().ok_or(Refused::NoConfig)?;
+        let got = hex(digest);
+        if got != config.digest {
+            return Err(Refused::WrongDigest {
+                got,
+                current: config.digest,
+            });
+        }
+        if let Some(l) = chain.latest().filter(|l| l.digest == config.digest) {
+            if (epoch, round) <= (l.epoch, l.round) {
+                return Err(Refused::Stale {
+                    got: (epoch, round),
+                    latest: (l.epoch, l.round),
+                });
+            }
+        }
+        let r = codec::decode(report).map_err(Refused::BadReport)?;
+        if !(config.min_answer..=config.max_answer).contains(&r.median) {
+            return Err(Refused::OutOfBounds(r.median));
+        }
+        chain
+            .append(Record::Transmission(Transmission {
+                digest: config.digest,
+                epoch,
+                round,
+                median: r.median,
+                observations_timestamp: u64::from(r.observations_timestamp),
+                juels_per_fee_coin: r.juels_per_fee_coin,
+            }))
+            .map_err(|e| Refused::Io(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> ConfigInput {
+        ConfigInput {
+            signers: vec!["s0".into(), "s1".into(), "s2".into(), "s3".into()],
+            transmitters: vec!["t0".into(), "t1".into(), "t2".into(), "t3".into()],
+            f: 1,
+            min_answer: 0,
+            max_answer: 1_000_000,
+        }
+    }
+
+    fn report(median: i128) -> Vec<u8> {
+        codec::build_report(&[codec::ParsedObservation {
+            timestamp: 1000,
+            value: median,
+            juels_per_fee_coin: 1,
+            observer: 0,
+        }])
+        .unwrap()
+    }
+
+    #[test]
+    fn digests_are_deterministic_prefixed_and_change_with_the_config() {
+        let a = config_digest(&input(), 1);
+        assert_eq!(a, config_digest(&input(), 1));
+        assert_eq!(a[..2], DIGEST_PREFIX);
+        assert_ne!(a, config_digest(&input(), 2));
+        let mut other = input();
+        other.f = 2;
+        assert_ne!(a, config_digest(&other, 1));
+    }
+
+    #[test]
+    fn transmit_checks_digest_freshness_and_bounds_and_persists() {
+        let dir = std::env::temp_dir().join(format!("loopp-contract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chain.jsonl");
+        let c = Contract::open(&path).unwrap();
+        assert_eq!(
+            c.transmit(&[0; 32], 1, 1, &report(5)),
+            Err(Refused::NoConfig)
+        );
+        let digest = c.set_config(&input()).unwrap();
+        assert_eq!(c.latest_config().unwrap().0, 1, "set in block 1");
+        assert!(matches!(
+            c.transmit(&[1; 32], 1, 1, &report(5)),
+            Err(Refused::WrongDigest { .. })
+        ));
+        assert_eq!(c.transmit(&digest, 1, 1, &report(5)), Ok(()));
+        assert_eq!(
+            c.transmit(&digest, 1, 1, &report(6)),
+            Err(Refused::Stale {
+                got: (1, 1),
+                latest: (1, 1)
+            })
+        );
+        assert_eq!(
+            c.transmit(&digest, 1, 2, &report(2_000_000)),
+            Err(Refused::OutOfBounds(2_000_000))
+        );
+        assert!(matches!(
+            c.transmit(&digest, 1, 2, b"junk"),
+            Err(Refused::BadReport(_))
+        ));
+        assert_eq!(c.transmit(&digest, 2, 0, &report(7)), Ok(()));
+        drop(c);
+        let c = Contract::open(&path).unwrap();
+        let (d, latest) = c.latest_transmission().unwrap();
+        assert_eq!(d, hex(&digest));
+        assert_eq!((latest.epoch, latest.round, latest.answer), (2, 0, 7));
+        assert_eq!(c.transmissions().len(), 2);
+        assert_eq!(c.latest_block_height(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
