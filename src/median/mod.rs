@@ -1,10 +1,13 @@
 //! The median product plugin: OCR2's numerical median reporting logic.
 //!
-//! Today this holds the pure math ([`math`]) and the round deadlines
-//! ([`deadlines`]); the gRPC services
+//! Today this holds the pure math ([`math`]), the round deadlines
+//! ([`deadlines`]), the reporting plugin's logic in-process ([`plugin`]) and a
+//! local round driver ([`rounds`]); the gRPC services
 //! (`loop.PluginMedian`, `loop.ReportingPluginFactory`, `loop.ReportingPlugin`),
 //! the `loopp-median` binary and the round driver come next (see the open
 //! issue "Relayer and median plugins end to end").
 
 pub mod deadlines;
 pub mod math;
+pub mod plugin;
+pub mod rounds;

@@ -1,0 +1,185 @@
+//! The median reporting plugin, in-process: the OCR2 reporting-plugin calls
+//! (Query, Observation, Report, ShouldAcceptFinalizedReport,
+//! ShouldTransmitAcceptedReport) for a numerical-median feed, over a data
+//! source, a juels-per-fee-coin source and a view of the median contract.
+//!
+//! The gRPC adapters (`loop.ReportingPlugin`) and the `loopp-median` binary
+//! are not built yet; this is the logic they will serve.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::math::{self, Bounds, Latest};
+use crate::datasource::{DataSource, ReportTimestamp};
+use crate::devchain::codec;
+
+/// What the median plugin reads from the contract.
+pub trait MedianContract: Send + Sync {
+    /// `(config digest, latest transmission)`, None before the first one.
+    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String>;
+}
+
+/// The feed's offchain settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// Report when the median moves more than this (parts per billion).
+    pub deviation_ppb: u64,
+    /// Report at least this often.
+    pub heartbeat: Duration,
+}
+
+/// One oracle's instance of the plugin.
+pub struct MedianPlugin {
+    oracle: u8,
+    f: usize,
+    bounds: Bounds,
+    settings: FeedSettings,
+    source: Arc<dyn DataSource>,
+    juels: Arc<dyn DataSource>,
+    contract: Arc<dyn MedianContract>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireObservation {
+    value: String,
+    juels: String,
+    ts: u32,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl MedianPlugin {
+    /// Oracle `oracle` of a feed with `f` faulty oracles tolerated.
+    pub fn new(
+        oracle: u8,
+        f: usize,
+        bounds: Bounds,
+        settings: FeedSettings,
+        source: Arc<dyn DataSource>,
+        juels: Arc<dyn DataSource>,
+        contract: Arc<dyn MedianContract>,
+    ) -> MedianPlugin {
+        MedianPlugin {
+            oracle,
+            f,
+            bounds,
+            settings,
+            source,
+            juels,
+            contract,
+        }
+    }
+
+    /// The oracle's id.
+    pub fn oracle(&self) -> u8 {
+        self.oracle
+    }
+
+    /// Query: the median plugin's leader asks nothing in particular.
+    pub fn query(&self, _ts: &ReportTimestamp) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Observation: the data source's value and juels-per-fee-coin, within
+    /// `deadline` (shared by both sources).
+    pub fn observation(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String> {
+        let value = self.source.observe(ts, deadline)?;
+        let juels = self.juels.observe(ts, deadline)?;
+        let obs = WireObservation {
+            value: value.to_string(),
+            juels: juels.to_string(),
+            ts: now_secs() as u32,
+        };
+        serde_json::to_vec(&obs).map_err(|e| e.to_string())
+    }
+
+    /// Report: from the observations (by oracle), a report when there are
+    /// more than 2f valid ones and the median deviates or the heartbeat is due.
+    pub fn report(
+        &self,
+        _ts: &ReportTimestamp,
+        observations: &[(u8, Vec<u8>)],
+    ) -> Result<Option<Vec<u8>>, String> {
+        let mut parsed = Vec::new();
+        for (oracle, bytes) in observations {
+            let Ok(w) = serde_json::from_slice::<WireObservation>(bytes) else {
+                continue; // a malformed observation is an invalid one
+            };
+            let (Ok(value), Ok(juels)) = (w.value.parse::<i128>(), w.juels.parse::<i128>()) else {
+                continue;
+            };
+            parsed.push((
+                math::Observation {
+                    oracle: *oracle,
+                    value,
+                    juels_per_fee_coin: juels,
+                },
+                w.ts,
+            ));
+        }
+        let obs: Vec<math::Observation> = parsed.iter().map(|(o, _)| *o).collect();
+        let (median, _) = match math::report_values(&obs, self.f, self.bounds) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        };
+        let latest = self.contract.latest_transmission_details()?.map(|(_, l)| l);
+        if !math::should_report(
+            latest,
+            median,
+            self.settings.deviation_ppb,
+            self.settings.heartbeat,
+            now_secs(),
+        ) {
+            return Ok(None);
+        }
+        let valid: Vec<codec::ParsedObservation> = parsed
+            .iter()
+            .filter(|(o, _)| self.bounds.contains(o.value))
+            .map(|(o, ts)| codec::ParsedObservation {
+                timestamp: *ts,
+                value: o.value,
+                juels_per_fee_coin: o.juels_per_fee_coin,
+                observer: o.oracle,
+            })
+            .collect();
+        codec::build_report(&valid).map(Some)
+    }
+
+    /// Accept only reports newer than the contract's latest.
+    pub fn should_accept_finalized_report(
+        &self,
+        ts: &ReportTimestamp,
+        _report: &[u8],
+    ) -> Result<bool, String> {
+        let latest = self.contract.latest_transmission_details()?.map(|(_, l)| l);
+        Ok(math::is_newer(ts.epoch, ts.round, latest))
+    }
+
+    /// Transmit only reports still newer than the contract's latest.
+    pub fn should_transmit_accepted_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+    ) -> Result<bool, String> {
+        self.should_accept_finalized_report(ts, report)
+    }
+}
+
+impl MedianContract for crate::devchain::contract::Contract {
+    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+        Ok(self.latest_transmission().map(|(digest, l)| {
+            let bytes = (0..digest.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            (bytes, l)
+        }))
+    }
+}

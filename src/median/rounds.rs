@@ -1,0 +1,301 @@
+//! A local round driver: a single-node stand-in for the OCR network, NOT the
+//! OCR consensus protocol. n oracle instances of the median plugin run each
+//! round: the leader's Query, every oracle's Observation, the leader's
+//! Report, ShouldAcceptFinalizedReport (more than 2f must accept), the
+//! leader's ShouldTransmitAcceptedReport, then Transmit to the contract.
+//!
+//! Every call has its own deadline ([`Deadlines`]); a call that misses it
+//! fails (or, for one oracle's observation, drops that observation) in this
+//! round only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::deadlines::Deadlines;
+use super::plugin::MedianPlugin;
+use crate::datasource::ReportTimestamp;
+use crate::devchain::contract::Contract;
+
+/// How a round ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A report was transmitted with this median.
+    Transmitted(i128),
+    /// No report this round, and why.
+    NoReport(String),
+    /// The round failed, and why (a missed deadline, a refused transmission).
+    Failed(String),
+}
+
+/// Runs `f` on its own thread and waits at most `deadline`.
+fn within<T: Send + 'static>(
+    call: &str,
+    deadline: Duration,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name(format!("round-{call}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("{call}: cannot start: {e}"))?;
+    match rx.recv_timeout(deadline) {
+        Ok(r) => r.map_err(|e| format!("{call}: {e}")),
+        Err(_) => Err(format!("{call}: DEADLINE_EXCEEDED after {deadline:?}")),
+    }
+}
+
+/// Runs one round of the feed.
+pub fn run_round(
+    oracles: &[Arc<MedianPlugin>],
+    leader: usize,
+    ts: &ReportTimestamp,
+    f: usize,
+    deadlines: &Deadlines,
+    contract: &Arc<Contract>,
+) -> Outcome {
+    let d = deadlines.0;
+    let lead = oracles[leader % oracles.len()].clone();
+    let t = ts.clone();
+    if let Err(e) = within("Query", d.query, {
+        let lead = lead.clone();
+        move || lead.query(&t)
+    }) {
+        return Outcome::Failed(e);
+    }
+    // Observations in parallel; one that misses its deadline is left out.
+    let pending: Vec<_> = oracles
+        .iter()
+        .map(|o| {
+            let (o, t, dl) = (o.clone(), ts.clone(), d.observation);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = std::thread::Builder::new()
+                .name("round-Observation".into())
+                .spawn(move || {
+                    let _ = tx.send((o.oracle(), o.observation(&t, dl)));
+                });
+            rx
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + d.observation;
+    let observations: Vec<(u8, Vec<u8>)> = pending
+        .into_iter()
+        .filter_map(|rx| match rx.recv_deadline(deadline) {
+            Ok((oracle, Ok(bytes))) => Some((oracle, bytes)),
+            _ => None,
+        })
+        .collect();
+    let t = ts.clone();
+    let report = match within("Report", d.report, {
+        let lead = lead.clone();
+        move || lead.report(&t, &observations)
+    }) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Outcome::NoReport(
+                "no report due (deviation, heartbeat or too few observations)".into(),
+            )
+        }
+        Err(e) => return Outcome::Failed(e),
+    };
+    let accepts = oracles
+        .iter()
+        .filter(|o| {
+            let (o, t, r) = ((*o).clone(), ts.clone(), report.clone());
+            within("ShouldAcceptFinalizedReport", d.should_accept, move || {
+                o.should_accept_finalized_report(&t, &r)
+            })
+            .unwrap_or(false)
+        })
+        .count();
+    if accepts <= 2 * f {
+        return Outcome::NoReport(format!(
+            "only {accepts} oracles accepted the report; more than {} needed",
+            2 * f
+        ));
+    }
+    let (t, r) = (ts.clone(), report.clone());
+    match within(
+        "ShouldTransmitAcceptedReport",
+        d.should_transmit,
+        move || lead.should_transmit_accepted_report(&t, &r),
+    ) {
+        Ok(true) => {}
+        Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
+        Err(e) => return Outcome::Failed(e),
+    }
+    match contract.transmit(&ts.config_digest, ts.epoch, ts.round, &report) {
+        Ok(()) => match crate::devchain::codec::median_from_report(&report) {
+            Ok(m) => Outcome::Transmitted(m),
+            Err(e) => Outcome::Failed(e),
+        },
+        Err(e) => Outcome::Failed(format!("Transmit: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasource::{build, DataSource, Spec};
+    use crate::devchain::contract::ConfigInput;
+    use crate::median::deadlines::MaxDurations;
+    use crate::median::math::Bounds;
+    use crate::median::plugin::FeedSettings;
+
+    struct Slow(Duration);
+
+    impl DataSource for Slow {
+        fn observe(&self, _ts: &ReportTimestamp, _d: Duration) -> Result<i128, String> {
+            std::thread::sleep(self.0);
+            Ok(1)
+        }
+    }
+
+    fn contract(name: &str) -> (Arc<Contract>, Vec<u8>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("loopp-rounds-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
+        let digest = c
+            .set_config(&ConfigInput {
+                signers: vec![],
+                transmitters: vec![],
+                f: 1,
+                min_answer: -1_000_000,
+                max_answer: 1_000_000,
+            })
+            .unwrap();
+        (c, digest.to_vec(), dir)
+    }
+
+    fn deadlines(obs_ms: u64) -> Deadlines {
+        let ms = Duration::from_millis;
+        Deadlines::new(
+            MaxDurations {
+                query: ms(50),
+                observation: ms(obs_ms),
+                report: ms(500),
+                should_accept: ms(500),
+                should_transmit: ms(500),
+            },
+            ms(100),
+        )
+        .unwrap()
+    }
+
+    fn oracles(c: &Arc<Contract>, sources: Vec<Arc<dyn DataSource>>) -> Vec<Arc<MedianPlugin>> {
+        let juels: Arc<dyn DataSource> = Arc::from(build(&Spec::Static { value: 7 }).unwrap());
+        sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Arc::new(MedianPlugin::new(
+                    i as u8,
+                    1,
+                    Bounds {
+                        min: -1_000_000,
+                        max: 1_000_000,
+                    },
+                    FeedSettings {
+                        deviation_ppb: 0,
+                        heartbeat: Duration::from_secs(3600),
+                    },
+                    s,
+                    juels.clone(),
+                    c.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounds_transmit_the_median_of_the_oracles_observations() {
+        let (c, digest, dir) = contract("median");
+        let sources: Vec<Arc<dyn DataSource>> = (0..4)
+            .map(|i| {
+                Arc::from(
+                    build(&Spec::Randomwalk {
+                        seed: i,
+                        start: 1000,
+                        step: 50,
+                    })
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let plugins = oracles(&c, sources.clone());
+        let mut transmitted = Vec::new();
+        for epoch in 1..=6u32 {
+            let ts = ReportTimestamp {
+                config_digest: digest.clone(),
+                epoch,
+                round: 1,
+            };
+            match run_round(&plugins, epoch as usize, &ts, 1, &deadlines(500), &c) {
+                Outcome::Transmitted(m) => {
+                    let mut values: Vec<i128> = sources
+                        .iter()
+                        .map(|s| s.observe(&ts, Duration::from_secs(1)).unwrap())
+                        .collect();
+                    assert_eq!(
+                        Some(m),
+                        crate::median::math::median(&mut values),
+                        "epoch {epoch}"
+                    );
+                    transmitted.push(m);
+                }
+                Outcome::NoReport(why) => assert!(why.contains("no report due"), "{why}"),
+                Outcome::Failed(e) => panic!("epoch {epoch}: {e}"),
+            }
+        }
+        assert!(!transmitted.is_empty());
+        let on_chain: Vec<i128> = c.transmissions().iter().map(|t| t.median).collect();
+        assert_eq!(
+            on_chain, transmitted,
+            "every transmitted median is on the chain, once"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_slow_oracle_is_left_out_and_a_slow_round_fails_alone() {
+        let (c, digest, dir) = contract("slow");
+        let fast = |v: i64| Arc::<dyn DataSource>::from(build(&Spec::Static { value: v }).unwrap());
+        let slow: Arc<dyn DataSource> = Arc::new(Slow(Duration::from_millis(800)));
+        let plugins = oracles(&c, vec![fast(10), fast(20), fast(30), slow.clone()]);
+        let ts = |epoch| ReportTimestamp {
+            config_digest: digest.clone(),
+            epoch,
+            round: 1,
+        };
+        let t = std::time::Instant::now();
+        // 3 of 4 observations arrive in time: more than 2f = 2, so it reports.
+        assert_eq!(
+            run_round(&plugins, 0, &ts(1), 1, &deadlines(200), &c),
+            Outcome::Transmitted(20)
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(800),
+            "did not wait for the slow oracle"
+        );
+        // With two slow oracles only 2 observations remain: no report, next round fine.
+        let plugins = oracles(&c, vec![fast(10), fast(50), slow.clone(), slow]);
+        assert!(matches!(
+            run_round(&plugins, 0, &ts(2), 1, &deadlines(200), &c),
+            Outcome::NoReport(_)
+        ));
+        let plugins = oracles(&c, vec![fast(10), fast(50), fast(60), fast(70)]);
+        assert_eq!(
+            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), &c),
+            Outcome::Transmitted(60)
+        );
+        // A stale round is not transmitted again.
+        assert!(matches!(
+            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), &c),
+            Outcome::NoReport(_)
+        ));
+        assert_eq!(c.transmissions().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
