@@ -15,6 +15,45 @@ use super::math::{self, Bounds, Latest};
 use crate::datasource::{DataSource, ReportTimestamp};
 use crate::devchain::codec;
 
+/// An OCR2 reporting plugin instance: the same trait in-process
+/// ([`MedianPlugin`]) and over gRPC ([`super::reporting::ReportingPluginClient`]).
+/// Every call gets its phase's deadline.
+pub trait ReportingPlugin: Send + Sync {
+    /// The leader's query for the round.
+    fn query(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String>;
+    /// This oracle's observation.
+    fn observation(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, String>;
+    /// The report from `(observer, observation)` pairs, if one is due.
+    fn report(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        observations: &[(u8, Vec<u8>)],
+        deadline: Duration,
+    ) -> Result<Option<Vec<u8>>, String>;
+    /// Whether to accept a finalized report.
+    fn should_accept_finalized_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, String>;
+    /// Whether to transmit an accepted report.
+    fn should_transmit_accepted_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, String>;
+    /// Releases the instance.
+    fn close(&self) -> Result<(), String>;
+}
+
 /// What the median plugin reads from the contract.
 pub trait MedianContract: Send + Sync {
     /// `(config digest, latest transmission)`, None before the first one.
@@ -82,15 +121,22 @@ impl MedianPlugin {
     pub fn oracle(&self) -> u8 {
         self.oracle
     }
+}
 
+impl ReportingPlugin for MedianPlugin {
     /// Query: the median plugin's leader asks nothing in particular.
-    pub fn query(&self, _ts: &ReportTimestamp) -> Result<Vec<u8>, String> {
+    fn query(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<Vec<u8>, String> {
         Ok(Vec::new())
     }
 
     /// Observation: the data source's value and juels-per-fee-coin, within
     /// `deadline` (shared by both sources).
-    pub fn observation(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String> {
+    fn observation(
+        &self,
+        ts: &ReportTimestamp,
+        _query: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, String> {
         let value = self.source.observe(ts, deadline)?;
         let juels = self.juels.observe(ts, deadline)?;
         let obs = WireObservation {
@@ -103,10 +149,12 @@ impl MedianPlugin {
 
     /// Report: from the observations (by oracle), a report when there are
     /// more than 2f valid ones and the median deviates or the heartbeat is due.
-    pub fn report(
+    fn report(
         &self,
         _ts: &ReportTimestamp,
+        _query: &[u8],
         observations: &[(u8, Vec<u8>)],
+        _deadline: Duration,
     ) -> Result<Option<Vec<u8>>, String> {
         let mut parsed = Vec::new();
         for (oracle, bytes) in observations {
@@ -154,22 +202,28 @@ impl MedianPlugin {
     }
 
     /// Accept only reports newer than the contract's latest.
-    pub fn should_accept_finalized_report(
+    fn should_accept_finalized_report(
         &self,
         ts: &ReportTimestamp,
         _report: &[u8],
+        _deadline: Duration,
     ) -> Result<bool, String> {
         let latest = self.contract.latest_transmission_details()?.map(|(_, l)| l);
         Ok(math::is_newer(ts.epoch, ts.round, latest))
     }
 
     /// Transmit only reports still newer than the contract's latest.
-    pub fn should_transmit_accepted_report(
+    fn should_transmit_accepted_report(
         &self,
         ts: &ReportTimestamp,
         report: &[u8],
+        deadline: Duration,
     ) -> Result<bool, String> {
-        self.should_accept_finalized_report(ts, report)
+        self.should_accept_finalized_report(ts, report, deadline)
+    }
+
+    fn close(&self) -> Result<(), String> {
+        Ok(())
     }
 }
 

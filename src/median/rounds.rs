@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::deadlines::Deadlines;
-use super::plugin::MedianPlugin;
+use super::plugin::ReportingPlugin;
 use crate::datasource::ReportTimestamp;
 use crate::devchain::contract::Contract;
 
@@ -46,9 +46,12 @@ fn within<T: Send + 'static>(
     }
 }
 
+/// One oracle: its id and its plugin instance (in-process or over gRPC).
+pub type Oracle = (u8, Arc<dyn ReportingPlugin>);
+
 /// Runs one round of the feed.
 pub fn run_round(
-    oracles: &[Arc<MedianPlugin>],
+    oracles: &[Oracle],
     leader: usize,
     ts: &ReportTimestamp,
     f: usize,
@@ -56,24 +59,25 @@ pub fn run_round(
     contract: &Arc<Contract>,
 ) -> Outcome {
     let d = deadlines.0;
-    let lead = oracles[leader % oracles.len()].clone();
+    let lead = oracles[leader % oracles.len()].1.clone();
     let t = ts.clone();
-    if let Err(e) = within("Query", d.query, {
+    let query = match within("Query", d.query, {
         let lead = lead.clone();
-        move || lead.query(&t)
+        move || lead.query(&t, d.query)
     }) {
-        return Outcome::Failed(e);
-    }
+        Ok(q) => q,
+        Err(e) => return Outcome::Failed(e),
+    };
     // Observations in parallel; one that misses its deadline is left out.
     let pending: Vec<_> = oracles
         .iter()
-        .map(|o| {
-            let (o, t, dl) = (o.clone(), ts.clone(), d.observation);
+        .map(|(id, o)| {
+            let (id, o, t, q, dl) = (*id, o.clone(), ts.clone(), query.clone(), d.observation);
             let (tx, rx) = crossbeam_channel::bounded(1);
             let _ = std::thread::Builder::new()
                 .name("round-Observation".into())
                 .spawn(move || {
-                    let _ = tx.send((o.oracle(), o.observation(&t, dl)));
+                    let _ = tx.send((id, o.observation(&t, &q, dl)));
                 });
             rx
         })
@@ -88,8 +92,8 @@ pub fn run_round(
         .collect();
     let t = ts.clone();
     let report = match within("Report", d.report, {
-        let lead = lead.clone();
-        move || lead.report(&t, &observations)
+        let (lead, q) = (lead.clone(), query.clone());
+        move || lead.report(&t, &q, &observations, d.report)
     }) {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -101,10 +105,10 @@ pub fn run_round(
     };
     let accepts = oracles
         .iter()
-        .filter(|o| {
-            let (o, t, r) = ((*o).clone(), ts.clone(), report.clone());
+        .filter(|(_, o)| {
+            let (o, t, r) = (o.clone(), ts.clone(), report.clone());
             within("ShouldAcceptFinalizedReport", d.should_accept, move || {
-                o.should_accept_finalized_report(&t, &r)
+                o.should_accept_finalized_report(&t, &r, d.should_accept)
             })
             .unwrap_or(false)
         })
@@ -119,7 +123,7 @@ pub fn run_round(
     match within(
         "ShouldTransmitAcceptedReport",
         d.should_transmit,
-        move || lead.should_transmit_accepted_report(&t, &r),
+        move || lead.should_transmit_accepted_report(&t, &r, d.should_transmit),
     ) {
         Ok(true) => {}
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
@@ -141,7 +145,7 @@ mod tests {
     use crate::devchain::contract::ConfigInput;
     use crate::median::deadlines::MaxDurations;
     use crate::median::math::Bounds;
-    use crate::median::plugin::FeedSettings;
+    use crate::median::plugin::{FeedSettings, MedianPlugin};
 
     struct Slow(Duration);
 
@@ -184,13 +188,13 @@ mod tests {
         .unwrap()
     }
 
-    fn oracles(c: &Arc<Contract>, sources: Vec<Arc<dyn DataSource>>) -> Vec<Arc<MedianPlugin>> {
+    fn oracles(c: &Arc<Contract>, sources: Vec<Arc<dyn DataSource>>) -> Vec<Oracle> {
         let juels: Arc<dyn DataSource> = Arc::from(build(&Spec::Static { value: 7 }).unwrap());
         sources
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                Arc::new(MedianPlugin::new(
+                let p: Arc<dyn ReportingPlugin> = Arc::new(MedianPlugin::new(
                     i as u8,
                     1,
                     Bounds {
@@ -204,7 +208,8 @@ mod tests {
                     s,
                     juels.clone(),
                     c.clone(),
-                ))
+                ));
+                (i as u8, p)
             })
             .collect()
     }

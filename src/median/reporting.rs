@@ -1,0 +1,454 @@
+//! `loop.ReportingPlugin` over gRPC: [`server`] serves any
+//! [`ReportingPlugin`]; [`ReportingPluginClient`] is the same trait over a
+//! channel, each call with its phase's deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
+use protobuf::well_known_types::empty::Empty;
+use protobuf::MessageField;
+
+use super::plugin::ReportingPlugin;
+use crate::proto::reporting::*;
+use crate::proto::reporting_grpc;
+use crate::rpc;
+use crate::wire::ReportTimestamp;
+
+/// How long the server side lets one call run; the caller's deadline ends
+/// the call for the caller earlier, this bounds the work behind it.
+pub const SERVE_BOUND: Duration = Duration::from_secs(10);
+
+/// Serves `plugin` as `loop.ReportingPlugin`.
+pub fn server(plugin: Arc<dyn ReportingPlugin>) -> grpcio::Service {
+    reporting_grpc::create_reporting_plugin(Server(plugin))
+}
+
+#[derive(Clone)]
+struct Server(Arc<dyn ReportingPlugin>);
+
+fn ts_of(
+    t: &MessageField<crate::proto::loop_types::ReportTimestamp>,
+) -> Result<ReportTimestamp, RpcStatus> {
+    let invalid = |e: String| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e);
+    match t.as_ref() {
+        Some(t) => ReportTimestamp::from_wire(t).map_err(invalid),
+        None => Err(invalid("request without reportTimestamp".into())),
+    }
+}
+
+fn failed(e: String) -> RpcStatus {
+    rpc::status(RpcStatusCode::UNKNOWN, e)
+}
+
+impl reporting_grpc::ReportingPlugin for Server {
+    fn query(&mut self, ctx: RpcContext, req: QueryRequest, sink: UnarySink<QueryReply>) {
+        let p = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let q = p
+                .query(&ts_of(&req.reportTimestamp)?, SERVE_BOUND)
+                .map_err(failed)?;
+            Ok(QueryReply {
+                query: q,
+                ..Default::default()
+            })
+        });
+    }
+
+    fn observation(
+        &mut self,
+        ctx: RpcContext,
+        req: ObservationRequest,
+        sink: UnarySink<ObservationReply>,
+    ) {
+        let p = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let o = p
+                .observation(&ts_of(&req.reportTimestamp)?, &req.query, SERVE_BOUND)
+                .map_err(failed)?;
+            Ok(ObservationReply {
+                observation: o,
+                ..Default::default()
+            })
+        });
+    }
+
+    fn report(&mut self, ctx: RpcContext, req: ReportRequest, sink: UnarySink<ReportReply>) {
+        let p = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let mut obs = Vec::with_capacity(req.observations.len());
+            for o in &req.observations {
+                let observer = u8::try_from(o.observer).map_err(|_| {
+                    rpc::status(
+                        RpcStatusCode::INVALID_ARGUMENT,
+                        format!("observer {} is not a uint8", o.observer),
+                    )
+                })?;
+                obs.push((observer, o.observation.clone()));
+            }
+            let r = p
+                .report(&ts_of(&req.reportTimestamp)?, &req.query, &obs, SERVE_BOUND)
+                .map_err(failed)?;
+            Ok(ReportReply {
+                shouldReport: r.is_some(),
+                report: r.unwrap_or_default(),
+                ..Default::default()
+            })
+        });
+    }
+
+    fn should_accept_finalized_report(
+        &mut self,
+        ctx: RpcContext,
+        req: ShouldAcceptFinalizedReportRequest,
+        sink: UnarySink<ShouldAcceptFinalizedReportReply>,
+    ) {
+        let p = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let yes = p
+                .should_accept_finalized_report(
+                    &ts_of(&req.reportTimestamp)?,
+                    &req.report,
+                    SERVE_BOUND,
+                )
+                .map_err(failed)?;
+            Ok(ShouldAcceptFinalizedReportReply {
+                shouldAccept: yes,
+                ..Default::default()
+            })
+        });
+    }
+
+    fn should_transmit_accepted_report(
+        &mut self,
+        ctx: RpcContext,
+        req: ShouldTransmitAcceptedReportRequest,
+        sink: UnarySink<ShouldTransmitAcceptedReportReply>,
+    ) {
+        let p = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let yes = p
+                .should_transmit_accepted_report(
+                    &ts_of(&req.reportTimestamp)?,
+                    &req.report,
+                    SERVE_BOUND,
+                )
+                .map_err(failed)?;
+            Ok(ShouldTransmitAcceptedReportReply {
+                shouldTransmit: yes,
+                ..Default::default()
+            })
+        });
+    }
+
+    fn close(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+        let p = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            p.close().map(|()| Empty::new()).map_err(failed)
+        });
+    }
+}
+
+/// A [`ReportingPlugin`] over gRPC.
+pub struct ReportingPluginClient {
+    name: String,
+    client: reporting_grpc::ReportingPluginClient,
+}
+
+impl ReportingPluginClient {
+    /// The plugin instance served on `channel`, named `name` in errors and
+    /// metrics.
+    pub fn new(name: &str, channel: grpcio::Channel) -> ReportingPluginClient {
+        ReportingPluginClient {
+            name: name.to_string(),
+            client: reporting_grpc::ReportingPluginClient::new(channel),
+        }
+    }
+
+    fn call<T>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce() -> grpcio::Result<T>,
+    ) -> Result<T, String> {
+        let t0 = std::time::Instant::now();
+        let r = f();
+        crate::metrics::client_observe(
+            &self.name,
+            method,
+            &crate::metrics::code_of(&r),
+            t0.elapsed(),
+        );
+        r.map_err(|e| crate::error::Error::rpc(&self.name, method, &e).to_string())
+    }
+}
+
+impl ReportingPlugin for ReportingPluginClient {
+    fn query(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String> {
+        let req = QueryRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            ..Default::default()
+        };
+        self.call("/loop.ReportingPlugin/Query", || {
+            self.client.query(&req, deadline)
+        })
+        .map(|r| r.query)
+    }
+
+    fn observation(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let req = ObservationRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            query: query.to_vec(),
+            ..Default::default()
+        };
+        self.call("/loop.ReportingPlugin/Observation", || {
+            self.client.observation(&req, deadline)
+        })
+        .map(|r| r.observation)
+    }
+
+    fn report(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        observations: &[(u8, Vec<u8>)],
+        deadline: Duration,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let req = ReportRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            query: query.to_vec(),
+            observations: observations
+                .iter()
+                .map(|(o, b)| AttributedObservation {
+                    observation: b.clone(),
+                    observer: u32::from(*o),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        self.call("/loop.ReportingPlugin/Report", || {
+            self.client.report(&req, deadline)
+        })
+        .map(|r| r.shouldReport.then_some(r.report))
+    }
+
+    fn should_accept_finalized_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, String> {
+        let req = ShouldAcceptFinalizedReportRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            report: report.to_vec(),
+            ..Default::default()
+        };
+        self.call("/loop.ReportingPlugin/ShouldAcceptFinalizedReport", || {
+            self.client.should_accept_finalized_report(&req, deadline)
+        })
+        .map(|r| r.shouldAccept)
+    }
+
+    fn should_transmit_accepted_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, String> {
+        let req = ShouldTransmitAcceptedReportRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            report: report.to_vec(),
+            ..Default::default()
+        };
+        self.call("/loop.ReportingPlugin/ShouldTransmitAcceptedReport", || {
+            self.client.should_transmit_accepted_report(&req, deadline)
+        })
+        .map(|r| r.shouldTransmit)
+    }
+
+    fn close(&self) -> Result<(), String> {
+        // Close has no phase of its own; one second is the LOOP host's bound.
+        self.call("/loop.ReportingPlugin/Close", || {
+            self.client.close(&Empty::new(), Duration::from_secs(1))
+        })
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasource::{build, DataSource, Spec};
+    use crate::devchain::contract::{ConfigInput, Contract};
+    use crate::median::deadlines::{Deadlines, MaxDurations};
+    use crate::median::math::Bounds;
+    use crate::median::plugin::{FeedSettings, MedianPlugin};
+    use crate::median::rounds::{run_round, Oracle, Outcome};
+
+    fn contract(dir: &std::path::Path) -> (Arc<Contract>, Vec<u8>) {
+        let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
+        let digest = c
+            .set_config(&ConfigInput {
+                signers: vec![],
+                transmitters: vec![],
+                f: 1,
+                min_answer: i128::MIN,
+                max_answer: i128::MAX,
+            })
+            .unwrap();
+        (c, digest.to_vec())
+    }
+
+    fn plugin(
+        c: &Arc<Contract>,
+        oracle: u8,
+        source: Arc<dyn DataSource>,
+    ) -> Arc<dyn ReportingPlugin> {
+        Arc::new(MedianPlugin::new(
+            oracle,
+            1,
+            Bounds {
+                min: i128::MIN,
+                max: i128::MAX,
+            },
+            FeedSettings {
+                deviation_ppb: 0,
+                heartbeat: Duration::from_secs(3600),
+            },
+            source,
+            Arc::from(build(&Spec::Static { value: 3 }).unwrap()),
+            c.clone(),
+        ))
+    }
+
+    fn deadlines(ms: u64) -> Deadlines {
+        let d = Duration::from_millis(ms);
+        Deadlines::new(
+            MaxDurations {
+                query: d,
+                observation: d,
+                report: d,
+                should_accept: d,
+                should_transmit: d,
+            },
+            Duration::from_millis(100),
+        )
+        .unwrap()
+    }
+
+    struct Slow;
+
+    impl DataSource for Slow {
+        fn observe(&self, _ts: &ReportTimestamp, _d: Duration) -> Result<i128, String> {
+            std::thread::sleep(Duration::from_millis(1500));
+            Ok(0)
+        }
+    }
+
+    /// The same rounds, once with every oracle in-process and once with
+    /// every oracle behind gRPC on a unix socket: the same transmissions.
+    /// A slow oracle behind gRPC is cut off at the Observation deadline.
+    #[test]
+    fn grpc_oracles_give_the_same_transmissions_as_in_process_ones() {
+        let base = std::env::temp_dir().join(format!("loopp-reporting-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let walks = || -> Vec<Arc<dyn DataSource>> {
+            (0..4)
+                .map(|i| {
+                    Arc::from(
+                        build(&Spec::Randomwalk {
+                            seed: 100 + i,
+                            start: 0,
+                            step: 1000,
+                        })
+                        .unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let run = |name: &str, over_grpc: bool| -> Vec<i128> {
+            let dir = base.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let (c, digest) = contract(&dir);
+            let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
+            let oracles: Vec<Oracle> = walks()
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let p = plugin(&c, i as u8, s);
+                    if !over_grpc {
+                        return (i as u8, p);
+                    }
+                    let id = broker.next_id();
+                    broker.serve(id, vec![server(p)]).unwrap();
+                    let path = broker.served_address(id).unwrap();
+                    let ch = crate::rpc::connect(
+                        crate::handshake::Network::Unix,
+                        &path.to_string_lossy(),
+                    );
+                    (
+                        i as u8,
+                        Arc::new(ReportingPluginClient::new("median", ch))
+                            as Arc<dyn ReportingPlugin>,
+                    )
+                })
+                .collect();
+            for epoch in 1..=5 {
+                let ts = ReportTimestamp {
+                    config_digest: digest.clone(),
+                    epoch,
+                    round: 0,
+                };
+                let out = run_round(&oracles, epoch as usize, &ts, 1, &deadlines(2000), &c);
+                assert!(
+                    !matches!(out, Outcome::Failed(_)),
+                    "{name} epoch {epoch}: {out:?}"
+                );
+            }
+            broker.close();
+            c.transmissions().iter().map(|t| t.median).collect()
+        };
+        let local = run("local", false);
+        assert!(local.len() >= 3, "{local:?}");
+        assert_eq!(run("grpc", true), local);
+
+        // A slow oracle over gRPC: left out at the Observation deadline.
+        let dir = base.join("slow");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, digest) = contract(&dir);
+        let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
+        broker
+            .serve(1, vec![server(plugin(&c, 3, Arc::new(Slow)))])
+            .unwrap();
+        let ch = crate::rpc::connect(
+            crate::handshake::Network::Unix,
+            &broker.served_address(1).unwrap().to_string_lossy(),
+        );
+        let fixed =
+            |v: i64| Arc::<dyn DataSource>::from(build(&Spec::Static { value: v }).unwrap());
+        let oracles: Vec<Oracle> = vec![
+            (0, plugin(&c, 0, fixed(1))),
+            (1, plugin(&c, 1, fixed(2))),
+            (2, plugin(&c, 2, fixed(3))),
+            (3, Arc::new(ReportingPluginClient::new("median", ch))),
+        ];
+        let ts = ReportTimestamp {
+            config_digest: digest,
+            epoch: 1,
+            round: 0,
+        };
+        let t = std::time::Instant::now();
+        assert_eq!(
+            run_round(&oracles, 0, &ts, 1, &deadlines(300), &c),
+            Outcome::Transmitted(2)
+        );
+        assert!(t.elapsed() < Duration::from_millis(1500));
+        broker.close();
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
