@@ -69,10 +69,14 @@ fn module_name(file: &str) -> String {
 /// sibling module of the generated code.
 fn rust_type_paths(files: &[FileDescriptorProto]) -> BTreeMap<String, String> {
     let mut map = BTreeMap::new();
-    // The one well-known type the protos use; protobuf's crate ships it.
+    // The well-known types the protos use; protobuf's crate ships them.
     map.insert(
         ".google.protobuf.Empty".to_string(),
         "::protobuf::well_known_types::empty::Empty".to_string(),
+    );
+    map.insert(
+        ".google.protobuf.Timestamp".to_string(),
+        "::protobuf::well_known_types::timestamp::Timestamp".to_string(),
     );
     for fd in files.iter().filter(|f| !f.name().starts_with("google/")) {
         let module = module_name(fd.name());

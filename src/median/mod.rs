@@ -2,12 +2,14 @@
 //!
 //! Today this holds the pure math ([`math`]), the round deadlines
 //! ([`deadlines`]), the reporting plugin's logic in-process ([`plugin`]) and a
-//! local round driver ([`rounds`]), and `loop.ReportingPlugin` over gRPC
-//! ([`reporting`]); the remaining gRPC services
+//! local round driver ([`rounds`]), and `loop.ReportingPlugin` and
+//! `loop.MedianContract` over gRPC ([`reporting`], [`contract`]); the
+//! remaining gRPC services
 //! (`loop.PluginMedian`, `loop.ReportingPluginFactory`, `loop.ReportingPlugin`),
 //! the `loopp-median` binary and the round driver come next (see the open
 //! issue "Relayer and median plugins end to end").
 
+pub mod contract;
 pub mod deadlines;
 pub mod math;
 pub mod plugin;

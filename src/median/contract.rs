@@ -1,0 +1,166 @@
+//! `loop.MedianContract` over gRPC: the median plugin's view of the
+//! contract, served by the relayer's provider. Before the first transmission
+//! the Go services answer zero values; here that is `None`, both ways.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use protobuf::well_known_types::timestamp::Timestamp;
+use protobuf::MessageField;
+
+use super::math::Latest;
+use super::plugin::MedianContract;
+use crate::proto::median::{LatestTransmissionDetailsReply, LatestTransmissionDetailsRequest};
+use crate::proto::median_grpc;
+use crate::rpc;
+
+/// Serves `contract` as `loop.MedianContract`.
+pub fn server(contract: Arc<dyn MedianContract>) -> grpcio::Service {
+    median_grpc::create_median_contract(Server(contract))
+}
+
+#[derive(Clone)]
+struct Server(Arc<dyn MedianContract>);
+
+impl median_grpc::MedianContract for Server {
+    fn latest_transmission_details(
+        &mut self,
+        ctx: RpcContext,
+        _req: LatestTransmissionDetailsRequest,
+        sink: UnarySink<LatestTransmissionDetailsReply>,
+    ) {
+        let c = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let latest = c
+                .latest_transmission_details()
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(match latest {
+                None => LatestTransmissionDetailsReply::default(),
+                Some((digest, l)) => LatestTransmissionDetailsReply {
+                    configDigest: digest,
+                    epoch: l.epoch,
+                    round: u32::from(l.round),
+                    latestAnswer: MessageField::some(crate::wire::to_big(l.answer)),
+                    latestTimestamp: MessageField::some(Timestamp {
+                        seconds: i64::try_from(l.timestamp).unwrap_or(i64::MAX),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            })
+        });
+    }
+}
+
+/// A [`MedianContract`] over gRPC, each call with `timeout`.
+pub struct MedianContractClient {
+    name: String,
+    client: median_grpc::MedianContractClient,
+    timeout: Duration,
+}
+
+impl MedianContractClient {
+    /// The contract view served on `channel`.
+    pub fn new(name: &str, channel: grpcio::Channel, timeout: Duration) -> MedianContractClient {
+        MedianContractClient {
+            name: name.to_string(),
+            client: median_grpc::MedianContractClient::new(channel),
+            timeout,
+        }
+    }
+}
+
+impl MedianContract for MedianContractClient {
+    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+        const METHOD: &str = "/loop.MedianContract/LatestTransmissionDetails";
+        let t0 = std::time::Instant::now();
+        let r = self
+            .client
+            .latest_transmission_details(&LatestTransmissionDetailsRequest::new(), self.timeout);
+        crate::metrics::client_observe(
+            &self.name,
+            METHOD,
+            &crate::metrics::code_of(&r),
+            t0.elapsed(),
+        );
+        let reply = r.map_err(|e| crate::error::Error::rpc(&self.name, METHOD, &e).to_string())?;
+        if reply.configDigest.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        let answer = match reply.latestAnswer.as_ref() {
+            Some(b) => crate::wire::from_big(b)?,
+            None => 0,
+        };
+        Ok(Some((
+            reply.configDigest,
+            Latest {
+                epoch: reply.epoch,
+                round: u8::try_from(reply.round)
+                    .map_err(|_| format!("round {} is not a uint8", reply.round))?,
+                answer,
+                timestamp: reply
+                    .latestTimestamp
+                    .as_ref()
+                    .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
+            },
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devchain::codec;
+    use crate::devchain::contract::{ConfigInput, Contract};
+
+    #[test]
+    fn the_contract_view_crosses_a_socket_unchanged() {
+        let dir =
+            std::env::temp_dir().join(format!("loopp-median-contract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
+        let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
+        broker.serve(1, vec![server(c.clone())]).unwrap();
+        let ch = crate::rpc::connect(
+            crate::handshake::Network::Unix,
+            &broker.served_address(1).unwrap().to_string_lossy(),
+        );
+        let remote = MedianContractClient::new("devchain", ch, Duration::from_secs(2));
+        assert_eq!(
+            remote.latest_transmission_details(),
+            Ok(None),
+            "nothing transmitted yet"
+        );
+        let digest = c
+            .set_config(&ConfigInput {
+                signers: vec![],
+                transmitters: vec![],
+                f: 1,
+                min_answer: i128::MIN,
+                max_answer: i128::MAX,
+            })
+            .unwrap();
+        let report = codec::build_report(&[codec::ParsedObservation {
+            timestamp: 1_700_000_000,
+            value: -(1i128 << 100),
+            juels_per_fee_coin: 1,
+            observer: 0,
+        }])
+        .unwrap();
+        c.transmit(&digest, 4, 2, &report).unwrap();
+        assert_eq!(
+            remote.latest_transmission_details(),
+            c.latest_transmission_details()
+        );
+        let (d, l) = remote.latest_transmission_details().unwrap().unwrap();
+        assert_eq!(d, digest.to_vec());
+        assert_eq!(
+            (l.epoch, l.round, l.answer, l.timestamp),
+            (4, 2, -(1i128 << 100), 1_700_000_000)
+        );
+        broker.close();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
