@@ -11,6 +11,7 @@
 
 pub mod contract;
 pub mod deadlines;
+pub mod factory;
 pub mod math;
 pub mod plugin;
 pub mod reporting;

@@ -4,6 +4,7 @@
 mod failures;
 mod host;
 mod interop;
+mod median;
 mod monitoring;
 mod node;
 mod probe;

@@ -1,0 +1,46 @@
+//! `loopp-median`: the median product plugin as a LOOPP (cookie of the Go
+//! median plugins). The host calls `loop.PluginMedian/NewMedianFactory` with
+//! the broker ids of the provider and data sources it serves, then
+//! `NewReportingPlugin` per oracle.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use loopp::handshake::Cookie;
+use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
+
+/// The median plugin's `loop.Service`.
+struct MedianService;
+
+impl loopp::service::Service for MedianService {
+    fn name(&self) -> String {
+        "median".into()
+    }
+
+    fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn health_report(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([("median".to_string(), String::new())])
+    }
+}
+
+fn main() -> ExitCode {
+    let config = ServeConfig {
+        name: "median".into(),
+        cookie: Cookie::median(),
+        versions: vec![0],
+        metrics: MetricsPort::Required,
+    };
+    serve(config, |plugin| {
+        Ok(Served {
+            service: Some(Arc::new(MedianService)),
+            grpc: vec![loopp::median::factory::plugin_median(plugin.broker.clone())],
+        })
+    })
+}
