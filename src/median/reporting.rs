@@ -404,7 +404,14 @@ mod tests {
                     epoch,
                     round: 0,
                 };
-                let out = run_round(&oracles, epoch as usize, &ts, 1, &deadlines(2000), &c);
+                let out = run_round(
+                    &oracles,
+                    epoch as usize,
+                    &ts,
+                    1,
+                    &deadlines(2000),
+                    c.as_ref(),
+                );
                 assert!(
                     !matches!(out, Outcome::Failed(_)),
                     "{name} epoch {epoch}: {out:?}"
@@ -444,7 +451,7 @@ mod tests {
         };
         let t = std::time::Instant::now();
         assert_eq!(
-            run_round(&oracles, 0, &ts, 1, &deadlines(300), &c),
+            run_round(&oracles, 0, &ts, 1, &deadlines(300), c.as_ref()),
             Outcome::Transmitted(2)
         );
         assert!(t.elapsed() < Duration::from_millis(1500));

@@ -14,7 +14,26 @@ use std::time::Duration;
 use super::deadlines::Deadlines;
 use super::plugin::ReportingPlugin;
 use crate::datasource::ReportTimestamp;
-use crate::devchain::contract::Contract;
+
+/// Where accepted reports go (the relayer's ContractTransmitter): in-process
+/// (the devchain contract) or over gRPC.
+pub trait Transmitter: Send + Sync {
+    /// Sends `report` for round `ts`; Ok once the chain has it.
+    fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String>;
+}
+
+impl Transmitter for crate::devchain::contract::Contract {
+    fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String> {
+        crate::devchain::contract::Contract::transmit(
+            self,
+            &ts.config_digest,
+            ts.epoch,
+            ts.round,
+            report,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
 
 /// How a round ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +75,7 @@ pub fn run_round(
     ts: &ReportTimestamp,
     f: usize,
     deadlines: &Deadlines,
-    contract: &Arc<Contract>,
+    transmitter: &dyn Transmitter,
 ) -> Outcome {
     let d = deadlines.0;
     let lead = oracles[leader % oracles.len()].1.clone();
@@ -129,7 +148,7 @@ pub fn run_round(
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
         Err(e) => return Outcome::Failed(e),
     }
-    match contract.transmit(&ts.config_digest, ts.epoch, ts.round, &report) {
+    match transmitter.transmit(ts, &report) {
         Ok(()) => match crate::devchain::codec::median_from_report(&report) {
             Ok(m) => Outcome::Transmitted(m),
             Err(e) => Outcome::Failed(e),
@@ -142,7 +161,7 @@ pub fn run_round(
 mod tests {
     use super::*;
     use crate::datasource::{build, DataSource, Spec};
-    use crate::devchain::contract::ConfigInput;
+    use crate::devchain::contract::{ConfigInput, Contract};
     use crate::median::deadlines::MaxDurations;
     use crate::median::math::Bounds;
     use crate::median::plugin::{FeedSettings, MedianPlugin};
@@ -237,7 +256,14 @@ mod tests {
                 epoch,
                 round: 1,
             };
-            match run_round(&plugins, epoch as usize, &ts, 1, &deadlines(500), &c) {
+            match run_round(
+                &plugins,
+                epoch as usize,
+                &ts,
+                1,
+                &deadlines(500),
+                c.as_ref(),
+            ) {
                 Outcome::Transmitted(m) => {
                     let mut values: Vec<i128> = sources
                         .iter()
@@ -277,7 +303,7 @@ mod tests {
         let t = std::time::Instant::now();
         // 3 of 4 observations arrive in time: more than 2f = 2, so it reports.
         assert_eq!(
-            run_round(&plugins, 0, &ts(1), 1, &deadlines(200), &c),
+            run_round(&plugins, 0, &ts(1), 1, &deadlines(200), c.as_ref()),
             Outcome::Transmitted(20)
         );
         assert!(
@@ -287,17 +313,17 @@ mod tests {
         // With two slow oracles only 2 observations remain: no report, next round fine.
         let plugins = oracles(&c, vec![fast(10), fast(50), slow.clone(), slow]);
         assert!(matches!(
-            run_round(&plugins, 0, &ts(2), 1, &deadlines(200), &c),
+            run_round(&plugins, 0, &ts(2), 1, &deadlines(200), c.as_ref()),
             Outcome::NoReport(_)
         ));
         let plugins = oracles(&c, vec![fast(10), fast(50), fast(60), fast(70)]);
         assert_eq!(
-            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), &c),
+            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), c.as_ref()),
             Outcome::Transmitted(60)
         );
         // A stale round is not transmitted again.
         assert!(matches!(
-            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), &c),
+            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), c.as_ref()),
             Outcome::NoReport(_)
         ));
         assert_eq!(c.transmissions().len(), 2);

@@ -8,4 +8,5 @@ mod median;
 mod monitoring;
 mod node;
 mod probe;
+mod relay;
 mod util;

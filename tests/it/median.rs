@@ -33,11 +33,11 @@ impl DataSource for Slow {
     }
 }
 
-/// Starts loopp-median, serves `source` and the contract on the host broker,
-/// and returns the client and 4 oracles reached over gRPC.
-fn median_loopp(
+/// Starts loopp-median, serves `source` and the contract view on the host
+/// broker, and returns the client and 4 oracles reached over gRPC.
+pub fn median_loopp(
     sandbox: &Sandbox,
-    contract: &Arc<Contract>,
+    contract: &Arc<dyn loopp::median::plugin::MedianContract>,
     digest: &[u8],
     source: Arc<dyn DataSource>,
     max: &MaxDurations,
@@ -105,7 +105,7 @@ fn median_loopp(
     (client, oracles)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -127,7 +127,7 @@ fn chain(sandbox: &Sandbox) -> (Arc<Contract>, Vec<u8>) {
     (c, digest.to_vec())
 }
 
-fn max(ms: u64) -> MaxDurations {
+pub fn max(ms: u64) -> MaxDurations {
     let d = Duration::from_millis(ms);
     MaxDurations {
         query: d,
@@ -151,7 +151,8 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
         .unwrap(),
     );
     let m = max(2000);
-    let (mut client, oracles) = median_loopp(&sandbox, &contract, &digest, walk.clone(), &m);
+    let view: Arc<dyn loopp::median::plugin::MedianContract> = contract.clone();
+    let (mut client, oracles) = median_loopp(&sandbox, &view, &digest, walk.clone(), &m);
     let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
     let mut expected = Vec::new();
     for epoch in 1..=5u32 {
@@ -160,7 +161,14 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
             epoch,
             round: 0,
         };
-        match run_round(&oracles, epoch as usize, &ts, 1, &deadlines, &contract) {
+        match run_round(
+            &oracles,
+            epoch as usize,
+            &ts,
+            1,
+            &deadlines,
+            contract.as_ref(),
+        ) {
             Outcome::Transmitted(v) => {
                 // Every oracle observed the same source this round.
                 assert_eq!(Ok(v), walk.observe(&ts, T), "epoch {epoch}");
@@ -181,7 +189,8 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
     let sandbox = Sandbox::new("median-slow");
     let (contract, digest) = chain(&sandbox);
     let m = max(300);
-    let (mut client, oracles) = median_loopp(&sandbox, &contract, &digest, Arc::new(Slow), &m);
+    let view: Arc<dyn loopp::median::plugin::MedianContract> = contract.clone();
+    let (mut client, oracles) = median_loopp(&sandbox, &view, &digest, Arc::new(Slow), &m);
     let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
     let ts = ReportTimestamp {
         config_digest: digest,
@@ -189,7 +198,7 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
         round: 0,
     };
     let t = std::time::Instant::now();
-    let out = run_round(&oracles, 0, &ts, 1, &deadlines, &contract);
+    let out = run_round(&oracles, 0, &ts, 1, &deadlines, contract.as_ref());
     assert!(matches!(out, Outcome::NoReport(_)), "{out:?}");
     assert!(
         t.elapsed() < Duration::from_secs(3),

@@ -1,0 +1,47 @@
+//! `loopp-devchain`: the devchain relayer as a LOOPP (cookie of the Go relayer
+//! plugins). The host calls `loop.PluginRelayer/NewRelayer` with
+//! `{"chainFile": "..."}`, then `NewPluginProvider` for a median provider.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use loopp::handshake::Cookie;
+use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
+
+/// The relayer's `loop.Service`.
+struct DevchainService;
+
+impl loopp::service::Service for DevchainService {
+    fn name(&self) -> String {
+        "devchain".into()
+    }
+
+    fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn health_report(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([("devchain".to_string(), String::new())])
+    }
+}
+
+fn main() -> ExitCode {
+    let config = ServeConfig {
+        name: "devchain".into(),
+        cookie: Cookie::relayer(),
+        versions: vec![0],
+        metrics: MetricsPort::Required,
+    };
+    serve(config, |plugin| {
+        Ok(Served {
+            service: Some(Arc::new(DevchainService)),
+            grpc: vec![loopp::devchain::relayer::plugin_relayer(
+                plugin.broker.clone(),
+            )],
+        })
+    })
+}
