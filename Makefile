@@ -1,6 +1,6 @@
 # loopp: build, test, run, benchmark, install.
 #
-#   make run       build everything and run the node (default job; Ctrl-C stops)
+#   make run       build everything and run the node's main job (Ctrl-C stops)
 #   make probe     build everything and probe the example plugin
 #   make test      unit + integration tests (installs cmake, Go, go-plugin if missing)
 #   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU;
@@ -23,7 +23,7 @@ CARGO_TARGET_DIR ?= $(shell if mkdir -p /var/cache/loopp-target 2>/dev/null && [
 export CARGO_TARGET_DIR
 
 # Plugins shipped as their own binaries (loopp-<name>).
-PLUGINS := example
+PLUGINS := example devchain median
 BINS := loopp-node $(addprefix loopp-,$(PLUGINS))
 RELEASE := $(CARGO_TARGET_DIR)/release
 
@@ -41,9 +41,10 @@ deps-bench:
 build: deps-build
 	$(CARGO) build --release --bins
 
-# The node with its default job, the example plugin as a LOOPP; Ctrl-C stops it.
+# The node with its default job: a devchain relay and a median feed, both as
+# LOOPPs, each round printed; chain file under ./loopp-data. Ctrl-C stops it.
 run: build
-	CL_EXAMPLE_CMD=$(RELEASE)/loopp-example $(RELEASE)/loopp-node run
+	CL_DEVCHAIN_CMD=$(RELEASE)/loopp-devchain CL_MEDIAN_CMD=$(RELEASE)/loopp-median $(RELEASE)/loopp-node run
 
 # The operator's diagnostic on the example plugin.
 probe: build

@@ -33,11 +33,20 @@ use serde::Deserialize;
 
 use crate::host::Limit;
 use crate::kinds::{self, Kind};
+use crate::median::math::Bounds;
 
-/// The job the node runs when given no `--config`.
+/// The job the node runs when given no `--config`: a devchain relay and one
+/// median feed on a deterministic random walk.
 pub const DEFAULT_JOB: &str = r#"{
   "plugins": [
-    {"name": "example", "kind": "example"}
+    {"name": "devchain", "kind": "relayer"},
+    {"name": "median", "kind": "median"}
+  ],
+  "feeds": [
+    {"name": "demo-usd", "relay": "devchain", "median": "median",
+     "source": {"type": "randomwalk", "seed": 1, "start": 300000, "step": 1500},
+     "oracles": 4, "f": 1, "interval": "1s",
+     "deviation_ppb": 1000000, "heartbeat": "10s"}
   ]
 }"#;
 
@@ -117,6 +126,10 @@ pub struct NodeConfig {
     /// The HTTP listen address (`/discovery`, `/metrics`, `/health`, the
     /// metrics proxy); None: no HTTP server.
     pub http: Option<String>,
+    /// Median feeds.
+    pub feeds: Vec<crate::feeds::FeedConfig>,
+    /// Where chain files live (`DATA/<relay>/chain.jsonl`).
+    pub data_dir: PathBuf,
 }
 
 /// Configuration problems, all of them, one per line.
@@ -151,6 +164,38 @@ struct JobFile {
     supervision: SupervisionEntry,
     #[serde(default)]
     http: HttpEntry,
+    #[serde(default)]
+    feeds: Vec<FeedEntry>,
+    data_dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedEntry {
+    name: String,
+    relay: String,
+    median: String,
+    source: crate::datasource::Spec,
+    juels: Option<crate::datasource::Spec>,
+    oracles: Option<u8>,
+    f: Option<u8>,
+    interval: Option<String>,
+    deviation_ppb: Option<u64>,
+    heartbeat: Option<String>,
+    min: Option<String>,
+    max: Option<String>,
+    #[serde(default)]
+    max_durations: MaxDurationsEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MaxDurationsEntry {
+    query: Option<String>,
+    observation: Option<String>,
+    report: Option<String>,
+    should_accept: Option<String>,
+    should_transmit: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -317,11 +362,11 @@ impl NodeConfig {
                         continue;
                     }
                 },
-                None if kind.in_process.is_some() => Mode::InProcess,
+                None if kind.in_process_for(&p.name).is_some() => Mode::InProcess,
                 None => {
                     problems.push(format!(
-                        "{}: kind {:?} has no in-process implementation; set {cmd_var} to its LOOPP command (e.g. {cmd_var}=loopp-{}) or remove it from the job",
-                        p.name, kind.name, p.name
+                        "{}: kind {:?} has no in-process implementation for {:?}; set {cmd_var} to its LOOPP command (e.g. {cmd_var}=loopp-{}) or remove it from the job",
+                        p.name, kind.name, p.name, p.name
                     ));
                     continue;
                 }
@@ -348,6 +393,113 @@ impl NodeConfig {
                 limits,
             });
         }
+        let min_query = crate::median::deadlines::min_query(
+            env(crate::median::deadlines::MIN_QUERY_VAR).as_deref(),
+        );
+        let mut feeds = Vec::new();
+        for (i, fe) in job.feeds.iter().enumerate() {
+            let at = format!("feeds[{i}] ({})", fe.name);
+            let kind_of = |name: &str| {
+                plugins
+                    .iter()
+                    .find(|p: &&PluginConfig| p.name == name)
+                    .map(|p| p.kind.name)
+            };
+            if kind_of(&fe.relay) != Some("relayer") {
+                problems.push(format!(
+                    "{at}.relay: {:?} is not a plugin of kind \"relayer\" in this job",
+                    fe.relay
+                ));
+            }
+            if kind_of(&fe.median) != Some("median") {
+                problems.push(format!(
+                    "{at}.median: {:?} is not a plugin of kind \"median\" in this job",
+                    fe.median
+                ));
+            }
+            let n = fe.oracles.unwrap_or(4);
+            let f = fe.f.unwrap_or(1);
+            if n == 0 || 3 * u32::from(f) >= u32::from(n) {
+                problems.push(format!("{at}: {n} oracles cannot tolerate f={f}; need oracles > 3f (e.g. 4 oracles, f=1)"));
+            }
+            if let Err(e) = crate::datasource::build(&fe.source) {
+                problems.push(format!("{at}.source: {e}"));
+            }
+            let juels = fe
+                .juels
+                .clone()
+                .unwrap_or(crate::datasource::Spec::Static { value: 1 });
+            if let Err(e) = crate::datasource::build(&juels) {
+                problems.push(format!("{at}.juels: {e}"));
+            }
+            let mut dur = |field: &str, v: &Option<String>, default: Duration| match v {
+                None => default,
+                Some(v) => parse_duration(&format!("{at}.{field}"), v).unwrap_or_else(|e| {
+                    problems.push(e);
+                    default
+                }),
+            };
+            let ms = Duration::from_millis;
+            let interval = dur("interval", &fe.interval, Duration::from_secs(1));
+            let heartbeat = dur("heartbeat", &fe.heartbeat, Duration::from_secs(60));
+            let md = &fe.max_durations;
+            let max = crate::median::deadlines::MaxDurations {
+                query: dur("max_durations.query", &md.query, ms(100)),
+                observation: dur("max_durations.observation", &md.observation, ms(500)),
+                report: dur("max_durations.report", &md.report, ms(500)),
+                should_accept: dur("max_durations.should_accept", &md.should_accept, ms(200)),
+                should_transmit: dur(
+                    "max_durations.should_transmit",
+                    &md.should_transmit,
+                    ms(200),
+                ),
+            };
+            let mut bound = |field: &str, v: &Option<String>, default: i128| match v {
+                None => default,
+                Some(v) => v.trim().parse::<i128>().unwrap_or_else(|_| {
+                    problems.push(format!(
+                        "{at}.{field}: {v:?} is not an integer (give it as a string, e.g. \"0\")"
+                    ));
+                    default
+                }),
+            };
+            let bounds = Bounds {
+                min: bound("min", &fe.min, i128::MIN / 2),
+                max: bound("max", &fe.max, i128::MAX / 2),
+            };
+            let deadlines = match &min_query {
+                Ok(floor) => match crate::median::deadlines::Deadlines::new(max, *floor) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        problems.push(format!("{at}.max_durations: {e}"));
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            if let Some(deadlines) = deadlines {
+                feeds.push(crate::feeds::FeedConfig {
+                    name: fe.name.clone(),
+                    relay: fe.relay.clone(),
+                    median: fe.median.clone(),
+                    source: fe.source.clone(),
+                    juels,
+                    oracles: n,
+                    f,
+                    interval,
+                    settings: crate::median::plugin::FeedSettings {
+                        deviation_ppb: fe.deviation_ppb.unwrap_or(0),
+                        heartbeat,
+                    },
+                    bounds,
+                    deadlines,
+                });
+            }
+        }
+        if let Err(e) = &min_query {
+            problems.push(e.clone());
+        }
+        let data_dir = PathBuf::from(job.data_dir.clone().unwrap_or_else(|| "loopp-data".into()));
         let http = match job.http.listen.as_deref() {
             None => Some(crate::http::node::DEFAULT_LISTEN.to_string()),
             Some("off") => None,
@@ -364,6 +516,8 @@ impl NodeConfig {
                 plugins,
                 supervision,
                 http,
+                feeds,
+                data_dir,
             })
         } else {
             Err(ConfigError { problems })
@@ -426,8 +580,10 @@ mod tests {
     #[test]
     fn default_job_runs_in_process_without_commands() {
         let c = NodeConfig::from_json("default", DEFAULT_JOB, &env_of(&[])).unwrap();
-        assert_eq!(c.plugins.len(), 1);
-        assert!(matches!(c.plugins[0].mode, Mode::InProcess));
+        assert_eq!(c.plugins.len(), 2);
+        assert!(c.plugins.iter().all(|p| matches!(p.mode, Mode::InProcess)));
+        assert_eq!(c.feeds.len(), 1);
+        assert_eq!(c.feeds[0].deadlines.0.query, Duration::from_millis(100));
         assert_eq!(c.supervision, Supervision::default());
     }
 
@@ -453,7 +609,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_setting() {
         let job = r#"{"plugins":[
-            {"name":"median","kind":"median"},
+            {"name":"solana","kind":"relayer"},
             {"name":"Bad Name","kind":"example"},
             {"name":"x","kind":"nope"},
             {"name":"y","kind":"example"},
@@ -465,7 +621,7 @@ mod tests {
             "supervision.rpc_timeout: \"0s\" must be more than zero; realistic timeouts are required",
             "supervision.health_interval: \"soon\" is not a duration",
             "supervision.health_failures: must be 1 or more",
-            "median: kind \"median\" has no in-process implementation; set CL_MEDIAN_CMD",
+            "solana: kind \"relayer\" has no in-process implementation for \"solana\"; set CL_SOLANA_CMD",
             "plugins[1].name: \"Bad Name\"",
             "plugins[2].kind: \"nope\" is not a kind; use one of example, median, relayer",
             "plugins[4].name: \"y\" is used twice",

@@ -19,6 +19,19 @@ pub struct Kind {
     pub cookie: Cookie,
     /// Its in-process implementation, if any.
     pub in_process: Option<InProcess>,
+    /// For relayers: the networks (plugin names) the in-process
+    /// implementation serves; None: any name.
+    pub in_process_names: Option<&'static [&'static str]>,
+}
+
+impl Kind {
+    /// The in-process implementation for a plugin called `name`, if any.
+    pub fn in_process_for(&self, name: &str) -> Option<InProcess> {
+        match self.in_process_names {
+            Some(names) if !names.contains(&name) => None,
+            _ => self.in_process,
+        }
+    }
 }
 
 /// Every kind, by name.
@@ -28,18 +41,45 @@ pub fn all() -> Vec<Kind> {
             name: "example",
             cookie: Cookie::example(),
             in_process: Some(|| Arc::new(crate::example::ExampleService)),
+            in_process_names: None,
         },
         Kind {
             name: "median",
             cookie: Cookie::median(),
-            in_process: None,
+            in_process: Some(|| Arc::new(Named("median"))),
+            in_process_names: None,
         },
         Kind {
             name: "relayer",
             cookie: Cookie::relayer(),
-            in_process: None,
+            in_process: Some(|| Arc::new(Named("devchain"))),
+            // The only relay network with an in-process implementation.
+            in_process_names: Some(&["devchain"]),
         },
     ]
+}
+
+/// The `loop.Service` of an in-process relayer or median plugin: its work is
+/// done by the feeds that use it ([`crate::feeds`]); as a service it is
+/// always ready.
+struct Named(&'static str);
+
+impl Service for Named {
+    fn name(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn health_report(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([(self.0.to_string(), String::new())])
+    }
 }
 
 /// The kind called `name`.

@@ -20,6 +20,7 @@ pub mod devchain;
 pub mod dotenv;
 pub mod error;
 pub mod example;
+pub mod feeds;
 pub mod handshake;
 pub mod host;
 pub mod http;

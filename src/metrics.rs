@@ -276,6 +276,24 @@ pub fn record_plugins(statuses: &[crate::registry::PluginStatus]) {
     }
 }
 
+static FEED_ROUNDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "loopp_feed_rounds_total",
+                "Feed rounds by outcome: transmitted, no_report, deadline_exceeded, failed, not_ready.",
+            ),
+            &["feed", "outcome"],
+        )
+        .unwrap(),
+    )
+});
+
+/// Records one feed round's outcome.
+pub fn feed_round(feed: &str, outcome: &str) {
+    FEED_ROUNDS.with_label_values(&[feed, outcome]).inc();
+}
+
 /// Records one proxied scrape; `failure` is None on success, else a reason
 /// such as `timeout`, `unreachable`, `restarting`.
 pub fn proxy_observe(plugin: &str, failure: Option<&str>, took: Duration) {

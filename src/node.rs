@@ -129,6 +129,7 @@ pub struct Node {
     applier: Option<JoinHandle<()>>,
     ports: Arc<Ports>,
     http: Option<HttpServer>,
+    feeds: Vec<crate::feeds::Feed>,
 }
 
 impl Node {
@@ -159,7 +160,7 @@ impl Node {
                     registry.insert(PluginStatus::new(&p.name, p.kind.name, false));
                     let make = p
                         .kind
-                        .in_process
+                        .in_process_for(&p.name)
                         .expect("config checked an in-process implementation exists");
                     log::info!("plugin {} running in-process", p.name);
                     services.push((p.name.clone(), make()));
@@ -198,6 +199,11 @@ impl Node {
             }
             None => None,
         };
+        let links_by_name: std::collections::HashMap<String, crate::supervisor::Link> = hosts
+            .iter()
+            .map(|h| h.name.clone())
+            .zip(links.iter().cloned())
+            .collect();
         let supervisors: Vec<Supervisor> = hosts
             .into_iter()
             .zip(links)
@@ -236,6 +242,28 @@ impl Node {
                     }
                 }
             })?;
+        let endpoint = |name: &str| match links_by_name.get(name) {
+            Some(link) => crate::feeds::Endpoint::Loopp(link.clone()),
+            None => crate::feeds::Endpoint::InProcess,
+        };
+        let mut feeds = Vec::new();
+        for f in &config.feeds {
+            match crate::feeds::Feed::start(
+                f.clone(),
+                endpoint(&f.relay),
+                endpoint(&f.median),
+                &config.data_dir,
+            ) {
+                Ok(feed) => feeds.push(feed),
+                Err(e) => {
+                    drop(feeds);
+                    for s in supervisors {
+                        s.stop();
+                    }
+                    return Err(std::io::Error::other(e));
+                }
+            }
+        }
         Ok(Node {
             plugins,
             supervisors,
@@ -243,6 +271,7 @@ impl Node {
             applier: Some(applier),
             ports,
             http,
+            feeds,
         })
     }
 
@@ -275,6 +304,10 @@ impl Node {
     /// waits for all of it, then the HTTP server. Returns how long it took.
     pub fn shutdown(mut self) -> Duration {
         let t0 = Instant::now();
+        // Feeds first: no new rounds while plugins stop.
+        for f in self.feeds.drain(..) {
+            f.stop();
+        }
         // Tell every supervisor at once, then close in-process services.
         for s in &mut self.supervisors {
             s.request_stop();
@@ -322,6 +355,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.feeds.clear();
         for s in &mut self.supervisors {
             s.request_stop();
         }

@@ -2,6 +2,7 @@
 //! real Go go-plugin programs. One binary (faster to link with grpcio).
 
 mod failures;
+mod feeds;
 mod host;
 mod interop;
 mod median;

@@ -400,7 +400,7 @@ fn configuration_errors_stop_the_node_before_anything_starts() {
     let jobfile = sandbox.dir.join("job.json");
     std::fs::write(
         &jobfile,
-        r#"{"plugins":[{"name":"m","kind":"median"}],"supervision":{"rpc_timeout":"0s"}}"#,
+        r#"{"plugins":[{"name":"m","kind":"relayer"}],"supervision":{"rpc_timeout":"0s"}}"#,
     )
     .unwrap();
     let out = run_bounded(
