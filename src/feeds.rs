@@ -261,15 +261,21 @@ impl Runner {
         let oracles: Vec<Oracle> = match &self.median {
             Endpoint::InProcess => (0..n)
                 .map(|i| {
-                    let p: Arc<dyn ReportingPlugin> = Arc::new(MedianPlugin::new(
-                        i,
-                        self.cfg.f as usize,
-                        self.cfg.bounds,
-                        self.cfg.settings,
-                        self.source.clone(),
-                        self.juels.clone(),
-                        view.clone(),
-                    ));
+                    let log = crate::keystore::LogErrors {
+                        source: format!("feed::{}", self.cfg.name),
+                    };
+                    let p: Arc<dyn ReportingPlugin> = Arc::new(
+                        MedianPlugin::new(
+                            i,
+                            self.cfg.f as usize,
+                            self.cfg.bounds,
+                            self.cfg.settings,
+                            self.source.clone(),
+                            self.juels.clone(),
+                            view.clone(),
+                        )
+                        .with_error_log(Arc::new(log)),
+                    );
                     (i, p)
                 })
                 .collect(),
@@ -278,11 +284,20 @@ impl Runner {
                     link.channel(&self.cfg.median).map_err(|e| e.to_string())?,
                     link.broker(&self.cfg.median).map_err(|e| e.to_string())?,
                 );
-                let (provider, ds, juels) = (broker.next_id(), broker.next_id(), broker.next_id());
+                let (provider, ds, juels, errors) = (
+                    broker.next_id(),
+                    broker.next_id(),
+                    broker.next_id(),
+                    broker.next_id(),
+                );
                 let serve = |id, svc| broker.serve(id, vec![svc]).map_err(|e| e.to_string());
                 serve(provider, crate::median::contract::server(view.clone()))?;
                 serve(ds, datasource::server(self.source.clone()))?;
                 serve(juels, datasource::server(self.juels.clone()))?;
+                let log = crate::keystore::LogErrors {
+                    source: format!("feed::{}", self.cfg.name),
+                };
+                serve(errors, crate::keystore::error_log_server(Arc::new(log)))?;
                 let reply = PluginMedianClient::new(ch)
                     .new_median_factory(
                         &NewMedianFactoryRequest {
@@ -290,6 +305,7 @@ impl Runner {
                             contractID: self.cfg.name.clone(),
                             dataSourceID: ds,
                             juelsPerFeeCoinDataSourceID: juels,
+                            errorLogID: errors,
                             ..Default::default()
                         },
                         SETUP_TIMEOUT,

@@ -24,6 +24,7 @@ pub mod feeds;
 pub mod handshake;
 pub mod host;
 pub mod http;
+pub mod keystore;
 pub mod kinds;
 pub mod logline;
 pub mod median;

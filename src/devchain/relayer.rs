@@ -67,9 +67,24 @@ impl relayer_grpc::PluginRelayer for PluginRelayerServer {
                     format!("{}: {e}", cfg.chain_file),
                 )
             })?;
+            let keystore: Option<Arc<dyn crate::keystore::Keystore>> = match req.keystoreID {
+                0 => None,
+                id => Some(Arc::new(crate::keystore::KeystoreClient::new(
+                    broker
+                        .dial(id, crate::broker::DEFAULT_DIAL_TIMEOUT)
+                        .map_err(|e| {
+                            status(
+                                RpcStatusCode::UNAVAILABLE,
+                                format!("keystore (broker id {id}): {e}"),
+                            )
+                        })?,
+                    Duration::from_secs(1),
+                ))),
+            };
             let relayer = RelayerServer {
                 broker: broker.clone(),
                 contract: Arc::new(contract),
+                keystore,
             };
             let id = broker.next_id();
             broker
@@ -87,6 +102,7 @@ impl relayer_grpc::PluginRelayer for PluginRelayerServer {
 struct RelayerServer {
     broker: Broker,
     contract: Arc<Contract>,
+    keystore: Option<Arc<dyn crate::keystore::Keystore>>,
 }
 
 impl relayer_grpc::Relayer for RelayerServer {
@@ -96,7 +112,11 @@ impl relayer_grpc::Relayer for RelayerServer {
         req: NewPluginProviderRequest,
         sink: UnarySink<NewPluginProviderReply>,
     ) {
-        let (broker, contract) = (self.broker.clone(), self.contract.clone());
+        let (broker, contract, keystore) = (
+            self.broker.clone(),
+            self.contract.clone(),
+            self.keystore.clone(),
+        );
         rpc::respond_blocking(&ctx, sink, move || {
             let kind = req
                 .relayArgs
@@ -115,7 +135,9 @@ impl relayer_grpc::Relayer for RelayerServer {
                     id,
                     vec![
                         crate::median::contract::server(contract.clone()),
-                        relayer_grpc::create_contract_transmitter(TransmitterServer(contract)),
+                        relayer_grpc::create_contract_transmitter(TransmitterServer(
+                            contract, keystore,
+                        )),
                     ],
                 )
                 .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
@@ -189,8 +211,10 @@ impl relayer_grpc::Relayer for RelayerServer {
     }
 }
 
+/// The median provider's transmitter; its account comes from the node's
+/// keystore when the relayer was given one.
 #[derive(Clone)]
-struct TransmitterServer(Arc<Contract>);
+struct TransmitterServer(Arc<Contract>, Option<Arc<dyn crate::keystore::Keystore>>);
 
 impl relayer_grpc::ContractTransmitter for TransmitterServer {
     fn transmit(&mut self, ctx: RpcContext, req: TransmitRequest, sink: UnarySink<TransmitReply>) {
@@ -247,14 +271,22 @@ impl relayer_grpc::ContractTransmitter for TransmitterServer {
         _req: FromAccountRequest,
         sink: UnarySink<FromAccountReply>,
     ) {
-        rpc::respond(
-            &ctx,
-            sink,
+        let ks = self.1.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let account = match ks {
+                Some(ks) => ks
+                    .accounts()
+                    .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| TRANSMITTER_ACCOUNT.into()),
+                None => TRANSMITTER_ACCOUNT.into(),
+            };
             Ok(FromAccountReply {
-                Account: TRANSMITTER_ACCOUNT.into(),
+                Account: account,
                 ..Default::default()
-            }),
-        );
+            })
+        });
     }
 }
 

@@ -91,6 +91,13 @@ impl median_plugin_grpc::PluginMedian for PluginMedianServer {
                         req.juelsPerFeeCoinDataSourceID,
                     )?,
                 )),
+                errors: match req.errorLogID {
+                    0 => None,
+                    id => Some(Arc::new(crate::keystore::ErrorLogClient::new(
+                        dial("error log", id)?,
+                        CONTRACT_TIMEOUT,
+                    ))),
+                },
             };
             let id = broker.next_id();
             broker
@@ -113,6 +120,7 @@ struct Factory {
     contract: Arc<MedianContractClient>,
     source: Arc<DataSourceClient>,
     juels: Arc<DataSourceClient>,
+    errors: Option<Arc<crate::keystore::ErrorLogClient>>,
 }
 
 /// Reads a ReportingPluginConfig into the plugin's settings.
@@ -162,7 +170,7 @@ impl median_plugin_grpc::ReportingPluginFactory for Factory {
             })?;
             let (oracle, faults, bounds, settings) =
                 decode(cfg).map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
-            let plugin = MedianPlugin::new(
+            let mut plugin = MedianPlugin::new(
                 oracle,
                 faults,
                 bounds,
@@ -171,6 +179,9 @@ impl median_plugin_grpc::ReportingPluginFactory for Factory {
                 f.juels.clone(),
                 f.contract.clone(),
             );
+            if let Some(errors) = &f.errors {
+                plugin = plugin.with_error_log(errors.clone());
+            }
             let id = f.broker.next_id();
             f.broker
                 .serve(id, vec![super::reporting::server(Arc::new(plugin))])

@@ -78,6 +78,7 @@ pub struct MedianPlugin {
     source: Arc<dyn DataSource>,
     juels: Arc<dyn DataSource>,
     contract: Arc<dyn MedianContract>,
+    errors: Option<Arc<dyn crate::keystore::ErrorLog>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,7 +115,14 @@ impl MedianPlugin {
             source,
             juels,
             contract,
+            errors: None,
         }
+    }
+
+    /// Reports observation failures to `errors` (the host's error log) too.
+    pub fn with_error_log(mut self, errors: Arc<dyn crate::keystore::ErrorLog>) -> MedianPlugin {
+        self.errors = Some(errors);
+        self
     }
 
     /// The oracle's id.
@@ -137,8 +145,22 @@ impl ReportingPlugin for MedianPlugin {
         _query: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
-        let value = self.source.observe(ts, deadline)?;
-        let juels = self.juels.observe(ts, deadline)?;
+        let observed = self
+            .source
+            .observe(ts, deadline)
+            .and_then(|v| self.juels.observe(ts, deadline).map(|j| (v, j)));
+        let (value, juels) = match observed {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(log) = &self.errors {
+                    let _ = log.save_error(&format!(
+                        "oracle {} epoch {} round {}: observation failed: {e}",
+                        self.oracle, ts.epoch, ts.round
+                    ));
+                }
+                return Err(e);
+            }
+        };
         let obs = WireObservation {
             value: value.to_string(),
             juels: juels.to_string(),

@@ -107,3 +107,35 @@ fn killing_the_median_plugin_mid_run_loses_and_duplicates_nothing() {
         "epochs strictly increase, no duplicate: {t:?}"
     );
 }
+
+/// A median LOOPP whose data source fails reports it through the node's
+/// error log (served to it on a broker id), and the feed keeps going.
+#[test]
+fn observation_failures_reach_the_nodes_error_log() {
+    capture_logs();
+    let sb = Sandbox::new("feed-errors");
+    let text = job(&sb.dir.join("data")).replace(
+        r#""source":{"type":"randomwalk","seed":5,"start":1000,"step":10}"#,
+        r#""source":{"type":"http","url":"http://127.0.0.1:1/price","path":"price"}"#,
+    );
+    let text = text.replace(r#""name":"f""#, r#""name":"badsource""#);
+    let sock = sb.dir.clone();
+    let config = NodeConfig::from_json("errors", &text, &move |k| match k {
+        "CL_DEVCHAIN_CMD" => Some(DEVCHAIN.into()),
+        "CL_MEDIAN_CMD" => Some(MEDIAN.into()),
+        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let n = Node::start(&config).expect("node starts");
+    assert!(
+        wait_until(Duration::from_secs(30), || logs_for("feed::badsource")
+            .iter()
+            .any(
+                |r| r.level == log::Level::Error && r.message.contains("observation failed")
+            )),
+        "the plugin's error reached the node's log"
+    );
+    assert!(transmissions(&sb).is_empty());
+    n.shutdown();
+}
