@@ -194,69 +194,79 @@ fn hex_bytes(s: &str) -> Vec<u8> {
 
 impl Runner {
     fn setup(&self) -> Result<Setup, String> {
+        type Codecs = (
+            Arc<dyn crate::devchain::provider::ReportCodec>,
+            Arc<dyn crate::devchain::provider::OnchainConfigCodec>,
+        );
         use crate::proto::median_plugin::{NewMedianFactoryRequest, NewReportingPluginRequest};
         use crate::proto::median_plugin_grpc::{PluginMedianClient, ReportingPluginFactoryClient};
         use crate::proto::relayer::{NewPluginProviderRequest, NewRelayerRequest, RelayArgs};
         use crate::proto::relayer_grpc::{PluginRelayerClient, RelayerClient};
         let rpc =
             |what: &str, e: grpcio::Error| format!("{what}: {}", crate::error::rpc_status_text(&e));
-        let (view, transmitter): (Arc<dyn MedianContract>, Arc<dyn Transmitter>) = match &self.relay
-        {
-            Endpoint::InProcess => {
-                let c = self.in_process_contract.clone().expect("opened at start");
-                (c.clone(), c)
-            }
-            Endpoint::Loopp(link) => {
-                let (ch, broker) = (
-                    link.channel(&self.cfg.relay).map_err(|e| e.to_string())?,
-                    link.broker(&self.cfg.relay).map_err(|e| e.to_string())?,
-                );
-                let config = serde_json::json!({"chainFile": self.file}).to_string();
-                let r = PluginRelayerClient::new(ch)
-                    .new_relayer(
-                        &NewRelayerRequest {
-                            config,
-                            ..Default::default()
-                        },
-                        SETUP_TIMEOUT,
-                    )
-                    .map_err(|e| rpc("NewRelayer", e))?;
-                let relayer = RelayerClient::new(
-                    broker
-                        .dial(r.relayerID, SETUP_TIMEOUT)
-                        .map_err(|e| e.to_string())?,
-                );
-                let args = RelayArgs {
-                    providerType: "median".into(),
-                    contractID: self.cfg.name.clone(),
-                    ..Default::default()
-                };
-                let p = relayer
-                    .new_plugin_provider(
-                        &NewPluginProviderRequest {
-                            relayArgs: Some(args).into(),
-                            ..Default::default()
-                        },
-                        SETUP_TIMEOUT,
-                    )
-                    .map_err(|e| rpc("NewPluginProvider", e))?;
-                let provider = broker
-                    .dial(p.pluginProviderID, SETUP_TIMEOUT)
-                    .map_err(|e| e.to_string())?;
-                (
-                    Arc::new(MedianContractClient::new(
-                        &self.cfg.relay,
+        let (view, transmitter, codecs): (Arc<dyn MedianContract>, Arc<dyn Transmitter>, Codecs) =
+            match &self.relay {
+                Endpoint::InProcess => {
+                    let c = self.in_process_contract.clone().expect("opened at start");
+                    let dev = Arc::new(crate::devchain::provider::DevchainCodec);
+                    (c.clone(), c, (dev.clone(), dev))
+                }
+                Endpoint::Loopp(link) => {
+                    let (ch, broker) = (
+                        link.channel(&self.cfg.relay).map_err(|e| e.to_string())?,
+                        link.broker(&self.cfg.relay).map_err(|e| e.to_string())?,
+                    );
+                    let config = serde_json::json!({"chainFile": self.file}).to_string();
+                    let r = PluginRelayerClient::new(ch)
+                        .new_relayer(
+                            &NewRelayerRequest {
+                                config,
+                                ..Default::default()
+                            },
+                            SETUP_TIMEOUT,
+                        )
+                        .map_err(|e| rpc("NewRelayer", e))?;
+                    let relayer = RelayerClient::new(
+                        broker
+                            .dial(r.relayerID, SETUP_TIMEOUT)
+                            .map_err(|e| e.to_string())?,
+                    );
+                    let args = RelayArgs {
+                        providerType: "median".into(),
+                        contractID: self.cfg.name.clone(),
+                        ..Default::default()
+                    };
+                    let p = relayer
+                        .new_plugin_provider(
+                            &NewPluginProviderRequest {
+                                relayArgs: Some(args).into(),
+                                ..Default::default()
+                            },
+                            SETUP_TIMEOUT,
+                        )
+                        .map_err(|e| rpc("NewPluginProvider", e))?;
+                    let provider = broker
+                        .dial(p.pluginProviderID, SETUP_TIMEOUT)
+                        .map_err(|e| e.to_string())?;
+                    let codec = Arc::new(crate::devchain::provider::ProviderClient::new(
                         provider.clone(),
                         SETUP_TIMEOUT,
-                    )),
-                    Arc::new(ContractTransmitterClient::new(
-                        &self.cfg.relay,
-                        provider,
-                        SETUP_TIMEOUT,
-                    )),
-                )
-            }
-        };
+                    ));
+                    (
+                        Arc::new(MedianContractClient::new(
+                            &self.cfg.relay,
+                            provider.clone(),
+                            SETUP_TIMEOUT,
+                        )),
+                        Arc::new(ContractTransmitterClient::new(
+                            &self.cfg.relay,
+                            provider,
+                            SETUP_TIMEOUT,
+                        )),
+                        (codec.clone(), codec),
+                    )
+                }
+            };
         let n = self.cfg.oracles;
         let oracles: Vec<Oracle> = match &self.median {
             Endpoint::InProcess => (0..n)
@@ -274,7 +284,8 @@ impl Runner {
                             self.juels.clone(),
                             view.clone(),
                         )
-                        .with_error_log(Arc::new(log)),
+                        .with_error_log(Arc::new(log))
+                        .with_codec(codecs.0.clone()),
                     );
                     (i, p)
                 })
@@ -291,7 +302,17 @@ impl Runner {
                     broker.next_id(),
                 );
                 let serve = |id, svc| broker.serve(id, vec![svc]).map_err(|e| e.to_string());
-                serve(provider, crate::median::contract::server(view.clone()))?;
+                // The provider, proxied: the relay's services, re-served by the node.
+                broker
+                    .serve(
+                        provider,
+                        vec![
+                            crate::median::contract::server(view.clone()),
+                            crate::devchain::provider::report_codec_server(codecs.0.clone()),
+                            crate::devchain::provider::onchain_codec_server(codecs.1.clone()),
+                        ],
+                    )
+                    .map_err(|e| e.to_string())?;
                 serve(ds, datasource::server(self.source.clone()))?;
                 serve(juels, datasource::server(self.juels.clone()))?;
                 let log = crate::keystore::LogErrors {

@@ -72,27 +72,28 @@ struct KeystoreServer(std::sync::Arc<dyn Keystore>);
 
 impl keystore_grpc::Keystore for KeystoreServer {
     fn accounts(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<AccountsReply>) {
-        let r = self
-            .0
-            .accounts()
-            .map(|accounts| AccountsReply {
-                accounts,
-                ..Default::default()
-            })
-            .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e));
-        rpc::respond(&ctx, sink, r);
+        // Off the completion-queue thread: the keystore may itself be remote.
+        let ks = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            ks.accounts()
+                .map(|accounts| AccountsReply {
+                    accounts,
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))
+        });
     }
 
     fn sign(&mut self, ctx: RpcContext, req: SignRequest, sink: UnarySink<SignReply>) {
-        let r = self
-            .0
-            .sign(&req.account, &req.data)
-            .map(|signed| SignReply {
-                signedData: signed,
-                ..Default::default()
-            })
-            .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e));
-        rpc::respond(&ctx, sink, r);
+        let ks = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            ks.sign(&req.account, &req.data)
+                .map(|signed| SignReply {
+                    signedData: signed,
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))
+        });
     }
 }
 
@@ -162,12 +163,12 @@ struct ErrorLogServer(std::sync::Arc<dyn ErrorLog>);
 
 impl error_log_grpc::ErrorLog for ErrorLogServer {
     fn save_error(&mut self, ctx: RpcContext, req: SaveErrorRequest, sink: UnarySink<Empty>) {
-        let r = self
-            .0
-            .save_error(&req.message)
-            .map(|()| Empty::new())
-            .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e));
-        rpc::respond(&ctx, sink, r);
+        let log = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            log.save_error(&req.message)
+                .map(|()| Empty::new())
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))
+        });
     }
 }
 

@@ -8,5 +8,6 @@
 
 pub mod codec;
 pub mod contract;
+pub mod provider;
 pub mod relayer;
 pub mod store;

@@ -131,15 +131,13 @@ impl relayer_grpc::Relayer for RelayerServer {
             }
             let id = broker.next_id();
             broker
-                .serve(
-                    id,
-                    vec![
-                        crate::median::contract::server(contract.clone()),
-                        relayer_grpc::create_contract_transmitter(TransmitterServer(
-                            contract, keystore,
-                        )),
-                    ],
-                )
+                .serve(id, {
+                    let mut services = super::provider::services(contract.clone());
+                    services.push(relayer_grpc::create_contract_transmitter(
+                        TransmitterServer(contract, keystore),
+                    ));
+                    services
+                })
                 .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
             Ok(NewPluginProviderReply {
                 pluginProviderID: id,

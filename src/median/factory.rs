@@ -73,11 +73,16 @@ impl median_plugin_grpc::PluginMedian for PluginMedianServer {
                     .dial(id, DEFAULT_DIAL_TIMEOUT)
                     .map_err(|e| unavailable(format!("{what} (broker id {id}): {e}")))
             };
+            let provider = dial("median provider", req.medianProviderID)?;
             let factory = Factory {
                 broker: broker.clone(),
+                codec: Arc::new(crate::devchain::provider::ProviderClient::new(
+                    provider.clone(),
+                    CONTRACT_TIMEOUT,
+                )),
                 contract: Arc::new(MedianContractClient::new(
                     "median-provider",
-                    dial("median provider", req.medianProviderID)?,
+                    provider,
                     CONTRACT_TIMEOUT,
                 )),
                 source: Arc::new(DataSourceClient::new(
@@ -117,26 +122,22 @@ impl median_plugin_grpc::PluginMedian for PluginMedianServer {
 #[derive(Clone)]
 struct Factory {
     broker: Broker,
+    codec: Arc<crate::devchain::provider::ProviderClient>,
     contract: Arc<MedianContractClient>,
     source: Arc<DataSourceClient>,
     juels: Arc<DataSourceClient>,
     errors: Option<Arc<crate::keystore::ErrorLogClient>>,
 }
 
-/// Reads a ReportingPluginConfig into the plugin's settings.
-fn decode(cfg: &ReportingPluginConfig) -> Result<(u8, usize, Bounds, FeedSettings), String> {
-    let on: OnchainConfig =
-        serde_json::from_slice(&cfg.onchainConfig).map_err(|e| format!("onchainConfig: {e}"))?;
+/// Reads a ReportingPluginConfig into the plugin's settings; the onchain
+/// config is decoded by the provider's OnchainConfigCodec.
+fn decode(
+    cfg: &ReportingPluginConfig,
+    onchain: &dyn crate::devchain::provider::OnchainConfigCodec,
+) -> Result<(u8, usize, Bounds, FeedSettings), String> {
+    let bounds = onchain.decode(&cfg.onchainConfig)?;
     let off: OffchainConfig =
         serde_json::from_slice(&cfg.offchainConfig).map_err(|e| format!("offchainConfig: {e}"))?;
-    let num = |what: &str, v: &str| {
-        v.parse::<i128>()
-            .map_err(|_| format!("onchainConfig {what} {v:?} is not an integer"))
-    };
-    let bounds = Bounds {
-        min: num("min", &on.min)?,
-        max: num("max", &on.max)?,
-    };
     let oracle = u8::try_from(cfg.oracleID)
         .map_err(|_| format!("oracleID {} is not a uint8", cfg.oracleID))?;
     if cfg.n == 0 || cfg.oracleID >= cfg.n || 3 * cfg.f >= cfg.n {
@@ -168,8 +169,8 @@ impl median_plugin_grpc::ReportingPluginFactory for Factory {
             let cfg = req.reportingPluginConfig.as_ref().ok_or_else(|| {
                 rpc::status(RpcStatusCode::INVALID_ARGUMENT, "no reportingPluginConfig")
             })?;
-            let (oracle, faults, bounds, settings) =
-                decode(cfg).map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
+            let (oracle, faults, bounds, settings) = decode(cfg, f.codec.as_ref())
+                .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
             let mut plugin = MedianPlugin::new(
                 oracle,
                 faults,
@@ -182,6 +183,7 @@ impl median_plugin_grpc::ReportingPluginFactory for Factory {
             if let Some(errors) = &f.errors {
                 plugin = plugin.with_error_log(errors.clone());
             }
+            plugin = plugin.with_codec(f.codec.clone());
             let id = f.broker.next_id();
             f.broker
                 .serve(id, vec![super::reporting::server(Arc::new(plugin))])

@@ -79,6 +79,7 @@ pub struct MedianPlugin {
     juels: Arc<dyn DataSource>,
     contract: Arc<dyn MedianContract>,
     errors: Option<Arc<dyn crate::keystore::ErrorLog>>,
+    codec: Arc<dyn crate::devchain::provider::ReportCodec>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,7 +117,17 @@ impl MedianPlugin {
             juels,
             contract,
             errors: None,
+            codec: Arc::new(crate::devchain::provider::DevchainCodec),
         }
+    }
+
+    /// Builds reports with the provider's codec (default: the devchain's).
+    pub fn with_codec(
+        mut self,
+        codec: Arc<dyn crate::devchain::provider::ReportCodec>,
+    ) -> MedianPlugin {
+        self.codec = codec;
+        self
     }
 
     /// Reports observation failures to `errors` (the host's error log) too.
@@ -220,7 +231,7 @@ impl ReportingPlugin for MedianPlugin {
                 observer: o.oracle,
             })
             .collect();
-        codec::build_report(&valid).map(Some)
+        self.codec.build_report(&valid).map(Some)
     }
 
     /// Accept only reports newer than the contract's latest.

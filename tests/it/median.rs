@@ -52,7 +52,15 @@ pub fn median_loopp(
     broker
         .serve(
             provider,
-            vec![loopp::median::contract::server(contract.clone())],
+            vec![
+                loopp::median::contract::server(contract.clone()),
+                loopp::devchain::provider::report_codec_server(Arc::new(
+                    loopp::devchain::provider::DevchainCodec,
+                )),
+                loopp::devchain::provider::onchain_codec_server(Arc::new(
+                    loopp::devchain::provider::DevchainCodec,
+                )),
+            ],
         )
         .unwrap();
     broker.serve(ds, vec![datasource::server(source)]).unwrap();
