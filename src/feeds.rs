@@ -132,7 +132,7 @@ impl Feed {
                     && c.signers == input.signers
             });
             match current {
-                Some((_, c)) => hex_bytes(&c.digest),
+                Some((_, c)) => crate::wire::unhex(&c.digest),
                 None => contract
                     .set_config(&input)
                     .map_err(|e| format!("feed {}: {}: {e}", cfg.name, file.display()))?
@@ -184,12 +184,6 @@ impl Drop for Feed {
             let _ = t.join();
         }
     }
-}
-
-fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
 }
 
 impl Runner {

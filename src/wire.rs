@@ -35,6 +35,22 @@ pub fn from_big(b: &BigInt) -> Result<i128, String> {
     }
 }
 
+/// Bytes as lower-case hex (how the chain file stores digests).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Hex back to bytes; pairs that are not hex are skipped (the chain file only
+/// holds what [`hex`] wrote).
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| {
+            s.get(2 * i..2 * i + 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
 /// An OCR round's identity.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportTimestamp {
@@ -113,6 +129,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(from_big(&with_zeros), Ok(-5));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex(&[0x0d, 0xec, 0xff]), "0decff");
+        assert_eq!(unhex(&hex(&[1, 2, 254])), vec![1, 2, 254]);
     }
 
     #[test]

@@ -50,9 +50,7 @@ pub fn config_digest(input: &ConfigInput, count: u64) -> [u8; 32] {
     d
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::wire::hex;
 
 /// Why a transmission was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]

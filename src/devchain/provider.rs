@@ -91,17 +91,11 @@ impl OnchainConfigCodec for DevchainCodec {
     }
 }
 
-fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
-}
-
 impl ConfigTracker for Contract {
     fn latest_config_details(&self) -> Result<(u64, Vec<u8>), String> {
         Ok(self
             .latest_config()
-            .map(|(block, c)| (block, hex_bytes(&c.digest)))
+            .map(|(block, c)| (block, crate::wire::unhex(&c.digest)))
             .unwrap_or((0, vec![0; 32])))
     }
 

@@ -245,11 +245,7 @@ impl relayer_grpc::ContractTransmitter for TransmitterServer {
         let digest = self
             .0
             .latest_config()
-            .map(|(_, c)| {
-                (0..c.digest.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(&c.digest[2 * i..2 * i + 2], 16).ok())
-                    .collect()
-            })
+            .map(|(_, c)| crate::wire::unhex(&c.digest))
             .unwrap_or_default();
         let epoch = self.0.latest_transmission().map_or(0, |(_, l)| l.epoch);
         rpc::respond(

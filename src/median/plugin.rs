@@ -262,11 +262,8 @@ impl ReportingPlugin for MedianPlugin {
 
 impl MedianContract for crate::devchain::contract::Contract {
     fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
-        Ok(self.latest_transmission().map(|(digest, l)| {
-            let bytes = (0..digest.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).ok())
-                .collect();
-            (bytes, l)
-        }))
+        Ok(self
+            .latest_transmission()
+            .map(|(digest, l)| (crate::wire::unhex(&digest), l)))
     }
 }
