@@ -38,6 +38,10 @@ use crate::sockdir::SocketDir;
 /// How long `serve` waits for the service's `close` and the server's shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// The same, when the host is gone: nobody waits for answers any more, and the
+/// plugin must be gone well within 2 s of its host.
+pub const HOST_GONE_GRACE: Duration = Duration::from_millis(250);
+
 /// go-plugin's default TCP port range.
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (10000, 25000);
 
@@ -263,11 +267,16 @@ where
     };
     log::debug!(reason:? = stop; "plugin {} stopping", config.name);
     stopping.store(true, Ordering::Relaxed);
+    let grace = if stop == Stop::HostGone {
+        HOST_GONE_GRACE
+    } else {
+        SHUTDOWN_GRACE
+    };
     if let Some(svc) = &served.service {
-        close_bounded(svc.clone());
+        close_bounded(svc.clone(), grace);
     }
     broker.close();
-    crate::rpc::shutdown_server(server, SHUTDOWN_GRACE);
+    crate::rpc::shutdown_server(server, grace);
     drop(sockets);
     Ok(stop)
 }
@@ -339,7 +348,7 @@ fn port_range() -> Result<(u16, u16)> {
     Ok((min, max))
 }
 
-fn close_bounded(svc: Arc<dyn Service>) {
+fn close_bounded(svc: Arc<dyn Service>, grace: Duration) {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let spawned = std::thread::Builder::new()
         .name("service-close".into())
@@ -349,11 +358,11 @@ fn close_bounded(svc: Arc<dyn Service>) {
     if spawned.is_err() {
         return;
     }
-    match rx.recv_timeout(SHUTDOWN_GRACE) {
+    match rx.recv_timeout(grace) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => log::warn!("service close failed: {e}"),
         Err(_) => {
-            log::warn!("service close did not finish within {SHUTDOWN_GRACE:?}; exiting anyway")
+            log::warn!("service close did not finish within {grace:?}; exiting anyway")
         }
     }
 }

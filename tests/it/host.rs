@@ -288,6 +288,7 @@ fn plugin_exits_when_its_host_is_killed() {
     );
     assert!(
         wait_until(T, || sandbox.leftovers().is_empty()),
-        "it cleaned its socket up"
+        "it cleaned its socket up: {:?}",
+        sandbox.leftovers()
     );
 }
