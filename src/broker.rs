@@ -141,6 +141,13 @@ impl Broker {
             .map(|(_, _, p)| p.clone())
     }
 
+    /// A channel to this side's own server `id` (tests dial it directly).
+    #[cfg(test)]
+    pub(crate) fn local_channel(&self, id: u32) -> Channel {
+        let path = self.served_address(id).expect("a server on that id");
+        rpc::connect(Network::Unix, &path.to_string_lossy())
+    }
+
     /// Stops the server announced as `id` and removes its socket.
     pub fn stop(&self, id: u32) {
         let found = {

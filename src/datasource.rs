@@ -431,7 +431,7 @@ impl DataSource for DataSourceClient {
         crate::metrics::client_observe(
             &self.name,
             METHOD,
-            &crate::metrics::code_of(&r),
+            crate::metrics::code_of(&r),
             t0.elapsed(),
         );
         let reply = r.map_err(|e| crate::error::Error::rpc(&self.name, METHOD, &e).to_string())?;
@@ -476,13 +476,7 @@ mod grpc_tests {
             .serve(2, vec![server(Arc::new(Static(i128::MIN)))])
             .unwrap();
         broker.serve(3, vec![server(Arc::new(Slow))]).unwrap();
-        let client = |id: u32| {
-            let ch = crate::rpc::connect(
-                crate::handshake::Network::Unix,
-                &broker.served_address(id).expect("served").to_string_lossy(),
-            );
-            DataSourceClient::new("feed", ch)
-        };
+        let client = |id: u32| DataSourceClient::new("feed", broker.local_channel(id));
         let ts = ReportTimestamp {
             config_digest: vec![9; 32],
             epoch: 1,

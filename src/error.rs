@@ -174,6 +174,12 @@ pub fn rpc_status_text(e: &grpcio::Error) -> String {
     }
 }
 
+/// The name of a gRPC status code (`DEADLINE_EXCEEDED`), `UNKNOWN` for codes
+/// outside the standard set. No allocation: it labels every RPC's metrics.
+pub fn status_code_name(code: grpcio::RpcStatusCode) -> &'static str {
+    code_name(code).unwrap_or("UNKNOWN")
+}
+
 fn code_name(code: grpcio::RpcStatusCode) -> Option<&'static str> {
     use grpcio::RpcStatusCode as C;
     Some(match code {

@@ -233,10 +233,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        let ch = crate::rpc::connect(
-            crate::handshake::Network::Unix,
-            &broker.served_address(1).unwrap().to_string_lossy(),
-        );
+        let ch = broker.local_channel(1);
         let t = Duration::from_secs(2);
         let remote_ks = KeystoreClient::new(ch.clone(), t);
         assert_eq!(

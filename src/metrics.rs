@@ -158,13 +158,11 @@ pub fn client_observe(plugin: &str, method: &str, code: &str, took: Duration) {
 }
 
 /// The gRPC code name of a call result, for metrics labels.
-pub fn code_of<T>(r: &Result<T, grpcio::Error>) -> String {
+pub fn code_of<T>(r: &Result<T, grpcio::Error>) -> &'static str {
     match r {
-        Ok(_) => "OK".to_string(),
-        Err(e) => {
-            let text = crate::error::rpc_status_text(e);
-            text.split(':').next().unwrap_or("UNKNOWN").to_string()
-        }
+        Ok(_) => "OK",
+        Err(grpcio::Error::RpcFailure(s)) => crate::error::status_code_name(s.code()),
+        Err(_) => "UNKNOWN",
     }
 }
 

@@ -108,7 +108,7 @@ where
                 Ok(resp) => futures_executor::block_on(sink.success(resp)),
                 Err(status) => futures_executor::block_on(sink.fail(status)),
             };
-            call.finish(&code);
+            call.finish(code);
             if let Err(e) = sent {
                 log::debug!(
                     "{method}: reply not delivered: {}",
@@ -131,19 +131,15 @@ pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Resul
     };
     ctx.spawn(async move {
         let _ = f.await;
-        call.finish(&code);
+        call.finish(code);
     });
 }
 
 /// `OK` or the status code's name, for metrics.
-fn code_name<T>(r: &Result<T, RpcStatus>) -> String {
+fn code_name<T>(r: &Result<T, RpcStatus>) -> &'static str {
     match r {
-        Ok(_) => "OK".to_string(),
-        Err(s) => crate::error::rpc_status_text(&grpcio::Error::RpcFailure(s.clone()))
-            .split(':')
-            .next()
-            .unwrap_or("UNKNOWN")
-            .to_string(),
+        Ok(_) => "OK",
+        Err(s) => crate::error::status_code_name(s.code()),
     }
 }
 

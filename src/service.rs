@@ -146,7 +146,7 @@ impl ServiceClient {
         crate::metrics::client_observe(
             &self.plugin,
             method,
-            &crate::metrics::code_of(&r),
+            crate::metrics::code_of(&r),
             t0.elapsed(),
         );
         r.map_err(|e| self.err(method, &e))

@@ -496,10 +496,7 @@ mod tests {
         let digest = contract.set_config(&input).unwrap();
         let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
         broker.serve(1, services(contract.clone())).unwrap();
-        let ch = crate::rpc::connect(
-            crate::handshake::Network::Unix,
-            &broker.served_address(1).unwrap().to_string_lossy(),
-        );
+        let ch = broker.local_channel(1);
         let remote = ProviderClient::new(ch, Duration::from_secs(2));
         let obs = [ParsedObservation {
             timestamp: 9,

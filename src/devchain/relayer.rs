@@ -322,7 +322,7 @@ impl Transmitter for ContractTransmitterClient {
         crate::metrics::client_observe(
             &self.name,
             METHOD,
-            &crate::metrics::code_of(&r),
+            crate::metrics::code_of(&r),
             t0.elapsed(),
         );
         r.map(|_| ())

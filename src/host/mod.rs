@@ -257,7 +257,7 @@ impl Client {
         crate::metrics::client_observe(
             &self.config.name,
             METHOD,
-            &crate::metrics::code_of(&result),
+            crate::metrics::code_of(&result),
             t0.elapsed(),
         );
         let resp = result.map_err(|e| Error::rpc(&self.config.name, METHOD, &e))?;

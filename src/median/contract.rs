@@ -81,7 +81,7 @@ impl MedianContract for MedianContractClient {
         crate::metrics::client_observe(
             &self.name,
             METHOD,
-            &crate::metrics::code_of(&r),
+            crate::metrics::code_of(&r),
             t0.elapsed(),
         );
         let reply = r.map_err(|e| crate::error::Error::rpc(&self.name, METHOD, &e).to_string())?;
@@ -123,10 +123,7 @@ mod tests {
         let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
         let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
         broker.serve(1, vec![server(c.clone())]).unwrap();
-        let ch = crate::rpc::connect(
-            crate::handshake::Network::Unix,
-            &broker.served_address(1).unwrap().to_string_lossy(),
-        );
+        let ch = broker.local_channel(1);
         let remote = MedianContractClient::new("devchain", ch, Duration::from_secs(2));
         assert_eq!(
             remote.latest_transmission_details(),

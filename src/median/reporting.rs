@@ -175,7 +175,7 @@ impl ReportingPluginClient {
         crate::metrics::client_observe(
             &self.name,
             method,
-            &crate::metrics::code_of(&r),
+            crate::metrics::code_of(&r),
             t0.elapsed(),
         );
         r.map_err(|e| crate::error::Error::rpc(&self.name, method, &e).to_string())
@@ -386,11 +386,7 @@ mod tests {
                     }
                     let id = broker.next_id();
                     broker.serve(id, vec![server(p)]).unwrap();
-                    let path = broker.served_address(id).unwrap();
-                    let ch = crate::rpc::connect(
-                        crate::handshake::Network::Unix,
-                        &path.to_string_lossy(),
-                    );
+                    let ch = broker.local_channel(id);
                     (
                         i as u8,
                         Arc::new(ReportingPluginClient::new("median", ch))
@@ -432,10 +428,7 @@ mod tests {
         broker
             .serve(1, vec![server(plugin(&c, 3, Arc::new(Slow)))])
             .unwrap();
-        let ch = crate::rpc::connect(
-            crate::handshake::Network::Unix,
-            &broker.served_address(1).unwrap().to_string_lossy(),
-        );
+        let ch = broker.local_channel(1);
         let fixed =
             |v: i64| Arc::<dyn DataSource>::from(build(&Spec::Static { value: v }).unwrap());
         let oracles: Vec<Oracle> = vec![

@@ -121,7 +121,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn chain(sandbox: &Sandbox) -> (Arc<Contract>, Vec<u8>) {
+/// A devchain contract in the sandbox, with a config; returns its digest.
+pub fn chain(sandbox: &Sandbox) -> (Arc<Contract>, Vec<u8>) {
     let c = Arc::new(Contract::open(&sandbox.dir.join("chain.jsonl")).unwrap());
     let digest = c
         .set_config(&ConfigInput {

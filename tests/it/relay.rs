@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loopp::datasource::{self, DataSource, ReportTimestamp, Spec};
-use loopp::devchain::contract::{ConfigInput, Contract};
 use loopp::devchain::relayer::ContractTransmitterClient;
 use loopp::devchain::store::Chain;
 use loopp::handshake::Cookie;
@@ -20,7 +19,7 @@ use loopp::proto::relayer::{
 };
 use loopp::proto::relayer_grpc::{PluginRelayerClient, RelayerClient};
 
-use crate::median::{free_port, max, median_loopp};
+use crate::median::{chain, free_port, max, median_loopp};
 use crate::util::*;
 
 const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
@@ -65,19 +64,11 @@ fn devchain(
     (client, provider, relayer)
 }
 
+/// A chain file with a config, closed again so the relayer can own it.
 fn configured_chain(sandbox: &Sandbox) -> (std::path::PathBuf, Vec<u8>) {
-    let path = sandbox.dir.join("chain.jsonl");
-    let c = Contract::open(&path).unwrap();
-    let digest = c
-        .set_config(&ConfigInput {
-            signers: vec![],
-            transmitters: vec![],
-            f: 1,
-            min_answer: -1_000_000_000,
-            max_answer: 1_000_000_000,
-        })
-        .unwrap();
-    (path, digest.to_vec())
+    let (contract, digest) = chain(sandbox);
+    drop(contract);
+    (sandbox.dir.join("chain.jsonl"), digest)
 }
 
 #[test]
