@@ -37,6 +37,32 @@ const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
 /// Announcements kept for ids nobody dialed yet; older ones are dropped beyond it.
 pub const MAX_PENDING: usize = 1024;
 
+/// Servers one client started on a broker (callbacks it hands to the other
+/// side: a keystore, data sources, a proxied provider), stopped when the
+/// lease is dropped, so a client rebuilt after a failure leaves none behind.
+pub struct Lease {
+    broker: Broker,
+    ids: Vec<u32>,
+}
+
+impl Lease {
+    /// Serves `services` on a fresh id held by this lease; returns the id.
+    pub fn serve(&mut self, services: Vec<Service>) -> Result<u32> {
+        let id = self.broker.next_id();
+        self.broker.serve(id, services)?;
+        self.ids.push(id);
+        Ok(id)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            self.broker.stop(id);
+        }
+    }
+}
+
 /// One side's broker. Cheap to clone; all clones share state.
 #[derive(Clone)]
 pub struct Broker {
@@ -157,6 +183,14 @@ impl Broker {
         };
         if let Some((_, server, path)) = found {
             shutdown_server(server, &path);
+        }
+    }
+
+    /// A [`Lease`] on this broker.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            broker: self.clone(),
+            ids: Vec::new(),
         }
     }
 
@@ -290,4 +324,33 @@ where
 fn shutdown_server(server: Server, path: &Path) {
     rpc::shutdown_server(server, SERVER_STOP_GRACE);
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_stops_its_servers_and_removes_their_sockets_when_dropped() {
+        let broker = Broker::new(SocketDir::create().unwrap());
+        let mut lease = broker.lease();
+        let a = lease.serve(vec![]).unwrap();
+        let b = lease.serve(vec![]).unwrap();
+        let other = broker.next_id();
+        broker.serve(other, vec![]).unwrap();
+        let paths: Vec<PathBuf> = [a, b]
+            .iter()
+            .map(|id| broker.served_address(*id).expect("served"))
+            .collect();
+        assert!(paths.iter().all(|p| p.exists()));
+        drop(lease);
+        assert_eq!(broker.served_address(a), None);
+        assert_eq!(broker.served_address(b), None);
+        assert!(paths.iter().all(|p| !p.exists()), "sockets removed");
+        assert!(
+            broker.served_address(other).is_some(),
+            "servers outside the lease keep running"
+        );
+        broker.close();
+    }
 }

@@ -1,19 +1,21 @@
 //! Median feeds: one thread per feed runs rounds at its interval through the
-//! feed's median plugin and relay, each in-process or a LOOPP, and logs each
-//! round's outcome.
+//! feed's median plugin and relayer and logs each round's outcome.
 //!
-//! Setup of a feed, LOOPP side (redone whenever a round fails, e.g. after a
-//! plugin restart):
-//! 1. relay LOOPP: `PluginRelayer.NewRelayer{chainFile}` → `Relayer` →
-//!    `NewPluginProvider{median}` → the provider (MedianContract +
-//!    ContractTransmitter) on the relayer's broker;
-//! 2. median LOOPP: the node serves, on the median plugin's broker, the
-//!    provider's contract view (proxied: plugins never talk to each other),
-//!    the data source and the juels source; `NewMedianFactory` →
-//!    `NewReportingPlugin` per oracle.
+//! A feed holds its relayer as `Arc<dyn PluginRelayer>` and its median
+//! plugin as `Arc<dyn PluginMedian>`: in-process implementations or gRPC
+//! client adapters for LOOPPs ([`crate::relay`], [`crate::median::factory`]),
+//! one code path either way. Setup (redone whenever a round fails, e.g.
+//! after a plugin restart):
+//! 1. `new_relayer({chainFile}, keystore)` → `new_plugin_provider(median)`:
+//!    the median provider (config tracker, transmitter, contract view,
+//!    codecs); the config digest comes from its tracker;
+//! 2. `new_median_factory(provider, data source, juels source, error log)`
+//!    → `new_reporting_plugin` per oracle. For a median LOOPP the node
+//!    serves the provider on the median plugin's broker: a LOOPP relayer's
+//!    provider is proxied through the node, plugins never talk to each other.
 //!
-//! In-process, the same objects are used directly. The chain file's contract
-//! config is written once, when the feed starts, before any relayer opens it.
+//! The chain file's contract config is written once, when the feed starts,
+//! before any relayer opens it (the stand-in for deploying the contract).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,15 +26,15 @@ use crossbeam_channel::{select, Sender};
 
 use crate::datasource::{self, DataSource, ReportTimestamp};
 use crate::devchain::contract::{ConfigInput, Contract};
-use crate::devchain::relayer::ContractTransmitterClient;
-use crate::median::contract::MedianContractClient;
+use crate::keystore::Keystore;
 use crate::median::deadlines::Deadlines;
-use crate::median::factory;
+use crate::median::factory::{
+    OffchainConfig, PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
+};
 use crate::median::math::Bounds;
-use crate::median::plugin::{FeedSettings, MedianContract, MedianPlugin, ReportingPlugin};
-use crate::median::reporting::ReportingPluginClient;
-use crate::median::rounds::{run_round, Oracle, Outcome, Transmitter};
-use crate::supervisor::Link;
+use crate::median::plugin::{FeedSettings, MedianContract};
+use crate::median::rounds::{run_round, Oracle, Outcome};
+use crate::relay::{ContractTransmitter, PluginArgs, PluginRelayer, RelayArgs, Relayer};
 
 /// Deadline of the setup calls (NewRelayer, NewMedianFactory, ...).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,15 +66,6 @@ pub struct FeedConfig {
     pub deadlines: Deadlines,
 }
 
-/// Where one of a feed's plugins runs.
-#[derive(Clone)]
-pub enum Endpoint {
-    /// In the node.
-    InProcess,
-    /// A LOOPP, reached through its supervisor's link.
-    Loopp(Link),
-}
-
 /// The chain file of relay `relay` under `data_dir`.
 pub fn chain_file(data_dir: &Path, relay: &str) -> PathBuf {
     data_dir.join(relay).join("chain.jsonl")
@@ -84,21 +77,26 @@ pub struct Feed {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a feed's rounds run on; rebuilt after a failed round.
 struct Setup {
+    digest: Vec<u8>,
     oracles: Vec<Oracle>,
-    transmitter: Arc<dyn Transmitter>,
+    transmitter: Arc<dyn ContractTransmitter>,
     view: Arc<dyn MedianContract>,
+    // Held for the servers a LOOPP client keeps up for the plugins (the
+    // keystore, the proxied provider, the data sources).
+    _relayer: Arc<dyn Relayer>,
+    _factory: Arc<dyn ReportingPluginFactory>,
 }
 
 struct Runner {
     cfg: FeedConfig,
-    relay: Endpoint,
-    median: Endpoint,
+    relay: Arc<dyn PluginRelayer>,
+    median: Arc<dyn PluginMedian>,
     file: PathBuf,
-    digest: Vec<u8>,
+    keystore: Arc<dyn Keystore>,
     source: Arc<dyn DataSource>,
     juels: Arc<dyn DataSource>,
-    in_process_contract: Option<Arc<Contract>>,
 }
 
 impl Feed {
@@ -106,8 +104,8 @@ impl Feed {
     /// and starts its rounds.
     pub fn start(
         cfg: FeedConfig,
-        relay: Endpoint,
-        median: Endpoint,
+        relay: Arc<dyn PluginRelayer>,
+        median: Arc<dyn PluginMedian>,
         data_dir: &Path,
     ) -> Result<Feed, String> {
         let file = chain_file(data_dir, &cfg.relay);
@@ -122,7 +120,7 @@ impl Feed {
             min_answer: cfg.bounds.min,
             max_answer: cfg.bounds.max,
         };
-        let digest = {
+        {
             let contract = Contract::open(&file)
                 .map_err(|e| format!("feed {}: {}: {e}", cfg.name, file.display()))?;
             let current = contract.latest_config().filter(|(_, c)| {
@@ -130,23 +128,19 @@ impl Feed {
                     && c.min_answer == input.min_answer
                     && c.max_answer == input.max_answer
                     && c.signers == input.signers
+                    && c.transmitters == input.transmitters
             });
-            match current {
-                Some((_, c)) => crate::wire::unhex(&c.digest),
-                None => contract
+            if current.is_none() {
+                contract
                     .set_config(&input)
-                    .map_err(|e| format!("feed {}: {}: {e}", cfg.name, file.display()))?
-                    .to_vec(),
+                    .map_err(|e| format!("feed {}: {}: {e}", cfg.name, file.display()))?;
             }
-        };
-        let in_process_contract = match relay {
-            Endpoint::InProcess => {
-                Some(Arc::new(Contract::open(&file).map_err(|e| {
-                    format!("feed {}: {}: {e}", cfg.name, file.display())
-                })?))
-            }
-            Endpoint::Loopp(_) => None,
-        };
+        }
+        let keystore = crate::keystore::DevKeystore::open(
+            &data_dir.join(crate::keystore::SECRET_FILE),
+            input.transmitters.clone(),
+        )
+        .map_err(|e| format!("feed {}: {e}", cfg.name))?;
         let runner = Runner {
             source: Arc::from(datasource::build(&cfg.source)?),
             juels: Arc::from(datasource::build(&cfg.juels)?),
@@ -154,8 +148,7 @@ impl Feed {
             relay,
             median,
             file,
-            digest,
-            in_process_contract,
+            keystore: Arc::new(keystore),
         };
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
@@ -187,186 +180,53 @@ impl Drop for Feed {
 }
 
 impl Runner {
+    /// Relayer, provider, factory, one reporting plugin per oracle: the same
+    /// calls whether each plugin runs in the node or as a LOOPP.
     fn setup(&self) -> Result<Setup, String> {
-        type Codecs = (
-            Arc<dyn crate::devchain::provider::ReportCodec>,
-            Arc<dyn crate::devchain::provider::OnchainConfigCodec>,
-        );
-        use crate::proto::median_plugin::{NewMedianFactoryRequest, NewReportingPluginRequest};
-        use crate::proto::median_plugin_grpc::{PluginMedianClient, ReportingPluginFactoryClient};
-        use crate::proto::relayer::{NewPluginProviderRequest, NewRelayerRequest, RelayArgs};
-        use crate::proto::relayer_grpc::{PluginRelayerClient, RelayerClient};
-        let rpc =
-            |what: &str, e: grpcio::Error| format!("{what}: {}", crate::error::rpc_status_text(&e));
-        let (view, transmitter, codecs): (Arc<dyn MedianContract>, Arc<dyn Transmitter>, Codecs) =
-            match &self.relay {
-                Endpoint::InProcess => {
-                    let c = self.in_process_contract.clone().expect("opened at start");
-                    let dev = Arc::new(crate::devchain::provider::DevchainCodec);
-                    (c.clone(), c, (dev.clone(), dev))
-                }
-                Endpoint::Loopp(link) => {
-                    let (ch, broker) = (
-                        link.channel(&self.cfg.relay).map_err(|e| e.to_string())?,
-                        link.broker(&self.cfg.relay).map_err(|e| e.to_string())?,
-                    );
-                    let config = serde_json::json!({"chainFile": self.file}).to_string();
-                    let r = PluginRelayerClient::new(ch)
-                        .new_relayer(
-                            &NewRelayerRequest {
-                                config,
-                                ..Default::default()
-                            },
-                            SETUP_TIMEOUT,
-                        )
-                        .map_err(|e| rpc("NewRelayer", e))?;
-                    let relayer = RelayerClient::new(
-                        broker
-                            .dial(r.relayerID, SETUP_TIMEOUT)
-                            .map_err(|e| e.to_string())?,
-                    );
-                    let args = RelayArgs {
-                        providerType: "median".into(),
-                        contractID: self.cfg.name.clone(),
-                        ..Default::default()
-                    };
-                    let p = relayer
-                        .new_plugin_provider(
-                            &NewPluginProviderRequest {
-                                relayArgs: Some(args).into(),
-                                ..Default::default()
-                            },
-                            SETUP_TIMEOUT,
-                        )
-                        .map_err(|e| rpc("NewPluginProvider", e))?;
-                    let provider = broker
-                        .dial(p.pluginProviderID, SETUP_TIMEOUT)
-                        .map_err(|e| e.to_string())?;
-                    let codec = Arc::new(crate::devchain::provider::ProviderClient::new(
-                        provider.clone(),
-                        SETUP_TIMEOUT,
-                    ));
-                    (
-                        Arc::new(MedianContractClient::new(
-                            &self.cfg.relay,
-                            provider.clone(),
-                            SETUP_TIMEOUT,
-                        )),
-                        Arc::new(ContractTransmitterClient::new(
-                            &self.cfg.relay,
-                            provider,
-                            SETUP_TIMEOUT,
-                        )),
-                        (codec.clone(), codec),
-                    )
-                }
-            };
-        let n = self.cfg.oracles;
-        let oracles: Vec<Oracle> = match &self.median {
-            Endpoint::InProcess => (0..n)
-                .map(|i| {
-                    let log = crate::keystore::LogErrors {
-                        source: format!("feed::{}", self.cfg.name),
-                    };
-                    let p: Arc<dyn ReportingPlugin> = Arc::new(
-                        MedianPlugin::new(
-                            i,
-                            self.cfg.f as usize,
-                            self.cfg.bounds,
-                            self.cfg.settings,
-                            self.source.clone(),
-                            self.juels.clone(),
-                            view.clone(),
-                        )
-                        .with_error_log(Arc::new(log))
-                        .with_codec(codecs.0.clone()),
-                    );
-                    (i, p)
-                })
-                .collect(),
-            Endpoint::Loopp(link) => {
-                let (ch, broker) = (
-                    link.channel(&self.cfg.median).map_err(|e| e.to_string())?,
-                    link.broker(&self.cfg.median).map_err(|e| e.to_string())?,
-                );
-                let (provider, ds, juels, errors) = (
-                    broker.next_id(),
-                    broker.next_id(),
-                    broker.next_id(),
-                    broker.next_id(),
-                );
-                let serve = |id, svc| broker.serve(id, vec![svc]).map_err(|e| e.to_string());
-                // The provider, proxied: the relay's services, re-served by the node.
-                broker
-                    .serve(
-                        provider,
-                        vec![
-                            crate::median::contract::server(view.clone()),
-                            crate::devchain::provider::report_codec_server(codecs.0.clone()),
-                            crate::devchain::provider::onchain_codec_server(codecs.1.clone()),
-                        ],
-                    )
-                    .map_err(|e| e.to_string())?;
-                serve(ds, datasource::server(self.source.clone()))?;
-                serve(juels, datasource::server(self.juels.clone()))?;
-                let log = crate::keystore::LogErrors {
-                    source: format!("feed::{}", self.cfg.name),
-                };
-                serve(errors, crate::keystore::error_log_server(Arc::new(log)))?;
-                let reply = PluginMedianClient::new(ch)
-                    .new_median_factory(
-                        &NewMedianFactoryRequest {
-                            medianProviderID: provider,
-                            contractID: self.cfg.name.clone(),
-                            dataSourceID: ds,
-                            juelsPerFeeCoinDataSourceID: juels,
-                            errorLogID: errors,
-                            ..Default::default()
-                        },
-                        SETUP_TIMEOUT,
-                    )
-                    .map_err(|e| rpc("NewMedianFactory", e))?;
-                let fac = ReportingPluginFactoryClient::new(
-                    broker
-                        .dial(reply.reportingPluginFactoryID, SETUP_TIMEOUT)
-                        .map_err(|e| e.to_string())?,
-                );
-                let mut oracles = Vec::new();
-                for i in 0..n {
-                    let cfg = factory::config(
-                        &self.digest,
-                        i,
-                        u32::from(n),
-                        u32::from(self.cfg.f),
-                        self.cfg.bounds,
-                        self.cfg.settings,
-                        &self.cfg.deadlines.0,
-                    );
-                    let r = fac
-                        .new_reporting_plugin(
-                            &NewReportingPluginRequest {
-                                reportingPluginConfig: Some(cfg).into(),
-                                ..Default::default()
-                            },
-                            SETUP_TIMEOUT,
-                        )
-                        .map_err(|e| rpc("NewReportingPlugin", e))?;
-                    let ch = broker
-                        .dial(r.reportingPluginID, SETUP_TIMEOUT)
-                        .map_err(|e| e.to_string())?;
-                    oracles.push((
-                        i,
-                        Arc::new(ReportingPluginClient::new(&self.cfg.median, ch))
-                            as Arc<dyn ReportingPlugin>,
-                    ));
-                }
-                oracles
-            }
+        let name = &self.cfg.name;
+        let config = serde_json::json!({"chainFile": self.file}).to_string();
+        let relayer = self
+            .relay
+            .new_relayer(&config, Some(self.keystore.clone()))?;
+        let args = RelayArgs {
+            contract_id: name.clone(),
+            provider_type: "median".into(),
+            ..Default::default()
         };
+        let provider = relayer.new_plugin_provider(&args, &PluginArgs::default())?;
+        let (_, digest) = provider.config.tracker.latest_config_details()?;
+        let onchain_config = provider.onchain_codec.encode(self.cfg.bounds)?;
+        let errors = Arc::new(crate::keystore::LogErrors {
+            source: format!("feed::{name}"),
+        });
+        let factory = self.median.new_median_factory(
+            provider.clone(),
+            name,
+            self.source.clone(),
+            self.juels.clone(),
+            errors,
+        )?;
+        let mut oracles = Vec::new();
+        for i in 0..self.cfg.oracles {
+            let (plugin, _) = factory.new_reporting_plugin(&ReportingPluginConfig {
+                config_digest: digest.clone(),
+                oracle_id: i,
+                n: self.cfg.oracles,
+                f: self.cfg.f,
+                onchain_config: onchain_config.clone(),
+                offchain_config: OffchainConfig::encode(self.cfg.settings),
+                estimated_round_interval: self.cfg.interval,
+                max: self.cfg.deadlines.0,
+            })?;
+            oracles.push((i, plugin));
+        }
         Ok(Setup {
+            digest,
             oracles,
-            transmitter,
-            view,
+            transmitter: provider.transmitter,
+            view: provider.contract,
+            _relayer: relayer,
+            _factory: factory,
         })
     }
 
@@ -407,7 +267,7 @@ impl Runner {
             let s = setup.as_ref().expect("set above");
             epoch += 1;
             let ts = ReportTimestamp {
-                config_digest: self.digest.clone(),
+                config_digest: s.digest.clone(),
                 epoch,
                 round: 0,
             };

@@ -34,7 +34,47 @@ pub struct DevKeystore {
     accounts: Vec<String>,
 }
 
+/// The node secret's file name under the data directory.
+pub const SECRET_FILE: &str = "keystore.secret";
+
 impl DevKeystore {
+    /// A keystore for `accounts` with the node secret kept in `path`: read
+    /// if it exists, else 32 random bytes written there (mode 0600), so keys
+    /// stay the same across restarts.
+    pub fn open(path: &std::path::Path, accounts: Vec<String>) -> Result<DevKeystore, String> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let named = |e: std::io::Error| format!("keystore secret {}: {e}", path.display());
+        let secret = match std::fs::read(path) {
+            Ok(s) if s.len() >= 16 => s,
+            Ok(s) => {
+                return Err(format!(
+                "keystore secret {}: {} bytes, need at least 16; remove the file to make a new one",
+                path.display(),
+                s.len()
+            ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = vec![0u8; 32];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut r| r.read_exact(&mut secret))
+                    .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(named)?;
+                f.write_all(&secret)
+                    .and_then(|_| f.sync_all())
+                    .map_err(named)?;
+                secret
+            }
+            Err(e) => return Err(named(e)),
+        };
+        Ok(DevKeystore::new(&secret, accounts))
+    }
+
     /// A keystore for `accounts` with keys derived from `secret`.
     pub fn new(secret: &[u8], accounts: Vec<String>) -> DevKeystore {
         DevKeystore {
@@ -260,5 +300,30 @@ mod tests {
             vec!["observation failed: boom".to_string()]
         );
         broker.close();
+    }
+
+    #[test]
+    fn the_node_secret_is_made_once_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("loopp-keystore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(SECRET_FILE);
+        let a = DevKeystore::open(&path, vec!["t0".into()]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = DevKeystore::open(&path, vec!["t0".into()]).unwrap();
+        assert_eq!(
+            a.sign("t0", b"x"),
+            b.sign("t0", b"x"),
+            "same keys after a restart"
+        );
+        std::fs::write(&path, b"short").unwrap();
+        let e = DevKeystore::open(&path, vec![]).err().unwrap();
+        assert!(
+            e.contains("5 bytes") && e.contains("remove the file"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -34,6 +34,7 @@ pub mod plugin;
 pub mod ports;
 pub mod proto;
 pub mod registry;
+pub mod relay;
 pub mod rpc;
 pub mod service;
 pub mod signals;

@@ -7,6 +7,10 @@
 //! a plugin's service through [`Node::service`], the same trait either way;
 //! HTTP → [`Plugins`] (registry, services) → proxy.
 
+use crate::median::factory::PluginMedian;
+use crate::median::factory_grpc::PluginMedianClient;
+use crate::relay::grpc::PluginRelayerClient;
+use crate::relay::PluginRelayer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -242,16 +246,39 @@ impl Node {
                     }
                 }
             })?;
-        let endpoint = |name: &str| match links_by_name.get(name) {
-            Some(link) => crate::feeds::Endpoint::Loopp(link.clone()),
-            None => crate::feeds::Endpoint::InProcess,
+        // A feed's plugins: the in-process implementation, or the same trait
+        // over gRPC to the LOOPP (one relayer object per relay plugin).
+        let mut relayers: std::collections::HashMap<String, Arc<dyn PluginRelayer>> =
+            std::collections::HashMap::new();
+        let mut relayer = |name: &str| -> Arc<dyn PluginRelayer> {
+            relayers
+                .entry(name.to_string())
+                .or_insert_with(|| match links_by_name.get(name) {
+                    Some(link) => Arc::new(PluginRelayerClient::new(
+                        name,
+                        link.clone(),
+                        crate::feeds::SETUP_TIMEOUT,
+                    )),
+                    None => Arc::new(crate::devchain::relayer::Devchain::new()),
+                })
+                .clone()
+        };
+        let median = |name: &str| -> Arc<dyn PluginMedian> {
+            match links_by_name.get(name) {
+                Some(link) => Arc::new(PluginMedianClient::new(
+                    name,
+                    link.clone(),
+                    crate::feeds::SETUP_TIMEOUT,
+                )),
+                None => Arc::new(crate::median::factory::Median),
+            }
         };
         let mut feeds = Vec::new();
         for f in &config.feeds {
             match crate::feeds::Feed::start(
                 f.clone(),
-                endpoint(&f.relay),
-                endpoint(&f.median),
+                relayer(&f.relay),
+                median(&f.median),
                 &config.data_dir,
             ) {
                 Ok(feed) => feeds.push(feed),

@@ -164,3 +164,17 @@ pub fn shutdown_server(mut server: grpcio::Server, grace: std::time::Duration) {
 pub fn status(code: RpcStatusCode, message: impl Into<String>) -> RpcStatus {
     RpcStatus::with_message(code, message.into())
 }
+
+/// Runs one client call to `plugin`'s `method`, records it in the
+/// `loopp_rpc_*` metrics and turns a failure into the error text that names
+/// the plugin, the method and the status.
+pub fn observed<T>(
+    plugin: &str,
+    method: &'static str,
+    f: impl FnOnce() -> grpcio::Result<T>,
+) -> std::result::Result<T, String> {
+    let t0 = std::time::Instant::now();
+    let r = f();
+    crate::metrics::client_observe(plugin, method, crate::metrics::code_of(&r), t0.elapsed());
+    r.map_err(|e| crate::error::Error::rpc(plugin, method, &e).to_string())
+}

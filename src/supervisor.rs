@@ -65,6 +65,14 @@ impl Link {
         }
     }
 
+    /// A link that is always up, to one plugin process a caller started
+    /// itself (tests, tools): client adapters take a link either way.
+    pub fn connected(channel: Channel, broker: Broker) -> Link {
+        let link = Link::default();
+        link.set(Some((channel, broker)), "");
+        link
+    }
+
     fn set(&self, live: Option<(Channel, Broker)>, why_not: &str) {
         let mut st = self.inner.write().unwrap();
         st.live = live;

@@ -39,8 +39,9 @@ fn main() -> ExitCode {
     serve(config, |plugin| {
         Ok(Served {
             service: Some(Arc::new(DevchainService)),
-            grpc: vec![loopp::devchain::relayer::plugin_relayer(
+            grpc: vec![loopp::relay::grpc::plugin_relayer_server(
                 plugin.broker.clone(),
+                Arc::new(loopp::devchain::relayer::Devchain::new()),
             )],
         })
     })

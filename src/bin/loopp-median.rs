@@ -40,7 +40,10 @@ fn main() -> ExitCode {
     serve(config, |plugin| {
         Ok(Served {
             service: Some(Arc::new(MedianService)),
-            grpc: vec![loopp::median::factory::plugin_median(plugin.broker.clone())],
+            grpc: vec![loopp::median::factory_grpc::plugin_median_server(
+                plugin.broker.clone(),
+                Arc::new(loopp::median::factory::Median),
+            )],
         })
     })
 }

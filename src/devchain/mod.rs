@@ -1,10 +1,9 @@
 //! The reference relayer, `devchain`: a local development chain kept in a
-//! file. Today this holds the crash-safe chain file ([`store`]), the median
-//! contract over it ([`contract`]), its report format ([`codec`]) and the
-//! relayer's gRPC services ([`relayer`]); the node-side wiring of the relayer
-//! services (`loop.PluginRelayer`, `loop.Relayer`, the median provider) and
-//! the `loopp-devchain` binary come next (see the open issue "Relayer and
-//! median plugins end to end").
+//! file. The crash-safe chain file ([`store`]), the median contract over it
+//! ([`contract`]), its report format ([`codec`]), its implementations of the
+//! provider traits ([`provider`]) and the relayer itself ([`relayer`]:
+//! `PluginRelayer` and `Relayer`, in-process; `loopp-devchain` serves the
+//! same objects through [`crate::relay::grpc`]).
 
 pub mod codec;
 pub mod contract;

@@ -11,7 +11,11 @@ use protobuf::MessageField;
 
 use super::math::Latest;
 use super::plugin::MedianContract;
-use crate::proto::median::{LatestTransmissionDetailsReply, LatestTransmissionDetailsRequest};
+use super::plugin::RoundRequested;
+use crate::proto::median::{
+    LatestRoundRequestedReply, LatestRoundRequestedRequest, LatestTransmissionDetailsReply,
+    LatestTransmissionDetailsRequest,
+};
 use crate::proto::median_grpc;
 use crate::rpc;
 
@@ -46,6 +50,38 @@ impl median_grpc::MedianContract for Server {
                         seconds: i64::try_from(l.timestamp).unwrap_or(i64::MAX),
                         ..Default::default()
                     }),
+                    ..Default::default()
+                },
+            })
+        });
+    }
+
+    fn latest_round_requested(
+        &mut self,
+        ctx: RpcContext,
+        req: LatestRoundRequestedRequest,
+        sink: UnarySink<LatestRoundRequestedReply>,
+    ) {
+        let c = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let lookback = Duration::from_millis(u64::try_from(req.lookback).map_err(|_| {
+                rpc::status(
+                    RpcStatusCode::INVALID_ARGUMENT,
+                    format!("lookback {} ms is negative", req.lookback),
+                )
+            })?);
+            let r = c
+                .latest_round_requested(lookback)
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(match r {
+                None => LatestRoundRequestedReply {
+                    configDigest: vec![0; 32],
+                    ..Default::default()
+                },
+                Some(r) => LatestRoundRequestedReply {
+                    configDigest: r.config_digest,
+                    epoch: r.epoch,
+                    round: u32::from(r.round),
                     ..Default::default()
                 },
             })
@@ -106,6 +142,27 @@ impl MedianContract for MedianContractClient {
             },
         )))
     }
+
+    fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String> {
+        let req = LatestRoundRequestedRequest {
+            lookback: i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let reply = rpc::observed(
+            &self.name,
+            "/loop.MedianContract/LatestRoundRequested",
+            || self.client.latest_round_requested(&req, self.timeout),
+        )?;
+        if reply.configDigest.iter().all(|b| *b == 0) {
+            return Ok(None);
+        }
+        Ok(Some(RoundRequested {
+            config_digest: reply.configDigest,
+            epoch: reply.epoch,
+            round: u8::try_from(reply.round)
+                .map_err(|_| format!("round {} is not a uint8", reply.round))?,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +170,7 @@ mod tests {
     use super::*;
     use crate::devchain::codec;
     use crate::devchain::contract::{ConfigInput, Contract};
+    use crate::median::plugin::RoundRequested;
 
     #[test]
     fn the_contract_view_crosses_a_socket_unchanged() {
@@ -159,5 +217,49 @@ mod tests {
         );
         broker.close();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Answers a fixed request; records the lookback it was asked for.
+    struct Requests(std::sync::Mutex<Vec<Duration>>, Option<RoundRequested>);
+
+    impl MedianContract for Requests {
+        fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+            Ok(None)
+        }
+
+        fn latest_round_requested(
+            &self,
+            lookback: Duration,
+        ) -> Result<Option<RoundRequested>, String> {
+            self.0.lock().unwrap().push(lookback);
+            Ok(self.1.clone())
+        }
+    }
+
+    #[test]
+    fn latest_round_requested_crosses_a_socket_with_its_lookback_in_ms() {
+        let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
+        let some = Arc::new(Requests(
+            Default::default(),
+            Some(RoundRequested {
+                config_digest: vec![3; 32],
+                epoch: 9,
+                round: 255,
+            }),
+        ));
+        let none = Arc::new(Requests(Default::default(), None));
+        broker.serve(1, vec![server(some.clone())]).unwrap();
+        broker.serve(2, vec![server(none.clone())]).unwrap();
+        let t = Duration::from_secs(2);
+        let a = MedianContractClient::new("relay", broker.local_channel(1), t);
+        let b = MedianContractClient::new("relay", broker.local_channel(2), t);
+        let lookback = Duration::from_millis(1500);
+        assert_eq!(
+            a.latest_round_requested(lookback),
+            some.latest_round_requested(lookback)
+        );
+        assert_eq!(b.latest_round_requested(lookback), Ok(None));
+        assert_eq!(some.0.lock().unwrap()[0], lookback);
+        broker.close();
     }
 }

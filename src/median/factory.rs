@@ -1,41 +1,26 @@
-//! The median plugin's entry points over gRPC: `loop.PluginMedian` (dial the
-//! host's sub-services, serve a factory) and `loop.ReportingPluginFactory`
-//! (serve one [`MedianPlugin`] per oracle config), all through the broker.
+//! The median product plugin's entry points as Rust traits:
+//! [`PluginMedian`] (`loop.PluginMedian`: a factory from a provider and data
+//! sources) and [`ReportingPluginFactory`] (`loop.ReportingPluginFactory`: a
+//! reporting plugin per oracle config). [`Median`] and its factory are the
+//! in-process implementations; [`super::factory_grpc`] carries both traits
+//! across processes, so the node holds `Arc<dyn PluginMedian>` either way.
 //!
-//! Config encodings (devchain's, until the OnchainConfigCodec service exists):
-//! onchain config `{"min": "<i128>", "max": "<i128>"}`, offchain config
-//! `{"deviationPpb": u64, "heartbeatSeconds": u64}`, as JSON.
+//! The median's offchain config is `{"deviationPpb": u64,
+//! "heartbeatSeconds": u64}` (JSON, [`OffchainConfig`]); its onchain config
+//! is whatever the provider's `OnchainConfigCodec` makes of the bounds.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
-use protobuf::MessageField;
 use serde::{Deserialize, Serialize};
 
-use super::contract::MedianContractClient;
-use super::math::Bounds;
-use super::plugin::{FeedSettings, MedianPlugin};
-use crate::broker::{Broker, DEFAULT_DIAL_TIMEOUT};
-use crate::datasource::DataSourceClient;
-use crate::proto::median_plugin::*;
-use crate::proto::median_plugin_grpc;
-use crate::rpc;
+use super::deadlines::MaxDurations;
+use super::plugin::{FeedSettings, MedianPlugin, ReportingPlugin};
+use crate::datasource::DataSource;
+use crate::keystore::ErrorLog;
+use crate::relay::MedianProvider;
 
-/// Deadline of the plugin's calls to the contract view.
-pub const CONTRACT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The onchain config: the contract's bounds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OnchainConfig {
-    /// Smallest valid median, decimal.
-    pub min: String,
-    /// Largest valid median, decimal.
-    pub max: String,
-}
-
-/// The offchain config: when to report.
+/// The median's offchain config: when to report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OffchainConfig {
@@ -45,203 +30,157 @@ pub struct OffchainConfig {
     pub heartbeat_seconds: u64,
 }
 
-/// Serves `loop.PluginMedian` for a plugin whose broker is `broker`.
-pub fn plugin_median(broker: Broker) -> grpcio::Service {
-    median_plugin_grpc::create_plugin_median(PluginMedianServer { broker })
-}
-
-#[derive(Clone)]
-struct PluginMedianServer {
-    broker: Broker,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> grpcio::RpcStatus {
-    rpc::status(RpcStatusCode::UNAVAILABLE, e.to_string())
-}
-
-impl median_plugin_grpc::PluginMedian for PluginMedianServer {
-    fn new_median_factory(
-        &mut self,
-        ctx: RpcContext,
-        req: NewMedianFactoryRequest,
-        sink: UnarySink<NewMedianFactoryReply>,
-    ) {
-        let broker = self.broker.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let dial = |what: &str, id: u32| {
-                broker
-                    .dial(id, DEFAULT_DIAL_TIMEOUT)
-                    .map_err(|e| unavailable(format!("{what} (broker id {id}): {e}")))
-            };
-            let provider = dial("median provider", req.medianProviderID)?;
-            let factory = Factory {
-                broker: broker.clone(),
-                codec: Arc::new(crate::devchain::provider::ProviderClient::new(
-                    provider.clone(),
-                    CONTRACT_TIMEOUT,
-                )),
-                contract: Arc::new(MedianContractClient::new(
-                    "median-provider",
-                    provider,
-                    CONTRACT_TIMEOUT,
-                )),
-                source: Arc::new(DataSourceClient::new(
-                    "data-source",
-                    dial("data source", req.dataSourceID)?,
-                )),
-                juels: Arc::new(DataSourceClient::new(
-                    "juels-data-source",
-                    dial(
-                        "juels-per-fee-coin data source",
-                        req.juelsPerFeeCoinDataSourceID,
-                    )?,
-                )),
-                errors: match req.errorLogID {
-                    0 => None,
-                    id => Some(Arc::new(crate::keystore::ErrorLogClient::new(
-                        dial("error log", id)?,
-                        CONTRACT_TIMEOUT,
-                    ))),
-                },
-            };
-            let id = broker.next_id();
-            broker
-                .serve(
-                    id,
-                    vec![median_plugin_grpc::create_reporting_plugin_factory(factory)],
-                )
-                .map_err(unavailable)?;
-            Ok(NewMedianFactoryReply {
-                reportingPluginFactoryID: id,
-                ..Default::default()
-            })
-        });
-    }
-}
-
-#[derive(Clone)]
-struct Factory {
-    broker: Broker,
-    codec: Arc<crate::devchain::provider::ProviderClient>,
-    contract: Arc<MedianContractClient>,
-    source: Arc<DataSourceClient>,
-    juels: Arc<DataSourceClient>,
-    errors: Option<Arc<crate::keystore::ErrorLogClient>>,
-}
-
-/// Reads a ReportingPluginConfig into the plugin's settings; the onchain
-/// config is decoded by the provider's OnchainConfigCodec.
-fn decode(
-    cfg: &ReportingPluginConfig,
-    onchain: &dyn crate::devchain::provider::OnchainConfigCodec,
-) -> Result<(u8, usize, Bounds, FeedSettings), String> {
-    let bounds = onchain.decode(&cfg.onchainConfig)?;
-    let off: OffchainConfig =
-        serde_json::from_slice(&cfg.offchainConfig).map_err(|e| format!("offchainConfig: {e}"))?;
-    let oracle = u8::try_from(cfg.oracleID)
-        .map_err(|_| format!("oracleID {} is not a uint8", cfg.oracleID))?;
-    if cfg.n == 0 || cfg.oracleID >= cfg.n || 3 * cfg.f >= cfg.n {
-        return Err(format!(
-            "n={} f={} oracleID={}: need oracleID < n and n > 3f",
-            cfg.n, cfg.f, cfg.oracleID
-        ));
-    }
-    Ok((
-        oracle,
-        cfg.f as usize,
-        bounds,
-        FeedSettings {
-            deviation_ppb: off.deviation_ppb,
-            heartbeat: Duration::from_secs(off.heartbeat_seconds),
-        },
-    ))
-}
-
-impl median_plugin_grpc::ReportingPluginFactory for Factory {
-    fn new_reporting_plugin(
-        &mut self,
-        ctx: RpcContext,
-        req: NewReportingPluginRequest,
-        sink: UnarySink<NewReportingPluginReply>,
-    ) {
-        let f = self.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let cfg = req.reportingPluginConfig.as_ref().ok_or_else(|| {
-                rpc::status(RpcStatusCode::INVALID_ARGUMENT, "no reportingPluginConfig")
-            })?;
-            let (oracle, faults, bounds, settings) = decode(cfg, f.codec.as_ref())
-                .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
-            let mut plugin = MedianPlugin::new(
-                oracle,
-                faults,
-                bounds,
-                settings,
-                f.source.clone(),
-                f.juels.clone(),
-                f.contract.clone(),
-            );
-            if let Some(errors) = &f.errors {
-                plugin = plugin.with_error_log(errors.clone());
-            }
-            plugin = plugin.with_codec(f.codec.clone());
-            let id = f.broker.next_id();
-            f.broker
-                .serve(id, vec![super::reporting::server(Arc::new(plugin))])
-                .map_err(unavailable)?;
-            let n = u64::from(cfg.n);
-            Ok(NewReportingPluginReply {
-                reportingPluginID: id,
-                reportingPluginInfo: MessageField::some(ReportingPluginInfo {
-                    name: "median".into(),
-                    uniqueReports: false,
-                    reportingPluginLimits: MessageField::some(ReportingPluginLimits {
-                        maxQueryLength: 0,
-                        maxObservationLength: 256,
-                        maxReportLength: crate::devchain::codec::max_report_length(n as usize)
-                            as u64,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        });
-    }
-}
-
-/// A ReportingPluginConfig for oracle `oracle` of `n` with the given settings.
-#[allow(clippy::too_many_arguments)]
-pub fn config(
-    digest: &[u8],
-    oracle: u8,
-    n: u32,
-    f: u32,
-    bounds: Bounds,
-    settings: FeedSettings,
-    max: &super::deadlines::MaxDurations,
-) -> ReportingPluginConfig {
-    let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    ReportingPluginConfig {
-        configDigest: digest.to_vec(),
-        oracleID: u32::from(oracle),
-        n,
-        f,
-        onchainConfig: serde_json::to_vec(&OnchainConfig {
-            min: bounds.min.to_string(),
-            max: bounds.max.to_string(),
-        })
-        .expect("serializable"),
-        offchainConfig: serde_json::to_vec(&OffchainConfig {
+impl OffchainConfig {
+    /// The config for `settings`, encoded.
+    pub fn encode(settings: FeedSettings) -> Vec<u8> {
+        serde_json::to_vec(&OffchainConfig {
             deviation_ppb: settings.deviation_ppb,
             heartbeat_seconds: settings.heartbeat.as_secs(),
         })
-        .expect("serializable"),
-        estimatedRoundInterval: ns(Duration::from_secs(1)),
-        maxDurationQuery: ns(max.query),
-        maxDurationObservation: ns(max.observation),
-        maxDurationReport: ns(max.report),
-        maxDurationShouldAcceptFinalizedReport: ns(max.should_accept),
-        maxDurationShouldTransmitAcceptedReport: ns(max.should_transmit),
-        ..Default::default()
+        .expect("serializable")
+    }
+
+    /// The settings in an encoded config.
+    pub fn decode(bytes: &[u8]) -> Result<FeedSettings, String> {
+        let c: OffchainConfig =
+            serde_json::from_slice(bytes).map_err(|e| format!("offchainConfig: {e}"))?;
+        Ok(FeedSettings {
+            deviation_ppb: c.deviation_ppb,
+            heartbeat: Duration::from_secs(c.heartbeat_seconds),
+        })
+    }
+}
+
+/// One oracle's reporting plugin config (`loop.ReportingPluginConfig`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportingPluginConfig {
+    /// The contract config's digest.
+    pub config_digest: Vec<u8>,
+    /// This oracle.
+    pub oracle_id: u8,
+    /// Oracles in all.
+    pub n: u8,
+    /// Faulty oracles tolerated.
+    pub f: u8,
+    /// The contract's bounds, encoded by the provider's onchain codec.
+    pub onchain_config: Vec<u8>,
+    /// [`OffchainConfig`], encoded.
+    pub offchain_config: Vec<u8>,
+    /// How often rounds run.
+    pub estimated_round_interval: Duration,
+    /// The calls' maximum durations.
+    pub max: MaxDurations,
+}
+
+impl ReportingPluginConfig {
+    /// Checks the oracle counts: `oracle_id < n` and `n > 3f`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.n == 0 || self.oracle_id >= self.n || 3 * u32::from(self.f) >= u32::from(self.n) {
+            return Err(format!(
+                "n={} f={} oracleID={}: need oracleID < n and n > 3f",
+                self.n, self.f, self.oracle_id
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a factory says about the plugins it makes (`loop.ReportingPluginInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportingPluginInfo {
+    /// The plugin's name.
+    pub name: String,
+    /// Whether reports are unique per round.
+    pub unique_reports: bool,
+    /// Longest query, bytes.
+    pub max_query_length: u64,
+    /// Longest observation, bytes.
+    pub max_observation_length: u64,
+    /// Longest report, bytes.
+    pub max_report_length: u64,
+}
+
+/// The median product plugin (`loop.PluginMedian`).
+pub trait PluginMedian: Send + Sync {
+    /// A factory of reporting plugins for contract `contract_id`, reading
+    /// the chain through `provider`, values from `source` and
+    /// `juels_per_fee_coin`, reporting failures to `errors`.
+    fn new_median_factory(
+        &self,
+        provider: MedianProvider,
+        contract_id: &str,
+        source: Arc<dyn DataSource>,
+        juels_per_fee_coin: Arc<dyn DataSource>,
+        errors: Arc<dyn ErrorLog>,
+    ) -> Result<Arc<dyn ReportingPluginFactory>, String>;
+}
+
+/// Makes one reporting plugin per oracle config (`loop.ReportingPluginFactory`).
+pub trait ReportingPluginFactory: Send + Sync {
+    /// The plugin for `config`, and what it is.
+    fn new_reporting_plugin(
+        &self,
+        config: &ReportingPluginConfig,
+    ) -> Result<(Arc<dyn ReportingPlugin>, ReportingPluginInfo), String>;
+}
+
+/// The median product plugin, in-process.
+pub struct Median;
+
+impl PluginMedian for Median {
+    fn new_median_factory(
+        &self,
+        provider: MedianProvider,
+        _contract_id: &str,
+        source: Arc<dyn DataSource>,
+        juels_per_fee_coin: Arc<dyn DataSource>,
+        errors: Arc<dyn ErrorLog>,
+    ) -> Result<Arc<dyn ReportingPluginFactory>, String> {
+        Ok(Arc::new(MedianFactory {
+            provider,
+            source,
+            juels: juels_per_fee_coin,
+            errors,
+        }))
+    }
+}
+
+struct MedianFactory {
+    provider: MedianProvider,
+    source: Arc<dyn DataSource>,
+    juels: Arc<dyn DataSource>,
+    errors: Arc<dyn ErrorLog>,
+}
+
+impl ReportingPluginFactory for MedianFactory {
+    fn new_reporting_plugin(
+        &self,
+        config: &ReportingPluginConfig,
+    ) -> Result<(Arc<dyn ReportingPlugin>, ReportingPluginInfo), String> {
+        config.check()?;
+        let bounds = self.provider.onchain_codec.decode(&config.onchain_config)?;
+        let settings = OffchainConfig::decode(&config.offchain_config)?;
+        let plugin = MedianPlugin::new(
+            config.oracle_id,
+            usize::from(config.f),
+            bounds,
+            settings,
+            self.source.clone(),
+            self.juels.clone(),
+            self.provider.contract.clone(),
+        )
+        .with_error_log(self.errors.clone())
+        .with_codec(self.provider.report_codec.clone());
+        let info = ReportingPluginInfo {
+            name: "median".into(),
+            unique_reports: false,
+            max_query_length: 0,
+            max_observation_length: 256,
+            max_report_length: self
+                .provider
+                .report_codec
+                .max_report_length(usize::from(config.n))? as u64,
+        };
+        Ok((Arc::new(plugin), info))
     }
 }

@@ -156,6 +156,14 @@ pub fn is_newer(epoch: u32, round: u8, latest: Option<Latest>) -> bool {
     latest.is_none_or(|l| (epoch, round) > (l.epoch, l.round))
 }
 
+/// Whether a round requested on chain at `(epoch, round)` (under the current
+/// config) is still unanswered: newer than the contract's latest
+/// transmission. A request forces a report even without deviation or
+/// heartbeat.
+pub fn round_requested(requested: Option<(u32, u8)>, latest: Option<Latest>) -> bool {
+    requested.is_some_and(|(epoch, round)| is_newer(epoch, round, latest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +284,24 @@ mod tests {
         assert!(!is_newer(3, 2, latest));
         assert!(!is_newer(2, 9, latest));
         assert!(is_newer(0, 0, None));
+    }
+
+    #[test]
+    fn a_requested_round_counts_only_until_answered() {
+        let latest = Some(Latest {
+            epoch: 3,
+            round: 2,
+            answer: 100,
+            timestamp: 1000,
+        });
+        assert!(!round_requested(None, latest), "no request");
+        assert!(round_requested(Some((3, 3)), latest));
+        assert!(round_requested(Some((4, 0)), latest));
+        assert!(!round_requested(Some((3, 2)), latest), "already answered");
+        assert!(!round_requested(Some((1, 9)), latest));
+        assert!(
+            round_requested(Some((0, 0)), None),
+            "nothing transmitted yet"
+        );
     }
 }

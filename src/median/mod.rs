@@ -1,17 +1,16 @@
 //! The median product plugin: OCR2's numerical median reporting logic.
 //!
-//! Today this holds the pure math ([`math`]), the round deadlines
-//! ([`deadlines`]), the reporting plugin's logic in-process ([`plugin`]) and a
-//! local round driver ([`rounds`]), and `loop.ReportingPlugin` and
-//! `loop.MedianContract` over gRPC ([`reporting`], [`contract`]); the
-//! remaining gRPC services
-//! (`loop.PluginMedian`, `loop.ReportingPluginFactory`, `loop.ReportingPlugin`),
-//! the `loopp-median` binary and the round driver come next (see the open
-//! issue "Relayer and median plugins end to end").
+//! The pure math ([`math`]), the round deadlines ([`deadlines`]), the
+//! reporting plugin's logic ([`plugin`]), the product plugin's entry points
+//! as traits with their in-process implementation ([`factory`]), and the
+//! single-node round driver ([`rounds`]). Over gRPC: `loop.ReportingPlugin`
+//! ([`reporting`]), `loop.MedianContract` ([`contract`]),
+//! `loop.PluginMedian` and `loop.ReportingPluginFactory` ([`factory_grpc`]).
 
 pub mod contract;
 pub mod deadlines;
 pub mod factory;
+pub mod factory_grpc;
 pub mod math;
 pub mod plugin;
 pub mod reporting;

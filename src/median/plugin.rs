@@ -3,8 +3,8 @@
 //! ShouldTransmitAcceptedReport) for a numerical-median feed, over a data
 //! source, a juels-per-fee-coin source and a view of the median contract.
 //!
-//! The gRPC adapters (`loop.ReportingPlugin`) and the `loopp-median` binary
-//! are not built yet; this is the logic they will serve.
+//! The same logic serves `loopp-median` through [`super::reporting`] and
+//! [`super::factory_grpc`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,6 +58,20 @@ pub trait ReportingPlugin: Send + Sync {
 pub trait MedianContract: Send + Sync {
     /// `(config digest, latest transmission)`, None before the first one.
     fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String>;
+    /// The latest round a client requested on chain within `lookback`, None
+    /// if there is none.
+    fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String>;
+}
+
+/// A round requested on chain (`LatestRoundRequested`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundRequested {
+    /// The config digest it was requested under.
+    pub config_digest: Vec<u8>,
+    /// Its epoch.
+    pub epoch: u32,
+    /// Its round.
+    pub round: u8,
 }
 
 /// The feed's offchain settings.
@@ -79,7 +93,7 @@ pub struct MedianPlugin {
     juels: Arc<dyn DataSource>,
     contract: Arc<dyn MedianContract>,
     errors: Option<Arc<dyn crate::keystore::ErrorLog>>,
-    codec: Arc<dyn crate::devchain::provider::ReportCodec>,
+    codec: Arc<dyn crate::relay::provider::ReportCodec>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,7 +138,7 @@ impl MedianPlugin {
     /// Builds reports with the provider's codec (default: the devchain's).
     pub fn with_codec(
         mut self,
-        codec: Arc<dyn crate::devchain::provider::ReportCodec>,
+        codec: Arc<dyn crate::relay::provider::ReportCodec>,
     ) -> MedianPlugin {
         self.codec = codec;
         self
@@ -181,10 +195,11 @@ impl ReportingPlugin for MedianPlugin {
     }
 
     /// Report: from the observations (by oracle), a report when there are
-    /// more than 2f valid ones and the median deviates or the heartbeat is due.
+    /// more than 2f valid ones and the median deviates, the heartbeat is
+    /// due, or a round was requested on chain since the latest transmission.
     fn report(
         &self,
-        _ts: &ReportTimestamp,
+        ts: &ReportTimestamp,
         _query: &[u8],
         observations: &[(u8, Vec<u8>)],
         _deadline: Duration,
@@ -212,14 +227,22 @@ impl ReportingPlugin for MedianPlugin {
             Err(_) => return Ok(None),
         };
         let latest = self.contract.latest_transmission_details()?.map(|(_, l)| l);
-        if !math::should_report(
+        let due = math::should_report(
             latest,
             median,
             self.settings.deviation_ppb,
             self.settings.heartbeat,
             now_secs(),
-        ) {
-            return Ok(None);
+        );
+        if !due {
+            let requested = self
+                .contract
+                .latest_round_requested(self.settings.heartbeat)?
+                .filter(|r| r.config_digest == ts.config_digest)
+                .map(|r| (r.epoch, r.round));
+            if !math::round_requested(requested, latest) {
+                return Ok(None);
+            }
         }
         let valid: Vec<codec::ParsedObservation> = parsed
             .iter()
@@ -265,5 +288,112 @@ impl MedianContract for crate::devchain::contract::Contract {
         Ok(self
             .latest_transmission()
             .map(|(digest, l)| (crate::wire::unhex(&digest), l)))
+    }
+
+    /// Nobody requests rounds on the devchain.
+    fn latest_round_requested(
+        &self,
+        _lookback: Duration,
+    ) -> Result<Option<RoundRequested>, String> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A contract that transmitted 100 just now, with a settable request.
+    struct Requested(Mutex<Option<RoundRequested>>);
+
+    impl MedianContract for Requested {
+        fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+            Ok(Some((
+                vec![7; 32],
+                Latest {
+                    epoch: 5,
+                    round: 1,
+                    answer: 100,
+                    timestamp: now_secs(),
+                },
+            )))
+        }
+
+        fn latest_round_requested(
+            &self,
+            _lookback: Duration,
+        ) -> Result<Option<RoundRequested>, String> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    #[test]
+    fn a_round_requested_on_chain_forces_a_report_without_deviation() {
+        let contract = Arc::new(Requested(Mutex::new(None)));
+        let source: Arc<dyn DataSource> = Arc::from(
+            crate::datasource::build(&crate::datasource::Spec::Static { value: 100 }).unwrap(),
+        );
+        let plugins: Vec<MedianPlugin> = (0..4)
+            .map(|i| {
+                MedianPlugin::new(
+                    i,
+                    1,
+                    Bounds { min: 0, max: 1000 },
+                    FeedSettings {
+                        deviation_ppb: 1_000_000,
+                        heartbeat: Duration::from_secs(3600),
+                    },
+                    source.clone(),
+                    source.clone(),
+                    contract.clone(),
+                )
+            })
+            .collect();
+        let ts = ReportTimestamp {
+            config_digest: vec![7; 32],
+            epoch: 6,
+            round: 0,
+        };
+        let d = Duration::from_secs(1);
+        let obs: Vec<(u8, Vec<u8>)> = plugins
+            .iter()
+            .map(|p| (p.oracle(), p.observation(&ts, &[], d).unwrap()))
+            .collect();
+        assert_eq!(
+            plugins[0].report(&ts, &[], &obs, d),
+            Ok(None),
+            "same median, heartbeat not due, nothing requested"
+        );
+        *contract.0.lock().unwrap() = Some(RoundRequested {
+            config_digest: vec![7; 32],
+            epoch: 5,
+            round: 1,
+        });
+        assert_eq!(
+            plugins[0].report(&ts, &[], &obs, d),
+            Ok(None),
+            "the request was answered by the latest transmission"
+        );
+        *contract.0.lock().unwrap() = Some(RoundRequested {
+            config_digest: vec![9; 32],
+            epoch: 5,
+            round: 2,
+        });
+        assert_eq!(
+            plugins[0].report(&ts, &[], &obs, d),
+            Ok(None),
+            "a request under another config does not count"
+        );
+        *contract.0.lock().unwrap() = Some(RoundRequested {
+            config_digest: vec![7; 32],
+            epoch: 5,
+            round: 2,
+        });
+        let report = plugins[0]
+            .report(&ts, &[], &obs, d)
+            .unwrap()
+            .expect("a report");
+        assert_eq!(codec::median_from_report(&report), Ok(100));
     }
 }

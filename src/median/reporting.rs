@@ -170,15 +170,7 @@ impl ReportingPluginClient {
         method: &'static str,
         f: impl FnOnce() -> grpcio::Result<T>,
     ) -> Result<T, String> {
-        let t0 = std::time::Instant::now();
-        let r = f();
-        crate::metrics::client_observe(
-            &self.name,
-            method,
-            crate::metrics::code_of(&r),
-            t0.elapsed(),
-        );
-        r.map_err(|e| crate::error::Error::rpc(&self.name, method, &e).to_string())
+        rpc::observed(&self.name, method, f)
     }
 }
 

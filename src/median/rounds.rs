@@ -14,26 +14,7 @@ use std::time::Duration;
 use super::deadlines::Deadlines;
 use super::plugin::ReportingPlugin;
 use crate::datasource::ReportTimestamp;
-
-/// Where accepted reports go (the relayer's ContractTransmitter): in-process
-/// (the devchain contract) or over gRPC.
-pub trait Transmitter: Send + Sync {
-    /// Sends `report` for round `ts`; Ok once the chain has it.
-    fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String>;
-}
-
-impl Transmitter for crate::devchain::contract::Contract {
-    fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String> {
-        crate::devchain::contract::Contract::transmit(
-            self,
-            &ts.config_digest,
-            ts.epoch,
-            ts.round,
-            report,
-        )
-        .map_err(|e| e.to_string())
-    }
-}
+use crate::relay::ContractTransmitter;
 
 /// How a round ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,7 +56,7 @@ pub fn run_round(
     ts: &ReportTimestamp,
     f: usize,
     deadlines: &Deadlines,
-    transmitter: &dyn Transmitter,
+    transmitter: &dyn ContractTransmitter,
 ) -> Outcome {
     let d = deadlines.0;
     let lead = oracles[leader % oracles.len()].1.clone();

@@ -8,16 +8,19 @@ use std::time::Duration;
 
 use loopp::datasource::{self, DataSource, ReportTimestamp, Spec};
 use loopp::devchain::contract::{ConfigInput, Contract};
+use loopp::devchain::provider::DevchainCodec;
 use loopp::handshake::Cookie;
 use loopp::host::{Client, HostConfig};
 use loopp::median::deadlines::{Deadlines, MaxDurations};
-use loopp::median::factory;
+use loopp::median::factory::{
+    OffchainConfig, PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
+};
+use loopp::median::factory_grpc::PluginMedianClient;
 use loopp::median::math::Bounds;
-use loopp::median::plugin::{FeedSettings, ReportingPlugin};
-use loopp::median::reporting::ReportingPluginClient;
+use loopp::median::plugin::FeedSettings;
 use loopp::median::rounds::{run_round, Oracle, Outcome};
-use loopp::proto::median_plugin::{NewMedianFactoryRequest, NewReportingPluginRequest};
-use loopp::proto::median_plugin_grpc::{PluginMedianClient, ReportingPluginFactoryClient};
+use loopp::relay::{ConfigProvider, MedianProvider};
+use loopp::supervisor::Link;
 
 use crate::util::*;
 
@@ -33,55 +36,52 @@ impl DataSource for Slow {
     }
 }
 
-/// Starts loopp-median, serves `source` and the contract view on the host
-/// broker, and returns the client and 4 oracles reached over gRPC.
+/// The devchain's median provider over `c`, in-process.
+pub fn devchain_provider(c: &Arc<Contract>) -> MedianProvider {
+    MedianProvider {
+        config: ConfigProvider {
+            digester: c.clone(),
+            tracker: c.clone(),
+        },
+        transmitter: c.clone(),
+        contract: c.clone(),
+        report_codec: Arc::new(DevchainCodec),
+        onchain_codec: Arc::new(DevchainCodec),
+    }
+}
+
+/// A running loopp-median with 4 oracles reached over gRPC.
+pub struct MedianLoopp {
+    pub client: Client,
+    pub oracles: Vec<Oracle>,
+    // Keeps the host's servers for the plugin (provider, sources) up.
+    _factory: Arc<dyn ReportingPluginFactory>,
+}
+
+/// Starts loopp-median and sets it up through [`PluginMedianClient`] (the
+/// host serves `provider` and `source` on its broker), as the node does.
 pub fn median_loopp(
     sandbox: &Sandbox,
-    contract: &Arc<dyn loopp::median::plugin::MedianContract>,
+    provider: &MedianProvider,
     digest: &[u8],
     source: Arc<dyn DataSource>,
     max: &MaxDurations,
-) -> (Client, Vec<Oracle>) {
+) -> MedianLoopp {
     let mut c = HostConfig::new("median", MEDIAN, Cookie::median());
     c.socket_dir = Some(sandbox.dir.clone());
     c.env
         .push(("CL_PROMETHEUS_PORT".into(), free_port().to_string().into()));
     let client = Client::start(&c).expect("loopp-median starts");
-    let broker = client.broker().clone();
-    let (provider, ds, juels) = (broker.next_id(), broker.next_id(), broker.next_id());
-    broker
-        .serve(
-            provider,
-            vec![
-                loopp::median::contract::server(contract.clone()),
-                loopp::devchain::provider::report_codec_server(Arc::new(
-                    loopp::devchain::provider::DevchainCodec,
-                )),
-                loopp::devchain::provider::onchain_codec_server(Arc::new(
-                    loopp::devchain::provider::DevchainCodec,
-                )),
-            ],
-        )
-        .unwrap();
-    broker.serve(ds, vec![datasource::server(source)]).unwrap();
+    let link = Link::connected(client.channel().clone(), client.broker().clone());
+    let median = PluginMedianClient::new("median", link, T);
     let static_juels: Arc<dyn DataSource> =
         Arc::from(datasource::build(&Spec::Static { value: 5 }).unwrap());
-    broker
-        .serve(juels, vec![datasource::server(static_juels)])
-        .unwrap();
-    let reply = PluginMedianClient::new(client.channel().clone())
-        .new_median_factory(
-            &NewMedianFactoryRequest {
-                medianProviderID: provider,
-                dataSourceID: ds,
-                juelsPerFeeCoinDataSourceID: juels,
-                ..Default::default()
-            },
-            T,
-        )
+    let errors = Arc::new(loopp::keystore::LogErrors {
+        source: "test".into(),
+    });
+    let factory = median
+        .new_median_factory(provider.clone(), "test", source, static_juels, errors)
         .expect("NewMedianFactory");
-    let factory =
-        ReportingPluginFactoryClient::new(broker.dial(reply.reportingPluginFactoryID, T).unwrap());
     let bounds = Bounds {
         min: -1_000_000_000,
         max: 1_000_000_000,
@@ -90,27 +90,31 @@ pub fn median_loopp(
         deviation_ppb: 0,
         heartbeat: Duration::from_secs(3600),
     };
+    let onchain_config = provider.onchain_codec.encode(bounds).unwrap();
     let oracles = (0..4u8)
         .map(|i| {
-            let cfg = factory::config(digest, i, 4, 1, bounds, settings, max);
-            let r = factory
-                .new_reporting_plugin(
-                    &NewReportingPluginRequest {
-                        reportingPluginConfig: Some(cfg).into(),
-                        ..Default::default()
-                    },
-                    T,
-                )
+            let (plugin, info) = factory
+                .new_reporting_plugin(&ReportingPluginConfig {
+                    config_digest: digest.to_vec(),
+                    oracle_id: i,
+                    n: 4,
+                    f: 1,
+                    onchain_config: onchain_config.clone(),
+                    offchain_config: OffchainConfig::encode(settings),
+                    estimated_round_interval: Duration::from_secs(1),
+                    max: *max,
+                })
                 .expect("NewReportingPlugin");
-            assert_eq!(r.reportingPluginInfo.name, "median");
-            let ch = broker.dial(r.reportingPluginID, T).unwrap();
-            (
-                i,
-                Arc::new(ReportingPluginClient::new("median", ch)) as Arc<dyn ReportingPlugin>,
-            )
+            assert_eq!(info.name, "median");
+            assert!(info.max_report_length > 0);
+            (i, plugin)
         })
         .collect();
-    (client, oracles)
+    MedianLoopp {
+        client,
+        oracles,
+        _factory: factory,
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -160,8 +164,14 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
         .unwrap(),
     );
     let m = max(2000);
-    let view: Arc<dyn loopp::median::plugin::MedianContract> = contract.clone();
-    let (mut client, oracles) = median_loopp(&sandbox, &view, &digest, walk.clone(), &m);
+    let mut m_loopp = median_loopp(
+        &sandbox,
+        &devchain_provider(&contract),
+        &digest,
+        walk.clone(),
+        &m,
+    );
+    let oracles = &m_loopp.oracles;
     let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
     let mut expected = Vec::new();
     for epoch in 1..=5u32 {
@@ -171,7 +181,7 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
             round: 0,
         };
         match run_round(
-            &oracles,
+            oracles,
             epoch as usize,
             &ts,
             1,
@@ -190,7 +200,7 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
     let on_chain: Vec<i128> = contract.transmissions().iter().map(|t| t.median).collect();
     assert!(on_chain.len() >= 3, "{on_chain:?}");
     assert_eq!(on_chain, expected);
-    assert!(client.kill().graceful);
+    assert!(m_loopp.client.kill().graceful);
 }
 
 #[test]
@@ -198,8 +208,14 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
     let sandbox = Sandbox::new("median-slow");
     let (contract, digest) = chain(&sandbox);
     let m = max(300);
-    let view: Arc<dyn loopp::median::plugin::MedianContract> = contract.clone();
-    let (mut client, oracles) = median_loopp(&sandbox, &view, &digest, Arc::new(Slow), &m);
+    let mut m_loopp = median_loopp(
+        &sandbox,
+        &devchain_provider(&contract),
+        &digest,
+        Arc::new(Slow),
+        &m,
+    );
+    let oracles = &m_loopp.oracles;
     let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
     let ts = ReportTimestamp {
         config_digest: digest,
@@ -207,13 +223,13 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
         round: 0,
     };
     let t = std::time::Instant::now();
-    let out = run_round(&oracles, 0, &ts, 1, &deadlines, contract.as_ref());
+    let out = run_round(oracles, 0, &ts, 1, &deadlines, contract.as_ref());
     assert!(matches!(out, Outcome::NoReport(_)), "{out:?}");
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "cut at the deadline, not the source's 3 s"
     );
-    client.ping().expect("the plugin keeps running");
+    m_loopp.client.ping().expect("the plugin keeps running");
     assert!(contract.transmissions().is_empty());
-    client.kill();
+    m_loopp.client.kill();
 }

@@ -1,23 +1,22 @@
-//! Both plugins as LOOPPs: the devchain relayer serves the median provider,
-//! the host (standing in for the node) proxies the provider's contract view
-//! to the median plugin and transmits through the relayer.
+//! The devchain relayer as a LOOPP, reached through the same traits the node
+//! uses ([`PluginRelayerClient`]); the host re-serves the relayer's provider
+//! to a median LOOPP (the proxy) and transmits through the relayer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use loopp::datasource::{self, DataSource, ReportTimestamp, Spec};
-use loopp::devchain::relayer::ContractTransmitterClient;
+use loopp::devchain::codec::{self, ParsedObservation};
+use loopp::devchain::relayer::Devchain;
 use loopp::devchain::store::Chain;
 use loopp::handshake::Cookie;
 use loopp::host::{Client, HostConfig};
-use loopp::median::contract::MedianContractClient;
+use loopp::keystore::{DevKeystore, Keystore};
 use loopp::median::deadlines::Deadlines;
-use loopp::median::plugin::MedianContract;
 use loopp::median::rounds::{run_round, Outcome};
-use loopp::proto::relayer::{
-    GetChainStatusRequest, NewPluginProviderRequest, NewRelayerRequest, RelayArgs,
-};
-use loopp::proto::relayer_grpc::{PluginRelayerClient, RelayerClient};
+use loopp::relay::grpc::PluginRelayerClient;
+use loopp::relay::{MedianProvider, PluginArgs, PluginRelayer, RelayArgs, Relayer, Transaction};
+use loopp::supervisor::Link;
 
 use crate::median::{chain, free_port, max, median_loopp};
 use crate::util::*;
@@ -25,43 +24,45 @@ use crate::util::*;
 const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
 const T: Duration = Duration::from_secs(5);
 
-/// Starts loopp-devchain on `chain_file` and returns it with the channel of
-/// its median provider and the relayer client.
-fn devchain(
-    sandbox: &Sandbox,
-    chain_file: &std::path::Path,
-) -> (Client, grpcio::Channel, RelayerClient) {
+fn median_args() -> RelayArgs {
+    RelayArgs {
+        contract_id: "test".into(),
+        provider_type: "median".into(),
+        ..Default::default()
+    }
+}
+
+/// A running loopp-devchain and the host's view of it.
+struct DevchainLoopp {
+    client: Client,
+    plugin: PluginRelayerClient,
+}
+
+fn devchain_loopp(sandbox: &Sandbox) -> DevchainLoopp {
     let mut c = HostConfig::new("devchain", DEVCHAIN, Cookie::relayer());
     c.socket_dir = Some(sandbox.dir.clone());
     c.env
         .push(("CL_PROMETHEUS_PORT".into(), free_port().to_string().into()));
     let client = Client::start(&c).expect("loopp-devchain starts");
+    let link = Link::connected(client.channel().clone(), client.broker().clone());
+    DevchainLoopp {
+        plugin: PluginRelayerClient::new("devchain", link, T),
+        client,
+    }
+}
+
+/// The relayer on `chain_file` and its median provider.
+fn relay(
+    plugin: &dyn PluginRelayer,
+    chain_file: &std::path::Path,
+    keystore: Option<Arc<dyn Keystore>>,
+) -> (Arc<dyn Relayer>, MedianProvider) {
     let config = serde_json::json!({"chainFile": chain_file}).to_string();
-    let r = PluginRelayerClient::new(client.channel().clone())
-        .new_relayer(
-            &NewRelayerRequest {
-                config,
-                ..Default::default()
-            },
-            T,
-        )
-        .expect("NewRelayer");
-    let relayer = RelayerClient::new(client.broker().dial(r.relayerID, T).unwrap());
-    let p = relayer
-        .new_plugin_provider(
-            &NewPluginProviderRequest {
-                relayArgs: Some(RelayArgs {
-                    providerType: "median".into(),
-                    ..Default::default()
-                })
-                .into(),
-                ..Default::default()
-            },
-            T,
-        )
+    let relayer = plugin.new_relayer(&config, keystore).expect("NewRelayer");
+    let provider = relayer
+        .new_plugin_provider(&median_args(), &PluginArgs::default())
         .expect("NewPluginProvider");
-    let provider = client.broker().dial(p.pluginProviderID, T).unwrap();
-    (client, provider, relayer)
+    (relayer, provider)
 }
 
 /// A chain file with a config, closed again so the relayer can own it.
@@ -75,10 +76,8 @@ fn configured_chain(sandbox: &Sandbox) -> (std::path::PathBuf, Vec<u8>) {
 fn median_and_devchain_loopps_transmit_to_the_chain_file() {
     let sandbox = Sandbox::new("relay-e2e");
     let (path, digest) = configured_chain(&sandbox);
-    let (mut relayer, provider, relayer_client) = devchain(&sandbox, &path);
-    // The host proxies the relayer's contract view to the median plugin.
-    let view: Arc<dyn MedianContract> =
-        Arc::new(MedianContractClient::new("devchain", provider.clone(), T));
+    let mut devchain = devchain_loopp(&sandbox);
+    let (relayer, provider) = relay(&devchain.plugin, &path, None);
     let walk: Arc<dyn DataSource> = Arc::from(
         datasource::build(&Spec::Randomwalk {
             seed: 3,
@@ -88,8 +87,9 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
         .unwrap(),
     );
     let m = max(2000);
-    let (mut median, oracles) = median_loopp(&sandbox, &view, &digest, walk.clone(), &m);
-    let transmitter = ContractTransmitterClient::new("devchain", provider, T);
+    // The host serves the relayer's provider (client adapters) to the
+    // median plugin: a proxy, the plugins never meet.
+    let mut median = median_loopp(&sandbox, &provider, &digest, walk.clone(), &m);
     let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
     let mut transmitted = Vec::new();
     for epoch in 1..=5u32 {
@@ -98,7 +98,15 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
             epoch,
             round: 0,
         };
-        match run_round(&oracles, epoch as usize, &ts, 1, &deadlines, &transmitter) {
+        let out = run_round(
+            &median.oracles,
+            epoch as usize,
+            &ts,
+            1,
+            &deadlines,
+            provider.transmitter.as_ref(),
+        );
+        match out {
             Outcome::Transmitted(v) => {
                 assert_eq!(Ok(v), walk.observe(&ts, T));
                 transmitted.push(v);
@@ -108,13 +116,16 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
         }
     }
     assert!(transmitted.len() >= 3, "{transmitted:?}");
-    let status = relayer_client
-        .get_chain_status(&GetChainStatusRequest::new(), T)
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&status.chain.config).unwrap();
+    let status = relayer.chain_status().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&status.config).unwrap();
     assert_eq!(v["transmissions"], transmitted.len());
-    assert!(median.kill().graceful);
-    assert!(relayer.kill().graceful);
+    assert_eq!(
+        provider.transmitter.latest_config_digest_and_epoch(),
+        Ok((digest.clone(), 5)),
+        "the last round transmitted (heartbeat 1h, deviation 0: every round reports)"
+    );
+    assert!(median.client.kill().graceful);
+    assert!(devchain.client.kill().graceful);
     let chain = Chain::open(&path).unwrap();
     let on_file: Vec<i128> = chain.transmissions().iter().map(|t| t.median).collect();
     assert_eq!(
@@ -123,56 +134,185 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
     );
 }
 
+/// Everything a relayer answers, in one comparable value.
+fn answers(plugin: &dyn PluginRelayer, path: &std::path::Path) -> Vec<String> {
+    let keystore: Arc<dyn Keystore> = Arc::new(DevKeystore::new(
+        b"node secret",
+        vec!["transmitter-0".into(), "transmitter-1".into()],
+    ));
+    let (relayer, provider) = relay(plugin, path, Some(keystore));
+    let cp = relayer.new_config_provider(&median_args()).unwrap();
+    let (block, digest) = cp.tracker.latest_config_details().unwrap();
+    let config = cp.tracker.latest_config(block).unwrap();
+    let mut out = vec![
+        format!("details {block} {digest:?}"),
+        format!("config {config:?}"),
+        format!("recomputed {:?}", cp.digester.config_digest(&config)),
+        format!("prefix {:?}", cp.digester.config_digest_prefix()),
+        format!("height {:?}", cp.tracker.latest_block_height()),
+        format!("from {:?}", provider.transmitter.from_account()),
+        format!(
+            "latest {:?}",
+            provider.transmitter.latest_config_digest_and_epoch()
+        ),
+        format!(
+            "requested {:?}",
+            provider
+                .contract
+                .latest_round_requested(Duration::from_secs(60))
+        ),
+        format!(
+            "transmission {:?}",
+            provider.contract.latest_transmission_details()
+        ),
+        format!("status {:?}", relayer.chain_status()),
+        format!("nodes {:?}", relayer.list_node_statuses(10, "")),
+        format!(
+            "onchain {:?}",
+            provider
+                .onchain_codec
+                .decode(&config.onchain_config)
+                .map(|b| (b.min, b.max))
+        ),
+    ];
+    // Refusals: the in-process message is carried inside the gRPC status.
+    let refusals = [
+        relayer
+            .transact(&Transaction {
+                from: "a".into(),
+                to: "b".into(),
+                amount: 1,
+                balance_check: true,
+            })
+            .unwrap_err(),
+        relayer
+            .new_plugin_provider(
+                &RelayArgs {
+                    provider_type: "mercury".into(),
+                    ..Default::default()
+                },
+                &PluginArgs::default(),
+            )
+            .err()
+            .unwrap(),
+        plugin.new_relayer("{}", None).err().unwrap(),
+        relayer.list_node_statuses(10, "page-2").unwrap_err(),
+        cp.tracker.latest_config(block + 5).unwrap_err(),
+    ];
+    for (i, e) in refusals.iter().enumerate() {
+        let want = [
+            "Transact is not supported",
+            "provides \"median\"",
+            "missing field `chainFile`",
+            "one node, on one page",
+            "no config was set in block 6: the latest config was set in block 1",
+        ][i];
+        assert!(e.contains(want), "{e}");
+        out.push(format!("refused {want}"));
+    }
+    out
+}
+
 #[test]
-fn killing_the_relayer_mid_run_leaves_a_valid_file_with_every_acknowledged_transmission() {
+fn a_relayer_loopp_answers_every_call_as_the_in_process_relayer_does() {
+    let sandbox = Sandbox::new("relay-same");
+    let (path, digest) = configured_chain(&sandbox);
+    let devchain = devchain_loopp(&sandbox);
+    let over_grpc = answers(&devchain.plugin, &path);
+    let in_process = answers(&Devchain::new(), &path);
+    assert_eq!(over_grpc, in_process);
+    assert!(
+        over_grpc[0].contains(&format!("{digest:?}")),
+        "{over_grpc:?}"
+    );
+    assert!(
+        over_grpc.iter().any(|a| a == "from Ok(\"transmitter-0\")"),
+        "the account comes from the host's keystore: {over_grpc:?}"
+    );
+    assert!(over_grpc.iter().any(|a| a == "requested Ok(None)"));
+}
+
+/// One report with median `v`.
+fn report(v: i128) -> Vec<u8> {
+    codec::build_report(&[ParsedObservation {
+        timestamp: 1_700_000_000,
+        value: v,
+        juels_per_fee_coin: 1,
+        observer: 0,
+    }])
+    .unwrap()
+}
+
+#[test]
+fn killing_the_relayer_mid_transmit_leaves_a_valid_file_with_every_acknowledged_transmission() {
     let sandbox = Sandbox::new("relay-kill");
     let (path, digest) = configured_chain(&sandbox);
-    let (relayer, provider, _) = devchain(&sandbox, &path);
-    let view: Arc<dyn MedianContract> =
-        Arc::new(MedianContractClient::new("devchain", provider.clone(), T));
-    let walk: Arc<dyn DataSource> = Arc::from(
-        datasource::build(&Spec::Randomwalk {
-            seed: 11,
-            start: 0,
-            step: 1000,
-        })
-        .unwrap(),
-    );
-    let m = max(1000);
-    let (mut median, oracles) = median_loopp(&sandbox, &view, &digest, walk, &m);
-    let transmitter = ContractTransmitterClient::new("devchain", provider, T);
-    let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
-    let pid = relayer.pid();
-    let mut acknowledged = Vec::new();
-    let mut failed_after_kill = false;
-    for epoch in 1..=40u32 {
-        if epoch == 8 {
-            // SAFETY: killing the relayer process we started.
+    let mut acknowledged: Vec<u32> = Vec::new();
+    let mut attempted_unacknowledged: Vec<u32> = Vec::new();
+    let mut epoch = 0u32;
+    // Transmissions back to back (each one a write and an fsync in the
+    // relayer), and a SIGKILL at a different moment each time: the kill
+    // lands while a Transmit is being handled.
+    for (i, after) in [40u64, 110, 230].into_iter().enumerate() {
+        let devchain = devchain_loopp(&sandbox);
+        let (_relayer, provider) = relay(&devchain.plugin, &path, None);
+        let pid = devchain.client.pid();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(after));
+            // SAFETY: killing the relayer process this test started.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        });
+        let mut failed = false;
+        let bound = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < bound {
+            epoch += 1;
+            let ts = ReportTimestamp {
+                config_digest: digest.clone(),
+                epoch,
+                round: 0,
+            };
+            match provider
+                .transmitter
+                .transmit(&ts, &report(i128::from(epoch)))
+            {
+                Ok(()) => acknowledged.push(epoch),
+                Err(e) => {
+                    assert!(
+                        !e.contains("FAILED_PRECONDITION"),
+                        "only the kill may fail a transmission, not the contract: {e}"
+                    );
+                    attempted_unacknowledged.push(epoch);
+                    failed = true;
+                    break;
+                }
+            }
         }
-        let ts = ReportTimestamp {
-            config_digest: digest.clone(),
-            epoch,
-            round: 0,
-        };
-        match run_round(&oracles, epoch as usize, &ts, 1, &deadlines, &transmitter) {
-            Outcome::Transmitted(v) => acknowledged.push(v),
-            Outcome::Failed(_) if epoch >= 8 => failed_after_kill = true,
-            Outcome::NoReport(_) => {}
-            Outcome::Failed(e) => panic!("epoch {epoch}: {e}"),
+        killer.join().unwrap();
+        assert!(
+            failed,
+            "run {i}: transmissions fail once the relayer is gone"
+        );
+        drop(devchain);
+        // The file is valid after every kill, and a new relayer continues it.
+        let chain = Chain::open(&path).expect("the chain file is valid after the kill");
+        let on_file: Vec<u32> = chain.transmissions().iter().map(|t| t.epoch).collect();
+        let lost: Vec<&u32> = acknowledged
+            .iter()
+            .filter(|e| !on_file.contains(e))
+            .collect();
+        assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+        // Only an attempt whose reply the kill cut off may be there too.
+        for e in &on_file {
+            assert!(
+                acknowledged.contains(e) || attempted_unacknowledged.contains(e),
+                "epoch {e} on file was never sent"
+            );
         }
-        if failed_after_kill {
-            break;
-        }
+        let mut sorted = on_file.clone();
+        sorted.dedup();
+        assert_eq!(sorted, on_file, "no transmission twice");
+        // The next run starts after whatever the file holds.
+        epoch = epoch.max(on_file.last().copied().unwrap_or(0));
     }
-    assert!(failed_after_kill, "rounds fail once the relayer is gone");
-    assert!(!acknowledged.is_empty());
-    let chain = Chain::open(&path).expect("the chain file is valid after the kill");
-    let on_file: Vec<i128> = chain.transmissions().iter().map(|t| t.median).collect();
-    assert_eq!(
-        on_file, acknowledged,
-        "no acknowledged transmission lost, none duplicated"
-    );
-    median.kill();
-    drop(relayer);
+    assert!(acknowledged.len() >= 3, "{acknowledged:?}");
 }
