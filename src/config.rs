@@ -128,7 +128,7 @@ pub struct NodeConfig {
     pub http: Option<String>,
     /// Median feeds.
     pub feeds: Vec<crate::feeds::FeedConfig>,
-    /// Where chain files live (`DATA/<relay>/chain.jsonl`).
+    /// Where chain files live (`DATA/<relay>/<feed>.jsonl`, one contract per feed).
     pub data_dir: PathBuf,
 }
 
@@ -399,6 +399,26 @@ impl NodeConfig {
         let mut feeds = Vec::new();
         for (i, fe) in job.feeds.iter().enumerate() {
             let at = format!("feeds[{i}] ({})", fe.name);
+            // A feed's name names its contract's file on the devchain and
+            // its metrics: keep it a plain, unique file name.
+            let name_ok = !fe.name.is_empty()
+                && fe.name.len() <= 64
+                && !fe.name.starts_with('.')
+                && fe
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                problems.push(format!(
+                    "{at}.name: {:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' and '.', not starting with '.'",
+                    fe.name
+                ));
+            } else if job.feeds[..i].iter().any(|g| g.name == fe.name) {
+                problems.push(format!(
+                    "{at}.name: {:?} is used twice; feed names are unique",
+                    fe.name
+                ));
+            }
             let kind_of = |name: &str| {
                 plugins
                     .iter()
@@ -681,6 +701,27 @@ mod tests {
                 .starts_with("configuration: job.json: not a valid job file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn feed_problems_name_the_feed_and_the_setting() {
+        let job = r#"{"plugins":[{"name":"devchain","kind":"relayer"},{"name":"median","kind":"median"}],
+          "feeds":[
+            {"name":"a","relay":"median","median":"median","source":{"type":"static","value":1}},
+            {"name":"a","relay":"devchain","median":"median","source":{"type":"static","value":1},
+             "oracles":3,"f":1},
+            {"name":"../x","relay":"devchain","median":"median","source":{"type":"static","value":1}}
+          ]}"#;
+        let err = NodeConfig::from_json("job", job, &env_of(&[])).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "feeds[0] (a).relay: \"median\" is not a plugin of kind \"relayer\"",
+            "feeds[1] (a).name: \"a\" is used twice; feed names are unique",
+            "feeds[1] (a): 3 oracles cannot tolerate f=1",
+            "feeds[2] (../x).name: \"../x\" must be 1-64 characters",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
     }
 
     #[test]

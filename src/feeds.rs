@@ -66,9 +66,10 @@ pub struct FeedConfig {
     pub deadlines: Deadlines,
 }
 
-/// The chain file of relay `relay` under `data_dir`.
-pub fn chain_file(data_dir: &Path, relay: &str) -> PathBuf {
-    data_dir.join(relay).join("chain.jsonl")
+/// The chain file of feed `feed` on relay `relay` under `data_dir`: one
+/// contract per feed, so feeds sharing a relay never share a config.
+pub fn chain_file(data_dir: &Path, relay: &str, feed: &str) -> PathBuf {
+    data_dir.join(relay).join(format!("{feed}.jsonl"))
 }
 
 /// A running feed; dropping it stops the thread.
@@ -108,7 +109,7 @@ impl Feed {
         median: Arc<dyn PluginMedian>,
         data_dir: &Path,
     ) -> Result<Feed, String> {
-        let file = chain_file(data_dir, &cfg.relay);
+        let file = chain_file(data_dir, &cfg.relay, &cfg.name);
         std::fs::create_dir_all(file.parent().unwrap())
             .map_err(|e| format!("feed {}: cannot create {}: {e}", cfg.name, file.display()))?;
         let input = ConfigInput {

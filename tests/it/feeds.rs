@@ -43,7 +43,7 @@ fn node(sandbox: &Sandbox, loopp: bool) -> Node {
 }
 
 fn transmissions(sandbox: &Sandbox) -> Vec<(u32, i128)> {
-    let path = sandbox.dir.join("data/devchain/chain.jsonl");
+    let path = sandbox.dir.join("data/devchain/f.jsonl");
     match Chain::open(&path) {
         Ok(c) => c
             .transmissions()
@@ -74,23 +74,24 @@ fn in_process_and_loopp_feeds_transmit_the_same_values() {
     assert_eq!(ta[..4], tb[..4], "same seed, same transmissions");
 }
 
-#[test]
-fn killing_the_median_plugin_mid_run_loses_and_duplicates_nothing() {
-    let sb = Sandbox::new("feed-kill");
+/// Kills LOOPP `plugin` under a running feed: the supervisor restarts it,
+/// the feed rebuilds its setup, rounds resume; nothing is lost or doubled.
+fn kill_mid_run(sandbox_name: &str, plugin: &str) {
+    let sb = Sandbox::new(sandbox_name);
     let n = node(&sb, true);
     assert!(wait_until(Duration::from_secs(30), || transmissions(&sb)
         .len()
         >= 3));
     let pid = n
         .registry()
-        .get("median")
+        .get(plugin)
         .and_then(|s| s.pid)
-        .expect("median runs");
+        .unwrap_or_else(|| panic!("{plugin} runs"));
     // SAFETY: killing the plugin the node reports.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     assert!(wait_until(Duration::from_secs(30), || n
         .registry()
-        .get("median")
+        .get(plugin)
         .is_some_and(
             |s| s.state == State::Running && s.pid != Some(pid)
         )));
@@ -98,7 +99,7 @@ fn killing_the_median_plugin_mid_run_loses_and_duplicates_nothing() {
     assert!(
         wait_until(Duration::from_secs(30), || transmissions(&sb).len()
             >= before + 3),
-        "rounds resume after the restart"
+        "rounds resume after the restart of {plugin}"
     );
     n.shutdown();
     let t = transmissions(&sb);
@@ -106,6 +107,50 @@ fn killing_the_median_plugin_mid_run_loses_and_duplicates_nothing() {
         t.windows(2).all(|w| w[0].0 < w[1].0),
         "epochs strictly increase, no duplicate: {t:?}"
     );
+}
+
+#[test]
+fn killing_the_median_plugin_mid_run_loses_and_duplicates_nothing() {
+    kill_mid_run("feed-kill", "median");
+}
+
+#[test]
+fn killing_the_relayer_mid_run_loses_and_duplicates_nothing() {
+    kill_mid_run("feed-kill-relay", "devchain");
+}
+
+/// Two feeds on one relay: each has its own contract (file), both transmit.
+#[test]
+fn feeds_sharing_a_relay_keep_their_own_contracts() {
+    let sb = Sandbox::new("feed-two");
+    let text = job(&sb.dir.join("data"));
+    let feed = &text[text.find(r#"{"name":"f""#).unwrap()
+        ..text
+            .find(
+                r#"}],
+            "supervision""#,
+            )
+            .unwrap()
+            + 1];
+    let second = feed
+        .replace(r#""name":"f""#, r#""name":"g""#)
+        .replace(r#""start":1000"#, r#""start":-5000"#);
+    let text = text.replacen(feed, &format!("{feed},{second}"), 1);
+    let config = NodeConfig::from_json("two", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let n = Node::start(&config).expect("node starts");
+    let medians = |feed: &str| -> Vec<i128> {
+        Chain::open(&sb.dir.join(format!("data/devchain/{feed}.jsonl")))
+            .map(|c| c.transmissions().iter().map(|t| t.median).collect())
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || medians("f").len() >= 2
+            && medians("g").len() >= 2),
+        "both feeds transmit"
+    );
+    n.shutdown();
+    assert!(medians("f").iter().all(|m| *m > 0), "{:?}", medians("f"));
+    assert!(medians("g").iter().all(|m| *m < 0), "{:?}", medians("g"));
 }
 
 /// A median LOOPP whose data source fails reports it through the node's
