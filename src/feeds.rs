@@ -34,6 +34,7 @@ use crate::median::factory::{
 use crate::median::math::Bounds;
 use crate::median::plugin::{FeedSettings, MedianContract};
 use crate::median::rounds::{run_round, Oracle, Outcome};
+use crate::relay::provider::ReportCodec;
 use crate::relay::{ContractTransmitter, PluginArgs, PluginRelayer, RelayArgs, Relayer};
 
 /// Deadline of the setup calls (NewRelayer, NewMedianFactory, ...).
@@ -83,6 +84,7 @@ struct Setup {
     digest: Vec<u8>,
     oracles: Vec<Oracle>,
     transmitter: Arc<dyn ContractTransmitter>,
+    codec: Arc<dyn ReportCodec>,
     view: Arc<dyn MedianContract>,
     // Held for the servers a LOOPP client keeps up for the plugins (the
     // keystore, the proxied provider, the data sources).
@@ -225,6 +227,7 @@ impl Runner {
             digest,
             oracles,
             transmitter: provider.transmitter,
+            codec: provider.report_codec,
             view: provider.contract,
             _relayer: relayer,
             _factory: factory,
@@ -260,7 +263,7 @@ impl Runner {
                     }
                     Err(e) => {
                         log::warn!("feed {name}: not ready: {e}");
-                        crate::metrics::feed_round(&name, "not_ready");
+                        crate::metrics::feed_not_ready(&name);
                         continue;
                     }
                 }
@@ -273,31 +276,31 @@ impl Runner {
                 round: 0,
             };
             let leader = epoch as usize % s.oracles.len();
-            match run_round(
+            let round = run_round(
                 &s.oracles,
                 leader,
                 &ts,
                 self.cfg.f as usize,
                 &self.cfg.deadlines,
                 s.transmitter.as_ref(),
-            ) {
+                s.codec.as_ref(),
+            );
+            crate::metrics::feed_round(&name, &round);
+            match round.outcome {
                 Outcome::Transmitted(v) => {
                     log::info!("feed {name}: epoch {epoch}: transmitted median {v}");
-                    crate::metrics::feed_round(&name, "transmitted");
                 }
                 Outcome::NoReport(why) => {
                     log::info!("feed {name}: epoch {epoch}: no report: {why}");
-                    crate::metrics::feed_round(&name, "no_report");
                 }
                 Outcome::Failed(e) => {
                     log::warn!("feed {name}: epoch {epoch}: round failed: {e}");
-                    let outcome = if e.contains("DEADLINE_EXCEEDED") {
-                        "deadline_exceeded"
-                    } else {
-                        "failed"
-                    };
-                    crate::metrics::feed_round(&name, outcome);
-                    setup = None; // rebuilt next round (a plugin may have restarted)
+                    // A missed deadline costs this round only. Anything else
+                    // (a plugin restarted, a refused transmission) rebuilds
+                    // the setup before the next round.
+                    if round.missed.is_empty() {
+                        setup = None;
+                    }
                 }
             }
         }

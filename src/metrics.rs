@@ -274,22 +274,66 @@ pub fn record_plugins(statuses: &[crate::registry::PluginStatus]) {
     }
 }
 
-static FEED_ROUNDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(
-        IntCounterVec::new(
-            Opts::new(
-                "loopp_feed_rounds_total",
-                "Feed rounds by outcome: transmitted, no_report, deadline_exceeded, failed, not_ready.",
-            ),
+struct Feeds {
+    rounds: IntCounterVec,
+    reports: IntCounterVec,
+    transmissions: IntCounterVec,
+    misses: IntCounterVec,
+}
+
+static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        register(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
+    };
+    Feeds {
+        rounds: counter(
+            "loopp_feed_rounds_total",
+            "Feed rounds by outcome: transmitted, no_report, deadline_exceeded, failed, not_ready.",
             &["feed", "outcome"],
-        )
-        .unwrap(),
-    )
+        ),
+        reports: counter(
+            "loopp_feed_reports_total",
+            "Reports the feed's leader made (transmitted or not).",
+            &["feed"],
+        ),
+        transmissions: counter(
+            "loopp_feed_transmissions_total",
+            "Reports the relayer accepted for the chain.",
+            &["feed"],
+        ),
+        misses: counter(
+            "loopp_feed_deadline_misses_total",
+            "Reporting-plugin and transmit calls that missed their deadline, by call (Observation: per oracle).",
+            &["feed", "call"],
+        ),
+    }
 });
 
-/// Records one feed round's outcome.
-pub fn feed_round(feed: &str, outcome: &str) {
-    FEED_ROUNDS.with_label_values(&[feed, outcome]).inc();
+/// Records one feed round.
+pub fn feed_round(feed: &str, round: &crate::median::rounds::Round) {
+    use crate::median::rounds::Outcome;
+    let f = &*FEEDS;
+    let outcome = match &round.outcome {
+        Outcome::Transmitted(_) => {
+            f.transmissions.with_label_values(&[feed]).inc();
+            "transmitted"
+        }
+        Outcome::NoReport(_) => "no_report",
+        Outcome::Failed(e) if e.contains("DEADLINE_EXCEEDED") => "deadline_exceeded",
+        Outcome::Failed(_) => "failed",
+    };
+    f.rounds.with_label_values(&[feed, outcome]).inc();
+    if round.reported {
+        f.reports.with_label_values(&[feed]).inc();
+    }
+    for call in &round.missed {
+        f.misses.with_label_values(&[feed, call]).inc();
+    }
+}
+
+/// Records a round skipped because the feed's plugins are not set up.
+pub fn feed_not_ready(feed: &str) {
+    FEEDS.rounds.with_label_values(&[feed, "not_ready"]).inc();
 }
 
 /// Records one proxied scrape; `failure` is None on success, else a reason

@@ -399,7 +399,9 @@ mod tests {
                     1,
                     &deadlines(2000),
                     c.as_ref(),
-                );
+                    &crate::devchain::provider::DevchainCodec,
+                )
+                .outcome;
                 assert!(
                     !matches!(out, Outcome::Failed(_)),
                     "{name} epoch {epoch}: {out:?}"
@@ -436,8 +438,21 @@ mod tests {
         };
         let t = std::time::Instant::now();
         assert_eq!(
-            run_round(&oracles, 0, &ts, 1, &deadlines(300), c.as_ref()),
-            Outcome::Transmitted(2)
+            run_round(
+                &oracles,
+                0,
+                &ts,
+                1,
+                &deadlines(300),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec
+            ),
+            crate::median::rounds::Round {
+                outcome: Outcome::Transmitted(2),
+                reported: true,
+                missed: vec!["Observation"],
+            },
+            "the slow oracle's observation is the one miss"
         );
         assert!(t.elapsed() < Duration::from_millis(1500));
         broker.close();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::deadlines::Deadlines;
 use super::plugin::ReportingPlugin;
 use crate::datasource::ReportTimestamp;
+use crate::relay::provider::ReportCodec;
 use crate::relay::ContractTransmitter;
 
 /// How a round ended.
@@ -49,7 +50,25 @@ fn within<T: Send + 'static>(
 /// One oracle: its id and its plugin instance (in-process or over gRPC).
 pub type Oracle = (u8, Arc<dyn ReportingPlugin>);
 
-/// Runs one round of the feed.
+/// What one round did: its outcome, whether a report was made, and which
+/// calls missed their deadlines (one entry per miss; an oracle's
+/// Observation counts once per oracle).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Round {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Whether the leader made a report.
+    pub reported: bool,
+    /// Calls that missed their deadline, by name (`Query`, `Observation`, ...).
+    pub missed: Vec<&'static str>,
+}
+
+fn missed(e: &str) -> bool {
+    e.contains("DEADLINE_EXCEEDED")
+}
+
+/// Runs one round of the feed: `transmitter` sends the report, `codec`
+/// reads its median back for the outcome.
 pub fn run_round(
     oracles: &[Oracle],
     leader: usize,
@@ -57,16 +76,52 @@ pub fn run_round(
     f: usize,
     deadlines: &Deadlines,
     transmitter: &dyn ContractTransmitter,
+    codec: &dyn ReportCodec,
+) -> Round {
+    let mut round = Round {
+        outcome: Outcome::NoReport(String::new()),
+        reported: false,
+        missed: Vec::new(),
+    };
+    round.outcome = play(
+        oracles,
+        leader,
+        ts,
+        f,
+        deadlines,
+        transmitter,
+        codec,
+        &mut round,
+    );
+    round
+}
+
+#[allow(clippy::too_many_arguments)]
+fn play(
+    oracles: &[Oracle],
+    leader: usize,
+    ts: &ReportTimestamp,
+    f: usize,
+    deadlines: &Deadlines,
+    transmitter: &dyn ContractTransmitter,
+    codec: &dyn ReportCodec,
+    round: &mut Round,
 ) -> Outcome {
     let d = deadlines.0;
     let lead = oracles[leader % oracles.len()].1.clone();
+    let mut failed = |call: &'static str, e: String| {
+        if missed(&e) {
+            round.missed.push(call);
+        }
+        Outcome::Failed(e)
+    };
     let t = ts.clone();
     let query = match within("Query", d.query, {
         let lead = lead.clone();
         move || lead.query(&t, d.query)
     }) {
         Ok(q) => q,
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return failed("Query", e),
     };
     // Observations in parallel; one that misses its deadline is left out.
     let pending: Vec<_> = oracles
@@ -83,13 +138,20 @@ pub fn run_round(
         })
         .collect();
     let deadline = std::time::Instant::now() + d.observation;
-    let observations: Vec<(u8, Vec<u8>)> = pending
-        .into_iter()
-        .filter_map(|rx| match rx.recv_deadline(deadline) {
-            Ok((oracle, Ok(bytes))) => Some((oracle, bytes)),
-            _ => None,
-        })
-        .collect();
+    let mut observations: Vec<(u8, Vec<u8>)> = Vec::new();
+    for rx in pending {
+        match rx.recv_deadline(deadline) {
+            Ok((oracle, Ok(bytes))) => observations.push((oracle, bytes)),
+            Ok((_, Err(e))) if !missed(&e) => {}
+            _ => round.missed.push("Observation"),
+        }
+    }
+    let mut failed = |call: &'static str, e: String| {
+        if missed(&e) {
+            round.missed.push(call);
+        }
+        Outcome::Failed(e)
+    };
     let t = ts.clone();
     let report = match within("Report", d.report, {
         let (lead, q) = (lead.clone(), query.clone());
@@ -101,24 +163,33 @@ pub fn run_round(
                 "no report due (deviation, heartbeat or too few observations)".into(),
             )
         }
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return failed("Report", e),
     };
-    let accepts = oracles
-        .iter()
-        .filter(|(_, o)| {
-            let (o, t, r) = (o.clone(), ts.clone(), report.clone());
-            within("ShouldAcceptFinalizedReport", d.should_accept, move || {
-                o.should_accept_finalized_report(&t, &r, d.should_accept)
-            })
-            .unwrap_or(false)
-        })
-        .count();
+    round.reported = true;
+    let mut accepts = 0;
+    for (_, o) in oracles {
+        let (o, t, r) = (o.clone(), ts.clone(), report.clone());
+        match within("ShouldAcceptFinalizedReport", d.should_accept, move || {
+            o.should_accept_finalized_report(&t, &r, d.should_accept)
+        }) {
+            Ok(true) => accepts += 1,
+            Ok(false) => {}
+            Err(e) if missed(&e) => round.missed.push("ShouldAcceptFinalizedReport"),
+            Err(_) => {}
+        }
+    }
     if accepts <= 2 * f {
         return Outcome::NoReport(format!(
             "only {accepts} oracles accepted the report; more than {} needed",
             2 * f
         ));
     }
+    let mut failed = |call: &'static str, e: String| {
+        if missed(&e) {
+            round.missed.push(call);
+        }
+        Outcome::Failed(e)
+    };
     let (t, r) = (ts.clone(), report.clone());
     match within(
         "ShouldTransmitAcceptedReport",
@@ -127,14 +198,14 @@ pub fn run_round(
     ) {
         Ok(true) => {}
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return failed("ShouldTransmitAcceptedReport", e),
     }
     match transmitter.transmit(ts, &report) {
-        Ok(()) => match crate::devchain::codec::median_from_report(&report) {
+        Ok(()) => match codec.median_from_report(&report) {
             Ok(m) => Outcome::Transmitted(m),
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(format!("the transmitted report: {e}")),
         },
-        Err(e) => Outcome::Failed(format!("Transmit: {e}")),
+        Err(e) => failed("Transmit", format!("Transmit: {e}")),
     }
 }
 
@@ -244,7 +315,10 @@ mod tests {
                 1,
                 &deadlines(500),
                 c.as_ref(),
-            ) {
+                &crate::devchain::provider::DevchainCodec,
+            )
+            .outcome
+            {
                 Outcome::Transmitted(m) => {
                     let mut values: Vec<i128> = sources
                         .iter()
@@ -284,7 +358,16 @@ mod tests {
         let t = std::time::Instant::now();
         // 3 of 4 observations arrive in time: more than 2f = 2, so it reports.
         assert_eq!(
-            run_round(&plugins, 0, &ts(1), 1, &deadlines(200), c.as_ref()),
+            run_round(
+                &plugins,
+                0,
+                &ts(1),
+                1,
+                &deadlines(200),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec
+            )
+            .outcome,
             Outcome::Transmitted(20)
         );
         assert!(
@@ -294,17 +377,44 @@ mod tests {
         // With two slow oracles only 2 observations remain: no report, next round fine.
         let plugins = oracles(&c, vec![fast(10), fast(50), slow.clone(), slow]);
         assert!(matches!(
-            run_round(&plugins, 0, &ts(2), 1, &deadlines(200), c.as_ref()),
+            run_round(
+                &plugins,
+                0,
+                &ts(2),
+                1,
+                &deadlines(200),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec
+            )
+            .outcome,
             Outcome::NoReport(_)
         ));
         let plugins = oracles(&c, vec![fast(10), fast(50), fast(60), fast(70)]);
         assert_eq!(
-            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), c.as_ref()),
+            run_round(
+                &plugins,
+                0,
+                &ts(3),
+                1,
+                &deadlines(200),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec
+            )
+            .outcome,
             Outcome::Transmitted(60)
         );
         // A stale round is not transmitted again.
         assert!(matches!(
-            run_round(&plugins, 0, &ts(3), 1, &deadlines(200), c.as_ref()),
+            run_round(
+                &plugins,
+                0,
+                &ts(3),
+                1,
+                &deadlines(200),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec
+            )
+            .outcome,
             Outcome::NoReport(_)
         ));
         assert_eq!(c.transmissions().len(), 2);

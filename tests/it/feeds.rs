@@ -119,6 +119,45 @@ fn killing_the_relayer_mid_run_loses_and_duplicates_nothing() {
     kill_mid_run("feed-kill-relay", "devchain");
 }
 
+/// The node's /metrics counts each feed's rounds, reports and
+/// transmissions, over real HTTP.
+#[test]
+fn the_nodes_metrics_count_feed_rounds_reports_and_transmissions() {
+    let sb = Sandbox::new("feed-metrics");
+    let text = job(&sb.dir.join("data")).replace(
+        r#""http":{"listen":"off"}"#,
+        r#""http":{"listen":"127.0.0.1:0"}"#,
+    );
+    let config = NodeConfig::from_json("m", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let n = Node::start(&config).expect("node starts");
+    assert!(wait_until(Duration::from_secs(30), || transmissions(&sb)
+        .len()
+        >= 3));
+    let url = format!("http://{}/metrics", n.http_addr().unwrap());
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    n.shutdown();
+    let value = |series: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{body}"))
+    };
+    // The feed keeps running during the scrape, and the families are read
+    // one after the other: a round may land between two of them.
+    let transmitted = value(r#"loopp_feed_rounds_total{feed="f",outcome="transmitted"}"#);
+    assert!(transmitted >= 3, "{transmitted}");
+    let transmissions = value(r#"loopp_feed_transmissions_total{feed="f"}"#);
+    assert!(transmissions.abs_diff(transmitted) <= 1, "{body}");
+    assert!(
+        value(r#"loopp_feed_reports_total{feed="f"}"#) + 1 >= transmitted,
+        "{body}"
+    );
+}
+
 /// Two feeds on one relay: each has its own contract (file), both transmit.
 #[test]
 fn feeds_sharing_a_relay_keep_their_own_contracts() {

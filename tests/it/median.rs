@@ -187,7 +187,10 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
             1,
             &deadlines,
             contract.as_ref(),
-        ) {
+            &DevchainCodec,
+        )
+        .outcome
+        {
             Outcome::Transmitted(v) => {
                 // Every oracle observed the same source this round.
                 assert_eq!(Ok(v), walk.observe(&ts, T), "epoch {epoch}");
@@ -223,8 +226,23 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
         round: 0,
     };
     let t = std::time::Instant::now();
-    let out = run_round(oracles, 0, &ts, 1, &deadlines, contract.as_ref());
+    let round = run_round(
+        oracles,
+        0,
+        &ts,
+        1,
+        &deadlines,
+        contract.as_ref(),
+        &DevchainCodec,
+    );
+    let out = round.outcome;
     assert!(matches!(out, Outcome::NoReport(_)), "{out:?}");
+    assert_eq!(
+        round.missed,
+        vec!["Observation"; 4],
+        "every oracle's observation missed its deadline"
+    );
+    assert!(!round.reported);
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "cut at the deadline, not the source's 3 s"

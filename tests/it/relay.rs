@@ -105,7 +105,9 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
             1,
             &deadlines,
             provider.transmitter.as_ref(),
-        );
+            provider.report_codec.as_ref(),
+        )
+        .outcome;
         match out {
             Outcome::Transmitted(v) => {
                 assert_eq!(Ok(v), walk.observe(&ts, T));
