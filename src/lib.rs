@@ -35,6 +35,7 @@ pub mod ports;
 pub mod proto;
 pub mod registry;
 pub mod relay;
+pub mod resource;
 pub mod rpc;
 pub mod service;
 pub mod signals;

@@ -141,15 +141,7 @@ impl ServiceClient {
         method: &'static str,
         f: impl FnOnce() -> grpcio::Result<T>,
     ) -> Result<T, String> {
-        let t0 = std::time::Instant::now();
-        let r = f();
-        crate::metrics::client_observe(
-            &self.plugin,
-            method,
-            crate::metrics::code_of(&r),
-            t0.elapsed(),
-        );
-        r.map_err(|e| self.err(method, &e))
+        rpc::observed(&self.plugin, method, f)
     }
 
     /// `Name`, with its error.

@@ -94,6 +94,7 @@ pub struct MedianContractClient {
     name: String,
     client: median_grpc::MedianContractClient,
     timeout: Duration,
+    _remote: Option<Arc<crate::resource::Remote>>,
 }
 
 impl MedianContractClient {
@@ -103,7 +104,15 @@ impl MedianContractClient {
             name: name.to_string(),
             client: median_grpc::MedianContractClient::new(channel),
             timeout,
+            _remote: None,
         }
+    }
+
+    /// Keeps the remote object alive while this client lives (see
+    /// [`crate::resource::Remote`]).
+    pub fn holding(mut self, remote: std::sync::Arc<crate::resource::Remote>) -> Self {
+        self._remote = Some(remote);
+        self
     }
 }
 

@@ -31,6 +31,7 @@ use crate::keystore::ErrorLog;
 use crate::proto::median_plugin as pb;
 use crate::proto::median_plugin_grpc as svc;
 use crate::relay::MedianProvider;
+use crate::resource::Remote;
 use crate::rpc;
 use crate::supervisor::Link;
 
@@ -128,6 +129,7 @@ impl svc::PluginMedian for PluginMedianServer {
                 "median-provider",
                 dial("median provider", req.medianProviderID)?,
                 PROVIDER_TIMEOUT,
+                None,
             );
             let source = Arc::new(DataSourceClient::new(
                 "data-source",
@@ -154,16 +156,15 @@ impl svc::PluginMedian for PluginMedianServer {
                 .median
                 .new_median_factory(provider, &req.contractID, source, juels, errors)
                 .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
-            let id = this.broker.next_id();
-            this.broker
-                .serve(
-                    id,
-                    vec![svc::create_reporting_plugin_factory(FactoryServer {
-                        broker: this.broker.clone(),
-                        factory,
-                    })],
-                )
-                .map_err(unavailable)?;
+            let id = crate::resource::serve(
+                &this.broker,
+                "reporting plugin factory",
+                vec![svc::create_reporting_plugin_factory(FactoryServer {
+                    broker: this.broker.clone(),
+                    factory,
+                })],
+            )
+            .map_err(unavailable)?;
             Ok(pb::NewMedianFactoryReply {
                 reportingPluginFactoryID: id,
                 ..Default::default()
@@ -196,10 +197,12 @@ impl svc::ReportingPluginFactory for FactoryServer {
                 .factory
                 .new_reporting_plugin(&config_from_wire(cfg).map_err(invalid)?)
                 .map_err(invalid)?;
-            let id = this.broker.next_id();
-            this.broker
-                .serve(id, vec![super::reporting::server(plugin)])
-                .map_err(unavailable)?;
+            let id = crate::resource::serve(
+                &this.broker,
+                "reporting plugin",
+                vec![super::reporting::server(plugin)],
+            )
+            .map_err(unavailable)?;
             Ok(pb::NewReportingPluginReply {
                 reportingPluginID: id,
                 reportingPluginInfo: MessageField::some(pb::ReportingPluginInfo {
@@ -283,8 +286,9 @@ impl PluginMedian for PluginMedianClient {
         Ok(Arc::new(ReportingPluginFactoryClient {
             name: self.name.clone(),
             broker,
-            client: svc::ReportingPluginFactoryClient::new(ch),
+            client: svc::ReportingPluginFactoryClient::new(ch.clone()),
             timeout: self.timeout,
+            _remote: Remote::new(&self.name, ch),
             _lease: lease,
         }))
     }
@@ -292,12 +296,13 @@ impl PluginMedian for PluginMedianClient {
 
 /// A remote `loop.ReportingPluginFactory`, as a [`ReportingPluginFactory`].
 /// Holds what the host serves to the plugin (provider, data sources, error
-/// log) until dropped.
+/// log) until dropped, then closes the remote factory.
 pub struct ReportingPluginFactoryClient {
     name: String,
     broker: Broker,
     client: svc::ReportingPluginFactoryClient,
     timeout: Duration,
+    _remote: Remote,
     _lease: Lease,
 }
 
@@ -326,8 +331,9 @@ impl ReportingPluginFactory for ReportingPluginFactoryClient {
             })?;
         let info = r.reportingPluginInfo.get_or_default();
         let limits = info.reportingPluginLimits.get_or_default();
+        let remote = Arc::new(Remote::new(&self.name, ch.clone()));
         Ok((
-            Arc::new(ReportingPluginClient::new(&self.name, ch)),
+            Arc::new(ReportingPluginClient::new(&self.name, ch).holding(remote)),
             ReportingPluginInfo {
                 name: info.name.clone(),
                 unique_reports: info.uniqueReports,

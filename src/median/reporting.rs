@@ -153,6 +153,7 @@ impl reporting_grpc::ReportingPlugin for Server {
 pub struct ReportingPluginClient {
     name: String,
     client: reporting_grpc::ReportingPluginClient,
+    _remote: Option<Arc<crate::resource::Remote>>,
 }
 
 impl ReportingPluginClient {
@@ -162,7 +163,15 @@ impl ReportingPluginClient {
         ReportingPluginClient {
             name: name.to_string(),
             client: reporting_grpc::ReportingPluginClient::new(channel),
+            _remote: None,
         }
+    }
+
+    /// Keeps the remote object alive while this client lives (see
+    /// [`crate::resource::Remote`]).
+    pub fn holding(mut self, remote: std::sync::Arc<crate::resource::Remote>) -> Self {
+        self._remote = Some(remote);
+        self
     }
 
     fn call<T>(

@@ -28,6 +28,7 @@ use super::*;
 use crate::broker::{Broker, Lease, DEFAULT_DIAL_TIMEOUT};
 use crate::proto::relayer as pb;
 use crate::proto::relayer_grpc as svc;
+use crate::resource::{self, Remote};
 use crate::rpc;
 use crate::supervisor::Link;
 
@@ -82,26 +83,30 @@ pub fn median_provider_services(p: &MedianProvider) -> Vec<grpcio::Service> {
 }
 
 /// The median provider served on `channel`, as client adapters named
-/// `name` in errors and metrics, each call with `timeout`.
+/// `name` in errors and metrics, each call with `timeout`. With `remote`,
+/// every adapter holds it: the provider is closed when the last one goes.
 pub fn median_provider_client(
     name: &str,
     channel: grpcio::Channel,
     timeout: Duration,
+    remote: Option<Arc<Remote>>,
 ) -> MedianProvider {
-    let codec = Arc::new(ProviderClient::new(channel.clone(), timeout));
+    let mut codec = ProviderClient::new(channel.clone(), timeout);
+    let mut transmitter = ContractTransmitterClient::new(name, channel.clone(), timeout);
+    let mut contract = crate::median::contract::MedianContractClient::new(name, channel, timeout);
+    if let Some(r) = remote {
+        codec = codec.holding(r.clone());
+        transmitter = transmitter.holding(r.clone());
+        contract = contract.holding(r);
+    }
+    let codec = Arc::new(codec);
     MedianProvider {
         config: ConfigProvider {
             digester: codec.clone(),
             tracker: codec.clone(),
         },
-        transmitter: Arc::new(ContractTransmitterClient::new(
-            name,
-            channel.clone(),
-            timeout,
-        )),
-        contract: Arc::new(crate::median::contract::MedianContractClient::new(
-            name, channel, timeout,
-        )),
+        transmitter: Arc::new(transmitter),
+        contract: Arc::new(contract),
         report_codec: codec.clone(),
         onchain_codec: codec,
     }
@@ -147,16 +152,15 @@ impl svc::PluginRelayer for PluginRelayerServer {
                 .relayer
                 .new_relayer(&req.config, keystore)
                 .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))?;
-            let id = this.broker.next_id();
-            this.broker
-                .serve(
-                    id,
-                    vec![svc::create_relayer(RelayerServer {
-                        broker: this.broker.clone(),
-                        relayer,
-                    })],
-                )
-                .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
+            let id = resource::serve(
+                &this.broker,
+                "relayer",
+                vec![svc::create_relayer(RelayerServer {
+                    broker: this.broker.clone(),
+                    relayer,
+                })],
+            )
+            .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
             Ok(pb::NewRelayerReply {
                 relayerID: id,
                 ..Default::default()
@@ -172,12 +176,9 @@ struct RelayerServer {
 }
 
 impl RelayerServer {
-    fn serve(&self, services: Vec<grpcio::Service>) -> Result<u32, grpcio::RpcStatus> {
-        let id = self.broker.next_id();
-        self.broker
-            .serve(id, services)
-            .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
-        Ok(id)
+    fn serve(&self, name: &str, services: Vec<grpcio::Service>) -> Result<u32, grpcio::RpcStatus> {
+        resource::serve(&self.broker, name, services)
+            .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))
     }
 }
 
@@ -196,7 +197,7 @@ impl svc::Relayer for RelayerServer {
                 .new_config_provider(&args)
                 .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))?;
             Ok(pb::NewConfigProviderReply {
-                configProviderID: this.serve(config_provider_services(&p))?,
+                configProviderID: this.serve("config provider", config_provider_services(&p))?,
                 ..Default::default()
             })
         });
@@ -221,7 +222,7 @@ impl svc::Relayer for RelayerServer {
                 .new_plugin_provider(&args, &plugin)
                 .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))?;
             Ok(pb::NewPluginProviderReply {
-                pluginProviderID: this.serve(median_provider_services(&p))?,
+                pluginProviderID: this.serve("median provider", median_provider_services(&p))?,
                 ..Default::default()
             })
         });
@@ -425,20 +426,23 @@ impl PluginRelayer for PluginRelayerClient {
         Ok(Arc::new(RelayerClient {
             name: self.name.clone(),
             broker,
-            client: svc::RelayerClient::new(ch),
+            client: svc::RelayerClient::new(ch.clone()),
             timeout: self.timeout,
+            _remote: Remote::new(&self.name, ch),
             _lease: lease,
         }))
     }
 }
 
 /// A remote `loop.Relayer`, as a [`Relayer`]. Holds the servers its plugin
-/// relayer client started for it (the keystore) until dropped.
+/// relayer client started for it (the keystore) until dropped, then closes
+/// the remote relayer.
 pub struct RelayerClient {
     name: String,
     broker: Broker,
     client: svc::RelayerClient,
     timeout: Duration,
+    _remote: Remote,
     _lease: Lease,
 }
 
@@ -460,7 +464,8 @@ impl Relayer for RelayerClient {
             self.client.new_config_provider(&req, self.timeout)
         })?;
         let ch = self.dial("config provider", r.configProviderID)?;
-        let c = Arc::new(ProviderClient::new(ch, self.timeout));
+        let remote = Arc::new(Remote::new(&self.name, ch.clone()));
+        let c = Arc::new(ProviderClient::new(ch, self.timeout).holding(remote));
         Ok(ConfigProvider {
             digester: c.clone(),
             tracker: c,
@@ -485,7 +490,13 @@ impl Relayer for RelayerClient {
             self.client.new_plugin_provider(&req, self.timeout)
         })?;
         let ch = self.dial("plugin provider", r.pluginProviderID)?;
-        Ok(median_provider_client(&self.name, ch, self.timeout))
+        let remote = Arc::new(Remote::new(&self.name, ch.clone()));
+        Ok(median_provider_client(
+            &self.name,
+            ch,
+            self.timeout,
+            Some(remote),
+        ))
     }
 
     fn chain_status(&self) -> Result<ChainStatus, String> {
@@ -550,6 +561,7 @@ pub struct ContractTransmitterClient {
     name: String,
     client: svc::ContractTransmitterClient,
     timeout: Duration,
+    _remote: Option<Arc<Remote>>,
 }
 
 impl ContractTransmitterClient {
@@ -563,7 +575,15 @@ impl ContractTransmitterClient {
             name: name.to_string(),
             client: svc::ContractTransmitterClient::new(channel),
             timeout,
+            _remote: None,
         }
+    }
+
+    /// Keeps the remote object alive while this client lives (see
+    /// [`crate::resource::Remote`]).
+    pub fn holding(mut self, remote: std::sync::Arc<crate::resource::Remote>) -> Self {
+        self._remote = Some(remote);
+        self
     }
 }
 

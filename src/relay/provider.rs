@@ -362,12 +362,24 @@ impl svc::OffchainConfigDigester for Server<dyn Digester> {
 pub struct ProviderClient {
     channel: grpcio::Channel,
     timeout: Duration,
+    _remote: Option<Arc<crate::resource::Remote>>,
 }
 
 impl ProviderClient {
     /// The provider served on `channel`.
     pub fn new(channel: grpcio::Channel, timeout: Duration) -> ProviderClient {
-        ProviderClient { channel, timeout }
+        ProviderClient {
+            channel,
+            timeout,
+            _remote: None,
+        }
+    }
+
+    /// Keeps the remote object alive while this client lives (see
+    /// [`crate::resource::Remote`]).
+    pub fn holding(mut self, remote: std::sync::Arc<crate::resource::Remote>) -> Self {
+        self._remote = Some(remote);
+        self
     }
 }
 

@@ -58,6 +58,14 @@ pub struct MedianLoopp {
     _factory: Arc<dyn ReportingPluginFactory>,
 }
 
+impl MedianLoopp {
+    /// Drops the oracles and the factory (closing what was served for
+    /// them) and keeps the process.
+    pub fn into_client(self) -> Client {
+        self.client
+    }
+}
+
 /// Starts loopp-median and sets it up through [`PluginMedianClient`] (the
 /// host serves `provider` and `source` on its broker), as the node does.
 pub fn median_loopp(

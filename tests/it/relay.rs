@@ -318,3 +318,57 @@ fn killing_the_relayer_mid_transmit_leaves_a_valid_file_with_every_acknowledged_
     }
     assert!(acknowledged.len() >= 3, "{acknowledged:?}");
 }
+
+/// Brokered sockets under `dir` (both sides put theirs there in these tests).
+fn broker_sockets(dir: &std::path::Path) -> usize {
+    fn walk(d: &std::path::Path, n: &mut usize) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("broker-"))
+            {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(dir, &mut n);
+    n
+}
+
+#[test]
+fn dropping_a_setup_closes_everything_served_for_it_on_both_sides() {
+    let sandbox = Sandbox::new("relay-close");
+    let (path, digest) = configured_chain(&sandbox);
+    let devchain = devchain_loopp(&sandbox);
+    let baseline = broker_sockets(&sandbox.dir);
+    for round in 0..3 {
+        // What the node builds for a feed: relayer (with the node's
+        // keystore), provider, config provider, the median factory and
+        // its plugins (the node proxying the provider to them).
+        let keystore: Arc<dyn Keystore> =
+            Arc::new(DevKeystore::new(b"secret", vec!["transmitter-0".into()]));
+        let (relayer, provider) = relay(&devchain.plugin, &path, Some(keystore));
+        let cp = relayer.new_config_provider(&median_args()).unwrap();
+        assert!(cp.tracker.latest_block_height().is_ok());
+        let walk: Arc<dyn DataSource> =
+            Arc::from(datasource::build(&Spec::Static { value: 1 }).unwrap());
+        let median = median_loopp(&sandbox, &provider, &digest, walk, &max(1000));
+        let open = broker_sockets(&sandbox.dir);
+        // relayer, provider, config provider and keystore; factory, 4
+        // plugins, and the node's provider, sources and error log.
+        assert!(open >= baseline + 4 + 5 + 4, "round {round}: {open} open");
+        let mut client = median.into_client();
+        drop((relayer, provider, cp));
+        assert!(
+            wait_until(Duration::from_secs(10), || broker_sockets(&sandbox.dir)
+                == baseline),
+            "round {round}: {} brokered sockets left, {baseline} before",
+            broker_sockets(&sandbox.dir)
+        );
+        client.kill();
+    }
+}
