@@ -166,16 +166,28 @@ fn play(
         Err(e) => return failed("Report", e),
     };
     round.reported = true;
+    // Every oracle decides in parallel, within one deadline.
+    let pending: Vec<_> = oracles
+        .iter()
+        .map(|(_, o)| {
+            let (o, t, r) = (o.clone(), ts.clone(), report.clone());
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = std::thread::Builder::new()
+                .name("round-ShouldAccept".into())
+                .spawn(move || {
+                    let _ = tx.send(o.should_accept_finalized_report(&t, &r, d.should_accept));
+                });
+            rx
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + d.should_accept;
     let mut accepts = 0;
-    for (_, o) in oracles {
-        let (o, t, r) = (o.clone(), ts.clone(), report.clone());
-        match within("ShouldAcceptFinalizedReport", d.should_accept, move || {
-            o.should_accept_finalized_report(&t, &r, d.should_accept)
-        }) {
-            Ok(true) => accepts += 1,
-            Ok(false) => {}
-            Err(e) if missed(&e) => round.missed.push("ShouldAcceptFinalizedReport"),
-            Err(_) => {}
+    for rx in pending {
+        match rx.recv_deadline(deadline) {
+            Ok(Ok(true)) => accepts += 1,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) if !missed(&e) => {}
+            _ => round.missed.push("ShouldAcceptFinalizedReport"),
         }
     }
     if accepts <= 2 * f {
