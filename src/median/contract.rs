@@ -64,10 +64,10 @@ impl median_grpc::MedianContract for Server {
     ) {
         let c = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
-            let lookback = Duration::from_millis(u64::try_from(req.lookback).map_err(|_| {
+            let lookback = Duration::from_nanos(u64::try_from(req.lookback).map_err(|_| {
                 rpc::status(
                     RpcStatusCode::INVALID_ARGUMENT,
-                    format!("lookback {} ms is negative", req.lookback),
+                    format!("lookback {} ns is negative", req.lookback),
                 )
             })?);
             let r = c
@@ -154,7 +154,7 @@ impl MedianContract for MedianContractClient {
 
     fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String> {
         let req = LatestRoundRequestedRequest {
-            lookback: i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX),
+            lookback: i64::try_from(lookback.as_nanos()).unwrap_or(i64::MAX),
             ..Default::default()
         };
         let reply = rpc::observed(
@@ -246,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn latest_round_requested_crosses_a_socket_with_its_lookback_in_ms() {
+    fn latest_round_requested_crosses_a_socket_with_its_lookback() {
         let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
         let some = Arc::new(Requests(
             Default::default(),
@@ -262,7 +262,7 @@ mod tests {
         let t = Duration::from_secs(2);
         let a = MedianContractClient::new("relay", broker.local_channel(1), t);
         let b = MedianContractClient::new("relay", broker.local_channel(2), t);
-        let lookback = Duration::from_millis(1500);
+        let lookback = Duration::from_nanos(1_500_000_001);
         assert_eq!(
             a.latest_round_requested(lookback),
             some.latest_round_requested(lookback)
