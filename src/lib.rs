@@ -31,6 +31,7 @@ pub mod median;
 pub mod metrics;
 pub mod node;
 pub mod plugin;
+pub mod pool;
 pub mod ports;
 pub mod proto;
 pub mod registry;

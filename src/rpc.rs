@@ -4,7 +4,7 @@
 //!
 //! Invariants: every channel and server is built here (so limits and
 //! `SO_REUSEPORT` are set once); no handler blocks a completion-queue thread on
-//! plugin code: [`respond_blocking`] moves that work to its own thread.
+//! plugin code: [`respond_blocking`] moves that work to a [`crate::pool`] thread.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -89,7 +89,7 @@ pub fn server_builder() -> ServerBuilder {
     ServerBuilder::new(env()).channel_args(args)
 }
 
-/// Runs `f` on its own thread and answers the call with its result, so plugin
+/// Runs `f` on a [`crate::pool`] thread and answers the call with its result, so plugin
 /// code that blocks (on I/O, on another RPC, on a broker dial) never holds a
 /// completion-queue thread.
 pub fn respond_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, f: F)
@@ -99,23 +99,21 @@ where
 {
     let method = String::from_utf8_lossy(ctx.method()).into_owned();
     let call = crate::metrics::server_call();
-    let spawned = std::thread::Builder::new()
-        .name("rpc-handler".into())
-        .spawn(move || {
-            let outcome = f();
-            let code = code_name(&outcome);
-            let sent = match outcome {
-                Ok(resp) => futures_executor::block_on(sink.success(resp)),
-                Err(status) => futures_executor::block_on(sink.fail(status)),
-            };
-            call.finish(code);
-            if let Err(e) = sent {
-                log::debug!(
-                    "{method}: reply not delivered: {}",
-                    crate::error::rpc_status_text(&e)
-                );
-            }
-        });
+    let spawned = crate::pool::spawn(move || {
+        let outcome = f();
+        let code = code_name(&outcome);
+        let sent = match outcome {
+            Ok(resp) => futures_executor::block_on(sink.success(resp)),
+            Err(status) => futures_executor::block_on(sink.fail(status)),
+        };
+        call.finish(code);
+        if let Err(e) = sent {
+            log::debug!(
+                "{method}: reply not delivered: {}",
+                crate::error::rpc_status_text(&e)
+            );
+        }
+    });
     if let Err(e) = spawned {
         log::error!("cannot spawn a handler thread: {e}");
     }

@@ -35,12 +35,10 @@ fn within<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::Builder::new()
-        .name(format!("round-{call}"))
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .map_err(|e| format!("{call}: cannot start: {e}"))?;
+    crate::pool::spawn(move || {
+        let _ = tx.send(f());
+    })
+    .map_err(|e| format!("{call}: cannot start: {e}"))?;
     match rx.recv_timeout(deadline) {
         Ok(r) => r.map_err(|e| format!("{call}: {e}")),
         Err(_) => Err(format!("{call}: DEADLINE_EXCEEDED after {deadline:?}")),
@@ -129,11 +127,9 @@ fn play(
         .map(|(id, o)| {
             let (id, o, t, q, dl) = (*id, o.clone(), ts.clone(), query.clone(), d.observation);
             let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = std::thread::Builder::new()
-                .name("round-Observation".into())
-                .spawn(move || {
-                    let _ = tx.send((id, o.observation(&t, &q, dl)));
-                });
+            let _ = crate::pool::spawn(move || {
+                let _ = tx.send((id, o.observation(&t, &q, dl)));
+            });
             rx
         })
         .collect();
@@ -172,11 +168,9 @@ fn play(
         .map(|(_, o)| {
             let (o, t, r) = (o.clone(), ts.clone(), report.clone());
             let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = std::thread::Builder::new()
-                .name("round-ShouldAccept".into())
-                .spawn(move || {
-                    let _ = tx.send(o.should_accept_finalized_report(&t, &r, d.should_accept));
-                });
+            let _ = crate::pool::spawn(move || {
+                let _ = tx.send(o.should_accept_finalized_report(&t, &r, d.should_accept));
+            });
             rx
         })
         .collect();
