@@ -361,68 +361,32 @@ mod tests {
             epoch,
             round: 1,
         };
-        let t = std::time::Instant::now();
-        // 3 of 4 observations arrive in time: more than 2f = 2, so it reports.
-        assert_eq!(
+        let round = |plugins: &[Oracle], epoch| {
             run_round(
-                &plugins,
+                plugins,
                 0,
-                &ts(1),
+                &ts(epoch),
                 1,
                 &deadlines(200),
                 c.as_ref(),
-                &crate::devchain::provider::DevchainCodec
+                &crate::devchain::provider::DevchainCodec,
             )
-            .outcome,
-            Outcome::Transmitted(20)
-        );
+            .outcome
+        };
+        let t = std::time::Instant::now();
+        // 3 of 4 observations arrive in time: more than 2f = 2, so it reports.
+        assert_eq!(round(&plugins, 1), Outcome::Transmitted(20));
         assert!(
             t.elapsed() < Duration::from_millis(800),
             "did not wait for the slow oracle"
         );
         // With two slow oracles only 2 observations remain: no report, next round fine.
         let plugins = oracles(&c, vec![fast(10), fast(50), slow.clone(), slow]);
-        assert!(matches!(
-            run_round(
-                &plugins,
-                0,
-                &ts(2),
-                1,
-                &deadlines(200),
-                c.as_ref(),
-                &crate::devchain::provider::DevchainCodec
-            )
-            .outcome,
-            Outcome::NoReport(_)
-        ));
+        assert!(matches!(round(&plugins, 2), Outcome::NoReport(_)));
         let plugins = oracles(&c, vec![fast(10), fast(50), fast(60), fast(70)]);
-        assert_eq!(
-            run_round(
-                &plugins,
-                0,
-                &ts(3),
-                1,
-                &deadlines(200),
-                c.as_ref(),
-                &crate::devchain::provider::DevchainCodec
-            )
-            .outcome,
-            Outcome::Transmitted(60)
-        );
+        assert_eq!(round(&plugins, 3), Outcome::Transmitted(60));
         // A stale round is not transmitted again.
-        assert!(matches!(
-            run_round(
-                &plugins,
-                0,
-                &ts(3),
-                1,
-                &deadlines(200),
-                c.as_ref(),
-                &crate::devchain::provider::DevchainCodec
-            )
-            .outcome,
-            Outcome::NoReport(_)
-        ));
+        assert!(matches!(round(&plugins, 3), Outcome::NoReport(_)));
         assert_eq!(c.transmissions().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
