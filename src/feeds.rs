@@ -196,7 +196,16 @@ impl Runner {
             provider_type: "median".into(),
             ..Default::default()
         };
-        let provider = relayer.new_plugin_provider(&args, &PluginArgs::default())?;
+        let plugin = PluginArgs {
+            transmitter_id: self
+                .keystore
+                .accounts()?
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            plugin_config: Vec::new(),
+        };
+        let provider = relayer.new_plugin_provider(&args, &plugin)?;
         let (_, digest) = provider.config.tracker.latest_config_details()?;
         let onchain_config = provider.onchain_codec.encode(self.cfg.bounds)?;
         let errors = Arc::new(crate::keystore::LogErrors {
@@ -239,6 +248,8 @@ impl Runner {
         let ticker = crossbeam_channel::tick(self.cfg.interval);
         let mut setup: Option<Setup> = None;
         let mut epoch: u32 = 0;
+        // While a plugin restarts, every tick fails the same way: say it once.
+        let mut not_ready: Option<(String, u64)> = None;
         loop {
             select! {
                 recv(stop) -> _ => return,
@@ -254,16 +265,30 @@ impl Runner {
                             .flatten()
                             .map_or(0, |(_, l)| l.epoch);
                         epoch = epoch.max(last);
+                        let skipped = not_ready.take().map_or(0, |(_, n)| n);
                         log::info!(
-                            "feed {name}: ready ({} oracles, f={})",
+                            "feed {name}: ready ({} oracles, f={}){}",
                             self.cfg.oracles,
-                            self.cfg.f
+                            self.cfg.f,
+                            match skipped {
+                                0 => String::new(),
+                                n => format!(" after {n} skipped rounds"),
+                            }
                         );
                         setup = Some(s);
                     }
                     Err(e) => {
-                        log::warn!("feed {name}: not ready: {e}");
                         crate::metrics::feed_not_ready(&name);
+                        match &mut not_ready {
+                            Some((last, n)) if *last == e => {
+                                *n += 1;
+                                log::debug!("feed {name}: still not ready: {e}");
+                            }
+                            _ => {
+                                log::warn!("feed {name}: not ready: {e}");
+                                not_ready = Some((e, 1));
+                            }
+                        }
                         continue;
                     }
                 }
