@@ -2,31 +2,30 @@
 //! LOOPPs costs a median round, against the same round in-process, in the
 //! same run.
 //!
-//! Both modes are set up exactly as the node sets up a feed (the same trait
-//! calls: `new_relayer` → `new_plugin_provider` → `new_median_factory` →
-//! `new_reporting_plugin` × 4), then run rounds back to back: Query,
-//! 4 Observations, Report, 4 ShouldAccept, ShouldTransmit, Transmit (a write
-//! and an fsync of the chain file). Output: one JSON object per line, per
+//! Both modes are set up and run by the node's own feed code
+//! (`feeds::deploy`, `feeds::Setup::build`, `Setup::round`), then run rounds
+//! back to back: Query, 4 Observations, Report, 4 ShouldAccept,
+//! ShouldTransmit, Transmit (a write and an fsync of the chain file). Output: one JSON object per line, per
 //! mode, then the LOOPP/in-process ratios. Knob: LOOPP_BENCH_ROUNDS (200).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loopp::datasource::{self, DataSource, ReportTimestamp, Spec};
-use loopp::devchain::contract::{ConfigInput, Contract};
+use loopp::datasource::{self, Spec};
 use loopp::devchain::relayer::Devchain;
+use loopp::feeds::{self, FeedConfig, Setup};
 use loopp::handshake::Cookie;
 use loopp::host::{Client, HostConfig};
-use loopp::keystore::LogErrors;
+use loopp::keystore::DevKeystore;
 use loopp::median::deadlines::{Deadlines, MaxDurations};
-use loopp::median::factory::{Median, OffchainConfig, PluginMedian, ReportingPluginConfig};
+use loopp::median::factory::{Median, PluginMedian};
 use loopp::median::factory_grpc::PluginMedianClient;
 use loopp::median::math::Bounds;
 use loopp::median::plugin::FeedSettings;
-use loopp::median::rounds::{run_round, Outcome};
+use loopp::median::rounds::Outcome;
 use loopp::relay::grpc::PluginRelayerClient;
-use loopp::relay::{PluginArgs, PluginRelayer, RelayArgs};
+use loopp::relay::PluginRelayer;
 use loopp::supervisor::Link;
 use serde_json::json;
 
@@ -54,55 +53,20 @@ fn start(name: &str, command: &str, cookie: Cookie, dir: &Path) -> Client {
     Client::start(&c).unwrap_or_else(|e| panic!("{name} starts: {e}"))
 }
 
-/// Rounds on `relay` + `median` over a fresh chain file in `dir`; the
-/// round latencies.
+/// Rounds on `relay` + `median` over a fresh chain file in `dir`, set up
+/// and run by the node's own feed code; the round latencies.
 fn rounds(
     relay: &dyn PluginRelayer,
     median: &dyn PluginMedian,
     dir: &Path,
     n: u64,
 ) -> Vec<Duration> {
-    let file = dir.join("bench.jsonl");
-    let bounds = Bounds {
-        min: i128::MIN / 2,
-        max: i128::MAX / 2,
+    let source = Spec::Randomwalk {
+        seed: 1,
+        start: 300_000,
+        step: 1500,
     };
-    Contract::open(&file)
-        .unwrap()
-        .set_config(&ConfigInput {
-            signers: vec![],
-            transmitters: vec![],
-            f: 1,
-            min_answer: bounds.min,
-            max_answer: bounds.max,
-        })
-        .unwrap();
-    let config = json!({"chainFile": file}).to_string();
-    let relayer = relay.new_relayer(&config, None).unwrap();
-    let args = RelayArgs {
-        provider_type: "median".into(),
-        ..Default::default()
-    };
-    let provider = relayer
-        .new_plugin_provider(&args, &PluginArgs::default())
-        .unwrap();
-    let (_, digest) = provider.config.tracker.latest_config_details().unwrap();
-    let source: Arc<dyn DataSource> = Arc::from(
-        datasource::build(&Spec::Randomwalk {
-            seed: 1,
-            start: 300_000,
-            step: 1500,
-        })
-        .unwrap(),
-    );
-    let juels: Arc<dyn DataSource> =
-        Arc::from(datasource::build(&Spec::Static { value: 1 }).unwrap());
-    let errors = Arc::new(LogErrors {
-        source: "bench".into(),
-    });
-    let factory = median
-        .new_median_factory(provider.clone(), "bench", source, juels, errors)
-        .unwrap();
+    let juels = Spec::Static { value: 1 };
     let max = MaxDurations {
         query: T,
         observation: T,
@@ -110,45 +74,42 @@ fn rounds(
         should_accept: T,
         should_transmit: T,
     };
-    let settings = FeedSettings {
-        deviation_ppb: 0,
-        heartbeat: Duration::from_secs(3600),
+    let cfg = FeedConfig {
+        name: "bench".into(),
+        relay: "devchain".into(),
+        median: "median".into(),
+        source: source.clone(),
+        juels: juels.clone(),
+        oracles: 4,
+        f: 1,
+        interval: Duration::from_secs(1),
+        settings: FeedSettings {
+            deviation_ppb: 0,
+            heartbeat: Duration::from_secs(3600),
+        },
+        bounds: Bounds {
+            min: i128::MIN / 2,
+            max: i128::MAX / 2,
+        },
+        deadlines: Deadlines::new(max, Duration::from_millis(100)).unwrap(),
     };
-    let oracles: Vec<_> = (0..4u8)
-        .map(|i| {
-            let (p, _) = factory
-                .new_reporting_plugin(&ReportingPluginConfig {
-                    config_digest: digest.clone(),
-                    oracle_id: i,
-                    n: 4,
-                    f: 1,
-                    onchain_config: provider.onchain_codec.encode(bounds).unwrap(),
-                    offchain_config: OffchainConfig::encode(settings),
-                    estimated_round_interval: Duration::from_secs(1),
-                    max,
-                })
-                .unwrap();
-            (i, p)
-        })
-        .collect();
-    let deadlines = Deadlines::new(max, Duration::from_millis(100)).unwrap();
+    let file = dir.join("bench.jsonl");
+    feeds::deploy(&cfg, &file).unwrap();
+    let keystore = Arc::new(DevKeystore::new(b"bench", vec!["transmitter-0".into()]));
+    let setup = Setup::build(
+        &cfg,
+        relay,
+        median,
+        &file,
+        keystore,
+        Arc::from(datasource::build(&source).unwrap()),
+        Arc::from(datasource::build(&juels).unwrap()),
+    )
+    .unwrap();
     let mut samples = Vec::new();
     for epoch in 1..=n as u32 {
-        let ts = ReportTimestamp {
-            config_digest: digest.clone(),
-            epoch,
-            round: 0,
-        };
         let t0 = Instant::now();
-        let round = run_round(
-            &oracles,
-            epoch as usize,
-            &ts,
-            1,
-            &deadlines,
-            provider.transmitter.as_ref(),
-            provider.report_codec.as_ref(),
-        );
+        let round = setup.round(&cfg, epoch);
         samples.push(t0.elapsed());
         assert!(
             !matches!(round.outcome, Outcome::Failed(_)),

@@ -654,8 +654,7 @@ mod tests {
     #[test]
     fn missing_command_and_bad_dotenv_are_named() {
         let job = r#"{"plugins":[{"name":"a","kind":"example"},{"name":"b","kind":"example"}]}"#;
-        let dir = std::env::temp_dir().join(format!("loopp-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::fresh_dir("config-test");
         let envfile = dir.join("b.env");
         std::fs::write(&envfile, "OK=1\nthis is wrong\n").unwrap();
         let envfile_s: &'static str =

@@ -426,15 +426,8 @@ impl DataSource for DataSourceClient {
             reportTimestamp: protobuf::MessageField::some(ts.to_wire()),
             ..Default::default()
         };
-        let t0 = std::time::Instant::now();
-        let r = self.client.observe(&req, deadline);
-        crate::metrics::client_observe(
-            &self.name,
-            METHOD,
-            crate::metrics::code_of(&r),
-            t0.elapsed(),
-        );
-        let reply = r.map_err(|e| crate::error::Error::rpc(&self.name, METHOD, &e).to_string())?;
+        let reply =
+            crate::rpc::observed(&self.name, METHOD, || self.client.observe(&req, deadline))?;
         match reply.value.as_ref() {
             Some(v) => crate::wire::from_big(v),
             None => Err(format!("{}: {METHOD} answered without a value", self.name)),

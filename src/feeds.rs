@@ -33,7 +33,7 @@ use crate::median::factory::{
 };
 use crate::median::math::Bounds;
 use crate::median::plugin::{FeedSettings, MedianContract};
-use crate::median::rounds::{run_round, Oracle, Outcome};
+use crate::median::rounds::{run_round, Oracle, Outcome, Round};
 use crate::relay::provider::ReportCodec;
 use crate::relay::{ContractTransmitter, PluginArgs, PluginRelayer, RelayArgs, Relayer};
 
@@ -79,8 +79,9 @@ pub struct Feed {
     thread: Option<JoinHandle<()>>,
 }
 
-/// What a feed's rounds run on; rebuilt after a failed round.
-struct Setup {
+/// What a feed's rounds run on: its plugins wired up; rebuilt after a
+/// failed round.
+pub struct Setup {
     digest: Vec<u8>,
     oracles: Vec<Oracle>,
     transmitter: Arc<dyn ContractTransmitter>,
@@ -114,34 +115,10 @@ impl Feed {
         let file = chain_file(data_dir, &cfg.relay, &cfg.name);
         std::fs::create_dir_all(file.parent().unwrap())
             .map_err(|e| format!("feed {}: cannot create {}: {e}", cfg.name, file.display()))?;
-        let input = ConfigInput {
-            signers: (0..cfg.oracles).map(|i| format!("oracle-{i}")).collect(),
-            transmitters: (0..cfg.oracles)
-                .map(|i| format!("transmitter-{i}"))
-                .collect(),
-            f: cfg.f,
-            min_answer: cfg.bounds.min,
-            max_answer: cfg.bounds.max,
-        };
-        {
-            let contract = Contract::open(&file)
-                .map_err(|e| format!("feed {}: {}: {e}", cfg.name, file.display()))?;
-            let current = contract.latest_config().filter(|(_, c)| {
-                c.f == input.f
-                    && c.min_answer == input.min_answer
-                    && c.max_answer == input.max_answer
-                    && c.signers == input.signers
-                    && c.transmitters == input.transmitters
-            });
-            if current.is_none() {
-                contract
-                    .set_config(&input)
-                    .map_err(|e| format!("feed {}: {}: {e}", cfg.name, file.display()))?;
-            }
-        }
+        deploy(&cfg, &file)?;
         let keystore = crate::keystore::DevKeystore::open(
             &data_dir.join(crate::keystore::SECRET_FILE),
-            input.transmitters.clone(),
+            contract_config(&cfg).transmitters,
         )
         .map_err(|e| format!("feed {}: {e}", cfg.name))?;
         let runner = Runner {
@@ -182,53 +159,81 @@ impl Drop for Feed {
     }
 }
 
-impl Runner {
-    /// Relayer, provider, factory, one reporting plugin per oracle: the same
-    /// calls whether each plugin runs in the node or as a LOOPP.
-    fn setup(&self) -> Result<Setup, String> {
-        let name = &self.cfg.name;
-        let config = serde_json::json!({"chainFile": self.file}).to_string();
-        let relayer = self
-            .relay
-            .new_relayer(&config, Some(self.keystore.clone()))?;
+/// The contract config of feed `cfg`: its oracles, f and bounds.
+fn contract_config(cfg: &FeedConfig) -> ConfigInput {
+    ConfigInput {
+        signers: (0..cfg.oracles).map(|i| format!("oracle-{i}")).collect(),
+        transmitters: (0..cfg.oracles)
+            .map(|i| format!("transmitter-{i}"))
+            .collect(),
+        f: cfg.f,
+        min_answer: cfg.bounds.min,
+        max_answer: cfg.bounds.max,
+    }
+}
+
+/// Writes feed `cfg`'s contract config to the chain `file` unless it is the
+/// latest there already: the stand-in for deploying the contract.
+pub fn deploy(cfg: &FeedConfig, file: &Path) -> Result<(), String> {
+    let input = contract_config(cfg);
+    let named = |e: std::io::Error| format!("feed {}: {}: {e}", cfg.name, file.display());
+    let contract = Contract::open(file).map_err(named)?;
+    let current = contract.latest_config().filter(|(_, c)| {
+        c.f == input.f
+            && c.min_answer == input.min_answer
+            && c.max_answer == input.max_answer
+            && c.signers == input.signers
+            && c.transmitters == input.transmitters
+    });
+    if current.is_none() {
+        contract.set_config(&input).map_err(named)?;
+    }
+    Ok(())
+}
+
+impl Setup {
+    /// Relayer on the chain `file`, provider, factory, one reporting plugin
+    /// per oracle: the same calls whether each plugin runs in the node or as
+    /// a LOOPP.
+    pub fn build(
+        cfg: &FeedConfig,
+        relay: &dyn PluginRelayer,
+        median: &dyn PluginMedian,
+        file: &Path,
+        keystore: Arc<dyn Keystore>,
+        source: Arc<dyn DataSource>,
+        juels: Arc<dyn DataSource>,
+    ) -> Result<Setup, String> {
+        let name = &cfg.name;
+        let config = serde_json::json!({"chainFile": file}).to_string();
+        let relayer = relay.new_relayer(&config, Some(keystore.clone()))?;
         let args = RelayArgs {
             contract_id: name.clone(),
             provider_type: "median".into(),
             ..Default::default()
         };
         let plugin = PluginArgs {
-            transmitter_id: self
-                .keystore
-                .accounts()?
-                .into_iter()
-                .next()
-                .unwrap_or_default(),
+            transmitter_id: keystore.accounts()?.into_iter().next().unwrap_or_default(),
             plugin_config: Vec::new(),
         };
         let provider = relayer.new_plugin_provider(&args, &plugin)?;
         let (_, digest) = provider.config.tracker.latest_config_details()?;
-        let onchain_config = provider.onchain_codec.encode(self.cfg.bounds)?;
+        let onchain_config = provider.onchain_codec.encode(cfg.bounds)?;
         let errors = Arc::new(crate::keystore::LogErrors {
             source: format!("feed::{name}"),
         });
-        let factory = self.median.new_median_factory(
-            provider.clone(),
-            name,
-            self.source.clone(),
-            self.juels.clone(),
-            errors,
-        )?;
+        let factory = median.new_median_factory(provider.clone(), name, source, juels, errors)?;
         let mut oracles = Vec::new();
-        for i in 0..self.cfg.oracles {
+        for i in 0..cfg.oracles {
             let (plugin, _) = factory.new_reporting_plugin(&ReportingPluginConfig {
                 config_digest: digest.clone(),
                 oracle_id: i,
-                n: self.cfg.oracles,
-                f: self.cfg.f,
+                n: cfg.oracles,
+                f: cfg.f,
                 onchain_config: onchain_config.clone(),
-                offchain_config: OffchainConfig::encode(self.cfg.settings),
-                estimated_round_interval: self.cfg.interval,
-                max: self.cfg.deadlines.0,
+                offchain_config: OffchainConfig::encode(cfg.settings),
+                estimated_round_interval: cfg.interval,
+                max: cfg.deadlines.0,
             })?;
             oracles.push((i, plugin));
         }
@@ -241,6 +246,47 @@ impl Runner {
             _relayer: relayer,
             _factory: factory,
         })
+    }
+
+    /// The epoch of the contract's latest transmission (0 before any).
+    pub fn latest_epoch(&self) -> u32 {
+        self.view
+            .latest_transmission_details()
+            .ok()
+            .flatten()
+            .map_or(0, |(_, l)| l.epoch)
+    }
+
+    /// Runs the round of `epoch` (leader: epoch mod n).
+    pub fn round(&self, cfg: &FeedConfig, epoch: u32) -> Round {
+        let ts = ReportTimestamp {
+            config_digest: self.digest.clone(),
+            epoch,
+            round: 0,
+        };
+        run_round(
+            &self.oracles,
+            epoch as usize % self.oracles.len(),
+            &ts,
+            cfg.f as usize,
+            &cfg.deadlines,
+            self.transmitter.as_ref(),
+            self.codec.as_ref(),
+        )
+    }
+}
+
+impl Runner {
+    fn setup(&self) -> Result<Setup, String> {
+        Setup::build(
+            &self.cfg,
+            self.relay.as_ref(),
+            self.median.as_ref(),
+            &self.file,
+            self.keystore.clone(),
+            self.source.clone(),
+            self.juels.clone(),
+        )
     }
 
     fn run(self, stop: crossbeam_channel::Receiver<()>) {
@@ -258,13 +304,7 @@ impl Runner {
             if setup.is_none() {
                 match self.setup() {
                     Ok(s) => {
-                        let last = s
-                            .view
-                            .latest_transmission_details()
-                            .ok()
-                            .flatten()
-                            .map_or(0, |(_, l)| l.epoch);
-                        epoch = epoch.max(last);
+                        epoch = epoch.max(s.latest_epoch());
                         let skipped = not_ready.take().map_or(0, |(_, n)| n);
                         log::info!(
                             "feed {name}: ready ({} oracles, f={}){}",
@@ -295,21 +335,7 @@ impl Runner {
             }
             let s = setup.as_ref().expect("set above");
             epoch += 1;
-            let ts = ReportTimestamp {
-                config_digest: s.digest.clone(),
-                epoch,
-                round: 0,
-            };
-            let leader = epoch as usize % s.oracles.len();
-            let round = run_round(
-                &s.oracles,
-                leader,
-                &ts,
-                self.cfg.f as usize,
-                &self.cfg.deadlines,
-                s.transmitter.as_ref(),
-                s.codec.as_ref(),
-            );
+            let round = s.round(&self.cfg, epoch);
             crate::metrics::feed_round(&name, &round);
             match round.outcome {
                 Outcome::Transmitted(v) => {

@@ -305,9 +305,7 @@ mod tests {
     #[test]
     fn the_node_secret_is_made_once_private_and_kept() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("loopp-keystore-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::fresh_dir("keystore");
         let path = dir.join(SECRET_FILE);
         let a = DevKeystore::open(&path, vec!["t0".into()]).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();

@@ -1,4 +1,5 @@
-//! Helpers for the unit tests: a tiny deterministic PRNG for property tests.
+//! Helpers for the unit tests: a tiny deterministic PRNG for property tests,
+//! fresh temporary directories and a configured devchain contract.
 
 /// xorshift64*: deterministic, good enough to generate test inputs.
 pub struct Rng(u64);
@@ -21,4 +22,34 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
+}
+
+/// A fresh, empty directory for the test called `name` (whatever an earlier
+/// run left there is removed first).
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("loopp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A devchain contract in `dir` with a config (no signers, f = 1, medians
+/// in `min..=max`), and that config's digest.
+pub fn configured_contract(
+    dir: &std::path::Path,
+    min: i128,
+    max: i128,
+) -> (std::sync::Arc<crate::devchain::contract::Contract>, Vec<u8>) {
+    use crate::devchain::contract::{ConfigInput, Contract};
+    let c = std::sync::Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
+    let digest = c
+        .set_config(&ConfigInput {
+            signers: vec![],
+            transmitters: vec![],
+            f: 1,
+            min_answer: min,
+            max_answer: max,
+        })
+        .unwrap();
+    (c, digest.to_vec())
 }

@@ -240,9 +240,7 @@ mod tests {
 
     #[test]
     fn transmit_checks_digest_freshness_and_bounds_and_persists() {
-        let dir = std::env::temp_dir().join(format!("loopp-contract-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::fresh_dir("contract");
         let path = dir.join("chain.jsonl");
         let c = Contract::open(&path).unwrap();
         assert_eq!(

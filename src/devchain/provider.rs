@@ -120,9 +120,7 @@ mod tests {
 
     #[test]
     fn provider_services_over_a_socket_match_in_process() {
-        let dir = std::env::temp_dir().join(format!("loopp-provider-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::fresh_dir("provider");
         let contract = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
         let input = ConfigInput {
             signers: vec!["s".into()],

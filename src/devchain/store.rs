@@ -206,10 +206,7 @@ mod tests {
     }
 
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("loopp-chain-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("chain.jsonl")
+        crate::testutil::fresh_dir(&format!("chain-{name}")).join("chain.jsonl")
     }
 
     #[test]

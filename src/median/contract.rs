@@ -119,17 +119,10 @@ impl MedianContractClient {
 impl MedianContract for MedianContractClient {
     fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
         const METHOD: &str = "/loop.MedianContract/LatestTransmissionDetails";
-        let t0 = std::time::Instant::now();
-        let r = self
-            .client
-            .latest_transmission_details(&LatestTransmissionDetailsRequest::new(), self.timeout);
-        crate::metrics::client_observe(
-            &self.name,
-            METHOD,
-            crate::metrics::code_of(&r),
-            t0.elapsed(),
-        );
-        let reply = r.map_err(|e| crate::error::Error::rpc(&self.name, METHOD, &e).to_string())?;
+        let reply = rpc::observed(&self.name, METHOD, || {
+            self.client
+                .latest_transmission_details(&LatestTransmissionDetailsRequest::new(), self.timeout)
+        })?;
         if reply.configDigest.iter().all(|b| *b == 0) {
             return Ok(None);
         }
@@ -178,16 +171,12 @@ impl MedianContract for MedianContractClient {
 mod tests {
     use super::*;
     use crate::devchain::codec;
-    use crate::devchain::contract::{ConfigInput, Contract};
     use crate::median::plugin::RoundRequested;
 
     #[test]
     fn the_contract_view_crosses_a_socket_unchanged() {
-        let dir =
-            std::env::temp_dir().join(format!("loopp-median-contract-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
+        let dir = crate::testutil::fresh_dir("median-contract");
+        let (c, digest) = crate::testutil::configured_contract(&dir, i128::MIN, i128::MAX);
         let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
         broker.serve(1, vec![server(c.clone())]).unwrap();
         let ch = broker.local_channel(1);
@@ -197,15 +186,6 @@ mod tests {
             Ok(None),
             "nothing transmitted yet"
         );
-        let digest = c
-            .set_config(&ConfigInput {
-                signers: vec![],
-                transmitters: vec![],
-                f: 1,
-                min_answer: i128::MIN,
-                max_answer: i128::MAX,
-            })
-            .unwrap();
         let report = codec::build_report(&[codec::ParsedObservation {
             timestamp: 1_700_000_000,
             value: -(1i128 << 100),

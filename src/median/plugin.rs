@@ -360,40 +360,30 @@ mod tests {
             .iter()
             .map(|p| (p.oracle(), p.observation(&ts, &[], d).unwrap()))
             .collect();
+        let report_with = |requested: Option<(u8, u32, u8)>| {
+            *contract.0.lock().unwrap() = requested.map(|(d, epoch, round)| RoundRequested {
+                config_digest: vec![d; 32],
+                epoch,
+                round,
+            });
+            plugins[0].report(&ts, &[], &obs, d)
+        };
         assert_eq!(
-            plugins[0].report(&ts, &[], &obs, d),
+            report_with(None),
             Ok(None),
             "same median, heartbeat not due, nothing requested"
         );
-        *contract.0.lock().unwrap() = Some(RoundRequested {
-            config_digest: vec![7; 32],
-            epoch: 5,
-            round: 1,
-        });
         assert_eq!(
-            plugins[0].report(&ts, &[], &obs, d),
+            report_with(Some((7, 5, 1))),
             Ok(None),
             "the request was answered by the latest transmission"
         );
-        *contract.0.lock().unwrap() = Some(RoundRequested {
-            config_digest: vec![9; 32],
-            epoch: 5,
-            round: 2,
-        });
         assert_eq!(
-            plugins[0].report(&ts, &[], &obs, d),
+            report_with(Some((9, 5, 2))),
             Ok(None),
             "a request under another config does not count"
         );
-        *contract.0.lock().unwrap() = Some(RoundRequested {
-            config_digest: vec![7; 32],
-            epoch: 5,
-            round: 2,
-        });
-        let report = plugins[0]
-            .report(&ts, &[], &obs, d)
-            .unwrap()
-            .expect("a report");
+        let report = report_with(Some((7, 5, 2))).unwrap().expect("a report");
         assert_eq!(codec::median_from_report(&report), Ok(100));
     }
 }

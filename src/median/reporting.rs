@@ -285,24 +285,14 @@ impl ReportingPlugin for ReportingPluginClient {
 mod tests {
     use super::*;
     use crate::datasource::{build, DataSource, Spec};
-    use crate::devchain::contract::{ConfigInput, Contract};
+    use crate::devchain::contract::Contract;
     use crate::median::deadlines::{Deadlines, MaxDurations};
     use crate::median::math::Bounds;
     use crate::median::plugin::{FeedSettings, MedianPlugin};
     use crate::median::rounds::{run_round, Oracle, Outcome};
 
     fn contract(dir: &std::path::Path) -> (Arc<Contract>, Vec<u8>) {
-        let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
-        let digest = c
-            .set_config(&ConfigInput {
-                signers: vec![],
-                transmitters: vec![],
-                f: 1,
-                min_answer: i128::MIN,
-                max_answer: i128::MAX,
-            })
-            .unwrap();
-        (c, digest.to_vec())
+        crate::testutil::configured_contract(dir, i128::MIN, i128::MAX)
     }
 
     fn plugin(
@@ -356,8 +346,7 @@ mod tests {
     /// A slow oracle behind gRPC is cut off at the Observation deadline.
     #[test]
     fn grpc_oracles_give_the_same_transmissions_as_in_process_ones() {
-        let base = std::env::temp_dir().join(format!("loopp-reporting-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let base = crate::testutil::fresh_dir("reporting");
         let walks = || -> Vec<Arc<dyn DataSource>> {
             (0..4)
                 .map(|i| {

@@ -65,6 +65,16 @@ fn missed(e: &str) -> bool {
     e.contains("DEADLINE_EXCEEDED")
 }
 
+impl Round {
+    /// The round failed at `call` with `e`: counts a missed deadline.
+    fn fail(&mut self, call: &'static str, e: String) -> Outcome {
+        if missed(&e) {
+            self.missed.push(call);
+        }
+        Outcome::Failed(e)
+    }
+}
+
 /// Runs one round of the feed: `transmitter` sends the report, `codec`
 /// reads its median back for the outcome.
 pub fn run_round(
@@ -107,19 +117,13 @@ fn play(
 ) -> Outcome {
     let d = deadlines.0;
     let lead = oracles[leader % oracles.len()].1.clone();
-    let mut failed = |call: &'static str, e: String| {
-        if missed(&e) {
-            round.missed.push(call);
-        }
-        Outcome::Failed(e)
-    };
     let t = ts.clone();
     let query = match within("Query", d.query, {
         let lead = lead.clone();
         move || lead.query(&t, d.query)
     }) {
         Ok(q) => q,
-        Err(e) => return failed("Query", e),
+        Err(e) => return round.fail("Query", e),
     };
     // Observations in parallel; one that misses its deadline is left out.
     let pending: Vec<_> = oracles
@@ -142,12 +146,6 @@ fn play(
             _ => round.missed.push("Observation"),
         }
     }
-    let mut failed = |call: &'static str, e: String| {
-        if missed(&e) {
-            round.missed.push(call);
-        }
-        Outcome::Failed(e)
-    };
     let t = ts.clone();
     let report = match within("Report", d.report, {
         let (lead, q) = (lead.clone(), query.clone());
@@ -159,7 +157,7 @@ fn play(
                 "no report due (deviation, heartbeat or too few observations)".into(),
             )
         }
-        Err(e) => return failed("Report", e),
+        Err(e) => return round.fail("Report", e),
     };
     round.reported = true;
     // Every oracle decides in parallel, within one deadline.
@@ -190,12 +188,6 @@ fn play(
             2 * f
         ));
     }
-    let mut failed = |call: &'static str, e: String| {
-        if missed(&e) {
-            round.missed.push(call);
-        }
-        Outcome::Failed(e)
-    };
     let (t, r) = (ts.clone(), report.clone());
     match within(
         "ShouldTransmitAcceptedReport",
@@ -204,14 +196,14 @@ fn play(
     ) {
         Ok(true) => {}
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
-        Err(e) => return failed("ShouldTransmitAcceptedReport", e),
+        Err(e) => return round.fail("ShouldTransmitAcceptedReport", e),
     }
     match transmitter.transmit(ts, &report) {
         Ok(()) => match codec.median_from_report(&report) {
             Ok(m) => Outcome::Transmitted(m),
             Err(e) => Outcome::Failed(format!("the transmitted report: {e}")),
         },
-        Err(e) => failed("Transmit", format!("Transmit: {e}")),
+        Err(e) => round.fail("Transmit", format!("Transmit: {e}")),
     }
 }
 
@@ -219,7 +211,7 @@ fn play(
 mod tests {
     use super::*;
     use crate::datasource::{build, DataSource, Spec};
-    use crate::devchain::contract::{ConfigInput, Contract};
+    use crate::devchain::contract::Contract;
     use crate::median::deadlines::MaxDurations;
     use crate::median::math::Bounds;
     use crate::median::plugin::{FeedSettings, MedianPlugin};
@@ -234,20 +226,9 @@ mod tests {
     }
 
     fn contract(name: &str) -> (Arc<Contract>, Vec<u8>, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("loopp-rounds-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
-        let digest = c
-            .set_config(&ConfigInput {
-                signers: vec![],
-                transmitters: vec![],
-                f: 1,
-                min_answer: -1_000_000,
-                max_answer: 1_000_000,
-            })
-            .unwrap();
-        (c, digest.to_vec(), dir)
+        let dir = crate::testutil::fresh_dir(&format!("rounds-{name}"));
+        let (c, digest) = crate::testutil::configured_contract(&dir, -1_000_000, 1_000_000);
+        (c, digest, dir)
     }
 
     fn deadlines(obs_ms: u64) -> Deadlines {
