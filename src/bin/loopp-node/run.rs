@@ -22,6 +22,12 @@ Each plugin NAME runs as a LOOPP when CL_<NAME>_CMD names its executable
 (looked up on PATH), with the variables of the dotenv file CL_<NAME>_ENV added
 to its environment; otherwise it runs in-process. Configuration errors stop
 the node before anything starts (exit status 2).
+
+The default job is a devchain relay (CL_DEVCHAIN_CMD=loopp-devchain) and one
+median feed (CL_MEDIAN_CMD=loopp-median); each round is logged. Feeds keep
+their contract in DATA/<relay>/<feed>.jsonl and the node's keystore secret in
+DATA/keystore.secret, DATA being the job's data_dir (default ./loopp-data).
+CL_MIN_OCR2_MAX_DURATION_QUERY is the floor of the Query deadline (100ms).
 ";
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
