@@ -170,7 +170,7 @@ fn services_code(fd: &FileDescriptorProto, types: &BTreeMap<String, String>) -> 
             }
             write!(
                 builder,
-                "    let mut instance = s.clone();\n    builder = builder.{add}(&{konst}, move |ctx, req, resp| {{\n        crate::metrics::server_begin(\"/{full_svc}/{}\");\n        instance.{mname}(ctx, req, resp)\n    }});\n",
+                "    let mut instance = s.clone();\n    builder = builder.{add}(&{konst}, move |ctx, req, resp| {{\n        crate::goplugin::metrics::server_begin(\"/{full_svc}/{}\");\n        instance.{mname}(ctx, req, resp)\n    }});\n",
                 m.name()
             )
             .unwrap();

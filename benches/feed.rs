@@ -3,7 +3,7 @@
 //! same run.
 //!
 //! Both modes are set up and run by the node's own feed code
-//! (`feeds::deploy`, `feeds::Setup::build`, `Setup::round`), then run rounds
+//! (`feeds::Setup::build`, which deploys the contract through the relayer, and `Setup::round`), then run rounds
 //! back to back: Query, 4 Observations, Report, 4 ShouldAccept,
 //! ShouldTransmit, Transmit (a write and an fsync of the chain file). Output: one JSON object per line, per
 //! mode, then the LOOPP/in-process ratios. Knob: LOOPP_BENCH_ROUNDS (200).
@@ -12,21 +12,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loopp::datasource::{self, Spec};
 use loopp::devchain::relayer::Devchain;
-use loopp::feeds::{self, FeedConfig, Setup};
-use loopp::handshake::Cookie;
-use loopp::host::{Client, HostConfig};
-use loopp::keystore::DevKeystore;
-use loopp::median::deadlines::{Deadlines, MaxDurations};
-use loopp::median::factory::{Median, PluginMedian};
-use loopp::median::factory_grpc::PluginMedianClient;
-use loopp::median::math::Bounds;
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::Link;
+use loopp::goplugin::host::{Client, HostConfig};
+use loopp::median::factory::Median;
 use loopp::median::plugin::FeedSettings;
-use loopp::median::rounds::Outcome;
-use loopp::relay::grpc::PluginRelayerClient;
-use loopp::relay::PluginRelayer;
-use loopp::supervisor::Link;
+use loopp::node::feeds::rounds::Outcome;
+use loopp::node::feeds::{FeedConfig, Setup};
+use loopp::node::keystore::DevKeystore;
+use loopp::services::median::deadlines::{Deadlines, MaxDurations};
+use loopp::services::median::factory::PluginMedian;
+use loopp::services::median::factory_grpc::PluginMedianClient;
+use loopp::services::median::Bounds;
+use loopp::services::relay::grpc::PluginRelayerClient;
+use loopp::services::relay::PluginRelayer;
+use loopp::sources::{self, Spec};
 use serde_json::json;
 
 const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
@@ -94,7 +95,6 @@ fn rounds(
         deadlines: Deadlines::new(max, Duration::from_millis(100)).unwrap(),
     };
     let file = dir.join("bench.jsonl");
-    feeds::deploy(&cfg, &file).unwrap();
     let keystore = Arc::new(DevKeystore::new(b"bench", vec!["transmitter-0".into()]));
     let setup = Setup::build(
         &cfg,
@@ -102,8 +102,8 @@ fn rounds(
         median,
         &file,
         keystore,
-        Arc::from(datasource::build(&source).unwrap()),
-        Arc::from(datasource::build(&juels).unwrap()),
+        Arc::from(sources::build(&source).unwrap()),
+        Arc::from(sources::build(&juels).unwrap()),
     )
     .unwrap();
     let mut samples = Vec::new();

@@ -12,9 +12,9 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use loopp::config::NodeConfig;
+use loopp::node::config::NodeConfig;
+use loopp::node::registry::State;
 use loopp::node::Node;
-use loopp::registry::State;
 use serde_json::json;
 
 const EXAMPLE: &str = env!("CARGO_BIN_EXE_loopp-example");

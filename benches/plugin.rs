@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use loopp::handshake::Cookie;
-use loopp::host::{Client, HostConfig};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::{Client, HostConfig};
 use loopp::stats::summarize;
 use serde_json::{json, Value};
 

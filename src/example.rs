@@ -8,11 +8,11 @@ use std::time::Duration;
 use grpcio::{RpcContext, RpcStatusCode, UnarySink};
 use protobuf::well_known_types::empty::Empty;
 
-use crate::broker::{Broker, DEFAULT_DIAL_TIMEOUT};
-use crate::error::{rpc_status_text, Error};
+use crate::goplugin::broker::{Broker, DEFAULT_DIAL_TIMEOUT};
+use crate::goplugin::error::{rpc_status_text, Error};
+use crate::goplugin::rpc;
 use crate::proto::example::{BrokerId, Text};
 use crate::proto::example_grpc::{self, ExampleClient};
-use crate::rpc;
 
 /// Deadline of the Echo call that CallEcho makes on the caller's server.
 pub const CALL_ECHO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,7 +91,7 @@ impl example_grpc::Example for ExampleServer {
 /// The example's `loop.Service`: always ready and healthy.
 pub struct ExampleService;
 
-impl crate::service::Service for ExampleService {
+impl crate::services::service::Service for ExampleService {
     fn name(&self) -> String {
         "example".to_string()
     }

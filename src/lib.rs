@@ -4,47 +4,36 @@
 //! hashicorp go-plugin gRPC wire protocol, so Go hosts run loopp plugins and
 //! loopp hosts run Go plugins. Synchronous, on threads; grpcio underneath.
 //!
-//! - [`plugin::serve`] makes a process a plugin;
-//! - [`host::Client`] launches, pings and kills one;
-//! - [`broker::Broker`] carries sub-services across the process boundary;
-//! - [`handshake`] and [`logline`] are the two text formats of the protocol.
+//! The crate is layered; each layer imports only from the layers below it
+//! (checked by the `layers` test, stated in `ARCHITECTURE.md`):
+//!
+//! 1. [`goplugin`]: the go-plugin protocol, both sides: [`goplugin::plugin::serve`]
+//!    makes a process a plugin, [`goplugin::host::Client`] launches, pings and
+//!    kills one, [`goplugin::broker::Broker`] carries sub-services across the
+//!    process boundary.
+//! 2. [`services`]: Chainlink's `loop.*` services as Rust traits, with their
+//!    gRPC servers and clients and wire types.
+//! 3. The implementations: [`median`] (the median product plugin),
+//!    [`devchain`] (the reference relayer), [`sources`] (data sources),
+//!    [`example`] (the SDK example).
+//! 4. [`node`]: the node: configuration, supervision, registry, HTTP, feeds.
+//!
+//! [`proto`] (generated) and [`stats`] sit below everything.
 //!
 //! See `ARCHITECTURE.md` for the map and `docs/PROTOCOL.md` for the protocol.
 
 #![deny(missing_docs)]
 
-pub mod broker;
-pub mod config;
-pub mod datasource;
 pub mod devchain;
-pub mod dotenv;
-pub mod error;
 pub mod example;
-pub mod feeds;
-pub mod handshake;
-pub mod host;
-pub mod http;
-pub mod keystore;
-pub mod kinds;
-pub mod logline;
+pub mod goplugin;
 pub mod median;
-pub mod metrics;
 pub mod node;
-pub mod plugin;
-pub mod pool;
-pub mod ports;
 pub mod proto;
-pub mod registry;
-pub mod relay;
-pub mod resource;
-pub mod rpc;
-pub mod service;
-pub mod signals;
-pub mod sockdir;
+pub mod services;
+pub mod sources;
 pub mod stats;
-pub mod supervisor;
 #[cfg(test)]
 mod testutil;
-pub mod wire;
 
-pub use error::{Error, Result};
+pub use goplugin::error::{Error, Result};

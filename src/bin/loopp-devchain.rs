@@ -5,13 +5,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use loopp::handshake::Cookie;
-use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::plugin::{serve, MetricsPort, ServeConfig};
+use loopp::services::service::served;
 
 /// The relayer's `loop.Service`.
 struct DevchainService;
 
-impl loopp::service::Service for DevchainService {
+impl loopp::services::service::Service for DevchainService {
     fn name(&self) -> String {
         "devchain".into()
     }
@@ -37,12 +38,12 @@ fn main() -> ExitCode {
         metrics: MetricsPort::Required,
     };
     serve(config, |plugin| {
-        Ok(Served {
-            service: Some(Arc::new(DevchainService)),
-            grpc: vec![loopp::relay::grpc::plugin_relayer_server(
+        Ok(served(
+            Arc::new(DevchainService),
+            vec![loopp::services::relay::grpc::plugin_relayer_server(
                 plugin.broker.clone(),
                 Arc::new(loopp::devchain::relayer::Devchain::new()),
             )],
-        })
+        ))
     })
 }

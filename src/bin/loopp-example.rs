@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use loopp::example::{ExampleServer, ExampleService};
-use loopp::handshake::Cookie;
-use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::plugin::{serve, MetricsPort, ServeConfig};
+use loopp::services::service::served;
 
 fn main() -> ExitCode {
     let config = ServeConfig {
@@ -25,9 +26,9 @@ fn main() -> ExitCode {
             "example plugin starting with app version {}",
             plugin.app_version
         );
-        Ok(Served {
-            service: Some(Arc::new(ExampleService)),
-            grpc: vec![ExampleServer::new("loopp: ", plugin.broker.clone()).service()],
-        })
+        Ok(served(
+            Arc::new(ExampleService),
+            vec![ExampleServer::new("loopp: ", plugin.broker.clone()).service()],
+        ))
     })
 }

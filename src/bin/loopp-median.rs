@@ -6,13 +6,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use loopp::handshake::Cookie;
-use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::plugin::{serve, MetricsPort, ServeConfig};
+use loopp::services::service::served;
 
 /// The median plugin's `loop.Service`.
 struct MedianService;
 
-impl loopp::service::Service for MedianService {
+impl loopp::services::service::Service for MedianService {
     fn name(&self) -> String {
         "median".into()
     }
@@ -38,12 +39,12 @@ fn main() -> ExitCode {
         metrics: MetricsPort::Required,
     };
     serve(config, |plugin| {
-        Ok(Served {
-            service: Some(Arc::new(MedianService)),
-            grpc: vec![loopp::median::factory_grpc::plugin_median_server(
+        Ok(served(
+            Arc::new(MedianService),
+            vec![loopp::services::median::factory_grpc::plugin_median_server(
                 plugin.broker.clone(),
                 Arc::new(loopp::median::factory::Median),
             )],
-        })
+        ))
     })
 }

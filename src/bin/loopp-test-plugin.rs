@@ -1,7 +1,7 @@
 //! `loopp-test-plugin MODE`: a plugin whose (mis)behaviour is chosen by MODE,
 //! for the integration tests (go-plugin's TestHelperProcess pattern). Not
 //! installed. Modes that misbehave before the handshake write raw text, as a
-//! broken plugin would; the others go through `loopp::plugin::serve`.
+//! broken plugin would; the others go through `loopp::goplugin::plugin::serve`.
 //!
 //! Modes:
 //! - `serve`: a normal plugin (Example service prefix "test: ", loop.Service);
@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loopp::example::{ExampleServer, ExampleService};
-use loopp::handshake::Cookie;
-use loopp::plugin::{serve, MetricsPort, ServeConfig, Served};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::plugin::{serve, MetricsPort, ServeConfig};
+use loopp::services::service::served;
 
 /// Bound on every sleep, so a test plugin can never outlive a test run.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -43,15 +44,15 @@ fn serve_normally(mode: &'static str) -> ExitCode {
     };
     serve(config, move |plugin| {
         // A metric only plugins export, for the monitoring tests.
-        let up = loopp::metrics::prometheus::IntGauge::new(
+        let up = loopp::goplugin::metrics::prometheus::IntGauge::new(
             "loopp_test_plugin_up",
             "1 while the test plugin serves.",
         )?;
         up.set(1);
-        loopp::metrics::prometheus::register(Box::new(up))?;
+        loopp::goplugin::metrics::prometheus::register(Box::new(up))?;
         match mode {
             "hang-metrics" => {
-                loopp::metrics::prometheus::register(Box::new(HangingCollector::new()))?;
+                loopp::goplugin::metrics::prometheus::register(Box::new(HangingCollector::new()))?;
             }
             "exit-after-handshake" => {
                 std::thread::spawn(|| {
@@ -72,10 +73,10 @@ fn serve_normally(mode: &'static str) -> ExitCode {
             }
             _ => {}
         }
-        Ok(Served {
-            service: Some(Arc::new(ExampleService)),
-            grpc: vec![ExampleServer::new("test: ", plugin.broker.clone()).service()],
-        })
+        Ok(served(
+            Arc::new(ExampleService),
+            vec![ExampleServer::new("test: ", plugin.broker.clone()).service()],
+        ))
     })
 }
 
@@ -141,12 +142,12 @@ fn main() -> ExitCode {
 
 /// A metrics collector whose collection hangs (for proxy timeout tests).
 struct HangingCollector {
-    desc: loopp::metrics::prometheus::core::Desc,
+    desc: loopp::goplugin::metrics::prometheus::core::Desc,
 }
 
 impl HangingCollector {
     fn new() -> HangingCollector {
-        let desc = loopp::metrics::prometheus::core::Desc::new(
+        let desc = loopp::goplugin::metrics::prometheus::core::Desc::new(
             "loopp_test_hang".into(),
             "Never collected in time.".into(),
             vec![],
@@ -157,12 +158,12 @@ impl HangingCollector {
     }
 }
 
-impl loopp::metrics::prometheus::core::Collector for HangingCollector {
-    fn desc(&self) -> Vec<&loopp::metrics::prometheus::core::Desc> {
+impl loopp::goplugin::metrics::prometheus::core::Collector for HangingCollector {
+    fn desc(&self) -> Vec<&loopp::goplugin::metrics::prometheus::core::Desc> {
         vec![&self.desc]
     }
 
-    fn collect(&self) -> Vec<loopp::metrics::prometheus::proto::MetricFamily> {
+    fn collect(&self) -> Vec<loopp::goplugin::metrics::prometheus::proto::MetricFamily> {
         std::thread::sleep(MAX_SLEEP);
         vec![]
     }
@@ -172,9 +173,9 @@ impl loopp::metrics::prometheus::core::Collector for HangingCollector {
 mod ignore_shutdown {
     use super::*;
     use grpcio::{RpcContext, ServerCredentials, UnarySink};
+    use loopp::goplugin::sockdir::SocketDir;
     use loopp::proto::grpc_controller::Empty;
     use loopp::proto::{grpc_controller_grpc, health, health_grpc};
-    use loopp::sockdir::SocketDir;
 
     #[derive(Clone)]
     struct Deaf;
@@ -190,14 +191,14 @@ mod ignore_shutdown {
                 status: health::health_check_response::ServingStatus::SERVING.into(),
                 ..Default::default()
             };
-            loopp::rpc::respond(&ctx, sink, Ok(resp));
+            loopp::goplugin::rpc::respond(&ctx, sink, Ok(resp));
         }
     }
 
     impl grpc_controller_grpc::GRPCController for Deaf {
         fn shutdown(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
             // Says yes, does nothing.
-            loopp::rpc::respond(&ctx, sink, Ok(Empty::new()));
+            loopp::goplugin::rpc::respond(&ctx, sink, Ok(Empty::new()));
         }
     }
 
@@ -209,7 +210,7 @@ mod ignore_shutdown {
         unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
         let dir = SocketDir::create().expect("socket dir");
         let path = dir.path("plugin.sock").expect("socket path");
-        let mut server = loopp::rpc::server_builder()
+        let mut server = loopp::goplugin::rpc::server_builder()
             .register_service(health_grpc::create_health(Deaf))
             .register_service(grpc_controller_grpc::create_grpc_controller(Deaf))
             .build()

@@ -5,20 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::median::math;
-
-/// One oracle's parsed observation, as the median plugin hands it over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ParsedObservation {
-    /// When it was observed (seconds since the epoch).
-    pub timestamp: u32,
-    /// The value.
-    pub value: i128,
-    /// The juels-per-fee-coin value.
-    pub juels_per_fee_coin: i128,
-    /// Observing oracle.
-    pub observer: u8,
-}
+use crate::services::relay::provider::ParsedObservation;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -52,12 +39,18 @@ pub fn build_report(obs: &[ParsedObservation]) -> Result<Vec<u8>, String> {
     let mut ts: Vec<i128> = obs.iter().map(|o| i128::from(o.timestamp)).collect();
     let mut juels: Vec<i128> = obs.iter().map(|o| o.juels_per_fee_coin).collect();
     let wire = Wire {
-        observations_timestamp: math::median(&mut ts).unwrap_or(0) as u32,
+        observations_timestamp: median(&mut ts).unwrap_or(0) as u32,
         median: sorted[sorted.len() / 2].value.to_string(),
-        juels_per_fee_coin: math::median(&mut juels).unwrap_or(0).to_string(),
+        juels_per_fee_coin: median(&mut juels).unwrap_or(0).to_string(),
         observers: sorted.iter().map(|o| o.observer).collect(),
     };
     serde_json::to_vec(&wire).map_err(|e| e.to_string())
+}
+
+/// The upper middle of `values` (`sorted[n/2]`, as OCR's median); 0 when empty.
+fn median(values: &mut [i128]) -> Option<i128> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
 }
 
 /// Decodes a report, with an error saying what is wrong.

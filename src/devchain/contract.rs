@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 
 use super::codec;
 use super::store::{Chain, ContractConfig, Record, Transmission};
-use crate::median::math;
 
 /// The devchain's config digest prefix (first two bytes of every digest).
 pub const DIGEST_PREFIX: [u8; 2] = [0x0d, 0xec];
@@ -50,7 +49,7 @@ pub fn config_digest(input: &ConfigInput, count: u64) -> [u8; 32] {
     d
 }
 
-use crate::wire::hex;
+use crate::services::wire::hex;
 
 /// Why a transmission was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +127,24 @@ impl Contract {
         Ok(digest)
     }
 
+    /// Deploys `input`: sets it unless it is the latest config already (so
+    /// deploying the same contract again, after a restart say, changes
+    /// nothing). Returns whether a new config was set.
+    pub fn deploy(&self, input: &ConfigInput) -> io::Result<bool> {
+        let current = self.latest_config().filter(|(_, c)| {
+            c.f == input.f
+                && c.min_answer == input.min_answer
+                && c.max_answer == input.max_answer
+                && c.signers == input.signers
+                && c.transmitters == input.transmitters
+        });
+        if current.is_some() {
+            return Ok(false);
+        }
+        self.set_config(input)?;
+        Ok(true)
+    }
+
     /// `(block the config was set in, config)`, if any.
     pub fn latest_config(&self) -> Option<(u64, ContractConfig)> {
         let chain = self.chain.lock().unwrap();
@@ -140,12 +157,12 @@ impl Contract {
     }
 
     /// What the median plugin compares against: the latest transmission.
-    pub fn latest_transmission(&self) -> Option<(String, math::Latest)> {
+    pub fn latest_transmission(&self) -> Option<(String, crate::services::median::Latest)> {
         let chain = self.chain.lock().unwrap();
         chain.latest().map(|t| {
             (
                 t.digest.clone(),
-                math::Latest {
+                crate::services::median::Latest {
                     epoch: t.epoch,
                     round: t.round,
                     answer: t.median,
@@ -218,7 +235,7 @@ mod tests {
     }
 
     fn report(median: i128) -> Vec<u8> {
-        codec::build_report(&[codec::ParsedObservation {
+        codec::build_report(&[crate::services::relay::provider::ParsedObservation {
             timestamp: 1000,
             value: median,
             juels_per_fee_coin: 1,

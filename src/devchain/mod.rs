@@ -3,7 +3,7 @@
 //! ([`contract`]), its report format ([`codec`]), its implementations of the
 //! provider traits ([`provider`]) and the relayer itself ([`relayer`]:
 //! `PluginRelayer` and `Relayer`, in-process; `loopp-devchain` serves the
-//! same objects through [`crate::relay::grpc`]).
+//! same objects through [`crate::services::relay::grpc`]).
 
 pub mod codec;
 pub mod contract;

@@ -1,16 +1,20 @@
-//! The devchain's implementations of the provider traits
-//! ([`crate::relay::provider`]): [`DevchainCodec`] for reports and onchain
+//! The devchain's implementations of the provider traits and of the median
+//! contract view
+//! ([`crate::services::relay::provider`]): [`DevchainCodec`] for reports and onchain
 //! config, and the [`Contract`] itself as config tracker and digester.
 //!
 //! Onchain config is `{"min": "<i128>", "max": "<i128>"}` (JSON); a
 //! contract config's signers cross the wire as the UTF-8 bytes of the
 //! chain file's signer strings.
 
-use super::codec::{self, ParsedObservation};
+use super::codec;
 use super::contract::{config_digest, ConfigInput, Contract, DIGEST_PREFIX};
-use crate::median::math::Bounds;
-use crate::relay::provider::{
-    ConfigTracker, ContractConfig, Digester, OnchainConfigCodec, ReportCodec,
+use std::time::Duration;
+
+use crate::services::median::plugin::{MedianContract, RoundRequested};
+use crate::services::median::{Bounds, Latest};
+use crate::services::relay::provider::{
+    ConfigTracker, ContractConfig, Digester, OnchainConfigCodec, ParsedObservation, ReportCodec,
 };
 
 /// The devchain's codecs (see [`codec`]).
@@ -55,7 +59,7 @@ impl ConfigTracker for Contract {
     fn latest_config_details(&self) -> Result<(u64, Vec<u8>), String> {
         Ok(self
             .latest_config()
-            .map(|(block, c)| (block, crate::wire::unhex(&c.digest)))
+            .map(|(block, c)| (block, crate::services::wire::unhex(&c.digest)))
             .unwrap_or((0, vec![0; 32])))
     }
 
@@ -69,7 +73,7 @@ impl ConfigTracker for Contract {
             ));
         }
         Ok(ContractConfig {
-            config_digest: crate::wire::unhex(&c.digest),
+            config_digest: crate::services::wire::unhex(&c.digest),
             config_count: c.count,
             signers: c.signers.iter().map(|s| s.as_bytes().to_vec()).collect(),
             transmitters: c.transmitters.clone(),
@@ -110,13 +114,30 @@ impl Digester for Contract {
     }
 }
 
+/// The contract as the median plugin reads it.
+impl MedianContract for Contract {
+    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+        Ok(self
+            .latest_transmission()
+            .map(|(digest, l)| (crate::services::wire::unhex(&digest), l)))
+    }
+
+    /// Nobody requests rounds on the devchain.
+    fn latest_round_requested(
+        &self,
+        _lookback: Duration,
+    ) -> Result<Option<RoundRequested>, String> {
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
-    use crate::relay::provider::{self, ProviderClient};
+    use crate::services::relay::provider::{self, ProviderClient};
 
     #[test]
     fn provider_services_over_a_socket_match_in_process() {
@@ -130,7 +151,9 @@ mod tests {
             max_answer: i128::MAX,
         };
         let digest = contract.set_config(&input).unwrap();
-        let broker = crate::broker::Broker::new(crate::sockdir::SocketDir::create().unwrap());
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
         broker
             .serve(
                 1,

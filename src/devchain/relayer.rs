@@ -2,9 +2,14 @@
 //! [`DevchainRelayer`] its [`Relayer`] (providers over one [`Contract`],
 //! chain and node status as real views of the chain file), and the
 //! [`Contract`] is its own [`ContractTransmitter`]. The same objects serve
-//! a `loopp-devchain` LOOPP through [`crate::relay::grpc`].
+//! a `loopp-devchain` LOOPP through [`crate::services::relay::grpc`].
 //!
-//! Relayer config: `{"chainFile": "/path/to/chain.jsonl"}` (JSON).
+//! Relayer config (JSON): `{"chainFile": "/path/to/chain.jsonl"}`, and
+//! optionally the contract to deploy on that chain:
+//! `"deploy": {"signers": [..], "transmitters": [..], "f": 1,
+//! "minAnswer": "<i128>", "maxAnswer": "<i128>"}`. Deploying sets that
+//! config unless it is the latest already; the relayer is the only writer of
+//! its chain files (the file's directory is made when missing).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,14 +17,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde::Deserialize;
 
-use super::contract::Contract;
+use super::contract::{ConfigInput, Contract};
 use super::provider::DevchainCodec;
-use crate::keystore::Keystore;
-use crate::relay::{
+use crate::services::keystore::Keystore;
+use crate::services::relay::{
     ChainStatus, ConfigProvider, ContractTransmitter, MedianProvider, NodeStatus, NodeStatusPage,
     PluginArgs, PluginRelayer, RelayArgs, Relayer, Transaction,
 };
-use crate::wire::ReportTimestamp;
+use crate::services::wire::ReportTimestamp;
 
 /// The devchain's chain id.
 pub const CHAIN_ID: &str = "devchain";
@@ -30,6 +35,36 @@ pub const TRANSMITTER_ACCOUNT: &str = "devchain-transmitter";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RelayerConfig {
     chain_file: PathBuf,
+    #[serde(default)]
+    deploy: Option<Deploy>,
+}
+
+/// The contract config to deploy (see the module docs).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Deploy {
+    signers: Vec<String>,
+    transmitters: Vec<String>,
+    f: u8,
+    min_answer: String,
+    max_answer: String,
+}
+
+impl Deploy {
+    fn input(&self) -> Result<ConfigInput, String> {
+        let num = |what: &str, v: &str| {
+            v.trim().parse::<i128>().map_err(|_| {
+                format!("devchain relayer config: deploy.{what} {v:?} is not an integer string")
+            })
+        };
+        Ok(ConfigInput {
+            signers: self.signers.clone(),
+            transmitters: self.transmitters.clone(),
+            f: self.f,
+            min_answer: num("minAnswer", &self.min_answer)?,
+            max_answer: num("maxAnswer", &self.max_answer)?,
+        })
+    }
 }
 
 /// The devchain relayer plugin. Relayers on the same chain file share one
@@ -51,9 +86,11 @@ impl Devchain {
         if let Some(c) = open.get(path).and_then(Weak::upgrade) {
             return Ok(c);
         }
-        let c = Arc::new(
-            Contract::open(path).map_err(|e| format!("devchain: {}: {e}", path.display()))?,
-        );
+        let named = |e: std::io::Error| format!("devchain: {}: {e}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(named)?;
+        }
+        let c = Arc::new(Contract::open(path).map_err(named)?);
         open.insert(path.to_path_buf(), Arc::downgrade(&c));
         Ok(c)
     }
@@ -70,10 +107,13 @@ impl PluginRelayer for Devchain {
                 "devchain relayer config: {e}; expected {{\"chainFile\": \"/path/chain.jsonl\"}}"
             )
         })?;
-        Ok(Arc::new(DevchainRelayer {
-            contract: self.contract(&cfg.chain_file)?,
-            keystore,
-        }))
+        let contract = self.contract(&cfg.chain_file)?;
+        if let Some(deploy) = &cfg.deploy {
+            contract
+                .deploy(&deploy.input()?)
+                .map_err(|e| format!("devchain: deploying to {}: {e}", cfg.chain_file.display()))?;
+        }
+        Ok(Arc::new(DevchainRelayer { contract, keystore }))
     }
 }
 
@@ -164,7 +204,7 @@ impl ContractTransmitter for Contract {
 
     fn latest_config_digest_and_epoch(&self) -> Result<(Vec<u8>, u32), String> {
         Ok(match self.latest_transmission() {
-            Some((digest, l)) => (crate::wire::unhex(&digest), l.epoch),
+            Some((digest, l)) => (crate::services::wire::unhex(&digest), l.epoch),
             None => (vec![0; 32], 0),
         })
     }

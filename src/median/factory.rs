@@ -1,9 +1,8 @@
-//! The median product plugin's entry points as Rust traits:
-//! [`PluginMedian`] (`loop.PluginMedian`: a factory from a provider and data
-//! sources) and [`ReportingPluginFactory`] (`loop.ReportingPluginFactory`: a
-//! reporting plugin per oracle config). [`Median`] and its factory are the
-//! in-process implementations; [`super::factory_grpc`] carries both traits
-//! across processes, so the node holds `Arc<dyn PluginMedian>` either way.
+//! The median product plugin's entry points, in-process: [`Median`] is its
+//! `PluginMedian`, and the factory it makes its `ReportingPluginFactory`
+//! (traits in [`crate::services::median::factory`]; `loopp-median` serves
+//! the same objects through [`crate::services::median::factory_grpc`], so
+//! the node holds `Arc<dyn PluginMedian>` either way).
 //!
 //! The median's offchain config is `{"deviationPpb": u64,
 //! "heartbeatSeconds": u64}` (JSON, [`OffchainConfig`]); its onchain config
@@ -14,11 +13,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::deadlines::MaxDurations;
-use super::plugin::{FeedSettings, MedianPlugin, ReportingPlugin};
-use crate::datasource::DataSource;
-use crate::keystore::ErrorLog;
-use crate::relay::MedianProvider;
+use super::plugin::{FeedSettings, MedianPlugin};
+use crate::services::datasource::DataSource;
+use crate::services::keystore::ErrorLog;
+use crate::services::median::factory::{
+    PluginMedian, ReportingPluginConfig, ReportingPluginFactory, ReportingPluginInfo,
+};
+use crate::services::median::plugin::ReportingPlugin;
+use crate::services::relay::MedianProvider;
 
 /// The median's offchain config: when to report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,79 +51,6 @@ impl OffchainConfig {
             heartbeat: Duration::from_secs(c.heartbeat_seconds),
         })
     }
-}
-
-/// One oracle's reporting plugin config (`loop.ReportingPluginConfig`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportingPluginConfig {
-    /// The contract config's digest.
-    pub config_digest: Vec<u8>,
-    /// This oracle.
-    pub oracle_id: u8,
-    /// Oracles in all.
-    pub n: u8,
-    /// Faulty oracles tolerated.
-    pub f: u8,
-    /// The contract's bounds, encoded by the provider's onchain codec.
-    pub onchain_config: Vec<u8>,
-    /// [`OffchainConfig`], encoded.
-    pub offchain_config: Vec<u8>,
-    /// How often rounds run.
-    pub estimated_round_interval: Duration,
-    /// The calls' maximum durations.
-    pub max: MaxDurations,
-}
-
-impl ReportingPluginConfig {
-    /// Checks the oracle counts: `oracle_id < n` and `n > 3f`.
-    pub fn check(&self) -> Result<(), String> {
-        if self.n == 0 || self.oracle_id >= self.n || 3 * u32::from(self.f) >= u32::from(self.n) {
-            return Err(format!(
-                "n={} f={} oracleID={}: need oracleID < n and n > 3f",
-                self.n, self.f, self.oracle_id
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// What a factory says about the plugins it makes (`loop.ReportingPluginInfo`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReportingPluginInfo {
-    /// The plugin's name.
-    pub name: String,
-    /// Whether reports are unique per round.
-    pub unique_reports: bool,
-    /// Longest query, bytes.
-    pub max_query_length: u64,
-    /// Longest observation, bytes.
-    pub max_observation_length: u64,
-    /// Longest report, bytes.
-    pub max_report_length: u64,
-}
-
-/// The median product plugin (`loop.PluginMedian`).
-pub trait PluginMedian: Send + Sync {
-    /// A factory of reporting plugins for contract `contract_id`, reading
-    /// the chain through `provider`, values from `source` and
-    /// `juels_per_fee_coin`, reporting failures to `errors`.
-    fn new_median_factory(
-        &self,
-        provider: MedianProvider,
-        contract_id: &str,
-        source: Arc<dyn DataSource>,
-        juels_per_fee_coin: Arc<dyn DataSource>,
-        errors: Arc<dyn ErrorLog>,
-    ) -> Result<Arc<dyn ReportingPluginFactory>, String>;
-}
-
-/// Makes one reporting plugin per oracle config (`loop.ReportingPluginFactory`).
-pub trait ReportingPluginFactory: Send + Sync {
-    /// The plugin for `config`, and what it is.
-    fn new_reporting_plugin(
-        &self,
-        config: &ReportingPluginConfig,
-    ) -> Result<(Arc<dyn ReportingPlugin>, ReportingPluginInfo), String>;
 }
 
 /// The median product plugin, in-process.
@@ -168,9 +97,9 @@ impl ReportingPluginFactory for MedianFactory {
             self.source.clone(),
             self.juels.clone(),
             self.provider.contract.clone(),
+            self.provider.report_codec.clone(),
         )
-        .with_error_log(self.errors.clone())
-        .with_codec(self.provider.report_codec.clone());
+        .with_error_log(self.errors.clone());
         let info = ReportingPluginInfo {
             name: "median".into(),
             unique_reports: false,

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use crate::services::median::{Bounds, Latest};
+
 /// One oracle's observation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Observation {
@@ -18,22 +20,6 @@ pub struct Observation {
     pub value: i128,
     /// The juels-per-fee-coin value.
     pub juels_per_fee_coin: i128,
-}
-
-/// The contract's bounds for reported values (from the onchain config).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bounds {
-    /// Smallest valid value.
-    pub min: i128,
-    /// Largest valid value.
-    pub max: i128,
-}
-
-impl Bounds {
-    /// Whether `v` is within `min..=max`.
-    pub fn contains(&self, v: i128) -> bool {
-        self.min <= v && v <= self.max
-    }
 }
 
 /// Why no report was made from a set of observations.
@@ -116,19 +102,6 @@ pub fn deviates(old: i128, new: i128, threshold_ppb: u64) -> bool {
     let lhs = mul_wide(old.abs_diff(new), 1_000_000_000);
     let rhs = mul_wide(u128::from(threshold_ppb), old.unsigned_abs());
     lhs > rhs
-}
-
-/// What the contract last accepted (`LatestTransmissionDetails`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Latest {
-    /// Epoch of the latest transmission.
-    pub epoch: u32,
-    /// Round of the latest transmission.
-    pub round: u8,
-    /// Its median.
-    pub answer: i128,
-    /// When it was transmitted (seconds since the epoch).
-    pub timestamp: u64,
 }
 
 /// Whether a new median should be reported: when nothing was transmitted yet,

@@ -3,76 +3,21 @@
 //! ShouldTransmitAcceptedReport) for a numerical-median feed, over a data
 //! source, a juels-per-fee-coin source and a view of the median contract.
 //!
-//! The same logic serves `loopp-median` through [`super::reporting`] and
-//! [`super::factory_grpc`].
+//! The same logic serves `loopp-median` through
+//! [`crate::services::median::reporting`] and
+//! [`crate::services::median::factory_grpc`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::math::{self, Bounds, Latest};
-use crate::datasource::{DataSource, ReportTimestamp};
-use crate::devchain::codec;
-
-/// An OCR2 reporting plugin instance: the same trait in-process
-/// ([`MedianPlugin`]) and over gRPC ([`super::reporting::ReportingPluginClient`]).
-/// Every call gets its phase's deadline.
-pub trait ReportingPlugin: Send + Sync {
-    /// The leader's query for the round.
-    fn query(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String>;
-    /// This oracle's observation.
-    fn observation(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        deadline: Duration,
-    ) -> Result<Vec<u8>, String>;
-    /// The report from `(observer, observation)` pairs, if one is due.
-    fn report(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        observations: &[(u8, Vec<u8>)],
-        deadline: Duration,
-    ) -> Result<Option<Vec<u8>>, String>;
-    /// Whether to accept a finalized report.
-    fn should_accept_finalized_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String>;
-    /// Whether to transmit an accepted report.
-    fn should_transmit_accepted_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String>;
-    /// Releases the instance.
-    fn close(&self) -> Result<(), String>;
-}
-
-/// What the median plugin reads from the contract.
-pub trait MedianContract: Send + Sync {
-    /// `(config digest, latest transmission)`, None before the first one.
-    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String>;
-    /// The latest round a client requested on chain within `lookback`, None
-    /// if there is none.
-    fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String>;
-}
-
-/// A round requested on chain (`LatestRoundRequested`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoundRequested {
-    /// The config digest it was requested under.
-    pub config_digest: Vec<u8>,
-    /// Its epoch.
-    pub epoch: u32,
-    /// Its round.
-    pub round: u8,
-}
+use super::math;
+use crate::services::datasource::{DataSource, ReportTimestamp};
+use crate::services::keystore::ErrorLog;
+use crate::services::median::plugin::{MedianContract, ReportingPlugin};
+use crate::services::median::Bounds;
+use crate::services::relay::provider::{ParsedObservation, ReportCodec};
 
 /// The feed's offchain settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,8 +37,8 @@ pub struct MedianPlugin {
     source: Arc<dyn DataSource>,
     juels: Arc<dyn DataSource>,
     contract: Arc<dyn MedianContract>,
-    errors: Option<Arc<dyn crate::keystore::ErrorLog>>,
-    codec: Arc<dyn crate::relay::provider::ReportCodec>,
+    errors: Option<Arc<dyn ErrorLog>>,
+    codec: Arc<dyn ReportCodec>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -112,7 +57,10 @@ fn now_secs() -> u64 {
 }
 
 impl MedianPlugin {
-    /// Oracle `oracle` of a feed with `f` faulty oracles tolerated.
+    /// Oracle `oracle` of a feed with `f` faulty oracles tolerated; reports
+    /// are built with `codec`, the provider's (the median plugin knows no
+    /// chain's report format of its own).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         oracle: u8,
         f: usize,
@@ -121,6 +69,7 @@ impl MedianPlugin {
         source: Arc<dyn DataSource>,
         juels: Arc<dyn DataSource>,
         contract: Arc<dyn MedianContract>,
+        codec: Arc<dyn ReportCodec>,
     ) -> MedianPlugin {
         MedianPlugin {
             oracle,
@@ -131,21 +80,12 @@ impl MedianPlugin {
             juels,
             contract,
             errors: None,
-            codec: Arc::new(crate::devchain::provider::DevchainCodec),
+            codec,
         }
     }
 
-    /// Builds reports with the provider's codec (default: the devchain's).
-    pub fn with_codec(
-        mut self,
-        codec: Arc<dyn crate::relay::provider::ReportCodec>,
-    ) -> MedianPlugin {
-        self.codec = codec;
-        self
-    }
-
     /// Reports observation failures to `errors` (the host's error log) too.
-    pub fn with_error_log(mut self, errors: Arc<dyn crate::keystore::ErrorLog>) -> MedianPlugin {
+    pub fn with_error_log(mut self, errors: Arc<dyn ErrorLog>) -> MedianPlugin {
         self.errors = Some(errors);
         self
     }
@@ -244,10 +184,10 @@ impl ReportingPlugin for MedianPlugin {
                 return Ok(None);
             }
         }
-        let valid: Vec<codec::ParsedObservation> = parsed
+        let valid: Vec<ParsedObservation> = parsed
             .iter()
             .filter(|(o, _)| self.bounds.contains(o.value))
-            .map(|(o, ts)| codec::ParsedObservation {
+            .map(|(o, ts)| ParsedObservation {
                 timestamp: *ts,
                 value: o.value,
                 juels_per_fee_coin: o.juels_per_fee_coin,
@@ -283,26 +223,16 @@ impl ReportingPlugin for MedianPlugin {
     }
 }
 
-impl MedianContract for crate::devchain::contract::Contract {
-    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
-        Ok(self
-            .latest_transmission()
-            .map(|(digest, l)| (crate::wire::unhex(&digest), l)))
-    }
-
-    /// Nobody requests rounds on the devchain.
-    fn latest_round_requested(
-        &self,
-        _lookback: Duration,
-    ) -> Result<Option<RoundRequested>, String> {
-        Ok(None)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    // Test fixtures from other layers: a real codec and a static source.
+    use crate::devchain::provider::DevchainCodec;
+    use crate::services::median::plugin::RoundRequested;
+    use crate::services::median::Latest;
+    use crate::sources::{build, Spec};
 
     /// A contract that transmitted 100 just now, with a settable request.
     struct Requested(Mutex<Option<RoundRequested>>);
@@ -331,9 +261,7 @@ mod tests {
     #[test]
     fn a_round_requested_on_chain_forces_a_report_without_deviation() {
         let contract = Arc::new(Requested(Mutex::new(None)));
-        let source: Arc<dyn DataSource> = Arc::from(
-            crate::datasource::build(&crate::datasource::Spec::Static { value: 100 }).unwrap(),
-        );
+        let source: Arc<dyn DataSource> = Arc::from(build(&Spec::Static { value: 100 }).unwrap());
         let plugins: Vec<MedianPlugin> = (0..4)
             .map(|i| {
                 MedianPlugin::new(
@@ -347,6 +275,7 @@ mod tests {
                     source.clone(),
                     source.clone(),
                     contract.clone(),
+                    Arc::new(DevchainCodec),
                 )
             })
             .collect();
@@ -384,6 +313,6 @@ mod tests {
             "a request under another config does not count"
         );
         let report = report_with(Some((7, 5, 2))).unwrap().expect("a report");
-        assert_eq!(codec::median_from_report(&report), Ok(100));
+        assert_eq!(DevchainCodec.median_from_report(&report), Ok(100));
     }
 }

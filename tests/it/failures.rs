@@ -4,15 +4,15 @@
 use std::process::Command;
 use std::time::Duration;
 
-use loopp::handshake::{Cookie, NOT_A_PLUGIN_MESSAGE};
-use loopp::host::Client;
+use loopp::goplugin::handshake::{Cookie, NOT_A_PLUGIN_MESSAGE};
+use loopp::goplugin::host::Client;
 
 use crate::util::*;
 
 /// Starts `loopp-test-plugin MODE` (tagged so we can find stray processes),
 /// expects a start error and checks nothing is left. Returns the message.
 #[track_caller]
-fn start_fails(mode: &str, tweak: impl FnOnce(&mut loopp::host::HostConfig)) -> String {
+fn start_fails(mode: &str, tweak: impl FnOnce(&mut loopp::goplugin::host::HostConfig)) -> String {
     let sandbox = Sandbox::new(mode);
     let tag = format!("tag=failures-{mode}-{}", std::process::id());
     let mut config = test_plugin(mode, mode, &sandbox);
@@ -241,7 +241,7 @@ fn automtls_is_refused_by_name() {
 #[test]
 fn malformed_port_range_is_named() {
     let err = start_fails("serve", |c| {
-        c.network = loopp::handshake::Network::Tcp;
+        c.network = loopp::goplugin::handshake::Network::Tcp;
         c.env.push(("PLUGIN_MIN_PORT".into(), "ten".into()));
     });
     assert_contains(&err, &["PLUGIN_MIN_PORT=\"ten\" is not a TCP port"]);

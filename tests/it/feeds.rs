@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use loopp::config::NodeConfig;
 use loopp::devchain::store::Chain;
+use loopp::node::config::NodeConfig;
+use loopp::node::registry::State;
 use loopp::node::Node;
-use loopp::registry::State;
 
 use crate::util::*;
 

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use loopp::example::{echo, ExampleServer};
-use loopp::handshake::Network;
-use loopp::host::Client;
+use loopp::goplugin::handshake::Network;
+use loopp::goplugin::host::Client;
 use loopp::proto::example::BrokerId;
 use loopp::proto::example_grpc::ExampleClient;
 use loopp::proto::grpc_stdio::stdio_data::Channel as Chan;
 use loopp::proto::grpc_stdio_grpc::GRPCStdioClient;
 use loopp::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
 use loopp::proto::health_grpc::HealthClient;
-use loopp::service::{Service, ServiceClient};
+use loopp::services::service::{Service, ServiceClient};
 
 use crate::util::*;
 
@@ -54,7 +54,7 @@ fn start_call_and_graceful_shutdown() {
     );
     let unknown = check("bogus").expect_err("unknown service");
     assert!(
-        loopp::error::rpc_status_text(&unknown).starts_with("NOT_FOUND"),
+        loopp::goplugin::error::rpc_status_text(&unknown).starts_with("NOT_FOUND"),
         "{unknown:?}"
     );
     let svc = ServiceClient::new("lifecycle", client.channel().clone(), T);
@@ -269,7 +269,7 @@ fn plugin_exits_when_its_host_is_killed() {
         .arg(format!("{TEST_PLUGIN} serve & echo $!; wait"))
         .env(
             "LOOPP_EXAMPLE_PLUGIN",
-            loopp::handshake::Cookie::example().value,
+            loopp::goplugin::handshake::Cookie::example().value,
         )
         .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir)
         .stdout(std::process::Stdio::piped())

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use loopp::example::{echo, ExampleServer};
-use loopp::handshake::Cookie;
-use loopp::host::{Client, HostConfig};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::{Client, HostConfig};
 use loopp::proto::example::BrokerId;
 use loopp::proto::example_grpc::ExampleClient;
 
@@ -106,9 +106,9 @@ fn loopp_host_runs_a_go_plugin() {
     assert_gone(pid);
     // go-plugin 1.0.1 has no GRPCStdio: that means "no stdio", not an error.
     assert!(
-        wait_until(T, || logs_for("loopp::host::stdio").iter().any(|r| r
-            .message
-            == "plugin goplugin: no stdio service (go-plugin before 1.5)")),
+        wait_until(T, || logs_for("loopp::goplugin::host::stdio").iter().any(
+            |r| r.message == "plugin goplugin: no stdio service (go-plugin before 1.5)"
+        )),
         "Unimplemented StreamStdio is reported as no stdio"
     );
     // The Go plugin's hclog lines were relayed under its name with their level.

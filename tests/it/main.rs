@@ -5,6 +5,7 @@ mod failures;
 mod feeds;
 mod host;
 mod interop;
+mod layers;
 mod median;
 mod monitoring;
 mod node;

@@ -6,21 +6,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loopp::datasource::{self, DataSource, ReportTimestamp, Spec};
 use loopp::devchain::contract::{ConfigInput, Contract};
 use loopp::devchain::provider::DevchainCodec;
-use loopp::handshake::Cookie;
-use loopp::host::{Client, HostConfig};
-use loopp::median::deadlines::{Deadlines, MaxDurations};
-use loopp::median::factory::{
-    OffchainConfig, PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
-};
-use loopp::median::factory_grpc::PluginMedianClient;
-use loopp::median::math::Bounds;
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::Link;
+use loopp::goplugin::host::{Client, HostConfig};
+use loopp::median::factory::OffchainConfig;
 use loopp::median::plugin::FeedSettings;
-use loopp::median::rounds::{run_round, Oracle, Outcome};
-use loopp::relay::{ConfigProvider, MedianProvider};
-use loopp::supervisor::Link;
+use loopp::node::feeds::rounds::{run_round, Oracle, Outcome};
+use loopp::services::datasource::{DataSource, ReportTimestamp};
+use loopp::services::median::deadlines::{Deadlines, MaxDurations};
+use loopp::services::median::factory::{
+    PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
+};
+use loopp::services::median::factory_grpc::PluginMedianClient;
+use loopp::services::median::Bounds;
+use loopp::services::relay::{ConfigProvider, MedianProvider};
+use loopp::sources::{self, Spec};
 
 use crate::util::*;
 
@@ -83,8 +85,8 @@ pub fn median_loopp(
     let link = Link::connected(client.channel().clone(), client.broker().clone());
     let median = PluginMedianClient::new("median", link, T);
     let static_juels: Arc<dyn DataSource> =
-        Arc::from(datasource::build(&Spec::Static { value: 5 }).unwrap());
-    let errors = Arc::new(loopp::keystore::LogErrors {
+        Arc::from(sources::build(&Spec::Static { value: 5 }).unwrap());
+    let errors = Arc::new(loopp::services::keystore::LogErrors {
         source: "test".into(),
     });
     let factory = median
@@ -164,7 +166,7 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
     let sandbox = Sandbox::new("median-loopp");
     let (contract, digest) = chain(&sandbox);
     let walk: Arc<dyn DataSource> = Arc::from(
-        datasource::build(&Spec::Randomwalk {
+        sources::build(&Spec::Randomwalk {
             seed: 9,
             start: 1000,
             step: 100,

@@ -6,10 +6,10 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loopp::handshake::Cookie;
-use loopp::host::{Client, HostConfig};
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::{Client, HostConfig};
+use loopp::node::registry::State;
 use loopp::node::Node;
-use loopp::registry::State;
 use serde_json::Value;
 
 use crate::util::*;

@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use loopp::config::NodeConfig;
+use loopp::node::config::NodeConfig;
+use loopp::node::registry::State;
 use loopp::node::Node;
-use loopp::registry::State;
 
 use crate::util::*;
 
@@ -306,7 +306,7 @@ fn start_node_process(
         .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir);
     for (n, mode) in plugins {
         let envfile = test_plugin_env(&sandbox.dir, n, mode);
-        let prefix = loopp::config::env_prefix(n);
+        let prefix = loopp::node::config::env_prefix(n);
         cmd.env(format!("{prefix}_CMD"), TEST_PLUGIN)
             .env(format!("{prefix}_ENV"), &envfile);
     }

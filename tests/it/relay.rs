@@ -5,18 +5,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loopp::datasource::{self, DataSource, ReportTimestamp, Spec};
-use loopp::devchain::codec::{self, ParsedObservation};
+use loopp::devchain::codec;
 use loopp::devchain::relayer::Devchain;
 use loopp::devchain::store::Chain;
-use loopp::handshake::Cookie;
-use loopp::host::{Client, HostConfig};
-use loopp::keystore::{DevKeystore, Keystore};
-use loopp::median::deadlines::Deadlines;
-use loopp::median::rounds::{run_round, Outcome};
-use loopp::relay::grpc::PluginRelayerClient;
-use loopp::relay::{MedianProvider, PluginArgs, PluginRelayer, RelayArgs, Relayer, Transaction};
-use loopp::supervisor::Link;
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::Link;
+use loopp::goplugin::host::{Client, HostConfig};
+use loopp::node::feeds::rounds::{run_round, Outcome};
+use loopp::node::keystore::DevKeystore;
+use loopp::services::datasource::{DataSource, ReportTimestamp};
+use loopp::services::keystore::Keystore;
+use loopp::services::median::deadlines::Deadlines;
+use loopp::services::relay::grpc::PluginRelayerClient;
+use loopp::services::relay::provider::ParsedObservation;
+use loopp::services::relay::{
+    MedianProvider, PluginArgs, PluginRelayer, RelayArgs, Relayer, Transaction,
+};
+use loopp::sources::{self, Spec};
 
 use crate::median::{chain, free_port, max, median_loopp};
 use crate::util::*;
@@ -79,7 +84,7 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
     let mut devchain = devchain_loopp(&sandbox);
     let (relayer, provider) = relay(&devchain.plugin, &path, None);
     let walk: Arc<dyn DataSource> = Arc::from(
-        datasource::build(&Spec::Randomwalk {
+        sources::build(&Spec::Randomwalk {
             seed: 3,
             start: 500,
             step: 40,
@@ -355,7 +360,7 @@ fn dropping_a_setup_closes_everything_served_for_it_on_both_sides() {
         let cp = relayer.new_config_provider(&median_args()).unwrap();
         assert!(cp.tracker.latest_block_height().is_ok());
         let walk: Arc<dyn DataSource> =
-            Arc::from(datasource::build(&Spec::Static { value: 1 }).unwrap());
+            Arc::from(sources::build(&Spec::Static { value: 1 }).unwrap());
         let median = median_loopp(&sandbox, &provider, &digest, walk, &max(1000));
         let open = broker_sockets(&sandbox.dir);
         // relayer, provider, config provider and keystore; factory, 4

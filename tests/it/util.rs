@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use loopp::config::NodeConfig;
-use loopp::handshake::Cookie;
-use loopp::host::HostConfig;
+use loopp::goplugin::handshake::Cookie;
+use loopp::goplugin::host::HostConfig;
+use loopp::node::config::NodeConfig;
+use loopp::node::registry::State;
 use loopp::node::Node;
-use loopp::registry::State;
 
 pub const TEST_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-test-plugin");
 pub const EXAMPLE_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-example");
@@ -220,7 +220,7 @@ pub fn test_job(
     let mut entries = Vec::new();
     for (pname, mode) in plugins {
         let envfile = test_plugin_env(sandbox.dir.as_path(), pname, mode);
-        let prefix = loopp::config::env_prefix(pname);
+        let prefix = loopp::node::config::env_prefix(pname);
         if *mode != "in-process" {
             vars.push((format!("{prefix}_CMD"), TEST_PLUGIN.into()));
             vars.push((format!("{prefix}_ENV"), envfile.display().to_string()));

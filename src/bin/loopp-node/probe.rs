@@ -4,9 +4,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use loopp::handshake::{Cookie, Network};
-use loopp::host::{Client, HostConfig};
-use loopp::service::ServiceClient;
+use loopp::goplugin::handshake::{Cookie, Network};
+use loopp::goplugin::host::{Client, HostConfig};
+use loopp::services::service::ServiceClient;
 use loopp::stats::{human, summarize};
 
 const HELP: &str = "\
@@ -58,8 +58,8 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
     let mut versions = vec![0];
     let mut calls = 100;
     let mut network = Network::Unix;
-    let mut start_timeout = loopp::host::DEFAULT_START_TIMEOUT;
-    let mut rpc_timeout = loopp::host::DEFAULT_RPC_TIMEOUT;
+    let mut start_timeout = loopp::goplugin::host::DEFAULT_START_TIMEOUT;
+    let mut rpc_timeout = loopp::goplugin::host::DEFAULT_RPC_TIMEOUT;
     let mut json = false;
     let mut it = args.iter();
     let mut command = Vec::new();
@@ -183,7 +183,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let svc = ServiceClient::new(&name, client.channel().clone(), config.rpc_timeout);
     let service = match svc.try_name() {
         Ok(n) => {
-            use loopp::service::Service;
+            use loopp::services::service::Service;
             let ready = svc.ready();
             let report = svc.health_report();
             Some((n, ready, report))

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use loopp::config::{Mode, NodeConfig};
+use loopp::node::config::{Mode, NodeConfig};
 use loopp::node::Node;
 
 const HELP: &str = "\
@@ -68,7 +68,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     if let Some(h) = http {
         config.http = (h != "off").then_some(h);
     }
-    let signals = loopp::signals::notify(&[libc::SIGINT, libc::SIGTERM])
+    let signals = loopp::goplugin::signals::notify(&[libc::SIGINT, libc::SIGTERM])
         .map_err(|e| format!("cannot handle SIGINT/SIGTERM: {e}"))?;
 
     for p in &config.plugins {

@@ -1,0 +1,356 @@
+//! The go-plugin gRPC broker, on either side of the connection.
+//!
+//! The host opens one `plugin.GRPCBroker/StartStream` on the plugin; both sides
+//! then send a `ConnInfo{service_id, network, address}` for every extra server
+//! they start, and receive the other side's. [`Broker::serve`] starts such a
+//! server on a fresh unix socket and announces it; [`Broker::dial`] waits (up to
+//! a deadline) for the other side's announcement of an id and connects to it.
+//! This is how sub-services (providers, data sources, callbacks) cross processes.
+//!
+//! Threads: one sender and one receiver per stream, both ending when the stream
+//! or the broker closes. Invariants: announcements received but never dialed are
+//! capped at [`MAX_PENDING`]; every socket a broker created is removed by
+//! [`Broker::close`] (or drop), with its private directory.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use futures_util::{SinkExt, StreamExt};
+use grpcio::{Channel, Server, ServerCredentials, Service, WriteFlags};
+
+use crate::goplugin::error::{Error, Result};
+use crate::goplugin::handshake::Network;
+use crate::goplugin::rpc;
+use crate::goplugin::sockdir::SocketDir;
+use crate::proto::grpc_broker::ConnInfo;
+
+/// How long [`Broker::dial`] waits for an announcement by default (go-plugin: 5 s).
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long stopping one brokered server may take.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Announcements kept for ids nobody dialed yet; older ones are dropped beyond it.
+pub const MAX_PENDING: usize = 1024;
+
+/// Servers one client started on a broker (callbacks it hands to the other
+/// side: a keystore, data sources, a proxied provider), stopped when the
+/// lease is dropped, so a client rebuilt after a failure leaves none behind.
+pub struct Lease {
+    broker: Broker,
+    ids: Vec<u32>,
+}
+
+impl Lease {
+    /// Serves `services` on a fresh id held by this lease; returns the id.
+    pub fn serve(&mut self, services: Vec<Service>) -> Result<u32> {
+        let id = self.broker.next_id();
+        self.broker.serve(id, services)?;
+        self.ids.push(id);
+        Ok(id)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            self.broker.stop(id);
+        }
+    }
+}
+
+/// One side's broker. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    next_id: AtomicU32,
+    state: Mutex<State>,
+    announced: Condvar,
+    sockets: SocketDir,
+}
+
+struct State {
+    closed: bool,
+    /// Announcements from the other side not yet dialed, by id (insertion order kept).
+    pending: HashMap<u32, ConnInfo>,
+    order: VecDeque<u32>,
+    /// Our announcements waiting for a stream to carry them.
+    outbox: Vec<ConnInfo>,
+    /// The current stream's sender thread, fed by `outbox`.
+    stream_tx: Option<Sender<ConnInfo>>,
+    servers: Vec<(u32, Server, PathBuf)>,
+}
+
+impl Broker {
+    /// A broker whose servers listen on sockets in `sockets`.
+    pub fn new(sockets: SocketDir) -> Broker {
+        Broker {
+            inner: Arc::new(Inner {
+                next_id: AtomicU32::new(1),
+                state: Mutex::new(State {
+                    closed: false,
+                    pending: HashMap::new(),
+                    order: VecDeque::new(),
+                    outbox: Vec::new(),
+                    stream_tx: None,
+                    servers: Vec::new(),
+                }),
+                announced: Condvar::new(),
+                sockets,
+            }),
+        }
+    }
+
+    /// A fresh id for [`Broker::serve`]. Ids are unique per side; both sides
+    /// count from 1, as go-plugin does, and the id spaces are separate.
+    pub fn next_id(&self) -> u32 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Serves `services` on a new socket and announces it as `id`. The server
+    /// runs until [`Broker::stop`] of that id or [`Broker::close`].
+    pub fn serve(&self, id: u32, services: Vec<Service>) -> Result<()> {
+        let path = self
+            .inner
+            .sockets
+            .path(&format!("broker-{id}.sock"))
+            .map_err(|e| Error::io("broker: no socket directory", e))?;
+        let mut builder = rpc::server_builder();
+        for s in services {
+            builder = builder.register_service(s);
+        }
+        let mut server = builder.build().map_err(|e| Error::Serve {
+            what: format!("broker: cannot build server for id {id}"),
+            source: Some(Box::new(e)),
+        })?;
+        let target = rpc::target(Network::Unix, &path.to_string_lossy());
+        server
+            .add_listening_port(&target, ServerCredentials::insecure())
+            .map_err(|e| Error::Serve {
+                what: format!("broker: cannot listen on {}", path.display()),
+                source: Some(Box::new(e)),
+            })?;
+        server.start();
+        let info = ConnInfo {
+            service_id: id,
+            network: "unix".to_string(),
+            address: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let mut st = self.inner.state.lock().unwrap();
+        if st.closed {
+            drop(st);
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::BrokerClosed);
+        }
+        st.servers.push((id, server, path));
+        match &st.stream_tx {
+            Some(tx) if tx.send(info.clone()).is_ok() => {}
+            _ => st.outbox.push(info),
+        }
+        Ok(())
+    }
+
+    /// The socket of the server this side serves as `id`, if any.
+    pub fn served_address(&self, id: u32) -> Option<PathBuf> {
+        let st = self.inner.state.lock().unwrap();
+        st.servers
+            .iter()
+            .find(|(sid, _, _)| *sid == id)
+            .map(|(_, _, p)| p.clone())
+    }
+
+    /// A channel to this side's own server `id` (tests dial it directly).
+    #[cfg(test)]
+    pub(crate) fn local_channel(&self, id: u32) -> Channel {
+        let path = self.served_address(id).expect("a server on that id");
+        rpc::connect(Network::Unix, &path.to_string_lossy())
+    }
+
+    /// Stops the server announced as `id` and removes its socket.
+    pub fn stop(&self, id: u32) {
+        let found = {
+            let mut st = self.inner.state.lock().unwrap();
+            let i = st.servers.iter().position(|(sid, _, _)| *sid == id);
+            i.map(|i| st.servers.swap_remove(i))
+        };
+        if let Some((_, server, path)) = found {
+            shutdown_server(server, &path);
+        }
+    }
+
+    /// A [`Lease`] on this broker.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            broker: self.clone(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for the other side to announce `id`, then connects.
+    pub fn dial(&self, id: u32, timeout: Duration) -> Result<Channel> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.inner.state.lock().unwrap();
+        loop {
+            if let Some(info) = st.pending.remove(&id) {
+                st.order.retain(|i| *i != id);
+                drop(st);
+                let network = Network::parse(&info.network).ok_or_else(|| Error::Unsupported {
+                    plugin: "broker".into(),
+                    what: format!(
+                        "service id {id} announced unknown network {:?}",
+                        info.network
+                    ),
+                })?;
+                return Ok(rpc::connect(network, &info.address));
+            }
+            if st.closed {
+                return Err(Error::BrokerClosed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::BrokerTimeout { id, after: timeout });
+            }
+            st = self
+                .inner
+                .announced
+                .wait_timeout(st, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Stops every brokered server, removes their sockets, ends the stream and
+    /// wakes dialers with [`Error::BrokerClosed`]. Idempotent.
+    pub fn close(&self) {
+        let servers = {
+            let mut st = self.inner.state.lock().unwrap();
+            st.closed = true;
+            st.stream_tx = None;
+            st.outbox.clear();
+            std::mem::take(&mut st.servers)
+        };
+        self.inner.announced.notify_all();
+        for (_, server, path) in servers {
+            shutdown_server(server, &path);
+        }
+    }
+
+    /// Runs one StartStream: `tx` carries our announcements, `rx` brings the
+    /// other side's. Used by the host (client stream) and the plugin (server
+    /// stream). Returns at once; two threads carry the stream.
+    pub fn attach<Tx, Rx>(&self, tx: Tx, rx: Rx)
+    where
+        Tx: futures_util::Sink<(ConnInfo, WriteFlags), Error = grpcio::Error>
+            + Unpin
+            + Send
+            + 'static,
+        Rx: futures_util::Stream<Item = grpcio::Result<ConnInfo>> + Unpin + Send + 'static,
+    {
+        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.closed {
+                return;
+            }
+            for info in st.outbox.drain(..) {
+                let _ = out_tx.send(info);
+            }
+            st.stream_tx = Some(out_tx);
+        }
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+                log::error!("broker: cannot spawn {name} thread: {e}");
+            }
+        };
+        spawn("broker-send", Box::new(move || send_loop(tx, out_rx)));
+        let inner = self.inner.clone();
+        spawn("broker-recv", Box::new(move || recv_loop(rx, &inner)));
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap();
+        for (_, server, path) in std::mem::take(&mut st.servers) {
+            shutdown_server(server, &path);
+        }
+    }
+}
+
+fn send_loop<Tx>(mut tx: Tx, out: Receiver<ConnInfo>)
+where
+    Tx: futures_util::Sink<(ConnInfo, WriteFlags), Error = grpcio::Error> + Unpin,
+{
+    // Ends when the broker drops its sender (close) or the stream breaks.
+    for info in out.iter() {
+        if futures_executor::block_on(tx.send((info, WriteFlags::default()))).is_err() {
+            return;
+        }
+    }
+    let _ = futures_executor::block_on(tx.close());
+}
+
+fn recv_loop<Rx>(mut rx: Rx, inner: &Inner)
+where
+    Rx: futures_util::Stream<Item = grpcio::Result<ConnInfo>> + Unpin,
+{
+    while let Some(Ok(info)) = futures_executor::block_on(rx.next()) {
+        let mut st = inner.state.lock().unwrap();
+        if st.closed {
+            return;
+        }
+        let id = info.service_id;
+        if st.pending.insert(id, info).is_none() {
+            st.order.push_back(id);
+        }
+        while st.order.len() > MAX_PENDING {
+            if let Some(old) = st.order.pop_front() {
+                st.pending.remove(&old);
+            }
+        }
+        drop(st);
+        inner.announced.notify_all();
+    }
+}
+
+fn shutdown_server(server: Server, path: &Path) {
+    rpc::shutdown_server(server, SERVER_STOP_GRACE);
+    let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_stops_its_servers_and_removes_their_sockets_when_dropped() {
+        let broker = Broker::new(SocketDir::create().unwrap());
+        let mut lease = broker.lease();
+        let a = lease.serve(vec![]).unwrap();
+        let b = lease.serve(vec![]).unwrap();
+        let other = broker.next_id();
+        broker.serve(other, vec![]).unwrap();
+        let paths: Vec<PathBuf> = [a, b]
+            .iter()
+            .map(|id| broker.served_address(*id).expect("served"))
+            .collect();
+        assert!(paths.iter().all(|p| p.exists()));
+        drop(lease);
+        assert_eq!(broker.served_address(a), None);
+        assert_eq!(broker.served_address(b), None);
+        assert!(paths.iter().all(|p| !p.exists()), "sockets removed");
+        assert!(
+            broker.served_address(other).is_some(),
+            "servers outside the lease keep running"
+        );
+        broker.close();
+    }
+}

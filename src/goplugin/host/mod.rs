@@ -1,0 +1,428 @@
+//! The host side: launch a go-plugin gRPC plugin, connect, ping, kill.
+//!
+//! Lifecycle of a [`Client`] (prose in `docs/PROTOCOL.md`):
+//! 1. spawn the command with the cookie, port range and protocol versions;
+//! 2. read the first stdout line within `start_timeout` and parse it strictly;
+//! 3. connect and ping (`grpc.health.v1.Health/Check{"plugin"}`) with a deadline;
+//! 4. open the broker stream and the stdio stream (Unimplemented: no stdio);
+//! 5. [`Client::kill`]: close the broker, call Shutdown, wait `shutdown_grace`,
+//!    SIGKILL, reap, remove the socket the plugin may have left.
+//!
+//! Invariant: every call carries a deadline (`rpc_timeout`, or
+//! [`crate::goplugin::rpc::STREAM_DEADLINE`] for the two lifelong streams); a failed start
+//! leaves no process and no socket behind.
+
+mod link;
+pub mod process;
+mod stdio;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use grpcio::Channel;
+
+use crate::goplugin::broker::Broker;
+use crate::goplugin::error::{Error, Result};
+use crate::goplugin::handshake::{Cookie, Handshake, Network};
+use crate::goplugin::rpc;
+use crate::goplugin::sockdir::{self, SocketDir};
+use crate::proto::grpc_broker_grpc::GRPCBrokerClient;
+use crate::proto::grpc_controller::Empty;
+use crate::proto::grpc_controller_grpc::GRPCControllerClient;
+use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
+use crate::proto::health_grpc::HealthClient;
+pub use link::Link;
+pub use process::Limit;
+use process::{FirstLine, Process, Spawn};
+
+/// go-plugin's default start timeout.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline of the host's unary calls (as the Go LOOP host).
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a plugin has to exit after Shutdown before SIGKILL (as go-plugin).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for a failing plugin's last stderr lines.
+const STDERR_SETTLE: Duration = Duration::from_millis(300);
+
+/// How to launch and talk to one plugin.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Plugin name for logs and errors, e.g. `median`.
+    pub name: String,
+    /// The executable.
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment variables for the plugin.
+    pub env: Vec<(OsString, OsString)>,
+    /// The magic cookie for this kind of plugin.
+    pub cookie: Cookie,
+    /// App protocol versions the host speaks (LOOP: `[0]`).
+    pub versions: Vec<u32>,
+    /// Ask for TCP on loopback instead of a unix socket (loopp plugins only).
+    pub network: Network,
+    /// `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT`.
+    pub port_range: (u16, u16),
+    /// Time from spawn to the handshake line.
+    pub start_timeout: Duration,
+    /// Deadline of each unary call (ping, Shutdown, service calls).
+    pub rpc_timeout: Duration,
+    /// Time between Shutdown and SIGKILL.
+    pub shutdown_grace: Duration,
+    /// Where sockets go (the host's broker sockets, and the plugin's through
+    /// `PLUGIN_UNIX_SOCKET_DIR`); None: `$PLUGIN_UNIX_SOCKET_DIR`, `$TMPDIR`, `/tmp`.
+    pub socket_dir: Option<PathBuf>,
+    /// Resource limits for the plugin process (none by default).
+    pub limits: Vec<Limit>,
+}
+
+impl HostConfig {
+    /// A config with go-plugin's defaults and app version 0.
+    pub fn new(name: &str, program: impl Into<OsString>, cookie: Cookie) -> HostConfig {
+        HostConfig {
+            name: name.to_string(),
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cookie,
+            versions: vec![0],
+            network: Network::Unix,
+            port_range: crate::goplugin::plugin::DEFAULT_PORT_RANGE,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            rpc_timeout: DEFAULT_RPC_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            socket_dir: None,
+            limits: Vec::new(),
+        }
+    }
+
+    fn plugin_env(&self) -> Vec<(OsString, OsString)> {
+        let versions: Vec<String> = self.versions.iter().map(u32::to_string).collect();
+        let mut env: Vec<(OsString, OsString)> = vec![
+            (
+                self.cookie.key.clone().into(),
+                self.cookie.value.clone().into(),
+            ),
+            (
+                "PLUGIN_MIN_PORT".into(),
+                self.port_range.0.to_string().into(),
+            ),
+            (
+                "PLUGIN_MAX_PORT".into(),
+                self.port_range.1.to_string().into(),
+            ),
+            ("PLUGIN_PROTOCOL_VERSIONS".into(), versions.join(",").into()),
+        ];
+        if let Some(dir) = &self.socket_dir {
+            env.push(("PLUGIN_UNIX_SOCKET_DIR".into(), dir.clone().into()));
+        }
+        if self.network == Network::Tcp {
+            env.push(("LOOPP_NETWORK".into(), "tcp".into()));
+        }
+        env.extend(self.env.iter().cloned());
+        env
+    }
+}
+
+/// How a plugin ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Exit {
+    /// Its exit status (None only if it could not be reaped in time).
+    pub status: Option<ExitStatus>,
+    /// Whether it exited by itself after Shutdown, without SIGKILL.
+    pub graceful: bool,
+    /// From the start of the kill sequence to the reap.
+    pub took: Duration,
+}
+
+/// A running plugin: its process, its connection and its broker.
+pub struct Client {
+    config: HostConfig,
+    process: Process,
+    handshake: Handshake,
+    channel: Channel,
+    broker: Broker,
+    sockets: SocketDir,
+    handshake_in: Duration,
+    started_in: Duration,
+    exit: Option<Exit>,
+}
+
+impl Client {
+    /// Launches the plugin and returns once it answered a ping.
+    ///
+    /// The plugin's parent-death signal is tied to the calling thread: call this
+    /// from a thread that outlives the plugin (a supervisor or `main`).
+    pub fn start(config: &HostConfig) -> Result<Client> {
+        let (_keep, never) = crossbeam_channel::bounded::<()>(0);
+        Client::start_cancellable(config, &never)
+    }
+
+    /// As [`Client::start`], but gives up (with [`Error::Cancelled`]) as soon as
+    /// `cancel` is ready or disconnected, killing what it started.
+    pub fn start_cancellable(
+        config: &HostConfig,
+        cancel: &crossbeam_channel::Receiver<()>,
+    ) -> Result<Client> {
+        let t0 = Instant::now();
+        rpc::prewarm();
+        let name = config.name.as_str();
+        // Made only if the host serves something on its broker.
+        let sockets = SocketDir::lazy(config.socket_dir.clone());
+        let process = Process::spawn(Spawn {
+            name,
+            program: &config.program,
+            args: &config.args,
+            env: &config.plugin_env(),
+            limits: &config.limits,
+        })
+        .map_err(|source| Error::Spawn {
+            plugin: name.to_string(),
+            command: config.program.to_string_lossy().into_owned(),
+            source,
+        })?;
+        let handshake = match read_handshake(config, &process, t0 + config.start_timeout, cancel) {
+            Ok(h) => h,
+            Err(e) => {
+                // A plugin that printed a handshake may have made its socket;
+                // ask it to go (SIGTERM cleans up), then make sure.
+                process.signal(libc::SIGTERM);
+                if process.wait_timeout(config.shutdown_grace).is_none() {
+                    process.kill_now();
+                }
+                return Err(e);
+            }
+        };
+        let handshake_in = t0.elapsed();
+        let channel = rpc::connect(handshake.network, &handshake.address);
+        let mut client = Client {
+            config: config.clone(),
+            process,
+            handshake,
+            channel,
+            broker: Broker::new(sockets.clone()),
+            sockets,
+            handshake_in,
+            started_in: Duration::ZERO,
+            exit: None,
+        };
+        if let Err(e) = client.ping() {
+            client.kill();
+            return Err(match e {
+                Error::Rpc { plugin, status, .. } if !status.contains("not SERVING") => {
+                    Error::Unreachable {
+                        plugin,
+                        address: format!(
+                            "{}:{}",
+                            client.handshake.network, client.handshake.address
+                        ),
+                        status,
+                    }
+                }
+                other => other,
+            });
+        }
+        client.started_in = t0.elapsed();
+        client.open_streams();
+        Ok(client)
+    }
+
+    fn open_streams(&self) {
+        match GRPCBrokerClient::new(self.channel.clone()).start_stream(rpc::STREAM_DEADLINE) {
+            Ok((tx, rx)) => self.broker.attach(tx, rx),
+            Err(e) => log::warn!(
+                "plugin {}: no broker stream: {}",
+                self.config.name,
+                crate::goplugin::error::rpc_status_text(&e)
+            ),
+        }
+        stdio::relay(&self.config.name, self.channel.clone());
+    }
+
+    /// `grpc.health.v1.Health/Check{service: "plugin"}` with the rpc timeout;
+    /// Ok only when the plugin answers SERVING.
+    pub fn ping(&self) -> Result<()> {
+        self.ping_within(self.config.rpc_timeout)
+    }
+
+    /// [`Client::ping`] with its own deadline.
+    pub fn ping_within(&self, timeout: Duration) -> Result<()> {
+        const METHOD: &str = "/grpc.health.v1.Health/Check";
+        let req = HealthCheckRequest {
+            service: "plugin".to_string(),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let result = HealthClient::new(self.channel.clone()).check(&req, timeout);
+        crate::goplugin::metrics::client_observe(
+            &self.config.name,
+            METHOD,
+            crate::goplugin::metrics::code_of(&result),
+            t0.elapsed(),
+        );
+        let resp = result.map_err(|e| Error::rpc(&self.config.name, METHOD, &e))?;
+        match resp.status.enum_value() {
+            Ok(ServingStatus::SERVING) => Ok(()),
+            other => Err(Error::Rpc {
+                plugin: self.config.name.clone(),
+                method: METHOD,
+                status: format!("plugin reports {:?}, not SERVING", other),
+            }),
+        }
+    }
+
+    /// The negotiated handshake.
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// The gRPC channel to the plugin, for app service clients.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The host's broker for this plugin.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The plugin's pid.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// From spawn to the handshake line.
+    pub fn handshake_in(&self) -> Duration {
+        self.handshake_in
+    }
+
+    /// From spawn to the first successful ping.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The process, for exit notifications.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// The config it was started with.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Stops the plugin: broker close, Shutdown RPC (errors ignored), up to
+    /// `shutdown_grace` for the exit, then SIGKILL; always reaps and removes the
+    /// socket it may leave. Idempotent.
+    pub fn kill(&mut self) -> Exit {
+        if let Some(exit) = self.exit {
+            return exit;
+        }
+        let t0 = Instant::now();
+        self.broker.close();
+        let mut graceful = false;
+        let mut status = self.process.status();
+        if status.is_none() {
+            let _ = GRPCControllerClient::new(self.channel.clone())
+                .shutdown(&Empty::new(), self.config.rpc_timeout);
+            status = self.process.wait_timeout(self.config.shutdown_grace);
+            graceful = status.is_some();
+            if status.is_none() {
+                log::warn!(
+                    "plugin {}: no exit within {:?} of Shutdown; killing it",
+                    self.config.name,
+                    self.config.shutdown_grace
+                );
+                status = self.process.kill_now();
+            }
+        }
+        self.sockets.remove();
+        if self.handshake.network == Network::Unix {
+            sockdir::remove_leftovers(Path::new(&self.handshake.address));
+        }
+        let exit = Exit {
+            status,
+            graceful,
+            took: t0.elapsed(),
+        };
+        self.exit = Some(exit);
+        exit
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for and checks the handshake line.
+fn read_handshake(
+    config: &HostConfig,
+    process: &Process,
+    deadline: Instant,
+    cancel: &crossbeam_channel::Receiver<()>,
+) -> Result<Handshake> {
+    let name = &config.name;
+    let line = match process.first_line(deadline, cancel) {
+        Some(FirstLine::Line(line)) => line,
+        Some(FirstLine::Eof) => {
+            let status = process.wait_timeout(STDERR_SETTLE);
+            return Err(Error::ExitedBeforeHandshake {
+                plugin: name.clone(),
+                status,
+                stderr_tail: process.stderr_tail(STDERR_SETTLE),
+            });
+        }
+        None if Instant::now() < deadline => {
+            return Err(Error::Cancelled {
+                plugin: name.clone(),
+            })
+        }
+        None => {
+            return Err(Error::StartTimeout {
+                plugin: name.clone(),
+                after: config.start_timeout,
+                stderr_tail: process.stderr_tail(Duration::ZERO),
+            })
+        }
+    };
+    let handshake = Handshake::parse(&line).map_err(|problem| {
+        let mut shown = line.clone();
+        if shown.len() > 200 {
+            let mut cut = 200;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        Error::Handshake {
+            plugin: name.clone(),
+            line: shown,
+            problem,
+        }
+    })?;
+    if !config.versions.contains(&handshake.app_version) {
+        return Err(Error::IncompatibleVersion {
+            plugin: name.clone(),
+            plugin_version: handshake.app_version,
+            host_versions: config.versions.clone(),
+        });
+    }
+    if handshake.server_cert.is_some() {
+        return Err(Error::Unsupported {
+            plugin: name.clone(),
+            what: "the plugin answered with a TLS certificate (AutoMTLS), which loopp hosts do not speak".into(),
+        });
+    }
+    if handshake.multiplex {
+        return Err(Error::Unsupported {
+            plugin: name.clone(),
+            what: "the plugin asked for gRPC multiplexing, which this host did not offer".into(),
+        });
+    }
+    Ok(handshake)
+}

@@ -1,0 +1,330 @@
+//! The plugin's OS process, host side: spawn, read its stdout and stderr on
+//! their own threads, signal it, wait for it with a bound, reap it.
+//!
+//! Invariants:
+//! - the child gets its own process group and `PR_SET_PDEATHSIG(SIGTERM)`, so it
+//!   is told when the spawning thread (a supervisor, which outlives it) dies;
+//! - a waiter thread notices the exit without reaping (`waitid(WNOWAIT)`), kills
+//!   whatever is left in the child's process group, marks the process exited,
+//!   and only then reaps: signals are sent only while the pid is still ours;
+//! - stdout and stderr are drained until EOF whatever the plugin writes, with
+//!   bounded memory (see [`crate::goplugin::logline`]).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::goplugin::handshake;
+use crate::goplugin::logline::{BoundedLines, Parser, Record};
+
+/// Lines of stderr kept for error messages.
+const TAIL_LINES: usize = 20;
+/// Longest stderr line kept in the tail.
+const TAIL_LINE_MAX: usize = 512;
+
+/// What the stdout reader reports about the handshake line.
+#[derive(Debug)]
+pub enum FirstLine {
+    /// The first line (cut to [`handshake::MAX_LINE`]).
+    Line(String),
+    /// Stdout closed before a line.
+    Eof,
+}
+
+/// A running (or exited, not yet forgotten) plugin process.
+pub struct Process {
+    pid: libc::pid_t,
+    name: String,
+    state: Arc<(Mutex<Option<ExitStatus>>, Condvar)>,
+    exited_rx: Receiver<()>,
+    first_line: Receiver<FirstLine>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_done: Receiver<()>,
+}
+
+/// What to run.
+pub struct Spawn<'a> {
+    /// Plugin name, for logs.
+    pub name: &'a str,
+    /// Executable.
+    pub program: &'a OsString,
+    /// Arguments.
+    pub args: &'a [OsString],
+    /// Extra environment (added to the host's).
+    pub env: &'a [(OsString, OsString)],
+    /// Resource limits set in the child before exec.
+    pub limits: &'a [Limit],
+}
+
+/// A resource limit for the plugin process (setrlimit in the child).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// Address space (virtual memory), bytes: `RLIMIT_AS`.
+    AddressSpace(u64),
+    /// Open file descriptors: `RLIMIT_NOFILE`.
+    OpenFiles(u64),
+}
+
+impl Process {
+    /// Starts the plugin with stdin from /dev/null and stdout/stderr piped.
+    pub fn spawn(s: Spawn<'_>) -> std::io::Result<Process> {
+        let mut cmd = Command::new(s.program);
+        cmd.args(s.args)
+            .envs(s.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let limits = s.limits.to_vec();
+        // SAFETY: the closure only makes async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                for limit in &limits {
+                    let (resource, value) = match *limit {
+                        Limit::AddressSpace(v) => (libc::RLIMIT_AS, v),
+                        Limit::OpenFiles(v) => (libc::RLIMIT_NOFILE, v),
+                    };
+                    let rl = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
+                    if libc::setrlimit(resource, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let pid = child.id() as libc::pid_t;
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let state = Arc::new((Mutex::new(None), Condvar::new()));
+        let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
+        let (first_tx, first_line) = crossbeam_channel::bounded(1);
+        let (stderr_done_tx, stderr_done) = crossbeam_channel::bounded::<()>(0);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+
+        let name = s.name.to_string();
+        spawn_thread(&format!("{name}-wait"), {
+            let state = state.clone();
+            move || wait_child(child, pid, &state, exited_tx)
+        });
+        spawn_thread(&format!("{name}-stdout"), {
+            let name = name.clone();
+            move || read_stdout(&name, stdout, first_tx)
+        });
+        spawn_thread(&format!("{name}-stderr"), {
+            let (name, tail) = (name.clone(), tail.clone());
+            move || read_stderr(&name, stderr, &tail, stderr_done_tx)
+        });
+        Ok(Process {
+            pid,
+            name,
+            state,
+            exited_rx,
+            first_line,
+            tail,
+            stderr_done,
+        })
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits until `deadline` for the first stdout line; gives up early (None)
+    /// when `cancel` becomes ready or disconnected.
+    pub fn first_line(&self, deadline: Instant, cancel: &Receiver<()>) -> Option<FirstLine> {
+        crossbeam_channel::select! {
+            recv(self.first_line) -> l => l.ok(),
+            recv(cancel) -> _ => None,
+            recv(crossbeam_channel::at(deadline)) -> _ => None,
+        }
+    }
+
+    /// A receiver that becomes disconnected when the process has exited (for
+    /// `select!`); every clone sees it.
+    pub fn exited(&self) -> Receiver<()> {
+        self.exited_rx.clone()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn status(&self) -> Option<ExitStatus> {
+        *self.state.0.lock().unwrap()
+    }
+
+    /// Waits up to `timeout` for the exit.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cvar) = &*self.state;
+        let mut st = lock.lock().unwrap();
+        loop {
+            if let Some(s) = *st {
+                return Some(s);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = cvar.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Sends `sig` to the process if it has not exited. Returns whether sent.
+    pub fn signal(&self, sig: libc::c_int) -> bool {
+        let st = self.state.0.lock().unwrap();
+        if st.is_some() {
+            return false;
+        }
+        // SAFETY: the pid is ours and not reaped (the waiter reaps only after
+        // setting the status under this lock).
+        unsafe { libc::kill(self.pid, sig) == 0 }
+    }
+
+    /// SIGKILL, then wait (bounded) for the reap.
+    pub fn kill_now(&self) -> Option<ExitStatus> {
+        self.signal(libc::SIGKILL);
+        self.wait_timeout(Duration::from_secs(5))
+    }
+
+    /// The last lines the plugin wrote on stderr, after giving the reader up to
+    /// `wait` to reach EOF (so a crash message is included).
+    pub fn stderr_tail(&self, wait: Duration) -> String {
+        let _ = self.stderr_done.recv_timeout(wait);
+        let tail = self.tail.lock().unwrap();
+        tail.iter().map(|l| format!("  {l}\n")).collect()
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status().is_none() {
+            self.kill_now();
+        }
+    }
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.to_string()).spawn(f) {
+        log::error!("cannot spawn thread {name}: {e}");
+    }
+}
+
+fn wait_child(
+    mut child: Child,
+    pid: libc::pid_t,
+    state: &(Mutex<Option<ExitStatus>>, Condvar),
+    exited: Sender<()>,
+) {
+    // Wait for the exit but leave the zombie, so the pid (and process group id)
+    // cannot be reused while we still signal them.
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting on our own child with a valid siginfo pointer.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    // Whatever the plugin left in its process group goes with it: no orphans.
+    // SAFETY: signalling our child's group while the leader is an unreaped zombie.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let (lock, cvar) = state;
+    let mut st = lock.lock().unwrap();
+    let status = child.wait();
+    *st = Some(status.unwrap_or_else(|_| {
+        use std::os::unix::process::ExitStatusExt;
+        ExitStatus::from_raw(0)
+    }));
+    drop(st);
+    cvar.notify_all();
+    drop(exited);
+}
+
+fn read_stdout(name: &str, stdout: ChildStdout, first: Sender<FirstLine>) {
+    let mut lines = BoundedLines::new(BufReader::new(stdout), handshake::MAX_LINE);
+    match lines.next_line() {
+        Ok(Some(l)) => {
+            let _ = first.send(FirstLine::Line(
+                String::from_utf8_lossy(&l.bytes).into_owned(),
+            ));
+        }
+        _ => {
+            let _ = first.send(FirstLine::Eof);
+            return;
+        }
+    }
+    // After the handshake, stdout is the plugin's own output: log it.
+    let target = format!("{name}::stdout");
+    while let Ok(Some(l)) = lines.next_line() {
+        let message = String::from_utf8_lossy(&l.bytes);
+        emit(
+            &target,
+            &Record {
+                level: log::Level::Info,
+                message: message.into_owned(),
+                fields: Vec::new(),
+            },
+        );
+    }
+}
+
+fn read_stderr(name: &str, stderr: ChildStderr, tail: &Mutex<VecDeque<String>>, done: Sender<()>) {
+    let mut lines = BoundedLines::new(BufReader::new(stderr), crate::goplugin::logline::MAX_LINE);
+    let mut parser = Parser::new();
+    while let Ok(Some(l)) = lines.next_line() {
+        let rec = parser.parse(&l);
+        emit(name, &rec);
+        let mut t = tail.lock().unwrap();
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        let mut text = rec.display_text();
+        if text.len() > TAIL_LINE_MAX {
+            let mut cut = TAIL_LINE_MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        t.push_back(text);
+    }
+    drop(done);
+}
+
+/// Sends a plugin's log record into the host's logger under `target`.
+pub fn emit(target: &str, rec: &Record) {
+    if rec.level > log::max_level() {
+        return;
+    }
+    log::logger().log(
+        &log::Record::builder()
+            .level(rec.level)
+            .target(target)
+            .args(format_args!("{}", rec.display_text()))
+            .build(),
+    );
+}

@@ -1,0 +1,20 @@
+//! A plugin's own `/metrics` endpoint, on 127.0.0.1:`CL_PROMETHEUS_PORT`.
+
+use crate::goplugin::http::{body, method_allowed, text, HttpServer};
+
+/// Serves `/metrics` (everything in the process's metrics registry) on
+/// 127.0.0.1:`port`, with two worker threads.
+pub fn serve_metrics(port: u16) -> std::io::Result<HttpServer> {
+    HttpServer::start(&format!("127.0.0.1:{port}"), 2, "metrics", |r| {
+        if let Err(reply) = method_allowed(r) {
+            return reply;
+        }
+        match r.url().split('?').next().unwrap_or("") {
+            "/metrics" => {
+                let (data, ctype) = crate::goplugin::metrics::encode();
+                body(200, &ctype, data)
+            }
+            _ => text(404, "not found; metrics are at /metrics"),
+        }
+    })
+}

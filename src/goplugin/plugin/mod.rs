@@ -1,0 +1,388 @@
+//! The plugin side: [`serve`] turns a process into a go-plugin gRPC plugin.
+//!
+//! Lifecycle (the prose version is `docs/PROTOCOL.md`):
+//! 1. check the magic cookie (missing/wrong: go-plugin's message, exit 1);
+//! 2. capture stdout/stderr (nothing reaches stdout before the handshake) and
+//!    install the JSON logger on the real stderr;
+//! 3. negotiate the app version from `PLUGIN_PROTOCOL_VERSIONS`;
+//! 4. build the plugin's services, given its [`Plugin`] context (broker, version);
+//! 5. listen on a unix socket in a fresh 0700 directory, or on 127.0.0.1 in
+//!    `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` when `LOOPP_NETWORK=tcp`;
+//! 6. print the handshake line and flush;
+//! 7. serve until Shutdown, SIGTERM or the host's death, then close the service,
+//!    the broker and the server, remove the socket directory and return 0.
+//!
+//! Invariants: the plugin never listens on a non-loopback address; it exits by
+//! itself when its host dies (SIGINT is ignored, as in go-plugin: the host decides).
+
+mod builtin;
+pub mod jsonlog;
+pub mod metrics;
+mod parent;
+pub mod stdio;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{Server, ServerCredentials};
+
+use crate::goplugin::broker::Broker;
+use crate::goplugin::error::{Error, Result};
+use crate::goplugin::handshake::{
+    negotiate_version, Cookie, Handshake, Network, NOT_A_PLUGIN_MESSAGE,
+};
+use crate::goplugin::sockdir::SocketDir;
+use crate::proto::{grpc_broker_grpc, grpc_controller_grpc, grpc_stdio_grpc, health_grpc};
+
+/// How long `serve` waits for the service's `close` and the server's shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The same, when the host is gone: nobody waits for answers any more, and the
+/// plugin must be gone well within 2 s of its host.
+pub const HOST_GONE_GRACE: Duration = Duration::from_millis(250);
+
+/// go-plugin's default TCP port range.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (10000, 25000);
+
+/// What a plugin is.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Name for logs, e.g. `median`.
+    pub name: String,
+    /// The magic cookie of this kind of plugin.
+    pub cookie: Cookie,
+    /// App protocol versions this plugin speaks (LOOP plugins: `[0]`).
+    pub versions: Vec<u32>,
+    /// Whether `CL_PROMETHEUS_PORT` must be set (LOOP plugins) or `/metrics`
+    /// is served only when it is (plugins that also run under plain
+    /// go-plugin hosts).
+    pub metrics: MetricsPort,
+}
+
+/// How a plugin treats `CL_PROMETHEUS_PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsPort {
+    /// Missing is a start error naming the variable.
+    Required,
+    /// Missing means no `/metrics`; malformed is still an error.
+    IfSet,
+}
+
+/// `CL_PROMETHEUS_PORT`, checked.
+fn metrics_port(policy: MetricsPort) -> Result<Option<u16>> {
+    let err = |what: String| Error::Serve { what, source: None };
+    match std::env::var("CL_PROMETHEUS_PORT") {
+        Err(_) if policy == MetricsPort::IfSet => Ok(None),
+        Err(_) => Err(err(
+            "CL_PROMETHEUS_PORT is not set; the host must give each plugin the port for its /metrics".into(),
+        )),
+        Ok(v) => match v.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Ok(Some(p)),
+            _ => Err(err(format!("CL_PROMETHEUS_PORT={v:?} is not a TCP port (1-65535)"))),
+        },
+    }
+}
+
+/// What the plugin's code gets while building its services.
+pub struct Plugin {
+    /// The negotiated app protocol version.
+    pub app_version: u32,
+    /// The broker, to serve or dial sub-services.
+    pub broker: Broker,
+}
+
+/// What the plugin serves.
+pub struct Served {
+    /// The plugin's own gRPC services.
+    pub grpc: Vec<grpcio::Service>,
+    /// Closed once when serving ends (e.g. the plugin's `loop.Service`: see
+    /// `crate::services::service::served`), bounded by the grace period.
+    pub closer: Option<Arc<dyn Closer>>,
+}
+
+/// Something to close when the plugin stops serving. The plugin side knows
+/// nothing else of the services it serves.
+pub trait Closer: Send + Sync {
+    /// Stops its work; an error is logged.
+    fn close(&self) -> std::result::Result<(), String>;
+}
+
+/// Why serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The host called `GRPCController/Shutdown`.
+    ShutdownRpc,
+    /// SIGTERM.
+    Terminated,
+    /// The host process is gone.
+    HostGone,
+}
+
+/// The error type plugin code returns from its build step.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs this process as a plugin; returns the exit code for `main`.
+///
+/// Call it first thing in `main`: anything printed on stdout before it could
+/// break the handshake. `build` creates the plugin's services.
+pub fn serve<F>(config: ServeConfig, build: F) -> ExitCode
+where
+    F: FnOnce(&Plugin) -> std::result::Result<Served, BoxError>,
+{
+    if !config.cookie.is_present_in_env() {
+        eprint!("{NOT_A_PLUGIN_MESSAGE}");
+        return ExitCode::from(1);
+    }
+    match run(&config, build) {
+        Ok(stop) => {
+            log::info!(reason:? = stop; "plugin {} exited", config.name);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("plugin {}: {e}", config.name);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve_err(what: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Serve {
+        what: what.into(),
+        source: Some(Box::new(e)),
+    }
+}
+
+fn run<F>(config: &ServeConfig, build: F) -> Result<Stop>
+where
+    F: FnOnce(&Plugin) -> std::result::Result<Served, BoxError>,
+{
+    let (stdio, real_stderr) =
+        stdio::Stdio::capture().map_err(|e| serve_err("cannot capture stdio", e))?;
+    jsonlog::init(real_stderr);
+    install_panic_hook();
+    // SIGTERM is handled from the start, so a plugin told to stop while it is
+    // still starting cleans up its socket directory too.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<Stop>(8);
+    let sigterm = crate::goplugin::signals::notify(&[libc::SIGTERM])
+        .map_err(|e| serve_err("cannot install the SIGTERM handler", e))?;
+    // go-plugin plugins ignore interrupts: Ctrl-C reaches the whole process
+    // group and the host decides how its plugins stop.
+    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+
+    let host_versions = std::env::var("PLUGIN_PROTOCOL_VERSIONS").ok();
+    let app_version = negotiate_version(&config.versions, host_versions.as_deref())
+        .map_err(|what| Error::Serve { what, source: None })?;
+    if std::env::var_os("PLUGIN_CLIENT_CERT").is_some_and(|v| !v.is_empty()) {
+        return Err(Error::Serve {
+            what: "the host asked for AutoMTLS (PLUGIN_CLIENT_CERT), which loopp plugins do not support; \
+                   disable AutoMTLS in the host (plugins listen on private unix sockets or loopback)"
+                .into(),
+            source: None,
+        });
+    }
+    let metrics_port = metrics_port(config.metrics)?;
+    let network = match std::env::var("LOOPP_NETWORK").as_deref() {
+        Err(_) | Ok("") | Ok("unix") => Network::Unix,
+        Ok("tcp") => Network::Tcp,
+        Ok(other) => {
+            return Err(Error::Serve {
+                what: format!(
+                    "LOOPP_NETWORK={other:?} is not a network; use \"unix\" (default) or \"tcp\""
+                ),
+                source: None,
+            })
+        }
+    };
+
+    let sockets =
+        SocketDir::create().map_err(|e| serve_err("cannot create the socket directory", e))?;
+    let broker = Broker::new(sockets.clone());
+    let plugin = Plugin {
+        app_version,
+        broker: broker.clone(),
+    };
+    let served = build(&plugin).map_err(|e| Error::Serve {
+        what: format!("plugin {} could not start", config.name),
+        source: Some(e),
+    })?;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut builder = crate::goplugin::rpc::server_builder()
+        .register_service(health_grpc::create_health(builtin::Health {
+            stopping: stopping.clone(),
+        }))
+        .register_service(grpc_controller_grpc::create_grpc_controller(
+            builtin::Controller {
+                stop: stop_tx.clone(),
+            },
+        ))
+        .register_service(grpc_broker_grpc::create_grpc_broker(
+            builtin::BrokerService {
+                broker: broker.clone(),
+            },
+        ))
+        .register_service(grpc_stdio_grpc::create_grpc_stdio(builtin::StdioService {
+            stdio: stdio.clone(),
+        }));
+    for s in served.grpc {
+        builder = builder.register_service(s);
+    }
+    let mut server = builder
+        .build()
+        .map_err(|e| serve_err("cannot build the gRPC server", e))?;
+    let address = listen(&mut server, network, &sockets)?;
+    server.start();
+    // Kept until the process exits.
+    let _metrics = match metrics_port {
+        Some(port) => Some(
+            crate::goplugin::plugin::metrics::serve_metrics(port).map_err(|e| {
+                serve_err(
+                    format!("CL_PROMETHEUS_PORT={port}: cannot serve /metrics"),
+                    e,
+                )
+            })?,
+        ),
+        None => None,
+    };
+
+    parent::watch(stop_tx.clone());
+
+    let line = Handshake {
+        app_version,
+        network,
+        address: address.clone(),
+        server_cert: None,
+        multiplex: false,
+    }
+    .to_string();
+    stdio
+        .print_handshake(&line)
+        .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
+    log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
+
+    let stop = crossbeam_channel::select! {
+        recv(stop_rx) -> s => s.unwrap_or(Stop::HostGone),
+        recv(sigterm) -> _ => Stop::Terminated,
+    };
+    log::debug!(reason:? = stop; "plugin {} stopping", config.name);
+    stopping.store(true, Ordering::Relaxed);
+    let grace = if stop == Stop::HostGone {
+        HOST_GONE_GRACE
+    } else {
+        SHUTDOWN_GRACE
+    };
+    if let Some(closer) = &served.closer {
+        close_bounded(closer.clone(), grace);
+    }
+    broker.close();
+    crate::goplugin::rpc::shutdown_server(server, grace);
+    drop(sockets);
+    Ok(stop)
+}
+
+/// Listens on the configured network and returns the handshake address.
+fn listen(server: &mut Server, network: Network, sockets: &SocketDir) -> Result<String> {
+    match network {
+        Network::Unix => {
+            let path = sockets
+                .path("plugin.sock")
+                .map_err(|e| serve_err("cannot create the socket directory", e))?;
+            let address = path.to_string_lossy().into_owned();
+            server
+                .add_listening_port(
+                    crate::goplugin::rpc::target(network, &address),
+                    ServerCredentials::insecure(),
+                )
+                .map_err(|e| serve_err(format!("cannot listen on {address}"), e))?;
+            Ok(address)
+        }
+        Network::Tcp => {
+            let (min, max) = port_range()?;
+            let span = u32::from(max - min) + 1;
+            // Start at a pid-dependent port so concurrent plugins rarely collide.
+            let start = std::process::id().wrapping_mul(7919) % span;
+            for i in 0..span {
+                let port = min + ((start + i) % span) as u16;
+                let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).to_string();
+                if let Ok(bound) = server.add_listening_port(&addr, ServerCredentials::insecure()) {
+                    if bound == port {
+                        return Ok(addr);
+                    }
+                }
+            }
+            Err(Error::Serve {
+                what: format!(
+                    "no free TCP port on 127.0.0.1 in PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT ({min}..={max}); widen the range"
+                ),
+                source: None,
+            })
+        }
+    }
+}
+
+/// `PLUGIN_MIN_PORT`/`PLUGIN_MAX_PORT`, defaulting to go-plugin's 10000..=25000.
+fn port_range() -> Result<(u16, u16)> {
+    let get = |key: &str, default: u16| -> Result<u16> {
+        match std::env::var(key) {
+            Err(_) => Ok(default),
+            Ok(v) if v.is_empty() => Ok(default),
+            Ok(v) => v
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| Error::Serve {
+                    what: format!("{key}={v:?} is not a TCP port (1-65535)"),
+                    source: None,
+                }),
+        }
+    };
+    let min = get("PLUGIN_MIN_PORT", DEFAULT_PORT_RANGE.0)?;
+    let max = get("PLUGIN_MAX_PORT", DEFAULT_PORT_RANGE.1)?;
+    if min > max {
+        return Err(Error::Serve {
+            what: format!("PLUGIN_MIN_PORT ({min}) is greater than PLUGIN_MAX_PORT ({max})"),
+            source: None,
+        });
+    }
+    Ok((min, max))
+}
+
+fn close_bounded(svc: Arc<dyn Closer>, grace: Duration) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("service-close".into())
+        .spawn(move || {
+            let _ = tx.send(svc.close());
+        });
+    if spawned.is_err() {
+        return;
+    }
+    match rx.recv_timeout(grace) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn!("service close failed: {e}"),
+        Err(_) => {
+            log::warn!("service close did not finish within {grace:?}; exiting anyway")
+        }
+    }
+}
+
+/// Logs panics as JSON error lines on the real stderr, then lets the default
+/// hook print as usual (into the captured stderr).
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        log::error!(location = location.as_str(); "panic: {payload}");
+        default(info);
+    }));
+}

@@ -1,0 +1,183 @@
+//! The only place that sets grpcio up: the process-wide environment, channels
+//! and servers with go-plugin's message limits, the named timeouts, and the
+//! helper that runs blocking handler code off grpcio's completion-queue threads.
+//!
+//! Invariants: every channel and server is built here (so limits and
+//! `SO_REUSEPORT` are set once); no handler blocks a completion-queue thread on
+//! plugin code: [`respond_blocking`] moves that work to a [`crate::goplugin::pool`] thread.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use grpcio::{
+    Channel, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode,
+    ServerBuilder, UnarySink,
+};
+
+use crate::goplugin::handshake::Network;
+
+/// Largest message either side sends or accepts: as go-plugin (`math.MaxInt32`),
+/// because grpc's 4 MiB default is too small for reports and configs.
+pub const MAX_MESSAGE_LEN: i32 = i32::MAX;
+
+/// Deadline of the calls that open the broker and stdio streams. They live as
+/// long as the plugin and are cancelled when it is killed; the deadline is only
+/// there so that no call is without one.
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Completion-queue threads when `LOOPP_GRPC_THREADS` is not set. One is the
+/// fastest for a plugin's traffic (measured: p50 of a health check ~30% lower
+/// than with two, as threads on few cores stop handing work to each other);
+/// handlers never block it (see [`respond_blocking`]).
+pub const DEFAULT_CQ_THREADS: usize = 1;
+
+/// The process-wide grpcio environment, with `LOOPP_GRPC_THREADS`
+/// completion-queue threads (default [`DEFAULT_CQ_THREADS`], at most 64).
+pub fn env() -> Arc<Environment> {
+    static ENV: OnceLock<Arc<Environment>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let threads = std::env::var("LOOPP_GRPC_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=64).contains(n))
+            .unwrap_or(DEFAULT_CQ_THREADS);
+        Arc::new(
+            EnvBuilder::new()
+                .cq_count(threads)
+                .name_prefix("grpc")
+                .build(),
+        )
+    })
+    .clone()
+}
+
+/// Starts creating the environment (gRPC init and its threads, about a
+/// millisecond) on a thread, so it overlaps with other start-up work.
+pub fn prewarm() {
+    let _ = std::thread::Builder::new()
+        .name("grpc-init".into())
+        .spawn(|| drop(env()));
+}
+
+fn channel_builder() -> ChannelBuilder {
+    ChannelBuilder::new(env())
+        .max_receive_message_len(MAX_MESSAGE_LEN)
+        .max_send_message_len(MAX_MESSAGE_LEN)
+}
+
+/// The grpc target for a handshake address.
+pub fn target(network: Network, address: &str) -> String {
+    match network {
+        Network::Unix => format!("unix:{address}"),
+        Network::Tcp => address.to_string(),
+    }
+}
+
+/// A channel to a plugin (or brokered) server. Connects lazily; the first call
+/// fails fast with UNAVAILABLE when nothing listens there.
+pub fn connect(network: Network, address: &str) -> Channel {
+    channel_builder()
+        // Each plugin gets its own connection even if addresses repeat over time.
+        .use_local_subchannel_pool(true)
+        .connect(&target(network, address))
+}
+
+/// A server builder with the message limits and without `SO_REUSEPORT` (with it,
+/// two plugins could both "bind" the same TCP port).
+pub fn server_builder() -> ServerBuilder {
+    let args = channel_builder().reuse_port(false).build_args();
+    ServerBuilder::new(env()).channel_args(args)
+}
+
+/// Runs `f` on a [`crate::goplugin::pool`] thread and answers the call with its result, so plugin
+/// code that blocks (on I/O, on another RPC, on a broker dial) never holds a
+/// completion-queue thread.
+pub fn respond_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, f: F)
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
+{
+    let method = String::from_utf8_lossy(ctx.method()).into_owned();
+    let call = crate::goplugin::metrics::server_call();
+    let spawned = crate::goplugin::pool::spawn(move || {
+        let outcome = f();
+        let code = code_name(&outcome);
+        let sent = match outcome {
+            Ok(resp) => futures_executor::block_on(sink.success(resp)),
+            Err(status) => futures_executor::block_on(sink.fail(status)),
+        };
+        call.finish(code);
+        if let Err(e) = sent {
+            log::debug!(
+                "{method}: reply not delivered: {}",
+                crate::goplugin::error::rpc_status_text(&e)
+            );
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot spawn a handler thread: {e}");
+    }
+}
+
+/// Answers a call at once on the completion-queue thread (for cheap handlers).
+pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Result<T, RpcStatus>) {
+    let call = crate::goplugin::metrics::server_call();
+    let code = code_name(&r);
+    let f = match r {
+        Ok(resp) => sink.success(resp),
+        Err(status) => sink.fail(status),
+    };
+    ctx.spawn(async move {
+        let _ = f.await;
+        call.finish(code);
+    });
+}
+
+/// `OK` or the status code's name, for metrics.
+fn code_name<T>(r: &Result<T, RpcStatus>) -> &'static str {
+    match r {
+        Ok(_) => "OK",
+        Err(s) => crate::goplugin::error::status_code_name(s.code()),
+    }
+}
+
+/// Stops a server: cancels its calls (long streams included), then waits up
+/// to `grace` for the shutdown to complete.
+pub fn shutdown_server(mut server: grpcio::Server, grace: std::time::Duration) {
+    server.cancel_all_calls();
+    let fut = server.shutdown();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spawned = std::thread::Builder::new()
+        .name("server-stop".into())
+        .spawn(move || {
+            let _ = futures_executor::block_on(fut);
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() {
+        let _ = rx.recv_timeout(grace);
+    }
+}
+
+/// An RpcStatus with a code and message.
+pub fn status(code: RpcStatusCode, message: impl Into<String>) -> RpcStatus {
+    RpcStatus::with_message(code, message.into())
+}
+
+/// Runs one client call to `plugin`'s `method`, records it in the
+/// `loopp_rpc_*` metrics and turns a failure into the error text that names
+/// the plugin, the method and the status.
+pub fn observed<T>(
+    plugin: &str,
+    method: &'static str,
+    f: impl FnOnce() -> grpcio::Result<T>,
+) -> std::result::Result<T, String> {
+    let t0 = std::time::Instant::now();
+    let r = f();
+    crate::goplugin::metrics::client_observe(
+        plugin,
+        method,
+        crate::goplugin::metrics::code_of(&r),
+        t0.elapsed(),
+    );
+    r.map_err(|e| crate::goplugin::error::Error::rpc(plugin, method, &e).to_string())
+}

@@ -1,0 +1,763 @@
+//! The node's configuration: the job file (what to run, how to supervise it)
+//! and the environment (`CL_<NAME>_CMD`, `CL_<NAME>_ENV`), resolved and checked
+//! completely before anything starts.
+//!
+//! Job file (JSON; every field but `plugins[].name` and `.kind` optional):
+//!
+//! ```json
+//! {
+//!   "plugins": [
+//!     {"name": "example", "kind": "example",
+//!      "limits": {"address_space_mb": 4096, "open_files": 1024}}
+//!   ],
+//!   "supervision": {
+//!     "start_timeout": "10s", "rpc_timeout": "1s",
+//!     "health_interval": "2s", "health_timeout": "1s", "health_failures": 2,
+//!     "backoff_initial": "100ms", "backoff_max": "30s", "stable_after": "10s",
+//!     "shutdown_grace": "2s"
+//!   },
+//!   "http": {"listen": "127.0.0.1:6688"}
+//! }
+//! ```
+//!
+//! Durations are Go-style (`250ms`, `1s`, `1m30s`); zero is refused, since
+//! every wait needs a realistic bound. Every problem found is reported at once,
+//! each naming the setting and what a valid value looks like.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::goplugin::host::Limit;
+use crate::node::kinds::{self, Kind};
+use crate::services::median::Bounds;
+
+/// The job the node runs when given no `--config`: a devchain relay and one
+/// median feed on a deterministic random walk.
+pub const DEFAULT_JOB: &str = r#"{
+  "plugins": [
+    {"name": "devchain", "kind": "relayer"},
+    {"name": "median", "kind": "median"}
+  ],
+  "feeds": [
+    {"name": "demo-usd", "relay": "devchain", "median": "median",
+     "source": {"type": "randomwalk", "seed": 1, "start": 300000, "step": 1500},
+     "oracles": 4, "f": 1, "interval": "1s",
+     "deviation_ppb": 1000000, "heartbeat": "10s"}
+  ]
+}"#;
+
+/// How plugins are supervised. Defaults are documented on each field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Supervision {
+    /// Spawn to handshake (10s).
+    pub start_timeout: Duration,
+    /// Deadline of service calls such as Close and HealthReport (1s).
+    pub rpc_timeout: Duration,
+    /// Time between health checks of a running plugin (2s).
+    pub health_interval: Duration,
+    /// Deadline of one health check (1s).
+    pub health_timeout: Duration,
+    /// Consecutive failed checks that make the node restart a plugin (2).
+    pub health_failures: u32,
+    /// First restart delay (100ms); doubles per consecutive failure.
+    pub backoff_initial: Duration,
+    /// Restart delay cap (30s).
+    pub backoff_max: Duration,
+    /// Running this long resets the backoff (10s).
+    pub stable_after: Duration,
+    /// Shutdown RPC to SIGKILL (2s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            start_timeout: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(1),
+            health_interval: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(1),
+            health_failures: 2,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where a plugin runs.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// As a LOOPP: this command (resolved on PATH) with these extra variables.
+    Loopp {
+        /// The executable.
+        command: PathBuf,
+        /// From `CL_<NAME>_ENV`.
+        env: Vec<(OsString, OsString)>,
+    },
+    /// In the node's process.
+    InProcess,
+}
+
+/// One plugin, resolved.
+#[derive(Clone, Debug)]
+pub struct PluginConfig {
+    /// Its name (unique), e.g. `median`.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// LOOPP or in-process.
+    pub mode: Mode,
+    /// Resource limits for its process.
+    pub limits: Vec<Limit>,
+}
+
+/// Everything the node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The plugins, in job-file order.
+    pub plugins: Vec<PluginConfig>,
+    /// Supervision settings.
+    pub supervision: Supervision,
+    /// The HTTP listen address (`/discovery`, `/metrics`, `/health`, the
+    /// metrics proxy); None: no HTTP server.
+    pub http: Option<String>,
+    /// Median feeds.
+    pub feeds: Vec<crate::node::feeds::FeedConfig>,
+    /// Where chain files live (`DATA/<relay>/<feed>.jsonl`, one contract per feed).
+    pub data_dir: PathBuf,
+}
+
+/// Configuration problems, all of them, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Each problem: `setting: what is wrong; what is valid`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => write!(f, "configuration: {one}"),
+            many => {
+                write!(f, "configuration: {} problems:", many.len())?;
+                for p in many {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    plugins: Vec<PluginEntry>,
+    #[serde(default)]
+    supervision: SupervisionEntry,
+    #[serde(default)]
+    http: HttpEntry,
+    #[serde(default)]
+    feeds: Vec<FeedEntry>,
+    data_dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedEntry {
+    name: String,
+    relay: String,
+    median: String,
+    source: crate::sources::Spec,
+    juels: Option<crate::sources::Spec>,
+    oracles: Option<u8>,
+    f: Option<u8>,
+    interval: Option<String>,
+    deviation_ppb: Option<u64>,
+    heartbeat: Option<String>,
+    min: Option<String>,
+    max: Option<String>,
+    #[serde(default)]
+    max_durations: MaxDurationsEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MaxDurationsEntry {
+    query: Option<String>,
+    observation: Option<String>,
+    report: Option<String>,
+    should_accept: Option<String>,
+    should_transmit: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpEntry {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginEntry {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    limits: LimitsEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    address_space_mb: Option<u64>,
+    open_files: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SupervisionEntry {
+    start_timeout: Option<String>,
+    rpc_timeout: Option<String>,
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    health_failures: Option<u32>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    stable_after: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+/// Parses a Go-style duration (`250ms`, `1s`, `1m30s`); zero and negative
+/// durations are refused.
+pub fn parse_duration(setting: &str, v: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = v.trim().parse().map_err(|_| {
+        format!("{setting}: {v:?} is not a duration; use e.g. \"250ms\", \"1s\", \"1m30s\"")
+    })?;
+    match Duration::try_from(d) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{setting}: {v:?} must be more than zero; realistic timeouts are required"
+        )),
+    }
+}
+
+/// The Query floor when `CL_MIN_OCR2_MAX_DURATION_QUERY` is not set.
+pub const DEFAULT_MIN_QUERY: Duration = Duration::from_millis(100);
+
+/// The environment variable holding the Query floor.
+pub const MIN_QUERY_VAR: &str = "CL_MIN_OCR2_MAX_DURATION_QUERY";
+
+/// The Query floor from the variable's value (None: unset → default). A
+/// malformed or zero value is an error naming the variable.
+pub fn min_query(value: Option<&str>) -> Result<Duration, String> {
+    match value.filter(|v| !v.trim().is_empty()) {
+        None => Ok(DEFAULT_MIN_QUERY),
+        Some(v) => parse_duration(MIN_QUERY_VAR, v),
+    }
+}
+
+/// The environment variable prefix for a plugin name: `median` → `CL_MEDIAN`.
+pub fn env_prefix(name: &str) -> String {
+    format!("CL_{}", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Finds `cmd` like a shell: a path if it contains `/`, else on `PATH`.
+fn resolve_command(cmd: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return executable(&p).then_some(p);
+    }
+    path_var?
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| executable(p))
+}
+
+impl NodeConfig {
+    /// Reads the job file at `path` (or the default job) and resolves it
+    /// against the process environment.
+    pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| ConfigError {
+                problems: vec![format!("--config {}: cannot read: {e}", p.display())],
+            })?,
+            None => DEFAULT_JOB.to_string(),
+        };
+        let label = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the default job".into());
+        NodeConfig::from_json(&label, &text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses and resolves a job; `env` looks variables up.
+    pub fn from_json(
+        label: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let job: JobFile = serde_json::from_str(text).map_err(|e| ConfigError {
+            problems: vec![format!(
+                "{label}: not a valid job file: {e} (see the job file format in ARCHITECTURE.md)"
+            )],
+        })?;
+        let mut problems = Vec::new();
+        let supervision = supervision(&job.supervision, &mut problems);
+        let mut plugins = Vec::new();
+        let path_var = env("PATH");
+        for (i, p) in job.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}]");
+            let name_ok = !p.name.is_empty()
+                && p.name.len() <= 64
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !name_ok {
+                problems.push(format!(
+                    "{at}.name: {:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
+                    p.name
+                ));
+                continue;
+            }
+            if plugins.iter().any(|q: &PluginConfig| q.name == p.name) {
+                problems.push(format!(
+                    "{at}.name: {:?} is used twice; plugin names are unique",
+                    p.name
+                ));
+                continue;
+            }
+            let Some(kind) = kinds::lookup(&p.kind) else {
+                problems.push(format!(
+                    "{at}.kind: {:?} is not a kind; use one of {}",
+                    p.kind,
+                    kinds::names()
+                ));
+                continue;
+            };
+            let prefix = env_prefix(&p.name);
+            let cmd_var = format!("{prefix}_CMD");
+            let env_var = format!("{prefix}_ENV");
+            let mode = match env(&cmd_var).filter(|v| !v.trim().is_empty()) {
+                Some(cmd) => match resolve_command(cmd.trim(), path_var.as_deref()) {
+                    Some(command) => {
+                        let extra = match env(&env_var).filter(|v| !v.is_empty()) {
+                            None => Vec::new(),
+                            Some(file) => match crate::node::dotenv::read(Path::new(&file)) {
+                                Ok(vars) => vars
+                                    .into_iter()
+                                    .map(|(k, v)| (k.into(), v.into()))
+                                    .collect(),
+                                Err(e) => {
+                                    problems.push(format!("{env_var}: {e}"));
+                                    Vec::new()
+                                }
+                            },
+                        };
+                        Mode::Loopp {
+                            command,
+                            env: extra,
+                        }
+                    }
+                    None => {
+                        problems.push(format!(
+                            "{cmd_var}={cmd:?}: no such executable (looked up on PATH); install the plugin or unset {cmd_var} to run {} in-process",
+                            p.name
+                        ));
+                        continue;
+                    }
+                },
+                None if kind.in_process_for(&p.name).is_some() => Mode::InProcess,
+                None => {
+                    problems.push(format!(
+                        "{}: kind {:?} has no in-process implementation for {:?}; set {cmd_var} to its LOOPP command (e.g. {cmd_var}=loopp-{}) or remove it from the job",
+                        p.name, kind.name, p.name, p.name
+                    ));
+                    continue;
+                }
+            };
+            let mut limits = Vec::new();
+            match p.limits.address_space_mb {
+                Some(0) => problems.push(format!(
+                    "{at}.limits.address_space_mb: must be more than 0 (MiB)"
+                )),
+                Some(mb) => limits.push(Limit::AddressSpace(mb.saturating_mul(1 << 20))),
+                None => {}
+            }
+            match p.limits.open_files {
+                Some(n) if n < 16 => problems.push(format!(
+                    "{at}.limits.open_files: {n} is too few for a gRPC plugin; use 16 or more"
+                )),
+                Some(n) => limits.push(Limit::OpenFiles(n)),
+                None => {}
+            }
+            plugins.push(PluginConfig {
+                name: p.name.clone(),
+                kind,
+                mode,
+                limits,
+            });
+        }
+        let min_query = min_query(env(MIN_QUERY_VAR).as_deref());
+        let mut feeds = Vec::new();
+        for (i, fe) in job.feeds.iter().enumerate() {
+            let at = format!("feeds[{i}] ({})", fe.name);
+            // A feed's name names its contract's file on the devchain and
+            // its metrics: keep it a plain, unique file name.
+            let name_ok = !fe.name.is_empty()
+                && fe.name.len() <= 64
+                && !fe.name.starts_with('.')
+                && fe
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                problems.push(format!(
+                    "{at}.name: {:?} must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' and '.', not starting with '.'",
+                    fe.name
+                ));
+            } else if job.feeds[..i].iter().any(|g| g.name == fe.name) {
+                problems.push(format!(
+                    "{at}.name: {:?} is used twice; feed names are unique",
+                    fe.name
+                ));
+            }
+            let kind_of = |name: &str| {
+                plugins
+                    .iter()
+                    .find(|p: &&PluginConfig| p.name == name)
+                    .map(|p| p.kind.name)
+            };
+            if kind_of(&fe.relay) != Some("relayer") {
+                problems.push(format!(
+                    "{at}.relay: {:?} is not a plugin of kind \"relayer\" in this job",
+                    fe.relay
+                ));
+            }
+            if kind_of(&fe.median) != Some("median") {
+                problems.push(format!(
+                    "{at}.median: {:?} is not a plugin of kind \"median\" in this job",
+                    fe.median
+                ));
+            }
+            let n = fe.oracles.unwrap_or(4);
+            let f = fe.f.unwrap_or(1);
+            if n == 0 || 3 * u32::from(f) >= u32::from(n) {
+                problems.push(format!("{at}: {n} oracles cannot tolerate f={f}; need oracles > 3f (e.g. 4 oracles, f=1)"));
+            }
+            if let Err(e) = crate::sources::build(&fe.source) {
+                problems.push(format!("{at}.source: {e}"));
+            }
+            let juels = fe
+                .juels
+                .clone()
+                .unwrap_or(crate::sources::Spec::Static { value: 1 });
+            if let Err(e) = crate::sources::build(&juels) {
+                problems.push(format!("{at}.juels: {e}"));
+            }
+            let mut dur = |field: &str, v: &Option<String>, default: Duration| match v {
+                None => default,
+                Some(v) => parse_duration(&format!("{at}.{field}"), v).unwrap_or_else(|e| {
+                    problems.push(e);
+                    default
+                }),
+            };
+            let ms = Duration::from_millis;
+            let interval = dur("interval", &fe.interval, Duration::from_secs(1));
+            let heartbeat = dur("heartbeat", &fe.heartbeat, Duration::from_secs(60));
+            let md = &fe.max_durations;
+            let max = crate::services::median::deadlines::MaxDurations {
+                query: dur("max_durations.query", &md.query, ms(100)),
+                observation: dur("max_durations.observation", &md.observation, ms(500)),
+                report: dur("max_durations.report", &md.report, ms(500)),
+                should_accept: dur("max_durations.should_accept", &md.should_accept, ms(200)),
+                should_transmit: dur(
+                    "max_durations.should_transmit",
+                    &md.should_transmit,
+                    ms(200),
+                ),
+            };
+            let mut bound = |field: &str, v: &Option<String>, default: i128| match v {
+                None => default,
+                Some(v) => v.trim().parse::<i128>().unwrap_or_else(|_| {
+                    problems.push(format!(
+                        "{at}.{field}: {v:?} is not an integer (give it as a string, e.g. \"0\")"
+                    ));
+                    default
+                }),
+            };
+            let bounds = Bounds {
+                min: bound("min", &fe.min, i128::MIN / 2),
+                max: bound("max", &fe.max, i128::MAX / 2),
+            };
+            let deadlines = match &min_query {
+                Ok(floor) => {
+                    match crate::services::median::deadlines::Deadlines::new(max, *floor) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            problems.push(format!("{at}.max_durations: {e}"));
+                            None
+                        }
+                    }
+                }
+                Err(_) => None,
+            };
+            if let Some(deadlines) = deadlines {
+                feeds.push(crate::node::feeds::FeedConfig {
+                    name: fe.name.clone(),
+                    relay: fe.relay.clone(),
+                    median: fe.median.clone(),
+                    source: fe.source.clone(),
+                    juels,
+                    oracles: n,
+                    f,
+                    interval,
+                    settings: crate::median::plugin::FeedSettings {
+                        deviation_ppb: fe.deviation_ppb.unwrap_or(0),
+                        heartbeat,
+                    },
+                    bounds,
+                    deadlines,
+                });
+            }
+        }
+        if let Err(e) = &min_query {
+            problems.push(e.clone());
+        }
+        let data_dir = PathBuf::from(job.data_dir.clone().unwrap_or_else(|| "loopp-data".into()));
+        let http = match job.http.listen.as_deref() {
+            None => Some(crate::node::http::DEFAULT_LISTEN.to_string()),
+            Some("off") => None,
+            Some(a) if a.parse::<std::net::SocketAddr>().is_ok() => Some(a.to_string()),
+            Some(a) => {
+                problems.push(format!(
+                    "http.listen: {a:?} is not IP:PORT; use e.g. \"127.0.0.1:6688\" (or \"off\")"
+                ));
+                None
+            }
+        };
+        if problems.is_empty() {
+            Ok(NodeConfig {
+                plugins,
+                supervision,
+                http,
+                feeds,
+                data_dir,
+            })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+fn supervision(e: &SupervisionEntry, problems: &mut Vec<String>) -> Supervision {
+    let mut s = Supervision::default();
+    let mut set = |field: &str, v: &Option<String>, slot: &mut Duration| {
+        if let Some(v) = v {
+            match parse_duration(&format!("supervision.{field}"), v) {
+                Ok(d) => *slot = d,
+                Err(p) => problems.push(p),
+            }
+        }
+    };
+    set("start_timeout", &e.start_timeout, &mut s.start_timeout);
+    set("rpc_timeout", &e.rpc_timeout, &mut s.rpc_timeout);
+    set(
+        "health_interval",
+        &e.health_interval,
+        &mut s.health_interval,
+    );
+    set("health_timeout", &e.health_timeout, &mut s.health_timeout);
+    set(
+        "backoff_initial",
+        &e.backoff_initial,
+        &mut s.backoff_initial,
+    );
+    set("backoff_max", &e.backoff_max, &mut s.backoff_max);
+    set("stable_after", &e.stable_after, &mut s.stable_after);
+    set("shutdown_grace", &e.shutdown_grace, &mut s.shutdown_grace);
+    match e.health_failures {
+        Some(0) => problems.push("supervision.health_failures: must be 1 or more".into()),
+        Some(n) => s.health_failures = n,
+        None => {}
+    }
+    if s.backoff_initial > s.backoff_max {
+        problems.push(format!(
+            "supervision.backoff_initial ({:?}) is more than supervision.backoff_max ({:?})",
+            s.backoff_initial, s.backoff_max
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn default_job_runs_in_process_without_commands() {
+        let c = NodeConfig::from_json("default", DEFAULT_JOB, &env_of(&[])).unwrap();
+        assert_eq!(c.plugins.len(), 2);
+        assert!(c.plugins.iter().all(|p| matches!(p.mode, Mode::InProcess)));
+        assert_eq!(c.feeds.len(), 1);
+        assert_eq!(c.feeds[0].deadlines.0.query, Duration::from_millis(100));
+        assert_eq!(c.supervision, Supervision::default());
+    }
+
+    #[test]
+    fn cmd_on_path_selects_loopp() {
+        let job = r#"{"plugins":[{"name":"my-ex","kind":"example","limits":{"open_files":64}}]}"#;
+        let c = NodeConfig::from_json(
+            "job",
+            job,
+            &env_of(&[("PATH", "/nonexistent:/bin"), ("CL_MY_EX_CMD", "true")]),
+        )
+        .unwrap();
+        match &c.plugins[0].mode {
+            Mode::Loopp { command, env } => {
+                assert_eq!(command, Path::new("/bin/true"));
+                assert!(env.is_empty());
+            }
+            Mode::InProcess => panic!("expected a LOOPP"),
+        }
+        assert_eq!(c.plugins[0].limits, vec![Limit::OpenFiles(64)]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_setting() {
+        let job = r#"{"plugins":[
+            {"name":"solana","kind":"relayer"},
+            {"name":"Bad Name","kind":"example"},
+            {"name":"x","kind":"nope"},
+            {"name":"y","kind":"example"},
+            {"name":"y","kind":"example"}
+        ],"supervision":{"rpc_timeout":"0s","health_interval":"soon","health_failures":0}}"#;
+        let err = NodeConfig::from_json("job", job, &env_of(&[("PATH", "/bin")])).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "supervision.rpc_timeout: \"0s\" must be more than zero; realistic timeouts are required",
+            "supervision.health_interval: \"soon\" is not a duration",
+            "supervision.health_failures: must be 1 or more",
+            "solana: kind \"relayer\" has no in-process implementation for \"solana\"; set CL_SOLANA_CMD",
+            "plugins[1].name: \"Bad Name\"",
+            "plugins[2].kind: \"nope\" is not a kind; use one of example, median, relayer",
+            "plugins[4].name: \"y\" is used twice",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(err.problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn missing_command_and_bad_dotenv_are_named() {
+        let job = r#"{"plugins":[{"name":"a","kind":"example"},{"name":"b","kind":"example"}]}"#;
+        let dir = crate::testutil::fresh_dir("config-test");
+        let envfile = dir.join("b.env");
+        std::fs::write(&envfile, "OK=1\nthis is wrong\n").unwrap();
+        let envfile_s: &'static str =
+            Box::leak(envfile.to_string_lossy().into_owned().into_boxed_str());
+        let vars: &'static [(&str, &str)] = Box::leak(Box::new([
+            ("PATH", "/bin"),
+            ("CL_A_CMD", "loopp-no-such-plugin"),
+            ("CL_B_CMD", "/bin/true"),
+            ("CL_B_ENV", envfile_s),
+        ]));
+        let err = NodeConfig::from_json("job", job, &env_of(vars))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CL_A_CMD=\"loopp-no-such-plugin\": no such executable"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "CL_B_ENV: {}:2: \"this is wrong\" has no '='",
+                envfile.display()
+            )),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_json_are_refused() {
+        let err = NodeConfig::from_json(
+            "job.json",
+            r#"{"plugins":[],"supervison":{}}"#,
+            &env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `supervison`"),
+            "{err}"
+        );
+        let err = NodeConfig::from_json("job.json", "{", &env_of(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("configuration: job.json: not a valid job file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn feed_problems_name_the_feed_and_the_setting() {
+        let job = r#"{"plugins":[{"name":"devchain","kind":"relayer"},{"name":"median","kind":"median"}],
+          "feeds":[
+            {"name":"a","relay":"median","median":"median","source":{"type":"static","value":1}},
+            {"name":"a","relay":"devchain","median":"median","source":{"type":"static","value":1},
+             "oracles":3,"f":1},
+            {"name":"../x","relay":"devchain","median":"median","source":{"type":"static","value":1}}
+          ]}"#;
+        let err = NodeConfig::from_json("job", job, &env_of(&[])).unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "feeds[0] (a).relay: \"median\" is not a plugin of kind \"relayer\"",
+            "feeds[1] (a).name: \"a\" is used twice; feed names are unique",
+            "feeds[1] (a): 3 oracles cannot tolerate f=1",
+            "feeds[2] (../x).name: \"../x\" must be 1-64 characters",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn query_floor_from_the_environment() {
+        assert_eq!(min_query(None), Ok(DEFAULT_MIN_QUERY));
+        assert_eq!(min_query(Some("250ms")), Ok(Duration::from_millis(250)));
+        assert_eq!(min_query(Some("1s")), Ok(Duration::from_secs(1)));
+        let err = min_query(Some("fast")).unwrap_err();
+        assert!(
+            err.starts_with("CL_MIN_OCR2_MAX_DURATION_QUERY: \"fast\" is not a duration"),
+            "{err}"
+        );
+        assert!(min_query(Some("0s"))
+            .unwrap_err()
+            .contains("more than zero"));
+    }
+
+    #[test]
+    fn durations_go_style() {
+        assert_eq!(parse_duration("x", "250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("x", "1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("x", "1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("x", "-1s").is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! Median feeds: one thread per feed runs rounds at its interval through the
+//! feed's median plugin and relayer and logs each round's outcome.
+//!
+//! A feed holds its relayer as `Arc<dyn PluginRelayer>` and its median
+//! plugin as `Arc<dyn PluginMedian>`: in-process implementations or gRPC
+//! client adapters for LOOPPs ([`crate::services::relay`], [`crate::median::factory`]),
+//! one code path either way. Setup (redone whenever a round fails, e.g.
+//! after a plugin restart):
+//! 1. `new_relayer({chainFile}, keystore)` → `new_plugin_provider(median)`:
+//!    the median provider (config tracker, transmitter, contract view,
+//!    codecs); the config digest comes from its tracker;
+//! 2. `new_median_factory(provider, data source, juels source, error log)`
+//!    → `new_reporting_plugin` per oracle. For a median LOOPP the node
+//!    serves the provider on the median plugin's broker: a LOOPP relayer's
+//!    provider is proxied through the node, plugins never talk to each other.
+//!
+//! The node never opens a relayer's files: the feed's contract (its oracles,
+//! f and bounds) is deployed by the relayer itself, from the `deploy`
+//! section of the relayer config the node sends with NewRelayer (a no-op
+//! when the chain has that config already).
+
+pub mod rounds;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{select, Sender};
+
+use crate::median::factory::OffchainConfig;
+use crate::median::plugin::FeedSettings;
+use crate::node::feeds::rounds::{run_round, Oracle, Outcome, Round};
+use crate::services::datasource::{DataSource, ReportTimestamp};
+use crate::services::keystore::Keystore;
+use crate::services::median::deadlines::Deadlines;
+use crate::services::median::factory::{
+    PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
+};
+use crate::services::median::plugin::MedianContract;
+use crate::services::median::Bounds;
+use crate::services::relay::provider::ReportCodec;
+use crate::services::relay::{ContractTransmitter, PluginArgs, PluginRelayer, RelayArgs, Relayer};
+use crate::sources;
+
+/// Deadline of the setup calls (NewRelayer, NewMedianFactory, ...).
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A feed, resolved from the job file.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// Its name.
+    pub name: String,
+    /// The relay plugin's name.
+    pub relay: String,
+    /// The median plugin's name.
+    pub median: String,
+    /// Where values come from.
+    pub source: sources::Spec,
+    /// Where juels-per-fee-coin come from.
+    pub juels: sources::Spec,
+    /// Oracles in the stand-in network.
+    pub oracles: u8,
+    /// Faulty oracles tolerated.
+    pub f: u8,
+    /// Time between rounds.
+    pub interval: Duration,
+    /// When to report.
+    pub settings: FeedSettings,
+    /// The contract's bounds.
+    pub bounds: Bounds,
+    /// Per-call deadlines (Query floor applied).
+    pub deadlines: Deadlines,
+}
+
+/// The chain file of feed `feed` on relay `relay` under `data_dir`: one
+/// contract per feed, so feeds sharing a relay never share a config.
+pub fn chain_file(data_dir: &Path, relay: &str, feed: &str) -> PathBuf {
+    data_dir.join(relay).join(format!("{feed}.jsonl"))
+}
+
+/// A running feed; dropping it stops the thread.
+pub struct Feed {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What a feed's rounds run on: its plugins wired up; rebuilt after a
+/// failed round.
+pub struct Setup {
+    digest: Vec<u8>,
+    oracles: Vec<Oracle>,
+    transmitter: Arc<dyn ContractTransmitter>,
+    codec: Arc<dyn ReportCodec>,
+    view: Arc<dyn MedianContract>,
+    // Held for the servers a LOOPP client keeps up for the plugins (the
+    // keystore, the proxied provider, the data sources).
+    _relayer: Arc<dyn Relayer>,
+    _factory: Arc<dyn ReportingPluginFactory>,
+}
+
+struct Runner {
+    cfg: FeedConfig,
+    relay: Arc<dyn PluginRelayer>,
+    median: Arc<dyn PluginMedian>,
+    file: PathBuf,
+    keystore: Arc<dyn Keystore>,
+    source: Arc<dyn DataSource>,
+    juels: Arc<dyn DataSource>,
+}
+
+impl Feed {
+    /// Starts the feed's rounds (its contract is deployed by the relayer at
+    /// the first setup).
+    pub fn start(
+        cfg: FeedConfig,
+        relay: Arc<dyn PluginRelayer>,
+        median: Arc<dyn PluginMedian>,
+        data_dir: &Path,
+    ) -> Result<Feed, String> {
+        let file = chain_file(data_dir, &cfg.relay, &cfg.name);
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            format!(
+                "feed {}: cannot create {}: {e}",
+                cfg.name,
+                data_dir.display()
+            )
+        })?;
+        let keystore = crate::node::keystore::DevKeystore::open(
+            &data_dir.join(crate::node::keystore::SECRET_FILE),
+            transmitters(&cfg),
+        )
+        .map_err(|e| format!("feed {}: {e}", cfg.name))?;
+        let runner = Runner {
+            source: Arc::from(sources::build(&cfg.source)?),
+            juels: Arc::from(sources::build(&cfg.juels)?),
+            cfg,
+            relay,
+            median,
+            file,
+            keystore: Arc::new(keystore),
+        };
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name(format!("feed-{}", runner.cfg.name))
+            .spawn(move || runner.run(stop_rx))
+            .map_err(|e| e.to_string())?;
+        Ok(Feed {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the feed and waits for its current round.
+    pub fn stop(mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The transmitter accounts of feed `cfg`'s oracles.
+fn transmitters(cfg: &FeedConfig) -> Vec<String> {
+    (0..cfg.oracles)
+        .map(|i| format!("transmitter-{i}"))
+        .collect()
+}
+
+/// The relayer config for feed `cfg` on the chain `file`: where its
+/// contract lives and the contract config to deploy there (its oracles, f
+/// and bounds).
+pub fn relayer_config(cfg: &FeedConfig, file: &Path) -> String {
+    serde_json::json!({
+        "chainFile": file,
+        "deploy": {
+            "signers": (0..cfg.oracles).map(|i| format!("oracle-{i}")).collect::<Vec<_>>(),
+            "transmitters": transmitters(cfg),
+            "f": cfg.f,
+            "minAnswer": cfg.bounds.min.to_string(),
+            "maxAnswer": cfg.bounds.max.to_string(),
+        },
+    })
+    .to_string()
+}
+
+impl Setup {
+    /// Relayer on the chain `file`, provider, factory, one reporting plugin
+    /// per oracle: the same calls whether each plugin runs in the node or as
+    /// a LOOPP.
+    pub fn build(
+        cfg: &FeedConfig,
+        relay: &dyn PluginRelayer,
+        median: &dyn PluginMedian,
+        file: &Path,
+        keystore: Arc<dyn Keystore>,
+        source: Arc<dyn DataSource>,
+        juels: Arc<dyn DataSource>,
+    ) -> Result<Setup, String> {
+        let name = &cfg.name;
+        let relayer = relay.new_relayer(&relayer_config(cfg, file), Some(keystore.clone()))?;
+        let args = RelayArgs {
+            contract_id: name.clone(),
+            provider_type: "median".into(),
+            ..Default::default()
+        };
+        let plugin = PluginArgs {
+            transmitter_id: keystore.accounts()?.into_iter().next().unwrap_or_default(),
+            plugin_config: Vec::new(),
+        };
+        let provider = relayer.new_plugin_provider(&args, &plugin)?;
+        let (_, digest) = provider.config.tracker.latest_config_details()?;
+        let onchain_config = provider.onchain_codec.encode(cfg.bounds)?;
+        let errors = Arc::new(crate::services::keystore::LogErrors {
+            source: format!("feed::{name}"),
+        });
+        let factory = median.new_median_factory(provider.clone(), name, source, juels, errors)?;
+        let mut oracles = Vec::new();
+        for i in 0..cfg.oracles {
+            let (plugin, _) = factory.new_reporting_plugin(&ReportingPluginConfig {
+                config_digest: digest.clone(),
+                oracle_id: i,
+                n: cfg.oracles,
+                f: cfg.f,
+                onchain_config: onchain_config.clone(),
+                offchain_config: OffchainConfig::encode(cfg.settings),
+                estimated_round_interval: cfg.interval,
+                max: cfg.deadlines.0,
+            })?;
+            oracles.push((i, plugin));
+        }
+        Ok(Setup {
+            digest,
+            oracles,
+            transmitter: provider.transmitter,
+            codec: provider.report_codec,
+            view: provider.contract,
+            _relayer: relayer,
+            _factory: factory,
+        })
+    }
+
+    /// The epoch of the contract's latest transmission (0 before any).
+    pub fn latest_epoch(&self) -> u32 {
+        self.view
+            .latest_transmission_details()
+            .ok()
+            .flatten()
+            .map_or(0, |(_, l)| l.epoch)
+    }
+
+    /// Runs the round of `epoch` (leader: epoch mod n).
+    pub fn round(&self, cfg: &FeedConfig, epoch: u32) -> Round {
+        let ts = ReportTimestamp {
+            config_digest: self.digest.clone(),
+            epoch,
+            round: 0,
+        };
+        run_round(
+            &self.oracles,
+            epoch as usize % self.oracles.len(),
+            &ts,
+            cfg.f as usize,
+            &cfg.deadlines,
+            self.transmitter.as_ref(),
+            self.codec.as_ref(),
+        )
+    }
+}
+
+impl Runner {
+    fn setup(&self) -> Result<Setup, String> {
+        Setup::build(
+            &self.cfg,
+            self.relay.as_ref(),
+            self.median.as_ref(),
+            &self.file,
+            self.keystore.clone(),
+            self.source.clone(),
+            self.juels.clone(),
+        )
+    }
+
+    fn run(self, stop: crossbeam_channel::Receiver<()>) {
+        let name = self.cfg.name.clone();
+        let ticker = crossbeam_channel::tick(self.cfg.interval);
+        let mut setup: Option<Setup> = None;
+        let mut epoch: u32 = 0;
+        // While a plugin restarts, every tick fails the same way: say it once.
+        let mut not_ready: Option<(String, u64)> = None;
+        loop {
+            select! {
+                recv(stop) -> _ => return,
+                recv(ticker) -> _ => {}
+            }
+            if setup.is_none() {
+                match self.setup() {
+                    Ok(s) => {
+                        epoch = epoch.max(s.latest_epoch());
+                        let skipped = not_ready.take().map_or(0, |(_, n)| n);
+                        log::info!(
+                            "feed {name}: ready ({} oracles, f={}){}",
+                            self.cfg.oracles,
+                            self.cfg.f,
+                            match skipped {
+                                0 => String::new(),
+                                n => format!(" after {n} skipped rounds"),
+                            }
+                        );
+                        setup = Some(s);
+                    }
+                    Err(e) => {
+                        crate::node::metrics::feed_not_ready(&name);
+                        match &mut not_ready {
+                            Some((last, n)) if *last == e => {
+                                *n += 1;
+                                log::debug!("feed {name}: still not ready: {e}");
+                            }
+                            _ => {
+                                log::warn!("feed {name}: not ready: {e}");
+                                not_ready = Some((e, 1));
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            let s = setup.as_ref().expect("set above");
+            epoch += 1;
+            let round = s.round(&self.cfg, epoch);
+            crate::node::metrics::feed_round(&name, &round);
+            match round.outcome {
+                Outcome::Transmitted(v) => {
+                    log::info!("feed {name}: epoch {epoch}: transmitted median {v}");
+                }
+                Outcome::NoReport(why) => {
+                    log::info!("feed {name}: epoch {epoch}: no report: {why}");
+                }
+                Outcome::Failed(e) => {
+                    log::warn!("feed {name}: epoch {epoch}: round failed: {e}");
+                    // A missed deadline costs this round only. Anything else
+                    // (a plugin restarted, a refused transmission) rebuilds
+                    // the setup before the next round.
+                    if round.missed.is_empty() {
+                        setup = None;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! A local round driver: a single-node stand-in for the OCR network, NOT the
+//! OCR consensus protocol. n oracle instances of the median plugin run each
+//! round: the leader's Query, every oracle's Observation, the leader's
+//! Report, ShouldAcceptFinalizedReport (more than 2f must accept), the
+//! leader's ShouldTransmitAcceptedReport, then Transmit to the contract.
+//!
+//! Every call has its own deadline ([`Deadlines`]); a call that misses it
+//! fails (or, for one oracle's observation, drops that observation) in this
+//! round only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::services::datasource::ReportTimestamp;
+use crate::services::median::deadlines::Deadlines;
+use crate::services::median::plugin::ReportingPlugin;
+use crate::services::relay::provider::ReportCodec;
+use crate::services::relay::ContractTransmitter;
+
+/// How a round ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A report was transmitted with this median.
+    Transmitted(i128),
+    /// No report this round, and why.
+    NoReport(String),
+    /// The round failed, and why (a missed deadline, a refused transmission).
+    Failed(String),
+}
+
+/// Runs `f` on its own thread and waits at most `deadline`.
+fn within<T: Send + 'static>(
+    call: &str,
+    deadline: Duration,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    crate::goplugin::pool::spawn(move || {
+        let _ = tx.send(f());
+    })
+    .map_err(|e| format!("{call}: cannot start: {e}"))?;
+    match rx.recv_timeout(deadline) {
+        Ok(r) => r.map_err(|e| format!("{call}: {e}")),
+        Err(_) => Err(format!("{call}: DEADLINE_EXCEEDED after {deadline:?}")),
+    }
+}
+
+/// One oracle: its id and its plugin instance (in-process or over gRPC).
+pub type Oracle = (u8, Arc<dyn ReportingPlugin>);
+
+/// What one round did: its outcome, whether a report was made, and which
+/// calls missed their deadlines (one entry per miss; an oracle's
+/// Observation counts once per oracle).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Round {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Whether the leader made a report.
+    pub reported: bool,
+    /// Calls that missed their deadline, by name (`Query`, `Observation`, ...).
+    pub missed: Vec<&'static str>,
+}
+
+fn missed(e: &str) -> bool {
+    e.contains("DEADLINE_EXCEEDED")
+}
+
+impl Round {
+    /// The round failed at `call` with `e`: counts a missed deadline.
+    fn fail(&mut self, call: &'static str, e: String) -> Outcome {
+        if missed(&e) {
+            self.missed.push(call);
+        }
+        Outcome::Failed(e)
+    }
+}
+
+/// Runs one round of the feed: `transmitter` sends the report, `codec`
+/// reads its median back for the outcome.
+pub fn run_round(
+    oracles: &[Oracle],
+    leader: usize,
+    ts: &ReportTimestamp,
+    f: usize,
+    deadlines: &Deadlines,
+    transmitter: &dyn ContractTransmitter,
+    codec: &dyn ReportCodec,
+) -> Round {
+    let mut round = Round {
+        outcome: Outcome::NoReport(String::new()),
+        reported: false,
+        missed: Vec::new(),
+    };
+    round.outcome = play(
+        oracles,
+        leader,
+        ts,
+        f,
+        deadlines,
+        transmitter,
+        codec,
+        &mut round,
+    );
+    round
+}
+
+#[allow(clippy::too_many_arguments)]
+fn play(
+    oracles: &[Oracle],
+    leader: usize,
+    ts: &ReportTimestamp,
+    f: usize,
+    deadlines: &Deadlines,
+    transmitter: &dyn ContractTransmitter,
+    codec: &dyn ReportCodec,
+    round: &mut Round,
+) -> Outcome {
+    let d = deadlines.0;
+    let lead = oracles[leader % oracles.len()].1.clone();
+    let t = ts.clone();
+    let query = match within("Query", d.query, {
+        let lead = lead.clone();
+        move || lead.query(&t, d.query)
+    }) {
+        Ok(q) => q,
+        Err(e) => return round.fail("Query", e),
+    };
+    // Observations in parallel; one that misses its deadline is left out.
+    let pending: Vec<_> = oracles
+        .iter()
+        .map(|(id, o)| {
+            let (id, o, t, q, dl) = (*id, o.clone(), ts.clone(), query.clone(), d.observation);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = crate::goplugin::pool::spawn(move || {
+                let _ = tx.send((id, o.observation(&t, &q, dl)));
+            });
+            rx
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + d.observation;
+    let mut observations: Vec<(u8, Vec<u8>)> = Vec::new();
+    for rx in pending {
+        match rx.recv_deadline(deadline) {
+            Ok((oracle, Ok(bytes))) => observations.push((oracle, bytes)),
+            Ok((_, Err(e))) if !missed(&e) => {}
+            _ => round.missed.push("Observation"),
+        }
+    }
+    let t = ts.clone();
+    let report = match within("Report", d.report, {
+        let (lead, q) = (lead.clone(), query.clone());
+        move || lead.report(&t, &q, &observations, d.report)
+    }) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Outcome::NoReport(
+                "no report due (deviation, heartbeat or too few observations)".into(),
+            )
+        }
+        Err(e) => return round.fail("Report", e),
+    };
+    round.reported = true;
+    // Every oracle decides in parallel, within one deadline.
+    let pending: Vec<_> = oracles
+        .iter()
+        .map(|(_, o)| {
+            let (o, t, r) = (o.clone(), ts.clone(), report.clone());
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let _ = crate::goplugin::pool::spawn(move || {
+                let _ = tx.send(o.should_accept_finalized_report(&t, &r, d.should_accept));
+            });
+            rx
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + d.should_accept;
+    let mut accepts = 0;
+    for rx in pending {
+        match rx.recv_deadline(deadline) {
+            Ok(Ok(true)) => accepts += 1,
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) if !missed(&e) => {}
+            _ => round.missed.push("ShouldAcceptFinalizedReport"),
+        }
+    }
+    if accepts <= 2 * f {
+        return Outcome::NoReport(format!(
+            "only {accepts} oracles accepted the report; more than {} needed",
+            2 * f
+        ));
+    }
+    let (t, r) = (ts.clone(), report.clone());
+    match within(
+        "ShouldTransmitAcceptedReport",
+        d.should_transmit,
+        move || lead.should_transmit_accepted_report(&t, &r, d.should_transmit),
+    ) {
+        Ok(true) => {}
+        Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
+        Err(e) => return round.fail("ShouldTransmitAcceptedReport", e),
+    }
+    match transmitter.transmit(ts, &report) {
+        Ok(()) => match codec.median_from_report(&report) {
+            Ok(m) => Outcome::Transmitted(m),
+            Err(e) => Outcome::Failed(format!("the transmitted report: {e}")),
+        },
+        Err(e) => round.fail("Transmit", format!("Transmit: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devchain::contract::Contract;
+    use crate::median::plugin::{FeedSettings, MedianPlugin};
+    use crate::services::datasource::DataSource;
+    use crate::services::median::deadlines::MaxDurations;
+    use crate::services::median::Bounds;
+    use crate::sources::{build, Spec};
+
+    struct Slow(Duration);
+
+    impl DataSource for Slow {
+        fn observe(&self, _ts: &ReportTimestamp, _d: Duration) -> Result<i128, String> {
+            std::thread::sleep(self.0);
+            Ok(1)
+        }
+    }
+
+    fn contract(name: &str) -> (Arc<Contract>, Vec<u8>, std::path::PathBuf) {
+        let dir = crate::testutil::fresh_dir(&format!("rounds-{name}"));
+        let (c, digest) = crate::testutil::configured_contract(&dir, -1_000_000, 1_000_000);
+        (c, digest, dir)
+    }
+
+    fn deadlines(obs_ms: u64) -> Deadlines {
+        let ms = Duration::from_millis;
+        Deadlines::new(
+            MaxDurations {
+                query: ms(50),
+                observation: ms(obs_ms),
+                report: ms(500),
+                should_accept: ms(500),
+                should_transmit: ms(500),
+            },
+            ms(100),
+        )
+        .unwrap()
+    }
+
+    fn oracles(c: &Arc<Contract>, sources: Vec<Arc<dyn DataSource>>) -> Vec<Oracle> {
+        let juels: Arc<dyn DataSource> = Arc::from(build(&Spec::Static { value: 7 }).unwrap());
+        sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p: Arc<dyn ReportingPlugin> = Arc::new(MedianPlugin::new(
+                    i as u8,
+                    1,
+                    Bounds {
+                        min: -1_000_000,
+                        max: 1_000_000,
+                    },
+                    FeedSettings {
+                        deviation_ppb: 0,
+                        heartbeat: Duration::from_secs(3600),
+                    },
+                    s,
+                    juels.clone(),
+                    c.clone(),
+                    Arc::new(crate::devchain::provider::DevchainCodec),
+                ));
+                (i as u8, p)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounds_transmit_the_median_of_the_oracles_observations() {
+        let (c, digest, dir) = contract("median");
+        let sources: Vec<Arc<dyn DataSource>> = (0..4)
+            .map(|i| {
+                Arc::from(
+                    build(&Spec::Randomwalk {
+                        seed: i,
+                        start: 1000,
+                        step: 50,
+                    })
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let plugins = oracles(&c, sources.clone());
+        let mut transmitted = Vec::new();
+        for epoch in 1..=6u32 {
+            let ts = ReportTimestamp {
+                config_digest: digest.clone(),
+                epoch,
+                round: 1,
+            };
+            match run_round(
+                &plugins,
+                epoch as usize,
+                &ts,
+                1,
+                &deadlines(500),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec,
+            )
+            .outcome
+            {
+                Outcome::Transmitted(m) => {
+                    let mut values: Vec<i128> = sources
+                        .iter()
+                        .map(|s| s.observe(&ts, Duration::from_secs(1)).unwrap())
+                        .collect();
+                    assert_eq!(
+                        Some(m),
+                        crate::median::math::median(&mut values),
+                        "epoch {epoch}"
+                    );
+                    transmitted.push(m);
+                }
+                Outcome::NoReport(why) => assert!(why.contains("no report due"), "{why}"),
+                Outcome::Failed(e) => panic!("epoch {epoch}: {e}"),
+            }
+        }
+        assert!(!transmitted.is_empty());
+        let on_chain: Vec<i128> = c.transmissions().iter().map(|t| t.median).collect();
+        assert_eq!(
+            on_chain, transmitted,
+            "every transmitted median is on the chain, once"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_slow_oracle_is_left_out_and_a_slow_round_fails_alone() {
+        let (c, digest, dir) = contract("slow");
+        let fast = |v: i64| Arc::<dyn DataSource>::from(build(&Spec::Static { value: v }).unwrap());
+        let slow: Arc<dyn DataSource> = Arc::new(Slow(Duration::from_millis(800)));
+        let plugins = oracles(&c, vec![fast(10), fast(20), fast(30), slow.clone()]);
+        let ts = |epoch| ReportTimestamp {
+            config_digest: digest.clone(),
+            epoch,
+            round: 1,
+        };
+        let round = |plugins: &[Oracle], epoch| {
+            run_round(
+                plugins,
+                0,
+                &ts(epoch),
+                1,
+                &deadlines(200),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec,
+            )
+            .outcome
+        };
+        let t = std::time::Instant::now();
+        // 3 of 4 observations arrive in time: more than 2f = 2, so it reports.
+        assert_eq!(round(&plugins, 1), Outcome::Transmitted(20));
+        assert!(
+            t.elapsed() < Duration::from_millis(800),
+            "did not wait for the slow oracle"
+        );
+        // With two slow oracles only 2 observations remain: no report, next round fine.
+        let plugins = oracles(&c, vec![fast(10), fast(50), slow.clone(), slow]);
+        assert!(matches!(round(&plugins, 2), Outcome::NoReport(_)));
+        let plugins = oracles(&c, vec![fast(10), fast(50), fast(60), fast(70)]);
+        assert_eq!(round(&plugins, 3), Outcome::Transmitted(60));
+        // A stale round is not transmitted again.
+        assert!(matches!(round(&plugins, 3), Outcome::NoReport(_)));
+        assert_eq!(c.transmissions().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Rounds over `loop.ReportingPlugin` on a real socket, against the same
+/// rounds in-process.
+#[cfg(test)]
+mod grpc_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::devchain::contract::Contract;
+    use crate::median::plugin::{FeedSettings, MedianPlugin};
+    use crate::services::datasource::{DataSource, ReportTimestamp};
+    use crate::services::median::deadlines::{Deadlines, MaxDurations};
+    use crate::services::median::plugin::ReportingPlugin;
+    use crate::services::median::reporting::{server, ReportingPluginClient};
+    use crate::services::median::Bounds;
+    use crate::sources::{build, Spec};
+
+    fn contract(dir: &std::path::Path) -> (Arc<Contract>, Vec<u8>) {
+        crate::testutil::configured_contract(dir, i128::MIN, i128::MAX)
+    }
+
+    fn plugin(
+        c: &Arc<Contract>,
+        oracle: u8,
+        source: Arc<dyn DataSource>,
+    ) -> Arc<dyn ReportingPlugin> {
+        Arc::new(MedianPlugin::new(
+            oracle,
+            1,
+            Bounds {
+                min: i128::MIN,
+                max: i128::MAX,
+            },
+            FeedSettings {
+                deviation_ppb: 0,
+                heartbeat: Duration::from_secs(3600),
+            },
+            source,
+            Arc::from(build(&Spec::Static { value: 3 }).unwrap()),
+            c.clone(),
+            Arc::new(crate::devchain::provider::DevchainCodec),
+        ))
+    }
+
+    fn deadlines(ms: u64) -> Deadlines {
+        let d = Duration::from_millis(ms);
+        Deadlines::new(
+            MaxDurations {
+                query: d,
+                observation: d,
+                report: d,
+                should_accept: d,
+                should_transmit: d,
+            },
+            Duration::from_millis(100),
+        )
+        .unwrap()
+    }
+
+    struct Slow;
+
+    impl DataSource for Slow {
+        fn observe(&self, _ts: &ReportTimestamp, _d: Duration) -> Result<i128, String> {
+            std::thread::sleep(Duration::from_millis(1500));
+            Ok(0)
+        }
+    }
+
+    /// The same rounds, once with every oracle in-process and once with
+    /// every oracle behind gRPC on a unix socket: the same transmissions.
+    /// A slow oracle behind gRPC is cut off at the Observation deadline.
+    #[test]
+    fn grpc_oracles_give_the_same_transmissions_as_in_process_ones() {
+        let base = crate::testutil::fresh_dir("reporting");
+        let walks = || -> Vec<Arc<dyn DataSource>> {
+            (0..4)
+                .map(|i| {
+                    Arc::from(
+                        build(&Spec::Randomwalk {
+                            seed: 100 + i,
+                            start: 0,
+                            step: 1000,
+                        })
+                        .unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let run = |name: &str, over_grpc: bool| -> Vec<i128> {
+            let dir = base.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let (c, digest) = contract(&dir);
+            let broker = crate::goplugin::broker::Broker::new(
+                crate::goplugin::sockdir::SocketDir::create().unwrap(),
+            );
+            let oracles: Vec<Oracle> = walks()
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let p = plugin(&c, i as u8, s);
+                    if !over_grpc {
+                        return (i as u8, p);
+                    }
+                    let id = broker.next_id();
+                    broker.serve(id, vec![server(p)]).unwrap();
+                    let ch = broker.local_channel(id);
+                    (
+                        i as u8,
+                        Arc::new(ReportingPluginClient::new("median", ch))
+                            as Arc<dyn ReportingPlugin>,
+                    )
+                })
+                .collect();
+            for epoch in 1..=5 {
+                let ts = ReportTimestamp {
+                    config_digest: digest.clone(),
+                    epoch,
+                    round: 0,
+                };
+                let out = run_round(
+                    &oracles,
+                    epoch as usize,
+                    &ts,
+                    1,
+                    &deadlines(2000),
+                    c.as_ref(),
+                    &crate::devchain::provider::DevchainCodec,
+                )
+                .outcome;
+                assert!(
+                    !matches!(out, Outcome::Failed(_)),
+                    "{name} epoch {epoch}: {out:?}"
+                );
+            }
+            broker.close();
+            c.transmissions().iter().map(|t| t.median).collect()
+        };
+        let local = run("local", false);
+        assert!(local.len() >= 3, "{local:?}");
+        assert_eq!(run("grpc", true), local);
+
+        // A slow oracle over gRPC: left out at the Observation deadline.
+        let dir = base.join("slow");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, digest) = contract(&dir);
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        broker
+            .serve(1, vec![server(plugin(&c, 3, Arc::new(Slow)))])
+            .unwrap();
+        let ch = broker.local_channel(1);
+        let fixed =
+            |v: i64| Arc::<dyn DataSource>::from(build(&Spec::Static { value: v }).unwrap());
+        let oracles: Vec<Oracle> = vec![
+            (0, plugin(&c, 0, fixed(1))),
+            (1, plugin(&c, 1, fixed(2))),
+            (2, plugin(&c, 2, fixed(3))),
+            (3, Arc::new(ReportingPluginClient::new("median", ch))),
+        ];
+        let ts = ReportTimestamp {
+            config_digest: digest,
+            epoch: 1,
+            round: 0,
+        };
+        let t = std::time::Instant::now();
+        assert_eq!(
+            run_round(
+                &oracles,
+                0,
+                &ts,
+                1,
+                &deadlines(300),
+                c.as_ref(),
+                &crate::devchain::provider::DevchainCodec
+            ),
+            Round {
+                outcome: Outcome::Transmitted(2),
+                reported: true,
+                missed: vec!["Observation"],
+            },
+            "the slow oracle's observation is the one miss"
+        );
+        assert!(t.elapsed() < Duration::from_millis(1500));
+        broker.close();
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

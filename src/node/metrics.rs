@@ -1,0 +1,194 @@
+//! The node's metrics, in the process-wide registry of
+//! [`crate::goplugin::metrics`] (which also renders them): per plugin
+//! (`loopp_plugin_*`), per proxied scrape (`loopp_proxy_*`) and per feed
+//! (`loopp_feed_*`).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+use crate::goplugin::metrics::{register, RPC_BUCKETS};
+
+struct Node {
+    up: prometheus::IntGaugeVec,
+    state: prometheus::IntGaugeVec,
+    restarts: prometheus::IntGaugeVec,
+    healthy: prometheus::IntGaugeVec,
+    uptime: prometheus::GaugeVec,
+    scrapes: IntCounterVec,
+    scrape_failures: IntCounterVec,
+    scrape_seconds: HistogramVec,
+}
+
+static NODE: LazyLock<Node> = LazyLock::new(|| {
+    let gauge = |name: &str, help: &str, labels: &[&str]| {
+        register(prometheus::IntGaugeVec::new(Opts::new(name, help), labels).unwrap())
+    };
+    Node {
+        up: gauge(
+            "loopp_plugin_up",
+            "1 when the plugin is running.",
+            &["plugin", "kind", "mode"],
+        ),
+        state: gauge(
+            "loopp_plugin_state",
+            "1 for the plugin's current state.",
+            &["plugin", "state"],
+        ),
+        restarts: gauge(
+            "loopp_plugin_restarts",
+            "Restarts since the node started.",
+            &["plugin"],
+        ),
+        healthy: gauge(
+            "loopp_plugin_healthy",
+            "1 when running and its last health check passed.",
+            &["plugin"],
+        ),
+        uptime: register(
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "loopp_plugin_uptime_seconds",
+                    "Time since the plugin's current process became ready.",
+                ),
+                &["plugin"],
+            )
+            .unwrap(),
+        ),
+        scrapes: register(
+            IntCounterVec::new(
+                Opts::new("loopp_proxy_scrapes_total", "Scrapes proxied to plugins."),
+                &["plugin"],
+            )
+            .unwrap(),
+        ),
+        scrape_failures: register(
+            IntCounterVec::new(
+                Opts::new(
+                    "loopp_proxy_failures_total",
+                    "Proxied scrapes that failed, by reason.",
+                ),
+                &["plugin", "reason"],
+            )
+            .unwrap(),
+        ),
+        scrape_seconds: register(
+            HistogramVec::new(
+                HistogramOpts::new("loopp_proxy_duration_seconds", "Time to proxy one scrape.")
+                    .buckets(RPC_BUCKETS.to_vec()),
+                &["plugin"],
+            )
+            .unwrap(),
+        ),
+    }
+});
+
+/// Sets the node's per-plugin gauges from the registry.
+pub fn record_plugins(statuses: &[crate::node::registry::PluginStatus]) {
+    use crate::node::registry::State;
+    let n = &*NODE;
+    for s in statuses {
+        let mode = if s.out_of_process {
+            "loopp"
+        } else {
+            "in-process"
+        };
+        n.up.with_label_values(&[&s.name, &s.kind, mode])
+            .set(i64::from(s.state == State::Running));
+        for st in [
+            State::Starting,
+            State::Running,
+            State::Backoff,
+            State::Stopped,
+        ] {
+            n.state
+                .with_label_values(&[&s.name, st.as_str()])
+                .set(i64::from(s.state == st));
+        }
+        n.restarts
+            .with_label_values(&[&s.name])
+            .set(s.restarts as i64);
+        n.healthy
+            .with_label_values(&[&s.name])
+            .set(i64::from(s.healthy()));
+        n.uptime
+            .with_label_values(&[&s.name])
+            .set(s.uptime().map(|d| d.as_secs_f64()).unwrap_or(0.0));
+    }
+}
+
+struct Feeds {
+    rounds: IntCounterVec,
+    reports: IntCounterVec,
+    transmissions: IntCounterVec,
+    misses: IntCounterVec,
+}
+
+static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        register(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
+    };
+    Feeds {
+        rounds: counter(
+            "loopp_feed_rounds_total",
+            "Feed rounds by outcome: transmitted, no_report, deadline_exceeded, failed, not_ready.",
+            &["feed", "outcome"],
+        ),
+        reports: counter(
+            "loopp_feed_reports_total",
+            "Reports the feed's leader made (transmitted or not).",
+            &["feed"],
+        ),
+        transmissions: counter(
+            "loopp_feed_transmissions_total",
+            "Reports the relayer accepted for the chain.",
+            &["feed"],
+        ),
+        misses: counter(
+            "loopp_feed_deadline_misses_total",
+            "Reporting-plugin and transmit calls that missed their deadline, by call (Observation: per oracle).",
+            &["feed", "call"],
+        ),
+    }
+});
+
+/// Records one feed round.
+pub fn feed_round(feed: &str, round: &crate::node::feeds::rounds::Round) {
+    use crate::node::feeds::rounds::Outcome;
+    let f = &*FEEDS;
+    let outcome = match &round.outcome {
+        Outcome::Transmitted(_) => {
+            f.transmissions.with_label_values(&[feed]).inc();
+            "transmitted"
+        }
+        Outcome::NoReport(_) => "no_report",
+        Outcome::Failed(e) if e.contains("DEADLINE_EXCEEDED") => "deadline_exceeded",
+        Outcome::Failed(_) => "failed",
+    };
+    f.rounds.with_label_values(&[feed, outcome]).inc();
+    if round.reported {
+        f.reports.with_label_values(&[feed]).inc();
+    }
+    for call in &round.missed {
+        f.misses.with_label_values(&[feed, call]).inc();
+    }
+}
+
+/// Records a round skipped because the feed's plugins are not set up.
+pub fn feed_not_ready(feed: &str) {
+    FEEDS.rounds.with_label_values(&[feed, "not_ready"]).inc();
+}
+
+/// Records one proxied scrape; `failure` is None on success, else a reason
+/// such as `timeout`, `unreachable`, `restarting`.
+pub fn proxy_observe(plugin: &str, failure: Option<&str>, took: Duration) {
+    let n = &*NODE;
+    n.scrapes.with_label_values(&[plugin]).inc();
+    n.scrape_seconds
+        .with_label_values(&[plugin])
+        .observe(took.as_secs_f64());
+    if let Some(reason) = failure {
+        n.scrape_failures.with_label_values(&[plugin, reason]).inc();
+    }
+}

@@ -1,0 +1,155 @@
+//! `loop.DataSource`: where an oracle's observation comes from, as a Rust
+//! trait, served by the node to plugins on broker ids ([`server`]) and
+//! called by them through [`DataSourceClient`]. The node's sources (static,
+//! random walk, HTTP) are in `crate::sources`.
+
+use std::time::Duration;
+
+pub use crate::services::wire::ReportTimestamp;
+
+/// One observation's source. Served to plugins over gRPC (`loop.DataSource`)
+/// by [`server`]; [`DataSourceClient`] is the same trait over gRPC.
+pub trait DataSource: Send + Sync {
+    /// The value for the round `ts`, within `deadline`.
+    fn observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String>;
+}
+
+/// How long the server side lets one Observe run (the caller's own deadline
+/// ends the call for the caller earlier; this bounds the work behind it).
+pub const SERVE_BOUND: Duration = Duration::from_secs(10);
+
+/// A data source as the `loop.DataSource` gRPC service (served by the node to
+/// plugins on a broker id).
+pub fn server(source: std::sync::Arc<dyn DataSource>) -> grpcio::Service {
+    crate::proto::median_datasource_grpc::create_data_source(Server(source))
+}
+
+#[derive(Clone)]
+struct Server(std::sync::Arc<dyn DataSource>);
+
+impl crate::proto::median_datasource_grpc::DataSource for Server {
+    fn observe(
+        &mut self,
+        ctx: grpcio::RpcContext,
+        req: crate::proto::median_datasource::ObserveRequest,
+        sink: grpcio::UnarySink<crate::proto::median_datasource::ObserveReply>,
+    ) {
+        let source = self.0.clone();
+        crate::goplugin::rpc::respond_blocking(&ctx, sink, move || {
+            let invalid = |e: String| {
+                crate::goplugin::rpc::status(grpcio::RpcStatusCode::INVALID_ARGUMENT, e)
+            };
+            let ts = match req.reportTimestamp.as_ref() {
+                Some(t) => ReportTimestamp::from_wire(t).map_err(invalid)?,
+                None => return Err(invalid("ObserveRequest without reportTimestamp".into())),
+            };
+            let value = source
+                .observe(&ts, SERVE_BOUND)
+                .map_err(|e| crate::goplugin::rpc::status(grpcio::RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(crate::proto::median_datasource::ObserveReply {
+                value: protobuf::MessageField::some(crate::services::wire::to_big(value)),
+                ..Default::default()
+            })
+        });
+    }
+}
+
+/// A [`DataSource`] reached over gRPC; each call carries its deadline.
+pub struct DataSourceClient {
+    name: String,
+    client: crate::proto::median_datasource_grpc::DataSourceClient,
+}
+
+impl DataSourceClient {
+    /// The data source served on `channel`, named `name` in errors and metrics.
+    pub fn new(name: &str, channel: grpcio::Channel) -> DataSourceClient {
+        DataSourceClient {
+            name: name.to_string(),
+            client: crate::proto::median_datasource_grpc::DataSourceClient::new(channel),
+        }
+    }
+}
+
+impl DataSource for DataSourceClient {
+    fn observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String> {
+        const METHOD: &str = "/loop.DataSource/Observe";
+        let req = crate::proto::median_datasource::ObserveRequest {
+            reportTimestamp: protobuf::MessageField::some(ts.to_wire()),
+            ..Default::default()
+        };
+        let reply = crate::goplugin::rpc::observed(&self.name, METHOD, || {
+            self.client.observe(&req, deadline)
+        })?;
+        match reply.value.as_ref() {
+            Some(v) => crate::services::wire::from_big(v),
+            None => Err(format!("{}: {METHOD} answered without a value", self.name)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::sources::{build, Spec};
+
+    struct Fixed(i128);
+
+    impl DataSource for Fixed {
+        fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+            Ok(self.0)
+        }
+    }
+
+    struct Slow;
+
+    impl DataSource for Slow {
+        fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(1)
+        }
+    }
+
+    /// Over a real unix socket through a broker: the client sees what the
+    /// source gives, huge and negative values intact, and a slow source
+    /// fails with DEADLINE_EXCEEDED at the caller's deadline.
+    #[test]
+    fn served_on_a_broker_id_and_called_with_a_deadline() {
+        let dir = crate::goplugin::sockdir::SocketDir::create().unwrap();
+        let broker = crate::goplugin::broker::Broker::new(dir);
+        let walk = Arc::<dyn DataSource>::from(
+            build(&Spec::Randomwalk {
+                seed: 7,
+                start: -5,
+                step: 3,
+            })
+            .unwrap(),
+        );
+        broker.serve(1, vec![server(walk.clone())]).unwrap();
+        broker
+            .serve(2, vec![server(Arc::new(Fixed(i128::MIN)))])
+            .unwrap();
+        broker.serve(3, vec![server(Arc::new(Slow))]).unwrap();
+        let client = |id: u32| DataSourceClient::new("feed", broker.local_channel(id));
+        let ts = ReportTimestamp {
+            config_digest: vec![9; 32],
+            epoch: 1,
+            round: 2,
+        };
+        assert_eq!(client(1).observe(&ts, D), walk.observe(&ts, D));
+        assert_eq!(client(2).observe(&ts, D), Ok(i128::MIN));
+        let t = std::time::Instant::now();
+        let err = client(3)
+            .observe(&ts, Duration::from_millis(200))
+            .unwrap_err();
+        assert!(err.contains("DEADLINE_EXCEEDED"), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the caller's deadline, not the source's pace"
+        );
+        broker.close();
+    }
+
+    const D: Duration = Duration::from_secs(5);
+}

@@ -1,0 +1,177 @@
+//! The keystore (`loop.Keystore`), served by the node to relayers, and the
+//! error log (`loop.ErrorLog`), served to the median plugin: one trait each
+//! with gRPC server and client adapters, and [`LogErrors`], an error log
+//! that writes to the process's log. The node's keys are in
+//! `crate::node::keystore`.
+
+use std::time::Duration;
+
+use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use protobuf::well_known_types::empty::Empty;
+
+use crate::goplugin::rpc;
+use crate::proto::error_log::SaveErrorRequest;
+use crate::proto::keystore::{AccountsReply, SignReply, SignRequest};
+use crate::proto::{error_log_grpc, keystore_grpc};
+
+/// Accounts and signatures.
+pub trait Keystore: Send + Sync {
+    /// The accounts it can sign for.
+    fn accounts(&self) -> Result<Vec<String>, String>;
+    /// Signs `data` with `account`'s key.
+    fn sign(&self, account: &str, data: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Serves a keystore as `loop.Keystore`.
+pub fn keystore_server(ks: std::sync::Arc<dyn Keystore>) -> grpcio::Service {
+    keystore_grpc::create_keystore(KeystoreServer(ks))
+}
+
+#[derive(Clone)]
+struct KeystoreServer(std::sync::Arc<dyn Keystore>);
+
+impl keystore_grpc::Keystore for KeystoreServer {
+    fn accounts(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<AccountsReply>) {
+        // Off the completion-queue thread: the keystore may itself be remote.
+        let ks = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            ks.accounts()
+                .map(|accounts| AccountsReply {
+                    accounts,
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))
+        });
+    }
+
+    fn sign(&mut self, ctx: RpcContext, req: SignRequest, sink: UnarySink<SignReply>) {
+        let ks = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            ks.sign(&req.account, &req.data)
+                .map(|signed| SignReply {
+                    signedData: signed,
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))
+        });
+    }
+}
+
+/// A keystore over gRPC; each call has `timeout`.
+pub struct KeystoreClient {
+    client: keystore_grpc::KeystoreClient,
+    timeout: Duration,
+}
+
+impl KeystoreClient {
+    /// The keystore served on `channel`.
+    pub fn new(channel: grpcio::Channel, timeout: Duration) -> KeystoreClient {
+        KeystoreClient {
+            client: keystore_grpc::KeystoreClient::new(channel),
+            timeout,
+        }
+    }
+}
+
+impl Keystore for KeystoreClient {
+    fn accounts(&self) -> Result<Vec<String>, String> {
+        self.client
+            .accounts(&Empty::new(), self.timeout)
+            .map(|r| r.accounts)
+            .map_err(|e| {
+                format!(
+                    "Keystore/Accounts: {}",
+                    crate::goplugin::error::rpc_status_text(&e)
+                )
+            })
+    }
+
+    fn sign(&self, account: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+        let req = SignRequest {
+            account: account.to_string(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.client
+            .sign(&req, self.timeout)
+            .map(|r| r.signedData)
+            .map_err(|e| {
+                format!(
+                    "Keystore/Sign: {}",
+                    crate::goplugin::error::rpc_status_text(&e)
+                )
+            })
+    }
+}
+
+/// Where plugin errors go.
+pub trait ErrorLog: Send + Sync {
+    /// Records one error.
+    fn save_error(&self, message: &str) -> Result<(), String>;
+}
+
+/// The node's error log: each error is logged under `source` at error level.
+pub struct LogErrors {
+    /// Logged as the record's target.
+    pub source: String,
+}
+
+impl ErrorLog for LogErrors {
+    fn save_error(&self, message: &str) -> Result<(), String> {
+        log::error!(target: &self.source, "{message}");
+        Ok(())
+    }
+}
+
+/// Serves an error log as `loop.ErrorLog`.
+pub fn error_log_server(log: std::sync::Arc<dyn ErrorLog>) -> grpcio::Service {
+    error_log_grpc::create_error_log(ErrorLogServer(log))
+}
+
+#[derive(Clone)]
+struct ErrorLogServer(std::sync::Arc<dyn ErrorLog>);
+
+impl error_log_grpc::ErrorLog for ErrorLogServer {
+    fn save_error(&mut self, ctx: RpcContext, req: SaveErrorRequest, sink: UnarySink<Empty>) {
+        let log = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            log.save_error(&req.message)
+                .map(|()| Empty::new())
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))
+        });
+    }
+}
+
+/// An error log over gRPC; each call has `timeout`.
+pub struct ErrorLogClient {
+    client: error_log_grpc::ErrorLogClient,
+    timeout: Duration,
+}
+
+impl ErrorLogClient {
+    /// The error log served on `channel`.
+    pub fn new(channel: grpcio::Channel, timeout: Duration) -> ErrorLogClient {
+        ErrorLogClient {
+            client: error_log_grpc::ErrorLogClient::new(channel),
+            timeout,
+        }
+    }
+}
+
+impl ErrorLog for ErrorLogClient {
+    fn save_error(&self, message: &str) -> Result<(), String> {
+        let req = SaveErrorRequest {
+            message: message.to_string(),
+            ..Default::default()
+        };
+        self.client
+            .save_error(&req, self.timeout)
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "ErrorLog/SaveError: {}",
+                    crate::goplugin::error::rpc_status_text(&e)
+                )
+            })
+    }
+}

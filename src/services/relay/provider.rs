@@ -1,0 +1,525 @@
+//! The provider sub-services a relayer hands out: `ReportCodec`,
+//! `OnchainConfigCodec`, `ContractConfigTracker` and `OffchainConfigDigester`.
+//! One trait each; gRPC servers ([`report_codec_server`], ...) serve any
+//! implementation and [`ProviderClient`] implements all four over a channel,
+//! each call with its deadline. Implementations live with their relayers
+//! (the devchain's: `crate::devchain::provider`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use protobuf::MessageField;
+
+use crate::goplugin::rpc;
+use crate::proto::provider as pb;
+use crate::proto::provider_grpc as svc;
+use crate::services::median::Bounds;
+use crate::services::wire::{from_big, to_big};
+
+/// One oracle's parsed observation, as the median plugin hands it to the
+/// relayer's [`ReportCodec`] (`loop.ParsedAttributedObservation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParsedObservation {
+    /// When it was observed (seconds since the epoch).
+    pub timestamp: u32,
+    /// The value.
+    pub value: i128,
+    /// The juels-per-fee-coin value.
+    pub juels_per_fee_coin: i128,
+    /// Observing oracle.
+    pub observer: u8,
+}
+
+/// Reports: build, read the median back, size bound.
+pub trait ReportCodec: Send + Sync {
+    /// A report from parsed observations.
+    fn build_report(&self, obs: &[ParsedObservation]) -> Result<Vec<u8>, String>;
+    /// The median in a report.
+    fn median_from_report(&self, report: &[u8]) -> Result<i128, String>;
+    /// The longest report for `n` oracles.
+    fn max_report_length(&self, n: usize) -> Result<usize, String>;
+}
+
+/// The contract's bounds, encoded as the chain stores them.
+pub trait OnchainConfigCodec: Send + Sync {
+    /// Bounds to bytes.
+    fn encode(&self, bounds: Bounds) -> Result<Vec<u8>, String>;
+    /// Bytes to bounds.
+    fn decode(&self, encoded: &[u8]) -> Result<Bounds, String>;
+}
+
+/// A contract's config as the OCR protocol sees it (`loop.ContractConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContractConfig {
+    /// Its digest.
+    pub config_digest: Vec<u8>,
+    /// How many configs the contract has had, this one included.
+    pub config_count: u64,
+    /// The oracles' onchain signing identities.
+    pub signers: Vec<Vec<u8>>,
+    /// The oracles' transmit accounts.
+    pub transmitters: Vec<String>,
+    /// Faulty oracles tolerated.
+    pub f: u8,
+    /// Encoded by the chain's [`OnchainConfigCodec`].
+    pub onchain_config: Vec<u8>,
+    /// Version of `offchain_config`'s format.
+    pub offchain_config_version: u64,
+    /// The reporting plugin's offchain config.
+    pub offchain_config: Vec<u8>,
+}
+
+impl ContractConfig {
+    /// To the wire message.
+    pub fn to_wire(&self) -> pb::ContractConfig {
+        pb::ContractConfig {
+            configDigest: self.config_digest.clone(),
+            configCount: self.config_count,
+            signers: self.signers.clone(),
+            transmitters: self.transmitters.clone(),
+            F: u32::from(self.f),
+            onchainConfig: self.onchain_config.clone(),
+            offchainConfigVersion: self.offchain_config_version,
+            offchainConfig: self.offchain_config.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// From the wire message; F must fit a uint8.
+    pub fn from_wire(c: &pb::ContractConfig) -> Result<ContractConfig, String> {
+        Ok(ContractConfig {
+            config_digest: c.configDigest.clone(),
+            config_count: c.configCount,
+            signers: c.signers.clone(),
+            transmitters: c.transmitters.clone(),
+            f: u8::try_from(c.F).map_err(|_| format!("F {} is not a uint8", c.F))?,
+            onchain_config: c.onchainConfig.clone(),
+            offchain_config_version: c.offchainConfigVersion,
+            offchain_config: c.offchainConfig.clone(),
+        })
+    }
+}
+
+/// The contract's config as the OCR protocol tracks it.
+pub trait ConfigTracker: Send + Sync {
+    /// `(block the config was set in, its digest)`; before any config,
+    /// `(0, 32 zero bytes)` as the Go services answer.
+    fn latest_config_details(&self) -> Result<(u64, Vec<u8>), String>;
+    /// The config set in block `changed_in_block` (as returned by
+    /// [`ConfigTracker::latest_config_details`]).
+    fn latest_config(&self, changed_in_block: u64) -> Result<ContractConfig, String>;
+    /// The chain's height.
+    fn latest_block_height(&self) -> Result<u64, String>;
+}
+
+/// Config digests.
+pub trait Digester: Send + Sync {
+    /// The digest of `config` (its `config_count` included).
+    fn config_digest(&self, config: &ContractConfig) -> Result<Vec<u8>, String>;
+    /// The chain's digest prefix.
+    fn config_digest_prefix(&self) -> Result<u16, String>;
+}
+
+fn failed(e: String) -> grpcio::RpcStatus {
+    rpc::status(RpcStatusCode::INVALID_ARGUMENT, e)
+}
+
+/// Serves a report codec.
+pub fn report_codec_server(c: Arc<dyn ReportCodec>) -> grpcio::Service {
+    svc::create_report_codec(Server(c))
+}
+
+/// Serves an onchain config codec.
+pub fn onchain_codec_server(c: Arc<dyn OnchainConfigCodec>) -> grpcio::Service {
+    svc::create_onchain_config_codec(Server(c))
+}
+
+/// Serves a config tracker.
+pub fn tracker_server(c: Arc<dyn ConfigTracker>) -> grpcio::Service {
+    svc::create_contract_config_tracker(Server(c))
+}
+
+/// Serves a digester.
+pub fn digester_server(c: Arc<dyn Digester>) -> grpcio::Service {
+    svc::create_offchain_config_digester(Server(c))
+}
+
+struct Server<T: ?Sized>(Arc<T>);
+
+// By hand: derive(Clone) would require T: Clone, which a trait object is not.
+impl<T: ?Sized> Clone for Server<T> {
+    fn clone(&self) -> Self {
+        Server(self.0.clone())
+    }
+}
+
+impl svc::ReportCodec for Server<dyn ReportCodec> {
+    fn build_report(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::BuildReportRequest,
+        sink: UnarySink<pb::BuildReportReply>,
+    ) {
+        let codec = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let parse = || -> Result<Vec<ParsedObservation>, String> {
+                let mut obs = Vec::new();
+                for o in &req.observations {
+                    obs.push(ParsedObservation {
+                        timestamp: o.timestamp,
+                        value: from_big(o.value.as_ref().ok_or("observation without value")?)?,
+                        juels_per_fee_coin: o
+                            .julesPerFeeCoin
+                            .as_ref()
+                            .map(from_big)
+                            .transpose()?
+                            .unwrap_or(0),
+                        observer: u8::try_from(o.observer)
+                            .map_err(|_| format!("observer {} is not a uint8", o.observer))?,
+                    });
+                }
+                Ok(obs)
+            };
+            let obs = parse().map_err(failed)?;
+            codec
+                .build_report(&obs)
+                .map(|report| pb::BuildReportReply {
+                    report,
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+
+    fn median_from_report(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::MedianFromReportRequest,
+        sink: UnarySink<pb::MedianFromReportReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            this.median_from_report(&req.report)
+                .map(|m| pb::MedianFromReportReply {
+                    median: MessageField::some(to_big(m)),
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+
+    fn max_report_length(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::MaxReportLengthRequest,
+        sink: UnarySink<pb::MaxReportLengthReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            usize::try_from(req.n)
+                .map_err(|_| format!("n = {} is negative", req.n))
+                .and_then(|n| this.max_report_length(n))
+                .map(|max| pb::MaxReportLengthReply {
+                    max: max as i64,
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+}
+
+impl svc::OnchainConfigCodec for Server<dyn OnchainConfigCodec> {
+    fn encode(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::EncodeRequest,
+        sink: UnarySink<pb::EncodeReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            (|| {
+                let c = req.onchainConfig.as_ref().ok_or("no onchainConfig")?;
+                let b = Bounds {
+                    min: from_big(c.min.as_ref().ok_or("no min")?)?,
+                    max: from_big(c.max.as_ref().ok_or("no max")?)?,
+                };
+                this.encode(b)
+            })()
+            .map(|encoded| pb::EncodeReply {
+                encoded,
+                ..Default::default()
+            })
+            .map_err(failed)
+        });
+    }
+
+    fn decode(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::DecodeRequest,
+        sink: UnarySink<pb::DecodeReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            this.decode(&req.encoded)
+                .map(|b| pb::DecodeReply {
+                    onchainConfig: MessageField::some(pb::OnchainConfig {
+                        min: MessageField::some(to_big(b.min)),
+                        max: MessageField::some(to_big(b.max)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+}
+
+impl svc::ContractConfigTracker for Server<dyn ConfigTracker> {
+    fn latest_config_details(
+        &mut self,
+        ctx: RpcContext,
+        _req: pb::LatestConfigDetailsRequest,
+        sink: UnarySink<pb::LatestConfigDetailsReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            this.latest_config_details()
+                .map(|(block, digest)| pb::LatestConfigDetailsReply {
+                    changedInBlock: block,
+                    configDigest: digest,
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+
+    fn latest_config(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::LatestConfigRequest,
+        sink: UnarySink<pb::LatestConfigReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            this.latest_config(req.changedInBlock)
+                .map(|c| pb::LatestConfigReply {
+                    contractConfig: MessageField::some(c.to_wire()),
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::FAILED_PRECONDITION, e))
+        });
+    }
+
+    fn latest_block_height(
+        &mut self,
+        ctx: RpcContext,
+        _req: pb::LatestBlockHeightRequest,
+        sink: UnarySink<pb::LatestBlockHeightReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            this.latest_block_height()
+                .map(|h| pb::LatestBlockHeightReply {
+                    blockHeight: h,
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+}
+
+impl svc::OffchainConfigDigester for Server<dyn Digester> {
+    fn config_digest(
+        &mut self,
+        ctx: RpcContext,
+        req: pb::ConfigDigestRequest,
+        sink: UnarySink<pb::ConfigDigestReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            req.contractConfig
+                .as_ref()
+                .ok_or_else(|| "no contractConfig".to_string())
+                .and_then(ContractConfig::from_wire)
+                .and_then(|c| this.config_digest(&c))
+                .map(|d| pb::ConfigDigestReply {
+                    configDigest: d,
+                    ..Default::default()
+                })
+                .map_err(failed)
+        });
+    }
+
+    fn config_digest_prefix(
+        &mut self,
+        ctx: RpcContext,
+        _req: pb::ConfigDigestPrefixRequest,
+        sink: UnarySink<pb::ConfigDigestPrefixReply>,
+    ) {
+        let this = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            this.config_digest_prefix()
+                .map(|p| pb::ConfigDigestPrefixReply {
+                    configDigestPrefix: u32::from(p),
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))
+        });
+    }
+}
+
+/// The provider's codecs and views over gRPC, each call with `timeout`.
+#[derive(Clone)]
+pub struct ProviderClient {
+    channel: grpcio::Channel,
+    timeout: Duration,
+    _remote: Option<Arc<crate::services::resource::Remote>>,
+}
+
+impl ProviderClient {
+    /// The provider served on `channel`.
+    pub fn new(channel: grpcio::Channel, timeout: Duration) -> ProviderClient {
+        ProviderClient {
+            channel,
+            timeout,
+            _remote: None,
+        }
+    }
+
+    /// Keeps the remote object alive while this client lives (see
+    /// [`crate::services::resource::Remote`]).
+    pub fn holding(mut self, remote: std::sync::Arc<crate::services::resource::Remote>) -> Self {
+        self._remote = Some(remote);
+        self
+    }
+}
+
+fn rpc_err(what: &str, e: grpcio::Error) -> String {
+    format!("{what}: {}", crate::goplugin::error::rpc_status_text(&e))
+}
+
+impl ReportCodec for ProviderClient {
+    fn build_report(&self, obs: &[ParsedObservation]) -> Result<Vec<u8>, String> {
+        let req = pb::BuildReportRequest {
+            observations: obs
+                .iter()
+                .map(|o| pb::ParsedAttributedObservation {
+                    timestamp: o.timestamp,
+                    value: MessageField::some(to_big(o.value)),
+                    julesPerFeeCoin: MessageField::some(to_big(o.juels_per_fee_coin)),
+                    observer: u32::from(o.observer),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        svc::ReportCodecClient::new(self.channel.clone())
+            .build_report(&req, self.timeout)
+            .map(|r| r.report)
+            .map_err(|e| rpc_err("ReportCodec/BuildReport", e))
+    }
+
+    fn median_from_report(&self, report: &[u8]) -> Result<i128, String> {
+        let req = pb::MedianFromReportRequest {
+            report: report.to_vec(),
+            ..Default::default()
+        };
+        let r = svc::ReportCodecClient::new(self.channel.clone())
+            .median_from_report(&req, self.timeout)
+            .map_err(|e| rpc_err("ReportCodec/MedianFromReport", e))?;
+        from_big(r.median.as_ref().ok_or("no median")?)
+    }
+
+    fn max_report_length(&self, n: usize) -> Result<usize, String> {
+        let req = pb::MaxReportLengthRequest {
+            n: n as i64,
+            ..Default::default()
+        };
+        svc::ReportCodecClient::new(self.channel.clone())
+            .max_report_length(&req, self.timeout)
+            .map(|r| r.max.max(0) as usize)
+            .map_err(|e| rpc_err("ReportCodec/MaxReportLength", e))
+    }
+}
+
+impl OnchainConfigCodec for ProviderClient {
+    fn encode(&self, b: Bounds) -> Result<Vec<u8>, String> {
+        let req = pb::EncodeRequest {
+            onchainConfig: MessageField::some(pb::OnchainConfig {
+                min: MessageField::some(to_big(b.min)),
+                max: MessageField::some(to_big(b.max)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        svc::OnchainConfigCodecClient::new(self.channel.clone())
+            .encode(&req, self.timeout)
+            .map(|r| r.encoded)
+            .map_err(|e| rpc_err("OnchainConfigCodec/Encode", e))
+    }
+
+    fn decode(&self, encoded: &[u8]) -> Result<Bounds, String> {
+        let req = pb::DecodeRequest {
+            encoded: encoded.to_vec(),
+            ..Default::default()
+        };
+        let r = svc::OnchainConfigCodecClient::new(self.channel.clone())
+            .decode(&req, self.timeout)
+            .map_err(|e| rpc_err("OnchainConfigCodec/Decode", e))?;
+        let c = r.onchainConfig.as_ref().ok_or("no onchainConfig")?;
+        Ok(Bounds {
+            min: from_big(c.min.as_ref().ok_or("no min")?)?,
+            max: from_big(c.max.as_ref().ok_or("no max")?)?,
+        })
+    }
+}
+
+impl ConfigTracker for ProviderClient {
+    fn latest_config_details(&self) -> Result<(u64, Vec<u8>), String> {
+        svc::ContractConfigTrackerClient::new(self.channel.clone())
+            .latest_config_details(&pb::LatestConfigDetailsRequest::new(), self.timeout)
+            .map(|r| (r.changedInBlock, r.configDigest))
+            .map_err(|e| rpc_err("ContractConfigTracker/LatestConfigDetails", e))
+    }
+
+    fn latest_config(&self, changed_in_block: u64) -> Result<ContractConfig, String> {
+        let req = pb::LatestConfigRequest {
+            changedInBlock: changed_in_block,
+            ..Default::default()
+        };
+        let r = svc::ContractConfigTrackerClient::new(self.channel.clone())
+            .latest_config(&req, self.timeout)
+            .map_err(|e| rpc_err("ContractConfigTracker/LatestConfig", e))?;
+        ContractConfig::from_wire(r.contractConfig.as_ref().ok_or("no contractConfig")?)
+    }
+
+    fn latest_block_height(&self) -> Result<u64, String> {
+        svc::ContractConfigTrackerClient::new(self.channel.clone())
+            .latest_block_height(&pb::LatestBlockHeightRequest::new(), self.timeout)
+            .map(|r| r.blockHeight)
+            .map_err(|e| rpc_err("ContractConfigTracker/LatestBlockHeight", e))
+    }
+}
+
+impl Digester for ProviderClient {
+    fn config_digest(&self, config: &ContractConfig) -> Result<Vec<u8>, String> {
+        let req = pb::ConfigDigestRequest {
+            contractConfig: MessageField::some(config.to_wire()),
+            ..Default::default()
+        };
+        svc::OffchainConfigDigesterClient::new(self.channel.clone())
+            .config_digest(&req, self.timeout)
+            .map(|r| r.configDigest)
+            .map_err(|e| rpc_err("OffchainConfigDigester/ConfigDigest", e))
+    }
+
+    fn config_digest_prefix(&self) -> Result<u16, String> {
+        let r = svc::OffchainConfigDigesterClient::new(self.channel.clone())
+            .config_digest_prefix(&pb::ConfigDigestPrefixRequest::new(), self.timeout)
+            .map_err(|e| rpc_err("OffchainConfigDigester/ConfigDigestPrefix", e))?;
+        u16::try_from(r.configDigestPrefix)
+            .map_err(|_| format!("digest prefix {} is not a uint16", r.configDigestPrefix))
+    }
+}

@@ -1,0 +1,359 @@
+//! The node's data sources for median feeds (implementations of
+//! [`crate::services::datasource::DataSource`]), built from a job's [`Spec`]:
+//!
+//! - `static`: one fixed value;
+//! - `randomwalk`: a deterministic walk from a seed (same seed, same values,
+//!   in-process or not), for the embedded default job;
+//! - `http`: GET a JSON document from a loopback/LAN `http://` endpoint and
+//!   take a number at a dot path (`data.price`, `prices.0.usd`), bounded by
+//!   the call's deadline.
+//!
+//! Values are integers (`i128`); a number with a fraction is scaled by
+//! `10^decimals` and rounded toward zero, exactly (decimal arithmetic, no
+//! floating point), except exponent notation. JSON numbers beyond 64 bits lose
+//! precision in any JSON parser: serve such values as strings.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::services::datasource::{DataSource, ReportTimestamp};
+
+/// Largest HTTP body read from a data source.
+pub const MAX_BODY: u64 = 1 << 20;
+
+/// A data source as the job file describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Spec {
+    /// A fixed value.
+    Static {
+        /// The value.
+        value: i64,
+    },
+    /// A deterministic random walk.
+    Randomwalk {
+        /// Seed of the walk.
+        seed: u64,
+        /// Value at step 0.
+        start: i64,
+        /// Largest change per step.
+        step: i64,
+    },
+    /// A JSON document over HTTP.
+    Http {
+        /// `http://host:port/path`.
+        url: String,
+        /// Dot path to the number, e.g. `data.price`.
+        path: String,
+        /// Decimal places to keep (the number is multiplied by 10^decimals).
+        #[serde(default)]
+        decimals: u32,
+    },
+}
+
+/// Builds a source; the spec is checked here (bad URL, empty path).
+pub fn build(spec: &Spec) -> Result<Box<dyn DataSource>, String> {
+    Ok(match spec {
+        Spec::Static { value } => Box::new(Static(i128::from(*value))),
+        Spec::Randomwalk { seed, start, step } => {
+            if *step < 0 {
+                return Err(format!("randomwalk step {step} must not be negative"));
+            }
+            Box::new(RandomWalk {
+                seed: *seed,
+                start: i128::from(*start),
+                step: i128::from(*step),
+                last: std::sync::Mutex::new((0, i128::from(*start))),
+            })
+        }
+        Spec::Http {
+            url,
+            path,
+            decimals,
+        } => {
+            if !url.starts_with("http://") {
+                return Err(format!("http data source url {url:?} must start with http:// (no TLS; loopback or LAN)"));
+            }
+            if path.is_empty() {
+                return Err(
+                    "http data source needs a path to the number, e.g. \"data.price\"".into(),
+                );
+            }
+            if *decimals > 30 {
+                return Err(format!("decimals {decimals} is more than 30"));
+            }
+            Box::new(Http {
+                url: url.clone(),
+                path: path.clone(),
+                decimals: *decimals,
+                agent: ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .max_redirects(0)
+                    .build()
+                    .new_agent(),
+            })
+        }
+    })
+}
+
+struct Static(i128);
+
+impl DataSource for Static {
+    fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+        Ok(self.0)
+    }
+}
+
+struct RandomWalk {
+    seed: u64,
+    start: i128,
+    step: i128,
+    /// The last (step number, value) computed, so rounds that move forward
+    /// cost O(1) each.
+    last: std::sync::Mutex<(u64, i128)>,
+}
+
+/// splitmix64: a well-known, stateless mix of a 64-bit input.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl RandomWalk {
+    /// The value after `n` steps: a sum of steps in -step..=step, each from
+    /// (seed, i), so the same n always gives the same value, whoever computes it.
+    fn at(&self, n: u64) -> i128 {
+        let span = (self.step * 2 + 1) as u64;
+        let mut last = self.last.lock().unwrap();
+        let (mut i, mut v) = if n >= last.0 { *last } else { (0, self.start) };
+        while i < n {
+            v += i128::from(mix(self.seed ^ mix(i)) % span.max(1)) - self.step;
+            i += 1;
+        }
+        *last = (n, v);
+        v
+    }
+}
+
+impl DataSource for RandomWalk {
+    fn observe(&self, ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+        Ok(self.at(ts.sequence()))
+    }
+}
+
+struct Http {
+    url: String,
+    path: String,
+    decimals: u32,
+    agent: ureq::Agent,
+}
+
+impl DataSource for Http {
+    fn observe(&self, _ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String> {
+        let mut resp = self
+            .agent
+            .get(&self.url)
+            .config()
+            .timeout_global(Some(deadline))
+            .build()
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Timeout(_) => format!("{}: no answer within {deadline:?}", self.url),
+                e => format!("{}: {e}", self.url),
+            })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(format!("{}: HTTP {status}", self.url));
+        }
+        let mut body = Vec::new();
+        resp.body_mut()
+            .as_reader()
+            .take(MAX_BODY)
+            .read_to_end(&mut body)
+            .map_err(|e| format!("{}: reading the body: {e}", self.url))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("{}: not JSON: {e}", self.url))?;
+        number_at(&doc, &self.path, self.decimals).map_err(|e| format!("{}: {e}", self.url))
+    }
+}
+
+/// The number at a dot path, scaled by 10^decimals.
+pub fn number_at(doc: &serde_json::Value, path: &str, decimals: u32) -> Result<i128, String> {
+    let mut v = doc;
+    for part in path.split('.') {
+        v = match v {
+            serde_json::Value::Object(m) => m.get(part),
+            serde_json::Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        }
+        .ok_or_else(|| format!("no {part:?} in {path:?}"))?;
+    }
+    let text = match v {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.trim().to_string(),
+        other => return Err(format!("{path:?} is {other}, not a number")),
+    };
+    scale(&text, decimals).ok_or_else(|| format!("{path:?} = {text} is not a number that fits"))
+}
+
+/// Parses a decimal string exactly and scales it (no floating point).
+fn scale(text: &str, decimals: u32) -> Option<i128> {
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.contains(['e', 'E']) {
+        let f: f64 = text.parse().ok()?;
+        let scaled = f * 10f64.powi(decimals as i32);
+        return (scaled.is_finite() && scaled.abs() < 1e38).then_some(scaled.trunc() as i128);
+    }
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut frac: String = frac.chars().take(decimals as usize).collect();
+    while frac.len() < decimals as usize {
+        frac.push('0');
+    }
+    let all = format!("{int}{frac}");
+    let v: i128 = if all.is_empty() { 0 } else { all.parse().ok()? };
+    Some(if neg { -v } else { v })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: Duration = Duration::from_secs(1);
+
+    fn ts(n: u64) -> ReportTimestamp {
+        ReportTimestamp {
+            config_digest: vec![],
+            epoch: (n >> 8) as u32,
+            round: (n & 0xff) as u8,
+        }
+    }
+
+    #[test]
+    fn static_and_randomwalk_are_deterministic() {
+        let s = build(&Spec::Static { value: -7 }).unwrap();
+        assert_eq!(s.observe(&ts(9), D), Ok(-7));
+        let spec = Spec::Randomwalk {
+            seed: 42,
+            start: 1000,
+            step: 5,
+        };
+        let (a, b) = (build(&spec).unwrap(), build(&spec).unwrap());
+        let walk: Vec<i128> = (0..50).map(|n| a.observe(&ts(n), D).unwrap()).collect();
+        let backwards: Vec<i128> = (0..50)
+            .rev()
+            .map(|n| b.observe(&ts(n), D).unwrap())
+            .collect();
+        assert_eq!(
+            walk,
+            backwards.into_iter().rev().collect::<Vec<_>>(),
+            "any order of rounds gives the same values"
+        );
+        assert_eq!(walk[0], 1000);
+        assert!(walk.windows(2).all(|w| (w[1] - w[0]).abs() <= 5));
+        assert!(walk.windows(2).any(|w| w[1] != w[0]), "it moves");
+        let other = build(&Spec::Randomwalk {
+            seed: 43,
+            start: 1000,
+            step: 5,
+        })
+        .unwrap();
+        assert_ne!(
+            (1..50)
+                .map(|n| other.observe(&ts(n), D).unwrap())
+                .collect::<Vec<_>>(),
+            walk[1..]
+        );
+    }
+
+    #[test]
+    fn json_paths_and_exact_scaling() {
+        let doc: serde_json::Value = serde_json::from_str(
+            r#"{"data":{"price":1234.5678},"list":[{"usd":"-0.5"}],"big":"12345678901234567890123","f":1e3}"#,
+        )
+        .unwrap();
+        assert_eq!(number_at(&doc, "data.price", 2), Ok(123456));
+        assert_eq!(number_at(&doc, "data.price", 6), Ok(1234567800));
+        assert_eq!(number_at(&doc, "list.0.usd", 3), Ok(-500));
+        assert_eq!(
+            number_at(&doc, "big", 0),
+            Ok(12345678901234567890123),
+            "strings stay exact"
+        );
+        assert_eq!(number_at(&doc, "f", 1), Ok(10000));
+        assert!(number_at(&doc, "data.nope", 0)
+            .unwrap_err()
+            .contains("no \"nope\""));
+        assert!(number_at(&doc, "data", 0)
+            .unwrap_err()
+            .contains("not a number"));
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        assert!(build(&Spec::Http {
+            url: "https://x".into(),
+            path: "a".into(),
+            decimals: 0
+        })
+        .err()
+        .unwrap()
+        .contains("http://"));
+        assert!(build(&Spec::Http {
+            url: "http://x".into(),
+            path: "".into(),
+            decimals: 0
+        })
+        .is_err());
+        assert!(build(&Spec::Randomwalk {
+            seed: 1,
+            start: 0,
+            step: -1
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn http_source_reads_a_real_endpoint_and_keeps_its_deadline() {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        let port = server.server_addr().to_ip().unwrap().port();
+        std::thread::spawn(move || {
+            for req in server.incoming_requests() {
+                if req.url() == "/slow" {
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                let _ = req.respond(tiny_http::Response::from_string(
+                    r#"{"data":{"price":"42.125"}}"#,
+                ));
+            }
+        });
+        let ok = build(&Spec::Http {
+            url: format!("http://127.0.0.1:{port}/p"),
+            path: "data.price".into(),
+            decimals: 3,
+        })
+        .unwrap();
+        assert_eq!(ok.observe(&ts(0), D), Ok(42125));
+        let slow = build(&Spec::Http {
+            url: format!("http://127.0.0.1:{port}/slow"),
+            path: "data.price".into(),
+            decimals: 0,
+        })
+        .unwrap();
+        let err = slow
+            .observe(&ts(0), Duration::from_millis(200))
+            .unwrap_err();
+        assert!(err.contains("no answer within 200ms"), "{err}");
+    }
+}
