@@ -241,3 +241,88 @@ impl ContractTransmitter for Transmitter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(file: &Path, f: u8, max: &str) -> String {
+        serde_json::json!({
+            "chainFile": file,
+            "deploy": {
+                "signers": ["oracle-0", "oracle-1", "oracle-2", "oracle-3"],
+                "transmitters": ["t0", "t1", "t2", "t3"],
+                "f": f, "minAnswer": "-5", "maxAnswer": max,
+            },
+        })
+        .to_string()
+    }
+
+    fn configs_in(file: &Path) -> usize {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"config\""))
+            .count()
+    }
+
+    /// The relayer deploys the contract its config names, once: the same
+    /// config again (a feed rebuilt, the node restarted) writes nothing, a
+    /// changed one is a new config; the chain file's directory is made.
+    #[test]
+    fn new_relayer_deploys_the_contract_once_per_config() {
+        let dir = crate::testutil::fresh_dir("devchain-deploy");
+        let file = dir.join("relay").join("feed.jsonl");
+        let devchain = Devchain::new();
+        let relayer = devchain.new_relayer(&config(&file, 1, "99"), None).unwrap();
+        let provider = relayer
+            .new_plugin_provider(&RelayArgs::default(), &PluginArgs::default())
+            .unwrap();
+        let tracker = &provider.config.tracker;
+        let (block, digest) = tracker.latest_config_details().unwrap();
+        assert_eq!(tracker.latest_config(block).unwrap().config_count, 1);
+        drop((relayer, provider));
+        for _ in 0..3 {
+            Devchain::new()
+                .new_relayer(&config(&file, 1, "99"), None)
+                .unwrap();
+        }
+        assert_eq!(configs_in(&file), 1, "the same config is deployed once");
+        let relayer = Devchain::new()
+            .new_relayer(&config(&file, 1, "100"), None)
+            .unwrap();
+        let provider = relayer
+            .new_plugin_provider(&RelayArgs::default(), &PluginArgs::default())
+            .unwrap();
+        let tracker = &provider.config.tracker;
+        let (block, newer) = tracker.latest_config_details().unwrap();
+        let latest = tracker.latest_config(block).unwrap();
+        assert_eq!((latest.config_count, configs_in(&file)), (2, 2));
+        assert_ne!(newer, digest);
+        assert_eq!(latest.transmitters, ["t0", "t1", "t2", "t3"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_deploy_section_is_refused_with_its_field() {
+        let dir = crate::testutil::fresh_dir("devchain-deploy-bad");
+        let file = dir.join("feed.jsonl");
+        let err = Devchain::new()
+            .new_relayer(&config(&file, 1, "lots"), None)
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("deploy.maxAnswer \"lots\" is not an integer string"),
+            "{err}"
+        );
+        let err = Devchain::new()
+            .new_relayer(r#"{"chainFile": "x", "deploy": {"f": 1}}"#, None)
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("devchain relayer config: missing field"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
