@@ -1,0 +1,254 @@
+//! The job file's plugins, supervision and HTTP sections, and the
+//! environment (`CL_<NAME>_CMD`, `CL_<NAME>_ENV`): parsed and resolved into a
+//! [`NodeConfig`], every problem collected.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::feeds::{self, FeedEntry};
+use super::{env_prefix, parse_duration, ConfigError, Mode, NodeConfig, PluginConfig, Supervision};
+use crate::goplugin::host::Limit;
+use crate::node::kinds;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    plugins: Vec<PluginEntry>,
+    #[serde(default)]
+    supervision: SupervisionEntry,
+    #[serde(default)]
+    http: HttpEntry,
+    #[serde(default)]
+    feeds: Vec<FeedEntry>,
+    data_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpEntry {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginEntry {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    limits: LimitsEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    address_space_mb: Option<u64>,
+    open_files: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SupervisionEntry {
+    start_timeout: Option<String>,
+    rpc_timeout: Option<String>,
+    health_interval: Option<String>,
+    health_timeout: Option<String>,
+    health_failures: Option<u32>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    stable_after: Option<String>,
+    shutdown_grace: Option<String>,
+}
+
+/// Finds `cmd` like a shell: a path if it contains `/`, else on `PATH`.
+fn resolve_command(cmd: &str, path_var: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return executable(&p).then_some(p);
+    }
+    path_var?
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| executable(p))
+}
+
+impl NodeConfig {
+    /// Parses and resolves a job; `env` looks variables up.
+    pub fn from_json(
+        label: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let job: JobFile = serde_json::from_str(text).map_err(|e| ConfigError {
+            problems: vec![format!(
+                "{label}: not a valid job file: {e} (see the job file format in ARCHITECTURE.md)"
+            )],
+        })?;
+        let mut problems = Vec::new();
+        let supervision = supervision(&job.supervision, &mut problems);
+        let mut plugins = Vec::new();
+        let path_var = env("PATH");
+        for (i, p) in job.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}]");
+            let name_ok = !p.name.is_empty()
+                && p.name.len() <= 64
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !name_ok {
+                problems.push(format!(
+                    "{at}.name: {:?} must be 1-64 characters of a-z, 0-9, '-' and '_'",
+                    p.name
+                ));
+                continue;
+            }
+            if plugins.iter().any(|q: &PluginConfig| q.name == p.name) {
+                problems.push(format!(
+                    "{at}.name: {:?} is used twice; plugin names are unique",
+                    p.name
+                ));
+                continue;
+            }
+            let Some(kind) = kinds::lookup(&p.kind) else {
+                problems.push(format!(
+                    "{at}.kind: {:?} is not a kind; use one of {}",
+                    p.kind,
+                    kinds::names()
+                ));
+                continue;
+            };
+            let prefix = env_prefix(&p.name);
+            let cmd_var = format!("{prefix}_CMD");
+            let env_var = format!("{prefix}_ENV");
+            let mode = match env(&cmd_var).filter(|v| !v.trim().is_empty()) {
+                Some(cmd) => match resolve_command(cmd.trim(), path_var.as_deref()) {
+                    Some(command) => {
+                        let extra = match env(&env_var).filter(|v| !v.is_empty()) {
+                            None => Vec::new(),
+                            Some(file) => match crate::node::dotenv::read(Path::new(&file)) {
+                                Ok(vars) => vars
+                                    .into_iter()
+                                    .map(|(k, v)| (k.into(), v.into()))
+                                    .collect(),
+                                Err(e) => {
+                                    problems.push(format!("{env_var}: {e}"));
+                                    Vec::new()
+                                }
+                            },
+                        };
+                        Mode::Loopp {
+                            command,
+                            env: extra,
+                        }
+                    }
+                    None => {
+                        problems.push(format!(
+                            "{cmd_var}={cmd:?}: no such executable (looked up on PATH); install the plugin or unset {cmd_var} to run {} in-process",
+                            p.name
+                        ));
+                        continue;
+                    }
+                },
+                None if kind.in_process_for(&p.name).is_some() => Mode::InProcess,
+                None => {
+                    problems.push(format!(
+                        "{}: kind {:?} has no in-process implementation for {:?}; set {cmd_var} to its LOOPP command (e.g. {cmd_var}=loopp-{}) or remove it from the job",
+                        p.name, kind.name, p.name, p.name
+                    ));
+                    continue;
+                }
+            };
+            let mut limits = Vec::new();
+            match p.limits.address_space_mb {
+                Some(0) => problems.push(format!(
+                    "{at}.limits.address_space_mb: must be more than 0 (MiB)"
+                )),
+                Some(mb) => limits.push(Limit::AddressSpace(mb.saturating_mul(1 << 20))),
+                None => {}
+            }
+            match p.limits.open_files {
+                Some(n) if n < 16 => problems.push(format!(
+                    "{at}.limits.open_files: {n} is too few for a gRPC plugin; use 16 or more"
+                )),
+                Some(n) => limits.push(Limit::OpenFiles(n)),
+                None => {}
+            }
+            plugins.push(PluginConfig {
+                name: p.name.clone(),
+                kind,
+                mode,
+                limits,
+            });
+        }
+        let feeds = feeds::resolve(&job.feeds, &plugins, env, &mut problems);
+        let data_dir = PathBuf::from(job.data_dir.clone().unwrap_or_else(|| "loopp-data".into()));
+        let http = match job.http.listen.as_deref() {
+            None => Some(crate::node::http::DEFAULT_LISTEN.to_string()),
+            Some("off") => None,
+            Some(a) if a.parse::<std::net::SocketAddr>().is_ok() => Some(a.to_string()),
+            Some(a) => {
+                problems.push(format!(
+                    "http.listen: {a:?} is not IP:PORT; use e.g. \"127.0.0.1:6688\" (or \"off\")"
+                ));
+                None
+            }
+        };
+        if problems.is_empty() {
+            Ok(NodeConfig {
+                plugins,
+                supervision,
+                http,
+                feeds,
+                data_dir,
+            })
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+fn supervision(e: &SupervisionEntry, problems: &mut Vec<String>) -> Supervision {
+    let mut s = Supervision::default();
+    let mut set = |field: &str, v: &Option<String>, slot: &mut Duration| {
+        if let Some(v) = v {
+            match parse_duration(&format!("supervision.{field}"), v) {
+                Ok(d) => *slot = d,
+                Err(p) => problems.push(p),
+            }
+        }
+    };
+    set("start_timeout", &e.start_timeout, &mut s.start_timeout);
+    set("rpc_timeout", &e.rpc_timeout, &mut s.rpc_timeout);
+    set(
+        "health_interval",
+        &e.health_interval,
+        &mut s.health_interval,
+    );
+    set("health_timeout", &e.health_timeout, &mut s.health_timeout);
+    set(
+        "backoff_initial",
+        &e.backoff_initial,
+        &mut s.backoff_initial,
+    );
+    set("backoff_max", &e.backoff_max, &mut s.backoff_max);
+    set("stable_after", &e.stable_after, &mut s.stable_after);
+    set("shutdown_grace", &e.shutdown_grace, &mut s.shutdown_grace);
+    match e.health_failures {
+        Some(0) => problems.push("supervision.health_failures: must be 1 or more".into()),
+        Some(n) => s.health_failures = n,
+        None => {}
+    }
+    if s.backoff_initial > s.backoff_max {
+        problems.push(format!(
+            "supervision.backoff_initial ({:?}) is more than supervision.backoff_max ({:?})",
+            s.backoff_initial, s.backoff_max
+        ));
+    }
+    s
+}
