@@ -20,7 +20,7 @@
 //! }
 //! ```
 //!
-//! Parsing lives in [`job`] (plugins, supervision, HTTP) and [`feeds`] (the
+//! Parsing lives in `job.rs` (plugins, supervision, HTTP) and `feeds.rs` (the
 //! median feeds); this module holds the resolved model they produce.
 //!
 //! Durations are Go-style (`250ms`, `1s`, `1m30s`); zero is refused, since
