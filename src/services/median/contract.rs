@@ -40,7 +40,15 @@ impl median_grpc::MedianContract for Server {
                 .latest_transmission_details()
                 .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))?;
             Ok(match latest {
-                None => LatestTransmissionDetailsReply::default(),
+                // What libocr's contracts answer before the first
+                // transmission, and what Go's client accepts: a 32-byte
+                // zero digest and zero values, never absent fields.
+                None => LatestTransmissionDetailsReply {
+                    configDigest: vec![0; 32],
+                    latestAnswer: MessageField::some(crate::services::wire::to_big(0)),
+                    latestTimestamp: MessageField::some(Timestamp::default()),
+                    ..Default::default()
+                },
                 Some((digest, l)) => LatestTransmissionDetailsReply {
                     configDigest: digest,
                     epoch: l.epoch,
@@ -187,6 +195,21 @@ mod tests {
             Ok(None),
             "nothing transmitted yet"
         );
+        // On the wire, "nothing yet" is zero values, as libocr's contracts
+        // answer and Go's client requires (a 32-byte digest, an answer).
+        let raw = median_grpc::MedianContractClient::new(broker.local_channel(1))
+            .latest_transmission_details(
+                &LatestTransmissionDetailsRequest::new(),
+                Duration::from_secs(2),
+            )
+            .unwrap();
+        assert_eq!(raw.configDigest, vec![0; 32]);
+        assert_eq!((raw.epoch, raw.round), (0, 0));
+        assert_eq!(
+            crate::services::wire::from_big(raw.latestAnswer.as_ref().expect("an answer")),
+            Ok(0)
+        );
+        assert_eq!(raw.latestTimestamp.as_ref().map(|t| t.seconds), Some(0));
         let report = codec::build_report(&[crate::services::relay::provider::ParsedObservation {
             timestamp: 1_700_000_000,
             value: -(1i128 << 100),
