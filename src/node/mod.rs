@@ -21,6 +21,7 @@ pub mod feeds;
 pub mod http;
 pub mod keystore;
 pub mod kinds;
+pub mod loopenv;
 pub mod metrics;
 pub mod ports;
 pub mod registry;
@@ -174,9 +175,7 @@ impl Node {
                     status.metrics_port = Some(port);
                     registry.insert(status);
                     let mut host = HostConfig::new(&p.name, command, p.kind.cookie.clone());
-                    host.env = env.clone();
-                    host.env
-                        .push(("CL_PROMETHEUS_PORT".into(), port.to_string().into()));
+                    host.env = crate::node::loopenv::plugin_env(port, env);
                     host.limits = p.limits.clone();
                     hosts.push(host);
                 }

@@ -22,6 +22,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::goplugin::error::Error;
 use crate::goplugin::host::{Client, HostConfig, Link};
 use crate::node::config::Supervision;
+use crate::node::loopenv::METRICS_PORT_VAR;
 use crate::node::ports::Ports;
 use crate::node::registry::Event;
 use crate::services::service::{Service, ServiceClient};
@@ -116,9 +117,6 @@ struct Actor {
     link: Link,
     ports: Option<Arc<Ports>>,
 }
-
-/// The variable through which a plugin gets its metrics port.
-const METRICS_PORT_VAR: &str = "CL_PROMETHEUS_PORT";
 
 /// Why a running plugin's watch ended.
 enum Ended {

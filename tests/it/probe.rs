@@ -140,3 +140,27 @@ fn bad_arguments_give_exit_2_and_a_hint() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// The probe gives a plugin the environment the node gives a LOOPP: the
+/// median and relayer LOOPPs, which refuse to start without their metrics
+/// port, start under it and answer.
+#[test]
+fn probes_the_median_and_relayer_loopps_with_the_nodes_environment() {
+    for (kind, plugin, name) in [
+        ("median", env!("CARGO_BIN_EXE_loopp-median"), "median"),
+        ("relayer", env!("CARGO_BIN_EXE_loopp-devchain"), "devchain"),
+    ] {
+        let out = run_bounded(
+            Command::new(NODE).args(["probe", "--kind", kind, "--calls", "5", "--", plugin]),
+            BOUND,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "probe --kind {kind}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = format!("service     loop.Service \"{name}\", ready");
+        assert!(stdout.contains(&want), "missing {want:?} in\n{stdout}");
+    }
+}

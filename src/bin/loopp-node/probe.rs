@@ -25,6 +25,9 @@ OPTIONS:
     --rpc-timeout DUR    deadline of each call (default 1s)
     --json               print one JSON object instead of the report
 
+The plugin gets the environment the node gives a LOOPP (Go Chainlink's
+LOOP variables and a free CL_PROMETHEUS_PORT), so Go LOOP plugins start.
+
 Exit status: 0 when the plugin started, answered and shut down gracefully;
 1 when it failed (the reason is printed); 2 on bad arguments.
 ";
@@ -162,6 +165,12 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     config.network = args.network;
     config.start_timeout = args.start_timeout;
     config.rpc_timeout = args.rpc_timeout;
+    // The environment the node gives a LOOPP, so a plugin that needs it (a
+    // Go LOOP plugin, loopp-median) starts as it would under the node.
+    let port = loopp::node::ports::Ports::new()
+        .allocate()
+        .map_err(|e| format!("no free port for the plugin's /metrics: {e}"))?;
+    config.env = loopp::node::loopenv::plugin_env(port, &[]);
 
     let mut client = match Client::start(&config) {
         Ok(c) => c,

@@ -43,8 +43,16 @@ use crate::services::relay::provider::ReportCodec;
 use crate::services::relay::{ContractTransmitter, PluginArgs, PluginRelayer, RelayArgs, Relayer};
 use crate::sources;
 
-/// Deadline of the setup calls (NewRelayer, NewMedianFactory, ...).
-pub const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of the setup calls (NewRelayer, NewMedianFactory, ...). It
+/// outlasts a plugin's broker dial (go-plugin's and ours wait 5 s for a
+/// service id): a plugin that cannot dial a service the node named answers
+/// with its own error, naming the service, before this deadline, instead of
+/// both running out together and leaving only DEADLINE_EXCEEDED.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+const _: () = assert!(
+    SETUP_TIMEOUT.as_millis() >= 2 * crate::goplugin::broker::DEFAULT_DIAL_TIMEOUT.as_millis()
+);
 
 /// A feed, resolved from the job file.
 #[derive(Clone, Debug)]
