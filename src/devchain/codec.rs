@@ -89,6 +89,7 @@ mod tests {
             timestamp,
             value,
             juels_per_fee_coin: value * 10,
+            gas_price_subunits: 0,
             observer,
         }
     }

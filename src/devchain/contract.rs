@@ -239,6 +239,7 @@ mod tests {
             timestamp: 1000,
             value: median,
             juels_per_fee_coin: 1,
+            gas_price_subunits: 0,
             observer: 0,
         }])
         .unwrap()

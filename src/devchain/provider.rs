@@ -171,6 +171,7 @@ mod tests {
             timestamp: 9,
             value: 1 << 90,
             juels_per_fee_coin: -3,
+            gas_price_subunits: 0,
             observer: 2,
         }];
         let report = remote.build_report(&obs).unwrap();

@@ -191,6 +191,7 @@ impl ReportingPlugin for MedianPlugin {
                 timestamp: *ts,
                 value: o.value,
                 juels_per_fee_coin: o.juels_per_fee_coin,
+                gas_price_subunits: 0,
                 observer: o.oracle,
             })
             .collect();

@@ -245,6 +245,7 @@ fn report(v: i128) -> Vec<u8> {
         timestamp: 1_700_000_000,
         value: v,
         juels_per_fee_coin: 1,
+        gas_price_subunits: 0,
         observer: 0,
     }])
     .unwrap()

@@ -214,6 +214,7 @@ mod tests {
             timestamp: 1_700_000_000,
             value: -(1i128 << 100),
             juels_per_fee_coin: 1,
+            gas_price_subunits: 0,
             observer: 0,
         }])
         .unwrap();

@@ -27,6 +27,9 @@ pub struct ParsedObservation {
     pub value: i128,
     /// The juels-per-fee-coin value.
     pub juels_per_fee_coin: i128,
+    /// The gas price, in the chain's smallest unit (0 where the feed has
+    /// no gas price source).
+    pub gas_price_subunits: i128,
     /// Observing oracle.
     pub observer: u8,
 }
@@ -171,6 +174,12 @@ impl svc::ReportCodec for Server<dyn ReportCodec> {
                         value: from_big(o.value.as_ref().ok_or("observation without value")?)?,
                         juels_per_fee_coin: o
                             .julesPerFeeCoin
+                            .as_ref()
+                            .map(from_big)
+                            .transpose()?
+                            .unwrap_or(0),
+                        gas_price_subunits: o
+                            .gasPriceSubunits
                             .as_ref()
                             .map(from_big)
                             .transpose()?
@@ -409,6 +418,7 @@ impl ReportCodec for ProviderClient {
                     timestamp: o.timestamp,
                     value: MessageField::some(to_big(o.value)),
                     julesPerFeeCoin: MessageField::some(to_big(o.juels_per_fee_coin)),
+                    gasPriceSubunits: MessageField::some(to_big(o.gas_price_subunits)),
                     observer: u32::from(o.observer),
                     ..Default::default()
                 })
@@ -521,5 +531,62 @@ impl Digester for ProviderClient {
             .map_err(|e| rpc_err("OffchainConfigDigester/ConfigDigestPrefix", e))?;
         u16::try_from(r.configDigestPrefix)
             .map_err(|_| format!("digest prefix {} is not a uint16", r.configDigestPrefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Keeps the observations it was asked to build a report from.
+    struct Recording(Mutex<Vec<ParsedObservation>>);
+
+    impl ReportCodec for Recording {
+        fn build_report(&self, obs: &[ParsedObservation]) -> Result<Vec<u8>, String> {
+            self.0.lock().unwrap().extend_from_slice(obs);
+            Ok(b"report".to_vec())
+        }
+
+        fn median_from_report(&self, _report: &[u8]) -> Result<i128, String> {
+            Ok(0)
+        }
+
+        fn max_report_length(&self, _n: usize) -> Result<usize, String> {
+            Ok(6)
+        }
+    }
+
+    /// Every field of `loop.ParsedAttributedObservation`, gasPriceSubunits
+    /// (field 5) included, reaches the relayer's codec as sent.
+    #[test]
+    fn parsed_observations_cross_the_wire_whole() {
+        let codec = Arc::new(Recording(Mutex::new(Vec::new())));
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        broker
+            .serve(1, vec![report_codec_server(codec.clone())])
+            .unwrap();
+        let remote = ProviderClient::new(broker.local_channel(1), Duration::from_secs(2));
+        let sent = vec![
+            ParsedObservation {
+                timestamp: 1_700_000_000,
+                value: -(1 << 100),
+                juels_per_fee_coin: 1 << 99,
+                gas_price_subunits: 123_456_789_000,
+                observer: 255,
+            },
+            ParsedObservation {
+                timestamp: 0,
+                value: 0,
+                juels_per_fee_coin: 0,
+                gas_price_subunits: -(1 << 90),
+                observer: 0,
+            },
+        ];
+        assert_eq!(remote.build_report(&sent), Ok(b"report".to_vec()));
+        assert_eq!(*codec.0.lock().unwrap(), sent);
+        broker.close();
     }
 }
