@@ -53,3 +53,20 @@ pub fn configured_contract(
         .unwrap();
     (c, digest.to_vec())
 }
+
+/// A [`fresh_dir`] removed when dropped, so a test leaves nothing behind
+/// even when an assertion fails.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A fresh directory for the test called `name`.
+    pub fn new(name: &str) -> TempDir {
+        TempDir(fresh_dir(name))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

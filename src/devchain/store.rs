@@ -205,13 +205,16 @@ mod tests {
         })
     }
 
-    fn temp(name: &str) -> PathBuf {
-        crate::testutil::fresh_dir(&format!("chain-{name}")).join("chain.jsonl")
+    /// The chain file in a directory removed when the guard drops.
+    fn temp(name: &str) -> (crate::testutil::TempDir, PathBuf) {
+        let dir = crate::testutil::TempDir::new(&format!("chain-{name}"));
+        let path = dir.0.join("chain.jsonl");
+        (dir, path)
     }
 
     #[test]
     fn appends_survive_reopen() {
-        let path = temp("reopen");
+        let (_dir, path) = temp("reopen");
         let mut c = Chain::open(&path).unwrap();
         c.append(Record::Config(ContractConfig {
             digest: "0001ab".into(),
@@ -238,7 +241,7 @@ mod tests {
     /// all earlier records, and the next append lands cleanly.
     #[test]
     fn a_torn_last_record_at_any_byte_is_dropped() {
-        let path = temp("torn");
+        let (_dir, path) = temp("torn");
         let mut c = Chain::open(&path).unwrap();
         c.append(tx(1, 1)).unwrap();
         c.append(tx(2, 2)).unwrap();
@@ -268,7 +271,7 @@ mod tests {
 
     #[test]
     fn damage_before_the_end_is_an_error_naming_the_line() {
-        let path = temp("damage");
+        let (_dir, path) = temp("damage");
         let mut c = Chain::open(&path).unwrap();
         c.append(tx(1, 1)).unwrap();
         c.append(tx(2, 2)).unwrap();
