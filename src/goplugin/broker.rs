@@ -230,6 +230,12 @@ impl Broker {
     /// Stops every brokered server, removes their sockets, ends the stream and
     /// wakes dialers with [`Error::BrokerClosed`]. Idempotent.
     pub fn close(&self) {
+        self.close_by(Instant::now() + SERVER_STOP_GRACE);
+    }
+
+    /// As [`Broker::close`], with every served server stopped together by
+    /// `deadline`.
+    pub fn close_by(&self, deadline: Instant) {
         let servers = {
             let mut st = self.inner.state.lock().unwrap();
             st.closed = true;
@@ -238,8 +244,17 @@ impl Broker {
             std::mem::take(&mut st.servers)
         };
         self.inner.announced.notify_all();
-        for (_, server, path) in servers {
-            shutdown_server(server, &path);
+        let mut paths = Vec::new();
+        let servers = servers
+            .into_iter()
+            .map(|(_, server, path)| {
+                paths.push(path);
+                server
+            })
+            .collect();
+        rpc::shutdown_servers(servers, deadline);
+        for path in paths {
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -279,8 +294,17 @@ impl Broker {
 impl Drop for Inner {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap();
-        for (_, server, path) in std::mem::take(&mut st.servers) {
-            shutdown_server(server, &path);
+        let mut paths = Vec::new();
+        let servers = std::mem::take(&mut st.servers)
+            .into_iter()
+            .map(|(_, server, path)| {
+                paths.push(path);
+                server
+            })
+            .collect();
+        rpc::shutdown_servers(servers, Instant::now() + SERVER_STOP_GRACE);
+        for path in paths {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -143,18 +143,41 @@ fn code_name<T>(r: &Result<T, RpcStatus>) -> &'static str {
 
 /// Stops a server: cancels its calls (long streams included), then waits up
 /// to `grace` for the shutdown to complete.
-pub fn shutdown_server(mut server: grpcio::Server, grace: std::time::Duration) {
-    server.cancel_all_calls();
-    let fut = server.shutdown();
+pub fn shutdown_server(server: grpcio::Server, grace: std::time::Duration) {
+    shutdown_servers(vec![server], std::time::Instant::now() + grace);
+}
+
+/// Stops servers together: cancels every call of each, then waits until
+/// `deadline` at most for all of them. A call whose handler still runs (say,
+/// blocked on a call of its own) keeps its server's shutdown pending; doing
+/// them together bounds the wait once, not once per server. The servers are
+/// dropped on the thread that awaits their shutdown, never here: grpcio's
+/// `Server` blocks in `drop` until its shutdown completes, which would
+/// outlast `deadline`.
+pub fn shutdown_servers(mut servers: Vec<grpcio::Server>, deadline: std::time::Instant) {
+    if servers.is_empty() {
+        return;
+    }
+    let stopping: Vec<_> = servers
+        .iter_mut()
+        .map(|s| {
+            s.cancel_all_calls();
+            s.shutdown()
+        })
+        .collect();
     let (tx, rx) = crossbeam_channel::bounded(1);
     let spawned = std::thread::Builder::new()
         .name("server-stop".into())
         .spawn(move || {
-            let _ = futures_executor::block_on(fut);
+            let _ = futures_executor::block_on(futures_util::future::join_all(stopping));
+            drop(servers);
             let _ = tx.send(());
         });
-    if spawned.is_ok() {
-        let _ = rx.recv_timeout(grace);
+    match spawned {
+        Ok(_) => {
+            let _ = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+        }
+        Err(e) => log::warn!("cannot start a thread to stop gRPC servers: {e}"),
     }
 }
 

@@ -44,6 +44,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// plugin must be gone well within 2 s of its host.
 pub const HOST_GONE_GRACE: Duration = Duration::from_millis(250);
 
+/// The least time servers get to stop when the service's close used up the
+/// grace period.
+const MIN_SERVER_STOP: Duration = Duration::from_millis(100);
+
 /// go-plugin's default TCP port range.
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (10000, 25000);
 
@@ -275,12 +279,19 @@ where
     } else {
         SHUTDOWN_GRACE
     };
+    // One budget for the whole stop: the service's close, then every server
+    // (the broker's and ours) together, so the host's grace is never
+    // outlasted however many objects were served.
+    let deadline = std::time::Instant::now() + grace;
     if let Some(closer) = &served.closer {
         close_bounded(closer.clone(), grace);
     }
-    broker.close();
-    crate::goplugin::rpc::shutdown_server(server, grace);
-    drop(sockets);
+    let servers_by = deadline.max(std::time::Instant::now() + MIN_SERVER_STOP);
+    broker.close_by(servers_by);
+    crate::goplugin::rpc::shutdown_servers(vec![server], servers_by);
+    // Now, whoever still holds the directory: the broker's servers may
+    // still be finishing on their own thread, and the process exits next.
+    sockets.remove();
     Ok(stop)
 }
 
