@@ -19,7 +19,7 @@ use loopp::goplugin::host::{Client, HostConfig};
 use loopp::median::factory::Median;
 use loopp::median::plugin::FeedSettings;
 use loopp::node::feeds::rounds::Outcome;
-use loopp::node::feeds::{FeedConfig, Setup};
+use loopp::node::feeds::{FeedConfig, Inputs, Setup};
 use loopp::node::keystore::DevKeystore;
 use loopp::services::median::deadlines::{Deadlines, MaxDurations};
 use loopp::services::median::factory::PluginMedian;
@@ -81,6 +81,8 @@ fn rounds(
         median: "median".into(),
         source: source.clone(),
         juels: juels.clone(),
+        gas_price: Spec::Static { value: 0 },
+        deviation_func: None,
         oracles: 4,
         f: 1,
         interval: Duration::from_secs(1),
@@ -96,16 +98,14 @@ fn rounds(
     };
     let file = dir.join("bench.jsonl");
     let keystore = Arc::new(DevKeystore::new(b"bench", vec!["transmitter-0".into()]));
-    let setup = Setup::build(
-        &cfg,
-        relay,
-        median,
-        &file,
-        keystore,
-        Arc::from(sources::build(&source).unwrap()),
-        Arc::from(sources::build(&juels).unwrap()),
-    )
-    .unwrap();
+    let inputs = Inputs {
+        keystore: keystore.clone(),
+        csa_keystore: keystore,
+        source: Arc::from(sources::build(&source).unwrap()),
+        juels: Arc::from(sources::build(&juels).unwrap()),
+        gas_price: Arc::from(sources::build(&cfg.gas_price).unwrap()),
+    };
+    let setup = Setup::build(&cfg, relay, median, &file, &inputs).unwrap();
     let mut samples = Vec::new();
     for epoch in 1..=n as u32 {
         let t0 = Instant::now();

@@ -101,6 +101,8 @@ impl PluginRelayer for Devchain {
         &self,
         config: &str,
         keystore: Option<Arc<dyn Keystore>>,
+        // The devchain needs no identity beyond its transmit keys.
+        _csa_keystore: Option<Arc<dyn Keystore>>,
     ) -> Result<Arc<dyn Relayer>, String> {
         let cfg: RelayerConfig = serde_json::from_str(config).map_err(|e| {
             format!(
@@ -274,7 +276,9 @@ mod tests {
         let dir = crate::testutil::fresh_dir("devchain-deploy");
         let file = dir.join("relay").join("feed.jsonl");
         let devchain = Devchain::new();
-        let relayer = devchain.new_relayer(&config(&file, 1, "99"), None).unwrap();
+        let relayer = devchain
+            .new_relayer(&config(&file, 1, "99"), None, None)
+            .unwrap();
         let provider = relayer
             .new_plugin_provider(&RelayArgs::default(), &PluginArgs::default())
             .unwrap();
@@ -284,12 +288,12 @@ mod tests {
         drop((relayer, provider));
         for _ in 0..3 {
             Devchain::new()
-                .new_relayer(&config(&file, 1, "99"), None)
+                .new_relayer(&config(&file, 1, "99"), None, None)
                 .unwrap();
         }
         assert_eq!(configs_in(&file), 1, "the same config is deployed once");
         let relayer = Devchain::new()
-            .new_relayer(&config(&file, 1, "100"), None)
+            .new_relayer(&config(&file, 1, "100"), None, None)
             .unwrap();
         let provider = relayer
             .new_plugin_provider(&RelayArgs::default(), &PluginArgs::default())
@@ -308,7 +312,7 @@ mod tests {
         let dir = crate::testutil::fresh_dir("devchain-deploy-bad");
         let file = dir.join("feed.jsonl");
         let err = Devchain::new()
-            .new_relayer(&config(&file, 1, "lots"), None)
+            .new_relayer(&config(&file, 1, "lots"), None, None)
             .err()
             .unwrap();
         assert!(
@@ -316,7 +320,7 @@ mod tests {
             "{err}"
         );
         let err = Devchain::new()
-            .new_relayer(r#"{"chainFile": "x", "deploy": {"f": 1}}"#, None)
+            .new_relayer(r#"{"chainFile": "x", "deploy": {"f": 1}}"#, None, None)
             .err()
             .unwrap();
         assert!(

@@ -17,7 +17,8 @@ use super::plugin::{FeedSettings, MedianPlugin};
 use crate::services::datasource::DataSource;
 use crate::services::keystore::ErrorLog;
 use crate::services::median::factory::{
-    PluginMedian, ReportingPluginConfig, ReportingPluginFactory, ReportingPluginInfo,
+    check_deviation_func, MedianFactoryArgs, PluginMedian, ReportingPluginConfig,
+    ReportingPluginFactory, ReportingPluginInfo,
 };
 use crate::services::median::plugin::ReportingPlugin;
 use crate::services::relay::MedianProvider;
@@ -59,17 +60,21 @@ pub struct Median;
 impl PluginMedian for Median {
     fn new_median_factory(
         &self,
-        provider: MedianProvider,
-        _contract_id: &str,
-        source: Arc<dyn DataSource>,
-        juels_per_fee_coin: Arc<dyn DataSource>,
-        errors: Arc<dyn ErrorLog>,
+        args: MedianFactoryArgs,
     ) -> Result<Arc<dyn ReportingPluginFactory>, String> {
+        if let Some(def) = &args.deviation_func {
+            check_deviation_func(def)?;
+            return Err(format!(
+                "deviationFuncDefinition {}: loopp's median evaluates only the standard deviation check (alphaReport); remove the definition",
+                String::from_utf8_lossy(def)
+            ));
+        }
         Ok(Arc::new(MedianFactory {
-            provider,
-            source,
-            juels: juels_per_fee_coin,
-            errors,
+            provider: args.provider,
+            source: args.data_source,
+            juels: args.juels_per_fee_coin,
+            gas_price: args.gas_price_subunits,
+            errors: args.error_log,
         }))
     }
 }
@@ -78,6 +83,7 @@ struct MedianFactory {
     provider: MedianProvider,
     source: Arc<dyn DataSource>,
     juels: Arc<dyn DataSource>,
+    gas_price: Arc<dyn DataSource>,
     errors: Arc<dyn ErrorLog>,
 }
 
@@ -99,6 +105,7 @@ impl ReportingPluginFactory for MedianFactory {
             self.provider.contract.clone(),
             self.provider.report_codec.clone(),
         )
+        .with_gas_price(self.gas_price.clone())
         .with_error_log(self.errors.clone());
         let info = ReportingPluginInfo {
             name: "median".into(),

@@ -8,7 +8,7 @@
 //! [`crate::services::median::factory_grpc`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,7 @@ pub struct MedianPlugin {
     settings: FeedSettings,
     source: Arc<dyn DataSource>,
     juels: Arc<dyn DataSource>,
+    gas_price: Option<Arc<dyn DataSource>>,
     contract: Arc<dyn MedianContract>,
     errors: Option<Arc<dyn ErrorLog>>,
     codec: Arc<dyn ReportCodec>,
@@ -46,6 +47,7 @@ pub struct MedianPlugin {
 struct WireObservation {
     value: String,
     juels: String,
+    gas: String,
     ts: u32,
 }
 
@@ -79,9 +81,17 @@ impl MedianPlugin {
             source,
             juels,
             contract,
+            gas_price: None,
             errors: None,
             codec,
         }
+    }
+
+    /// Observes the gas price (in the chain's smallest unit) from
+    /// `gas_price` too; without it, observations carry 0.
+    pub fn with_gas_price(mut self, gas_price: Arc<dyn DataSource>) -> MedianPlugin {
+        self.gas_price = Some(gas_price);
+        self
     }
 
     /// Reports observation failures to `errors` (the host's error log) too.
@@ -102,19 +112,34 @@ impl ReportingPlugin for MedianPlugin {
         Ok(Vec::new())
     }
 
-    /// Observation: the data source's value and juels-per-fee-coin, within
-    /// `deadline` (shared by both sources).
+    /// Observation: the data source's value, juels-per-fee-coin and gas
+    /// price, within `deadline` (shared by the sources).
     fn observation(
         &self,
         ts: &ReportTimestamp,
         _query: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
-        let observed = self
-            .source
-            .observe(ts, deadline)
-            .and_then(|v| self.juels.observe(ts, deadline).map(|j| (v, j)));
-        let (value, juels) = match observed {
+        // One deadline for all sources, each asked in the time left.
+        let until = Instant::now() + deadline;
+        let left = || {
+            until
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("no time left of the {deadline:?} observation deadline"))
+        };
+        let observed = left()
+            .and_then(|d| self.source.observe(ts, d))
+            .and_then(|v| {
+                left()
+                    .and_then(|d| self.juels.observe(ts, d))
+                    .map(|j| (v, j))
+            })
+            .and_then(|(v, j)| match &self.gas_price {
+                Some(g) => left().and_then(|d| g.observe(ts, d)).map(|g| (v, j, g)),
+                None => Ok((v, j, 0)),
+            });
+        let (value, juels, gas) = match observed {
             Ok(v) => v,
             Err(e) => {
                 if let Some(log) = &self.errors {
@@ -129,6 +154,7 @@ impl ReportingPlugin for MedianPlugin {
         let obs = WireObservation {
             value: value.to_string(),
             juels: juels.to_string(),
+            gas: gas.to_string(),
             ts: now_secs() as u32,
         };
         serde_json::to_vec(&obs).map_err(|e| e.to_string())
@@ -149,7 +175,11 @@ impl ReportingPlugin for MedianPlugin {
             let Ok(w) = serde_json::from_slice::<WireObservation>(bytes) else {
                 continue; // a malformed observation is an invalid one
             };
-            let (Ok(value), Ok(juels)) = (w.value.parse::<i128>(), w.juels.parse::<i128>()) else {
+            let (Ok(value), Ok(juels), Ok(gas)) = (
+                w.value.parse::<i128>(),
+                w.juels.parse::<i128>(),
+                w.gas.parse::<i128>(),
+            ) else {
                 continue;
             };
             parsed.push((
@@ -159,9 +189,10 @@ impl ReportingPlugin for MedianPlugin {
                     juels_per_fee_coin: juels,
                 },
                 w.ts,
+                gas,
             ));
         }
-        let obs: Vec<math::Observation> = parsed.iter().map(|(o, _)| *o).collect();
+        let obs: Vec<math::Observation> = parsed.iter().map(|(o, _, _)| *o).collect();
         let (median, _) = match math::report_values(&obs, self.f, self.bounds) {
             Ok(v) => v,
             Err(_) => return Ok(None),
@@ -186,12 +217,12 @@ impl ReportingPlugin for MedianPlugin {
         }
         let valid: Vec<ParsedObservation> = parsed
             .iter()
-            .filter(|(o, _)| self.bounds.contains(o.value))
-            .map(|(o, ts)| ParsedObservation {
+            .filter(|(o, _, _)| self.bounds.contains(o.value))
+            .map(|(o, ts, gas)| ParsedObservation {
                 timestamp: *ts,
                 value: o.value,
                 juels_per_fee_coin: o.juels_per_fee_coin,
-                gas_price_subunits: 0,
+                gas_price_subunits: *gas,
                 observer: o.oracle,
             })
             .collect();
@@ -315,5 +346,75 @@ mod tests {
         );
         let report = report_with(Some((7, 5, 2))).unwrap().expect("a report");
         assert_eq!(DevchainCodec.median_from_report(&report), Ok(100));
+    }
+
+    /// Keeps what it was asked to build a report from.
+    struct Recording(Mutex<Vec<ParsedObservation>>);
+
+    impl ReportCodec for Recording {
+        fn build_report(&self, obs: &[ParsedObservation]) -> Result<Vec<u8>, String> {
+            *self.0.lock().unwrap() = obs.to_vec();
+            Ok(b"r".to_vec())
+        }
+
+        fn median_from_report(&self, _report: &[u8]) -> Result<i128, String> {
+            Ok(0)
+        }
+
+        fn max_report_length(&self, _n: usize) -> Result<usize, String> {
+            Ok(1)
+        }
+    }
+
+    /// Each oracle's gas price goes from its source, through its
+    /// observation, to the relayer's codec; without a source it is 0.
+    #[test]
+    fn gas_prices_reach_the_report_codec() {
+        let contract = Arc::new(Requested(Mutex::new(None)));
+        let codec = Arc::new(Recording(Mutex::new(Vec::new())));
+        let fixed = |v: i64| -> Arc<dyn DataSource> {
+            Arc::from(build(&Spec::Static { value: v }).unwrap())
+        };
+        let plugins: Vec<MedianPlugin> = (0..4u8)
+            .map(|i| {
+                let p = MedianPlugin::new(
+                    i,
+                    1,
+                    Bounds { min: 0, max: 1000 },
+                    FeedSettings {
+                        deviation_ppb: 0,
+                        heartbeat: Duration::from_secs(1),
+                    },
+                    fixed(200),
+                    fixed(1),
+                    contract.clone(),
+                    codec.clone(),
+                );
+                match i {
+                    3 => p, // no gas price source: 0
+                    _ => p.with_gas_price(fixed(1_000 + i64::from(i))),
+                }
+            })
+            .collect();
+        let ts = ReportTimestamp {
+            config_digest: vec![7; 32],
+            epoch: 6,
+            round: 0,
+        };
+        let d = Duration::from_secs(1);
+        let obs: Vec<(u8, Vec<u8>)> = plugins
+            .iter()
+            .map(|p| (p.oracle(), p.observation(&ts, &[], d).unwrap()))
+            .collect();
+        assert!(plugins[0].report(&ts, &[], &obs, d).unwrap().is_some());
+        let mut gas: Vec<(u8, i128)> = codec
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| (o.observer, o.gas_price_subunits))
+            .collect();
+        gas.sort();
+        assert_eq!(gas, vec![(0, 1000), (1, 1001), (2, 1002), (3, 0)]);
     }
 }

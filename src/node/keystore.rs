@@ -19,6 +19,9 @@ pub struct DevKeystore {
 /// The node secret's file name under the data directory.
 pub const SECRET_FILE: &str = "keystore.secret";
 
+/// The CSA key's secret file name under the data directory.
+pub const CSA_SECRET_FILE: &str = "csa.secret";
+
 impl DevKeystore {
     /// A keystore for `accounts` with the node secret kept in `path`: read
     /// if it exists, else 32 random bytes written there (mode 0600), so keys
@@ -57,6 +60,18 @@ impl DevKeystore {
         Ok(DevKeystore::new(&secret, accounts))
     }
 
+    /// The node's CSA keystore (its identity towards other services, e.g.
+    /// the signer of telemetry auth headers), its secret kept in `path` like
+    /// [`DevKeystore::open`]'s. Its one account is the key's id: hex of the
+    /// key derived from the secret, stable across restarts.
+    pub fn open_csa(path: &std::path::Path) -> Result<DevKeystore, String> {
+        let ks = DevKeystore::open(path, Vec::new())?;
+        let mut mac = HmacSha256::new_from_slice(&ks.secret).map_err(|e| e.to_string())?;
+        mac.update(b"csa key id");
+        let id = crate::services::wire::hex(&mac.finalize().into_bytes());
+        Ok(DevKeystore::new(&ks.secret, vec![id]))
+    }
+
     /// A keystore for `accounts` with keys derived from `secret`.
     pub fn new(secret: &[u8], accounts: Vec<String>) -> DevKeystore {
         DevKeystore {
@@ -81,6 +96,16 @@ impl Keystore for DevKeystore {
         let mut mac = HmacSha256::new_from_slice(&account_key).map_err(|e| e.to_string())?;
         mac.update(data);
         Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// Development keys sign; nothing is encrypted to them.
+    fn decrypt(&self, account: &str, _data: &[u8]) -> Result<Vec<u8>, String> {
+        if !self.accounts.iter().any(|a| a == account) {
+            return Err(format!("no key for account {account:?}"));
+        }
+        Err(format!(
+            "account {account:?}: the node's development keys sign but hold no decryption key"
+        ))
     }
 }
 
@@ -150,6 +175,45 @@ mod tests {
             vec!["observation failed: boom".to_string()]
         );
         broker.close();
+    }
+
+    /// Decrypt crosses the wire (loop.Keystore field numbers) and the
+    /// development keys refuse it clearly, naming the account.
+    #[test]
+    fn decrypt_is_served_and_refused_by_signing_only_keys() {
+        let ks = Arc::new(DevKeystore::new(b"node secret", vec!["t0".into()]));
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        broker.serve(1, vec![keystore_server(ks)]).unwrap();
+        let remote = KeystoreClient::new(broker.local_channel(1), Duration::from_secs(2));
+        let err = remote.decrypt("t0", b"sealed").unwrap_err();
+        assert!(
+            err.starts_with("Keystore/Decrypt: FAILED_PRECONDITION"),
+            "{err}"
+        );
+        assert!(
+            err.contains("account \"t0\"") && err.contains("no decryption key"),
+            "{err}"
+        );
+        let err = remote.decrypt("t9", b"sealed").unwrap_err();
+        assert!(err.contains("no key for account \"t9\""), "{err}");
+        broker.close();
+    }
+
+    /// The CSA key: one account, the same after a restart, its own secret.
+    #[test]
+    fn the_csa_key_is_its_own_and_kept() {
+        let dir = crate::testutil::TempDir::new("csa-keystore");
+        let a = DevKeystore::open_csa(&dir.0.join(CSA_SECRET_FILE)).unwrap();
+        let b = DevKeystore::open_csa(&dir.0.join(CSA_SECRET_FILE)).unwrap();
+        let id = a.accounts().unwrap();
+        assert_eq!(id.len(), 1);
+        assert_eq!(id[0].len(), 64, "{id:?}");
+        assert_eq!(b.accounts().unwrap(), id);
+        assert_eq!(a.sign(&id[0], b"x"), b.sign(&id[0], b"x"));
+        let other = DevKeystore::open_csa(&dir.0.join("other.secret")).unwrap();
+        assert_ne!(other.accounts().unwrap(), id, "a new secret, a new key");
     }
 
     #[test]

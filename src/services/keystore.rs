@@ -11,7 +11,7 @@ use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::rpc;
 use crate::proto::error_log::SaveErrorRequest;
-use crate::proto::keystore::{AccountsReply, SignReply, SignRequest};
+use crate::proto::keystore::{AccountsReply, DecryptReply, DecryptRequest, SignReply, SignRequest};
 use crate::proto::{error_log_grpc, keystore_grpc};
 
 /// Accounts and signatures.
@@ -20,6 +20,30 @@ pub trait Keystore: Send + Sync {
     fn accounts(&self) -> Result<Vec<String>, String>;
     /// Signs `data` with `account`'s key.
     fn sign(&self, account: &str, data: &[u8]) -> Result<Vec<u8>, String>;
+    /// Decrypts `data` encrypted to `account`'s key.
+    fn decrypt(&self, account: &str, data: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// A keystore with no keys: what the host serves when it was given no
+/// keystore, since a Go relayer dials every keystore id it is sent.
+pub struct NoKeys;
+
+impl Keystore for NoKeys {
+    fn accounts(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+
+    fn sign(&self, account: &str, _data: &[u8]) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "no key for account {account:?}: this keystore holds none"
+        ))
+    }
+
+    fn decrypt(&self, account: &str, _data: &[u8]) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "no key for account {account:?}: this keystore holds none"
+        ))
+    }
 }
 
 /// Serves a keystore as `loop.Keystore`.
@@ -53,6 +77,18 @@ impl keystore_grpc::Keystore for KeystoreServer {
                     ..Default::default()
                 })
                 .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))
+        });
+    }
+
+    fn decrypt(&mut self, ctx: RpcContext, req: DecryptRequest, sink: UnarySink<DecryptReply>) {
+        let ks = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            ks.decrypt(&req.account, &req.data)
+                .map(|plain| DecryptReply {
+                    decryptedData: plain,
+                    ..Default::default()
+                })
+                .map_err(|e| rpc::status(RpcStatusCode::FAILED_PRECONDITION, e))
         });
     }
 }
@@ -98,6 +134,23 @@ impl Keystore for KeystoreClient {
             .map_err(|e| {
                 format!(
                     "Keystore/Sign: {}",
+                    crate::goplugin::error::rpc_status_text(&e)
+                )
+            })
+    }
+
+    fn decrypt(&self, account: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+        let req = DecryptRequest {
+            account: account.to_string(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.client
+            .decrypt(&req, self.timeout)
+            .map(|r| r.decryptedData)
+            .map_err(|e| {
+                format!(
+                    "Keystore/Decrypt: {}",
                     crate::goplugin::error::rpc_status_text(&e)
                 )
             })

@@ -9,10 +9,12 @@
 //! - [`relay`]: PluginRelayer, Relayer, the providers and their sub-services;
 //! - [`median`]: PluginMedian, ReportingPluginFactory, ReportingPlugin,
 //!   MedianContract, and the per-call deadlines;
-//! - [`datasource`], [`keystore`]: what the node serves to plugins
-//!   (DataSource; Keystore and ErrorLog);
+//! - [`datasource`], [`keystore`], [`capabilities`]: what the node serves
+//!   to plugins (DataSource; Keystore and ErrorLog; an empty
+//!   CapabilitiesRegistry);
 //! - [`wire`]: BigInt, ReportTimestamp and hex conversions.
 
+pub mod capabilities;
 pub mod datasource;
 pub mod keystore;
 pub mod median;

@@ -17,7 +17,7 @@ use loopp::node::feeds::rounds::{run_round, Oracle, Outcome};
 use loopp::services::datasource::{DataSource, ReportTimestamp};
 use loopp::services::median::deadlines::{Deadlines, MaxDurations};
 use loopp::services::median::factory::{
-    PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
+    MedianFactoryArgs, PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
 };
 use loopp::services::median::factory_grpc::PluginMedianClient;
 use loopp::services::median::Bounds;
@@ -90,7 +90,15 @@ pub fn median_loopp(
         source: "test".into(),
     });
     let factory = median
-        .new_median_factory(provider.clone(), "test", source, static_juels, errors)
+        .new_median_factory(MedianFactoryArgs {
+            provider: provider.clone(),
+            contract_id: "test".into(),
+            data_source: source,
+            juels_per_fee_coin: static_juels,
+            gas_price_subunits: Arc::from(sources::build(&Spec::Static { value: 7 }).unwrap()),
+            error_log: errors,
+            deviation_func: None,
+        })
         .expect("NewMedianFactory");
     let bounds = Bounds {
         min: -1_000_000_000,

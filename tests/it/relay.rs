@@ -63,7 +63,9 @@ fn relay(
     keystore: Option<Arc<dyn Keystore>>,
 ) -> (Arc<dyn Relayer>, MedianProvider) {
     let config = serde_json::json!({"chainFile": chain_file}).to_string();
-    let relayer = plugin.new_relayer(&config, keystore).expect("NewRelayer");
+    let relayer = plugin
+        .new_relayer(&config, keystore, None)
+        .expect("NewRelayer");
     let provider = relayer
         .new_plugin_provider(&median_args(), &PluginArgs::default())
         .expect("NewPluginProvider");
@@ -202,7 +204,7 @@ fn answers(plugin: &dyn PluginRelayer, path: &std::path::Path) -> Vec<String> {
             )
             .err()
             .unwrap(),
-        plugin.new_relayer("{}", None).err().unwrap(),
+        plugin.new_relayer("{}", None, None).err().unwrap(),
         relayer.list_node_statuses(10, "page-2").unwrap_err(),
         cp.tracker.latest_config(block + 5).unwrap_err(),
     ];

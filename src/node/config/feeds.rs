@@ -18,6 +18,8 @@ pub(super) struct FeedEntry {
     median: String,
     source: crate::sources::Spec,
     juels: Option<crate::sources::Spec>,
+    gas_price: Option<crate::sources::Spec>,
+    deviation_func: Option<serde_json::Value>,
     oracles: Option<u8>,
     f: Option<u8>,
     interval: Option<String>,
@@ -105,6 +107,19 @@ pub(super) fn resolve(
         if let Err(e) = crate::sources::build(&juels) {
             problems.push(format!("{at}.juels: {e}"));
         }
+        let gas_price = fe
+            .gas_price
+            .clone()
+            .unwrap_or(crate::sources::Spec::Static { value: 0 });
+        if let Err(e) = crate::sources::build(&gas_price) {
+            problems.push(format!("{at}.gas_price: {e}"));
+        }
+        if let Some(def) = &fe.deviation_func {
+            let bytes = def.to_string().into_bytes();
+            if let Err(e) = crate::services::median::factory::check_deviation_func(&bytes) {
+                problems.push(format!("{at}.deviation_func: {e}"));
+            }
+        }
         let mut dur = |field: &str, v: &Option<String>, default: Duration| match v {
             None => default,
             Some(v) => parse_duration(&format!("{at}.{field}"), v).unwrap_or_else(|e| {
@@ -157,6 +172,8 @@ pub(super) fn resolve(
                 median: fe.median.clone(),
                 source: fe.source.clone(),
                 juels,
+                gas_price,
+                deviation_func: fe.deviation_func.clone(),
                 oracles: n,
                 f,
                 interval,

@@ -6,10 +6,12 @@
 //! client adapters for LOOPPs ([`crate::services::relay`], [`crate::median::factory`]),
 //! one code path either way. Setup (redone whenever a round fails, e.g.
 //! after a plugin restart):
-//! 1. `new_relayer({chainFile}, keystore)` → `new_plugin_provider(median)`:
+//! 1. `new_relayer({chainFile, deploy}, keystore, CSA keystore)` →
+//!    `new_plugin_provider(median)`:
 //!    the median provider (config tracker, transmitter, contract view,
 //!    codecs); the config digest comes from its tracker;
-//! 2. `new_median_factory(provider, data source, juels source, error log)`
+//! 2. `new_median_factory(provider, data source, juels and gas price
+//!    sources, error log, deviation function)`
 //!    → `new_reporting_plugin` per oracle. For a median LOOPP the node
 //!    serves the provider on the median plugin's broker: a LOOPP relayer's
 //!    provider is proxied through the node, plugins never talk to each other.
@@ -35,7 +37,7 @@ use crate::services::datasource::{DataSource, ReportTimestamp};
 use crate::services::keystore::Keystore;
 use crate::services::median::deadlines::Deadlines;
 use crate::services::median::factory::{
-    PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
+    MedianFactoryArgs, PluginMedian, ReportingPluginConfig, ReportingPluginFactory,
 };
 use crate::services::median::plugin::MedianContract;
 use crate::services::median::Bounds;
@@ -67,6 +69,11 @@ pub struct FeedConfig {
     pub source: sources::Spec,
     /// Where juels-per-fee-coin come from.
     pub juels: sources::Spec,
+    /// Where the gas price (in the chain's smallest unit) comes from.
+    pub gas_price: sources::Spec,
+    /// A custom deviation function for the median plugin
+    /// (`deviationFuncDefinition`, a JSON object), passed through.
+    pub deviation_func: Option<serde_json::Value>,
     /// Oracles in the stand-in network.
     pub oracles: u8,
     /// Faulty oracles tolerated.
@@ -107,14 +114,43 @@ pub struct Setup {
     _factory: Arc<dyn ReportingPluginFactory>,
 }
 
+/// What the node gives a feed's plugins: its keys and its data sources.
+#[derive(Clone)]
+pub struct Inputs {
+    /// The transmit keys (served to the relayer).
+    pub keystore: Arc<dyn Keystore>,
+    /// The node's CSA key (served to the relayer).
+    pub csa_keystore: Arc<dyn Keystore>,
+    /// Values (served to the median plugin).
+    pub source: Arc<dyn DataSource>,
+    /// Juels per fee coin (served to the median plugin).
+    pub juels: Arc<dyn DataSource>,
+    /// The gas price (served to the median plugin).
+    pub gas_price: Arc<dyn DataSource>,
+}
+
+impl Inputs {
+    /// The keys kept under `data_dir` and the sources `cfg` names.
+    pub fn open(cfg: &FeedConfig, data_dir: &Path) -> Result<Inputs, String> {
+        use crate::node::keystore::{DevKeystore, CSA_SECRET_FILE, SECRET_FILE};
+        let keystore = DevKeystore::open(&data_dir.join(SECRET_FILE), transmitters(cfg))?;
+        let csa = DevKeystore::open_csa(&data_dir.join(CSA_SECRET_FILE))?;
+        Ok(Inputs {
+            keystore: Arc::new(keystore),
+            csa_keystore: Arc::new(csa),
+            source: Arc::from(sources::build(&cfg.source)?),
+            juels: Arc::from(sources::build(&cfg.juels)?),
+            gas_price: Arc::from(sources::build(&cfg.gas_price)?),
+        })
+    }
+}
+
 struct Runner {
     cfg: FeedConfig,
     relay: Arc<dyn PluginRelayer>,
     median: Arc<dyn PluginMedian>,
     file: PathBuf,
-    keystore: Arc<dyn Keystore>,
-    source: Arc<dyn DataSource>,
-    juels: Arc<dyn DataSource>,
+    inputs: Inputs,
 }
 
 impl Feed {
@@ -134,19 +170,13 @@ impl Feed {
                 data_dir.display()
             )
         })?;
-        let keystore = crate::node::keystore::DevKeystore::open(
-            &data_dir.join(crate::node::keystore::SECRET_FILE),
-            transmitters(&cfg),
-        )
-        .map_err(|e| format!("feed {}: {e}", cfg.name))?;
+        let inputs = Inputs::open(&cfg, data_dir).map_err(|e| format!("feed {}: {e}", cfg.name))?;
         let runner = Runner {
-            source: Arc::from(sources::build(&cfg.source)?),
-            juels: Arc::from(sources::build(&cfg.juels)?),
             cfg,
             relay,
             median,
             file,
-            keystore: Arc::new(keystore),
+            inputs,
         };
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
@@ -210,12 +240,15 @@ impl Setup {
         relay: &dyn PluginRelayer,
         median: &dyn PluginMedian,
         file: &Path,
-        keystore: Arc<dyn Keystore>,
-        source: Arc<dyn DataSource>,
-        juels: Arc<dyn DataSource>,
+        inputs: &Inputs,
     ) -> Result<Setup, String> {
         let name = &cfg.name;
-        let relayer = relay.new_relayer(&relayer_config(cfg, file), Some(keystore.clone()))?;
+        let keystore = &inputs.keystore;
+        let relayer = relay.new_relayer(
+            &relayer_config(cfg, file),
+            Some(keystore.clone()),
+            Some(inputs.csa_keystore.clone()),
+        )?;
         let args = RelayArgs {
             contract_id: name.clone(),
             provider_type: "median".into(),
@@ -231,7 +264,18 @@ impl Setup {
         let errors = Arc::new(crate::services::keystore::LogErrors {
             source: format!("feed::{name}"),
         });
-        let factory = median.new_median_factory(provider.clone(), name, source, juels, errors)?;
+        let factory = median.new_median_factory(MedianFactoryArgs {
+            provider: provider.clone(),
+            contract_id: name.clone(),
+            data_source: inputs.source.clone(),
+            juels_per_fee_coin: inputs.juels.clone(),
+            gas_price_subunits: inputs.gas_price.clone(),
+            error_log: errors,
+            deviation_func: cfg
+                .deviation_func
+                .as_ref()
+                .map(|d| d.to_string().into_bytes()),
+        })?;
         let mut oracles = Vec::new();
         for i in 0..cfg.oracles {
             let (plugin, _) = factory.new_reporting_plugin(&ReportingPluginConfig {
@@ -292,9 +336,7 @@ impl Runner {
             self.relay.as_ref(),
             self.median.as_ref(),
             &self.file,
-            self.keystore.clone(),
-            self.source.clone(),
-            self.juels.clone(),
+            &self.inputs,
         )
     }
 

@@ -62,19 +62,45 @@ pub struct ReportingPluginInfo {
     pub max_report_length: u64,
 }
 
+/// What a median factory is made from (`loop.NewMedianFactoryRequest`).
+#[derive(Clone)]
+pub struct MedianFactoryArgs {
+    /// The chain, through the relayer's provider.
+    pub provider: MedianProvider,
+    /// The contract the feed reports to.
+    pub contract_id: String,
+    /// Where values come from.
+    pub data_source: Arc<dyn DataSource>,
+    /// Where juels-per-fee-coin come from.
+    pub juels_per_fee_coin: Arc<dyn DataSource>,
+    /// Where the gas price (in the chain's smallest unit) comes from.
+    pub gas_price_subunits: Arc<dyn DataSource>,
+    /// Where observation failures are reported.
+    pub error_log: Arc<dyn ErrorLog>,
+    /// A custom deviation function (`deviationFuncDefinition`, a JSON
+    /// object), passed through as given; None: the standard check.
+    pub deviation_func: Option<Vec<u8>>,
+}
+
 /// The median product plugin (`loop.PluginMedian`).
 pub trait PluginMedian: Send + Sync {
-    /// A factory of reporting plugins for contract `contract_id`, reading
-    /// the chain through `provider`, values from `source` and
-    /// `juels_per_fee_coin`, reporting failures to `errors`.
+    /// A factory of reporting plugins for `args.contract_id`.
     fn new_median_factory(
         &self,
-        provider: MedianProvider,
-        contract_id: &str,
-        source: Arc<dyn DataSource>,
-        juels_per_fee_coin: Arc<dyn DataSource>,
-        errors: Arc<dyn ErrorLog>,
+        args: MedianFactoryArgs,
     ) -> Result<Arc<dyn ReportingPluginFactory>, String>;
+}
+
+/// Checks a deviation function definition is a JSON object (what Go's
+/// server requires), naming what is wrong.
+pub fn check_deviation_func(definition: &[u8]) -> Result<(), String> {
+    match serde_json::from_slice::<serde_json::Value>(definition) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(other) => Err(format!(
+            "deviationFuncDefinition must be a JSON object, not {other}"
+        )),
+        Err(e) => Err(format!("deviationFuncDefinition is not JSON: {e}")),
+    }
 }
 
 /// Makes one reporting plugin per oracle config (`loop.ReportingPluginFactory`).

@@ -21,7 +21,8 @@ use protobuf::MessageField;
 
 use super::deadlines::MaxDurations;
 use super::factory::{
-    PluginMedian, ReportingPluginConfig, ReportingPluginFactory, ReportingPluginInfo,
+    check_deviation_func, MedianFactoryArgs, PluginMedian, ReportingPluginConfig,
+    ReportingPluginFactory, ReportingPluginInfo,
 };
 use super::plugin::ReportingPlugin;
 use super::reporting::ReportingPluginClient;
@@ -30,9 +31,8 @@ use crate::goplugin::host::Link;
 use crate::goplugin::rpc;
 use crate::proto::median_plugin as pb;
 use crate::proto::median_plugin_grpc as svc;
-use crate::services::datasource::{DataSource, DataSourceClient};
+use crate::services::datasource::DataSourceClient;
 use crate::services::keystore::ErrorLog;
-use crate::services::relay::MedianProvider;
 use crate::services::resource::Remote;
 
 /// Deadline of the plugin's calls to the host's provider and error log.
@@ -142,6 +142,10 @@ impl svc::PluginMedian for PluginMedianServer {
                     req.juelsPerFeeCoinDataSourceID,
                 )?,
             ));
+            let gas_price = Arc::new(DataSourceClient::new(
+                "gas-price-data-source",
+                dial("gas price data source", req.gasPriceSubunitsDataSourceID)?,
+            ));
             let errors: Arc<dyn ErrorLog> = match req.errorLogID {
                 // A Go host always sends one; without it, errors go to our log.
                 0 => Arc::new(crate::services::keystore::LogErrors {
@@ -152,9 +156,22 @@ impl svc::PluginMedian for PluginMedianServer {
                     PROVIDER_TIMEOUT,
                 )),
             };
+            let deviation_func = req.deviationFuncDefinition.clone();
+            if let Some(def) = &deviation_func {
+                check_deviation_func(def)
+                    .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
+            }
             let factory = this
                 .median
-                .new_median_factory(provider, &req.contractID, source, juels, errors)
+                .new_median_factory(MedianFactoryArgs {
+                    provider,
+                    contract_id: req.contractID.clone(),
+                    data_source: source,
+                    juels_per_fee_coin: juels,
+                    gas_price_subunits: gas_price,
+                    error_log: errors,
+                    deviation_func,
+                })
                 .map_err(|e| rpc::status(RpcStatusCode::INVALID_ARGUMENT, e))?;
             let id = crate::services::resource::serve(
                 &this.broker,
@@ -244,11 +261,7 @@ impl PluginMedianClient {
 impl PluginMedian for PluginMedianClient {
     fn new_median_factory(
         &self,
-        provider: MedianProvider,
-        contract_id: &str,
-        source: Arc<dyn DataSource>,
-        juels_per_fee_coin: Arc<dyn DataSource>,
-        errors: Arc<dyn ErrorLog>,
+        args: MedianFactoryArgs,
     ) -> Result<Arc<dyn ReportingPluginFactory>, String> {
         let channel = self.link.channel(&self.name).map_err(|e| e.to_string())?;
         let broker = self.link.broker(&self.name).map_err(|e| e.to_string())?;
@@ -258,24 +271,31 @@ impl PluginMedian for PluginMedianClient {
                 .serve(services)
                 .map_err(|e| format!("{}: serving the {what}: {e}", self.name))
         };
+        // Every id is served, as a Go host serves them: a Go median plugin
+        // dials all five and fails on a missing one (never send 0).
         let req = pb::NewMedianFactoryRequest {
             medianProviderID: serve(
                 "provider",
-                crate::services::relay::grpc::median_provider_services(&provider),
+                crate::services::relay::grpc::median_provider_services(&args.provider),
             )?,
-            contractID: contract_id.to_string(),
+            contractID: args.contract_id.clone(),
             dataSourceID: serve(
                 "data source",
-                vec![crate::services::datasource::server(source)],
+                vec![crate::services::datasource::server(args.data_source)],
             )?,
             juelsPerFeeCoinDataSourceID: serve(
                 "juels data source",
-                vec![crate::services::datasource::server(juels_per_fee_coin)],
+                vec![crate::services::datasource::server(args.juels_per_fee_coin)],
+            )?,
+            gasPriceSubunitsDataSourceID: serve(
+                "gas price data source",
+                vec![crate::services::datasource::server(args.gas_price_subunits)],
             )?,
             errorLogID: serve(
                 "error log",
-                vec![crate::services::keystore::error_log_server(errors)],
+                vec![crate::services::keystore::error_log_server(args.error_log)],
             )?,
+            deviationFuncDefinition: args.deviation_func,
             ..Default::default()
         };
         let r = rpc::observed(&self.name, "/loop.PluginMedian/NewMedianFactory", || {

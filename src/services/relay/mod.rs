@@ -97,11 +97,13 @@ pub struct Transaction {
 /// A relayer plugin's entry point (`loop.PluginRelayer`).
 pub trait PluginRelayer: Send + Sync {
     /// A relayer for the chain `config` describes (relayer-specific; for the
-    /// devchain `{"chainFile": "..."}`), signing with `keystore` if given.
+    /// devchain `{"chainFile": "..."}`), signing with `keystore` and
+    /// identifying itself with `csa_keystore` (the node's CSA key) if given.
     fn new_relayer(
         &self,
         config: &str,
         keystore: Option<Arc<dyn Keystore>>,
+        csa_keystore: Option<Arc<dyn Keystore>>,
     ) -> Result<Arc<dyn Relayer>, String>;
 }
 

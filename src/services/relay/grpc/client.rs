@@ -71,20 +71,37 @@ impl PluginRelayer for PluginRelayerClient {
         &self,
         config: &str,
         keystore: Option<Arc<dyn Keystore>>,
+        csa_keystore: Option<Arc<dyn Keystore>>,
     ) -> Result<Arc<dyn Relayer>, String> {
         const METHOD: &str = "/loop.PluginRelayer/NewRelayer";
         let channel = self.link.channel(&self.name).map_err(|e| e.to_string())?;
         let broker = self.link.broker(&self.name).map_err(|e| e.to_string())?;
         let mut lease = broker.lease();
-        let keystore_id = match keystore {
-            Some(ks) => lease
-                .serve(vec![crate::services::keystore::keystore_server(ks)])
-                .map_err(|e| format!("{}: serving the keystore: {e}", self.name))?,
-            None => 0,
+        // Every id is served, as a Go host serves them: a Go relayer dials
+        // all three and fails NewRelayer on a missing one (never send 0).
+        let mut serve = |what: &str, service: grpcio::Service| {
+            lease
+                .serve(vec![service])
+                .map_err(|e| format!("{}: serving the {what}: {e}", self.name))
         };
+        let no_keys = || Arc::new(crate::services::keystore::NoKeys) as Arc<dyn Keystore>;
+        let keystore_id = serve(
+            "keystore",
+            crate::services::keystore::keystore_server(keystore.unwrap_or_else(no_keys)),
+        )?;
+        let csa_id = serve(
+            "CSA keystore",
+            crate::services::keystore::keystore_server(csa_keystore.unwrap_or_else(no_keys)),
+        )?;
+        let registry_id = serve(
+            "capabilities registry",
+            crate::services::capabilities::empty_registry_server(),
+        )?;
         let req = pb::NewRelayerRequest {
             config: config.to_string(),
             keystoreID: keystore_id,
+            keystoreCSAID: csa_id,
+            capabilityRegistryID: registry_id,
             ..Default::default()
         };
         let r = rpc::observed(&self.name, METHOD, || {

@@ -60,24 +60,29 @@ impl svc::PluginRelayer for PluginRelayerServer {
     ) {
         let this = self.clone();
         rpc::respond_blocking(&ctx, sink, move || {
-            let keystore: Option<Arc<dyn Keystore>> = match req.keystoreID {
-                0 => None,
-                id => {
-                    let ch = this.broker.dial(id, DEFAULT_DIAL_TIMEOUT).map_err(|e| {
-                        status(
-                            RpcStatusCode::UNAVAILABLE,
-                            format!("keystore (broker id {id}): {e}"),
-                        )
-                    })?;
-                    Some(Arc::new(crate::services::keystore::KeystoreClient::new(
+            // A host that sent no id (0) has no such service for us.
+            let keystore_at = |what: &str, id: u32| -> Result<Option<Arc<dyn Keystore>>, _> {
+                if id == 0 {
+                    return Ok(None);
+                }
+                let ch = this.broker.dial(id, DEFAULT_DIAL_TIMEOUT).map_err(|e| {
+                    status(
+                        RpcStatusCode::UNAVAILABLE,
+                        format!("{what} (broker id {id}): {e}"),
+                    )
+                })?;
+                Ok(Some(
+                    Arc::new(crate::services::keystore::KeystoreClient::new(
                         ch,
                         KEYSTORE_TIMEOUT,
-                    )))
-                }
+                    )) as Arc<dyn Keystore>,
+                ))
             };
+            let keystore = keystore_at("keystore", req.keystoreID)?;
+            let csa_keystore = keystore_at("CSA keystore", req.keystoreCSAID)?;
             let relayer = this
                 .relayer
-                .new_relayer(&req.config, keystore)
+                .new_relayer(&req.config, keystore, csa_keystore)
                 .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))?;
             let id = resource::serve(
                 &this.broker,
