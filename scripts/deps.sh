@@ -2,7 +2,8 @@
 # Installs the system packages a make target needs, only when missing.
 #
 #   scripts/deps.sh build   cmake and a C++ compiler (grpcio builds gRPC's C core)
-#   scripts/deps.sh test    build + Go and go-plugin 1.0.1 (interop tests) and a
+#   scripts/deps.sh test    build + Go, go-plugin 1.0.1 and protoc with its Go
+#                           plugins (interop and LOOP drop-in tests) and a
 #                           Prometheus server (monitoring tests)
 #   scripts/deps.sh bench   test + wrk and hyperfine
 #
@@ -27,6 +28,10 @@ if [[ ${1:-build} != build ]]; then
 	need go golang-go
 	need /usr/share/gocode/src/github.com/hashicorp/go-plugin golang-github-hashicorp-go-plugin-dev
 	need /usr/share/gocode/src/google.golang.org/grpc golang-google-grpc-dev
+	need /usr/share/gocode/src/google.golang.org/protobuf golang-google-protobuf-dev
+	need protoc protobuf-compiler
+	need protoc-gen-go protoc-gen-go
+	need protoc-gen-go-grpc protoc-gen-go-grpc
 	need flock util-linux
 	need prometheus prometheus
 fi

@@ -56,6 +56,11 @@ fn loopp_host_runs_a_go_plugin() {
     let (_, goplugin) = go_bins();
     let mut config = HostConfig::new("goplugin", &goplugin, Cookie::example());
     config.start_timeout = Duration::from_secs(10);
+    // go-plugin 1.0.1 leaves its socket file in TMPDIR: keep it in a sandbox.
+    let sandbox = Sandbox::new("interop-go-plugin");
+    config
+        .env
+        .push(("TMPDIR".into(), sandbox.dir.clone().into()));
     let mut client = Client::start(&config).expect("start the Go plugin");
     client.ping().expect("ping");
     let ex = ExampleClient::new(client.channel().clone());

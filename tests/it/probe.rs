@@ -41,12 +41,15 @@ fn probes_the_example_plugin() {
 #[test]
 fn probes_a_go_plugin_as_json() {
     let (_, goplugin) = go_bins();
+    // go-plugin 1.0.1 leaves its socket file in TMPDIR: keep it in a sandbox.
+    let sandbox = Sandbox::new("probe-go-plugin");
     let out = run_bounded(
         Command::new(NODE)
             .args([
                 "probe", "--kind", "example", "--calls", "20", "--json", "--",
             ])
-            .arg(goplugin),
+            .arg(goplugin)
+            .env("TMPDIR", &sandbox.dir),
         BOUND,
     );
     assert!(

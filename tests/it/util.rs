@@ -133,6 +133,12 @@ pub fn wait_bounded(child: Child, timeout: Duration) -> Output {
 
 /// The Go interop binaries (`gohost`, `goplugin`), built once per test run.
 pub fn go_bins() -> (PathBuf, PathBuf) {
+    (go_bin("gohost"), go_bin("goplugin"))
+}
+
+/// One of the Go test programs of tests/go (built once per test process):
+/// `gohost`, `goplugin`, `gorelayer`.
+pub fn go_bin(name: &str) -> PathBuf {
     static BINS: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BINS
         .get_or_init(|| {
@@ -154,7 +160,7 @@ pub fn go_bins() -> (PathBuf, PathBuf) {
         })
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"));
-    (dir.join("gohost"), dir.join("goplugin"))
+    dir.join(name)
 }
 
 /// A log record captured from the `log` facade.
