@@ -178,6 +178,7 @@ fn a_hanging_plugin_gets_504_in_time_while_everything_else_answers() {
 
 #[test]
 fn a_plugin_that_is_down_fails_fast_and_health_says_so() {
+    capture_logs();
     let (node, base, _sb) = node_with(
         "down",
         &[("gone", "exit-before-handshake"), ("ok", "serve")],
@@ -200,7 +201,21 @@ fn a_plugin_that_is_down_fails_fast_and_health_says_so() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["healthy"], false);
     assert_eq!(v["report"]["ok"], "");
-    assert!(!v["report"]["gone"].as_str().unwrap().is_empty());
+    // Why it is down, with its own last words, in /health and in the log.
+    let stderr_line = "fatal: cannot read config /etc/loopp/test.toml: no such file";
+    let why = v["report"]["gone"].as_str().unwrap();
+    assert!(
+        why.contains("exit status: 3") && why.contains(stderr_line),
+        "{why}"
+    );
+    assert!(
+        logs_for("loopp::node::supervisor")
+            .iter()
+            .any(|r| r.level == log::Level::Warn
+                && r.message.starts_with("plugin gone:")
+                && r.message.contains(stderr_line)),
+        "the node's log names the plugin's stderr"
+    );
     node.shutdown();
 }
 
