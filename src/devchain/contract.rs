@@ -156,6 +156,15 @@ impl Contract {
         self.chain.lock().unwrap().height()
     }
 
+    /// The newest block: `(height, hash, time)`. The devchain has no clock:
+    /// a block's time is the latest transmission's observation time (0
+    /// before any).
+    pub fn head(&self) -> (u64, [u8; 32], u64) {
+        let chain = self.chain.lock().unwrap();
+        let time = chain.latest().map_or(0, |t| t.observations_timestamp);
+        (chain.height(), chain.head_hash(), time)
+    }
+
     /// What the median plugin compares against: the latest transmission.
     pub fn latest_transmission(&self) -> Option<(String, crate::services::median::Latest)> {
         let chain = self.chain.lock().unwrap();

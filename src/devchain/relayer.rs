@@ -21,8 +21,8 @@ use super::contract::{ConfigInput, Contract};
 use super::provider::DevchainCodec;
 use crate::services::keystore::Keystore;
 use crate::services::relay::{
-    ChainStatus, ConfigProvider, ContractTransmitter, MedianProvider, NodeStatus, NodeStatusPage,
-    PluginArgs, PluginRelayer, RelayArgs, Relayer, Transaction,
+    ChainInfo, ChainStatus, ConfigProvider, ContractTransmitter, Head, MedianProvider, NodeStatus,
+    NodeStatusPage, PluginArgs, PluginRelayer, RelayArgs, Relayer, Transaction,
 };
 use crate::services::wire::ReportTimestamp;
 
@@ -195,6 +195,53 @@ impl Relayer for DevchainRelayer {
 
     fn transact(&self, _tx: &Transaction) -> Result<(), String> {
         Err("the devchain has no balances: Transact is not supported".into())
+    }
+
+    fn latest_head(&self) -> Result<Head, String> {
+        let (height, hash, timestamp) = self.contract.head();
+        Ok(Head {
+            height: height.to_string(),
+            hash: hash.to_vec(),
+            timestamp,
+        })
+    }
+
+    /// A block is final once written: the file is fsynced before a write is
+    /// acknowledged, and nothing rewrites it.
+    fn finalized_head(&self) -> Result<Head, String> {
+        self.latest_head()
+    }
+
+    fn chain_info(&self) -> Result<ChainInfo, String> {
+        Ok(ChainInfo {
+            family_name: CHAIN_ID.into(),
+            chain_id: CHAIN_ID.into(),
+            network_name: CHAIN_ID.into(),
+            network_name_full: "loopp devchain (a local chain file)".into(),
+        })
+    }
+
+    /// The devchain keeps no state derived from old blocks (every view reads
+    /// the chain), so there is nothing to reprocess: the block is checked,
+    /// and args must be empty.
+    fn replay(
+        &self,
+        from_block: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let height = self.contract.latest_block_height();
+        let from: u64 = from_block.trim().parse().map_err(|_| {
+            format!("fromBlock {from_block:?} is not a block number (a decimal integer)")
+        })?;
+        if from > height {
+            return Err(format!(
+                "fromBlock {from} is beyond the chain's height {height}"
+            ));
+        }
+        if let Some(k) = args.keys().next() {
+            return Err(format!("replay argument {k:?}: the devchain takes none"));
+        }
+        Ok(())
     }
 }
 

@@ -69,6 +69,7 @@ pub struct Chain {
     transmissions: Vec<Transmission>,
     height: u64,
     config_block: u64,
+    head_hash: [u8; 32],
     /// Bytes of a torn last record dropped when the file was opened.
     pub dropped_tail: u64,
 }
@@ -98,6 +99,7 @@ impl Chain {
             transmissions: Vec::new(),
             height: 0,
             config_block: 0,
+            head_hash: [0; 32],
             dropped_tail: 0,
         };
         file.seek(SeekFrom::Start(0))?;
@@ -118,9 +120,10 @@ impl Chain {
                 return Err(e);
             }
             let complete = buf.last() == Some(&b'\n');
-            match serde_json::from_slice::<Record>(buf.strip_suffix(b"\n").unwrap_or(&buf)) {
+            let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            match serde_json::from_slice::<Record>(record) {
                 Ok(rec) if complete => {
-                    chain.apply(rec);
+                    chain.apply(rec, record);
                     good_len += n as u64;
                 }
                 Ok(_) | Err(_) => {
@@ -138,8 +141,15 @@ impl Chain {
         Ok(chain)
     }
 
-    fn apply(&mut self, rec: Record) {
+    /// Folds record `rec`, whose bytes in the file are `bytes`, into the
+    /// state: one block each, hashed onto the previous block's hash.
+    fn apply(&mut self, rec: Record, bytes: &[u8]) {
+        use sha2::Digest;
         self.height += 1;
+        let mut h = sha2::Sha256::new();
+        h.update(self.head_hash);
+        h.update(bytes);
+        self.head_hash = h.finalize().into();
         match rec {
             Record::Config(c) => {
                 self.config = Some(c);
@@ -155,7 +165,7 @@ impl Chain {
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.file.sync_data()?;
-        self.apply(rec);
+        self.apply(rec, &line[..line.len() - 1]);
         Ok(())
     }
 
@@ -184,6 +194,12 @@ impl Chain {
         self.height
     }
 
+    /// The newest block's hash: SHA-256 of the previous block's hash and
+    /// the block's record as written (all zeros before the first block).
+    pub fn head_hash(&self) -> [u8; 32] {
+        self.head_hash
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -210,6 +226,24 @@ mod tests {
         let dir = crate::testutil::TempDir::new(&format!("chain-{name}"));
         let path = dir.0.join("chain.jsonl");
         (dir, path)
+    }
+
+    /// Each block's hash chains the previous one; a reopened chain has the
+    /// same head.
+    #[test]
+    fn the_head_hash_chains_blocks_and_survives_reopen() {
+        let (_dir, path) = temp("head");
+        let mut c = Chain::open(&path).unwrap();
+        assert_eq!(c.head_hash(), [0; 32]);
+        c.append(tx(1, 10)).unwrap();
+        let first = c.head_hash();
+        c.append(tx(2, 20)).unwrap();
+        let second = c.head_hash();
+        assert_ne!(first, [0; 32]);
+        assert_ne!(first, second);
+        drop(c);
+        let c = Chain::open(&path).unwrap();
+        assert_eq!((c.height(), c.head_hash()), (2, second));
     }
 
     #[test]

@@ -89,6 +89,68 @@ impl ReportTimestamp {
     }
 }
 
+/// A JSON object as a `google.protobuf.Struct` (numbers become doubles, as
+/// on the wire).
+pub fn to_struct(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> protobuf::well_known_types::struct_::Struct {
+    let mut s = protobuf::well_known_types::struct_::Struct::new();
+    for (k, v) in map {
+        s.fields.insert(k.clone(), to_value(v));
+    }
+    s
+}
+
+fn to_value(v: &serde_json::Value) -> protobuf::well_known_types::struct_::Value {
+    use protobuf::well_known_types::struct_::{ListValue, NullValue, Value};
+    let mut out = Value::new();
+    match v {
+        serde_json::Value::Null => out.set_null_value(NullValue::NULL_VALUE),
+        serde_json::Value::Bool(b) => out.set_bool_value(*b),
+        serde_json::Value::Number(n) => out.set_number_value(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(s) => out.set_string_value(s.clone()),
+        serde_json::Value::Array(a) => {
+            let mut l = ListValue::new();
+            l.values = a.iter().map(to_value).collect();
+            out.set_list_value(l);
+        }
+        serde_json::Value::Object(m) => out.set_struct_value(to_struct(m)),
+    }
+    out
+}
+
+/// A `google.protobuf.Struct` as a JSON object; a number JSON cannot hold
+/// (NaN, infinite) is an error naming its field.
+pub fn from_struct(
+    s: &protobuf::well_known_types::struct_::Struct,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    s.fields
+        .iter()
+        .map(|(k, v)| {
+            from_value(v)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("{k}: {e}"))
+        })
+        .collect()
+}
+
+fn from_value(v: &protobuf::well_known_types::struct_::Value) -> Result<serde_json::Value, String> {
+    use protobuf::well_known_types::struct_::value::Kind;
+    Ok(match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("{n} is not a JSON number"))?,
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(from_value).collect::<Result<_, _>>()?)
+        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(from_struct(s)?),
+        Some(_) => return Err("unknown value kind".into()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +211,20 @@ mod tests {
         let mut w = ReportTimestamp::default().to_wire();
         w.round = 300;
         assert!(ReportTimestamp::from_wire(&w).is_err());
+    }
+
+    #[test]
+    fn json_objects_round_trip_through_struct() {
+        let v = serde_json::json!({
+            "n": 1.5, "s": "x", "b": true, "z": null,
+            "list": [1.0, "two", [false]], "obj": {"deep": {"k": -3.0}}
+        });
+        let map = v.as_object().unwrap();
+        assert_eq!(from_struct(&to_struct(map)).as_ref(), Ok(map));
+        let mut bad = to_struct(map);
+        let mut nan = protobuf::well_known_types::struct_::Value::new();
+        nan.set_number_value(f64::NAN);
+        bad.fields.insert("bad".into(), nan);
+        assert!(from_struct(&bad).unwrap_err().starts_with("bad: NaN"));
     }
 }

@@ -176,6 +176,10 @@ fn answers(plugin: &dyn PluginRelayer, path: &std::path::Path) -> Vec<String> {
         ),
         format!("status {:?}", relayer.chain_status()),
         format!("nodes {:?}", relayer.list_node_statuses(10, "")),
+        format!("head {:?}", relayer.latest_head()),
+        format!("finalized {:?}", relayer.finalized_head()),
+        format!("info {:?}", relayer.chain_info()),
+        format!("replay {:?}", relayer.replay("1", &Default::default())),
         format!(
             "onchain {:?}",
             provider
@@ -207,6 +211,15 @@ fn answers(plugin: &dyn PluginRelayer, path: &std::path::Path) -> Vec<String> {
         plugin.new_relayer("{}", None, None).err().unwrap(),
         relayer.list_node_statuses(10, "page-2").unwrap_err(),
         cp.tracker.latest_config(block + 5).unwrap_err(),
+        relayer.replay("99", &Default::default()).unwrap_err(),
+        relayer
+            .replay(
+                "0",
+                serde_json::json!({"nested": {"list": [1.5, "x", null, true]}})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap_err(),
     ];
     for (i, e) in refusals.iter().enumerate() {
         let want = [
@@ -215,6 +228,8 @@ fn answers(plugin: &dyn PluginRelayer, path: &std::path::Path) -> Vec<String> {
             "missing field `chainFile`",
             "one node, on one page",
             "no config was set in block 6: the latest config was set in block 1",
+            "fromBlock 99 is beyond the chain's height 1",
+            "replay argument \"nested\": the devchain takes none",
         ][i];
         assert!(e.contains(want), "{e}");
         out.push(format!("refused {want}"));
@@ -239,6 +254,18 @@ fn a_relayer_loopp_answers_every_call_as_the_in_process_relayer_does() {
         "the account comes from the host's keystore: {over_grpc:?}"
     );
     assert!(over_grpc.iter().any(|a| a == "requested Ok(None)"));
+    // The chain's head: one block (the config), its hash chained from zero.
+    let head = over_grpc.iter().find(|a| a.starts_with("head ")).unwrap();
+    assert!(
+        head.contains("height: \"1\"") && head.contains("timestamp: 0"),
+        "{head}"
+    );
+    assert!(
+        over_grpc
+            .iter()
+            .any(|a| a.starts_with("info Ok(ChainInfo { family_name: \"devchain\"")),
+        "{over_grpc:?}"
+    );
 }
 
 /// One report with median `v`.

@@ -94,6 +94,30 @@ pub struct Transaction {
     pub balance_check: bool,
 }
 
+/// A block (`loop.Head`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Its height, a decimal integer (chains' heights outgrow `u64`).
+    pub height: String,
+    /// Its hash.
+    pub hash: Vec<u8>,
+    /// Its time, seconds since the epoch.
+    pub timestamp: u64,
+}
+
+/// What chain a relayer serves (`loop.ChainInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// The chain family, e.g. `evm`, `solana`.
+    pub family_name: String,
+    /// The chain id.
+    pub chain_id: String,
+    /// The network's short name.
+    pub network_name: String,
+    /// The network's full name.
+    pub network_name_full: String,
+}
+
 /// A relayer plugin's entry point (`loop.PluginRelayer`).
 pub trait PluginRelayer: Send + Sync {
     /// A relayer for the chain `config` describes (relayer-specific; for the
@@ -129,6 +153,19 @@ pub trait Relayer: Send + Sync {
     ) -> Result<NodeStatusPage, String>;
     /// Sends a transfer.
     fn transact(&self, tx: &Transaction) -> Result<(), String>;
+    /// The chain's newest block.
+    fn latest_head(&self) -> Result<Head, String>;
+    /// The chain's newest final block.
+    fn finalized_head(&self) -> Result<Head, String>;
+    /// What chain this is.
+    fn chain_info(&self) -> Result<ChainInfo, String>;
+    /// Reprocesses the chain from block `from_block` (decimal), with
+    /// relayer-specific `args` (a JSON object).
+    fn replay(
+        &self,
+        from_block: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String>;
 }
 
 /// Where accepted reports go (`loop.ContractTransmitter`).

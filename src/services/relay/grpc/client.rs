@@ -244,6 +244,60 @@ impl Relayer for RelayerClient {
         })
         .map(|_| ())
     }
+
+    fn latest_head(&self) -> Result<Head, String> {
+        let r = rpc::observed(&self.name, "/loop.Relayer/LatestHead", || {
+            self.client
+                .latest_head(&pb::LatestHeadRequest::new(), self.timeout)
+        })?;
+        Ok(head(r.head.get_or_default()))
+    }
+
+    fn finalized_head(&self) -> Result<Head, String> {
+        let r = rpc::observed(&self.name, "/loop.Relayer/FinalizedHead", || {
+            self.client
+                .finalized_head(&pb::FinalizedHeadRequest::new(), self.timeout)
+        })?;
+        Ok(head(r.head.get_or_default()))
+    }
+
+    fn chain_info(&self) -> Result<ChainInfo, String> {
+        let r = rpc::observed(&self.name, "/loop.Relayer/GetChainInfo", || {
+            self.client
+                .get_chain_info(&pb::GetChainInfoRequest::new(), self.timeout)
+        })?;
+        let c = r.chain_info.get_or_default();
+        Ok(ChainInfo {
+            family_name: c.family_name.clone(),
+            chain_id: c.chain_id.clone(),
+            network_name: c.network_name.clone(),
+            network_name_full: c.network_name_full.clone(),
+        })
+    }
+
+    fn replay(
+        &self,
+        from_block: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let req = pb::ReplayRequest {
+            fromBlock: from_block.to_string(),
+            args: MessageField::some(crate::services::wire::to_struct(args)),
+            ..Default::default()
+        };
+        rpc::observed(&self.name, "/loop.Relayer/Replay", || {
+            self.client.replay(&req, self.timeout)
+        })
+        .map(|_| ())
+    }
+}
+
+fn head(h: &pb::Head) -> Head {
+    Head {
+        height: h.height.clone(),
+        hash: h.hash.clone(),
+        timestamp: h.timestamp,
+    }
 }
 
 /// A remote `loop.ContractTransmitter`, as a [`ContractTransmitter`].

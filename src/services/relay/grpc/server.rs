@@ -231,6 +231,89 @@ impl svc::Relayer for RelayerServer {
             Ok(Empty::new())
         });
     }
+
+    fn latest_head(
+        &mut self,
+        ctx: RpcContext,
+        _req: pb::LatestHeadRequest,
+        sink: UnarySink<pb::LatestHeadReply>,
+    ) {
+        let r = self.relayer.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let head = r
+                .latest_head()
+                .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(pb::LatestHeadReply {
+                head: MessageField::some(head_wire(head)),
+                ..Default::default()
+            })
+        });
+    }
+
+    fn finalized_head(
+        &mut self,
+        ctx: RpcContext,
+        _req: pb::FinalizedHeadRequest,
+        sink: UnarySink<pb::FinalizedHeadReply>,
+    ) {
+        let r = self.relayer.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let head = r
+                .finalized_head()
+                .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(pb::FinalizedHeadReply {
+                head: MessageField::some(head_wire(head)),
+                ..Default::default()
+            })
+        });
+    }
+
+    fn get_chain_info(
+        &mut self,
+        ctx: RpcContext,
+        _req: pb::GetChainInfoRequest,
+        sink: UnarySink<pb::GetChainInfoReply>,
+    ) {
+        let r = self.relayer.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let c = r
+                .chain_info()
+                .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))?;
+            Ok(pb::GetChainInfoReply {
+                chain_info: MessageField::some(pb::ChainInfo {
+                    family_name: c.family_name,
+                    chain_id: c.chain_id,
+                    network_name: c.network_name,
+                    network_name_full: c.network_name_full,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        });
+    }
+
+    fn replay(&mut self, ctx: RpcContext, req: pb::ReplayRequest, sink: UnarySink<Empty>) {
+        let r = self.relayer.clone();
+        rpc::respond_blocking(&ctx, sink, move || {
+            let args = match req.args.as_ref() {
+                Some(s) => crate::services::wire::from_struct(s)
+                    .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, format!("args.{e}")))?,
+                None => Default::default(),
+            };
+            r.replay(&req.fromBlock, &args)
+                .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))?;
+            Ok(Empty::new())
+        });
+    }
+}
+
+fn head_wire(h: Head) -> pb::Head {
+    pb::Head {
+        height: h.height,
+        hash: h.hash,
+        timestamp: h.timestamp,
+        ..Default::default()
+    }
 }
 
 /// Serves `t` as `loop.ContractTransmitter`.
