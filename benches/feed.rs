@@ -65,7 +65,7 @@ fn rounds(
     let source = Spec::Randomwalk {
         seed: 1,
         start: 300_000,
-        step: 1500,
+        step_ppm: 2000,
     };
     let juels = Spec::Static { value: 1 };
     let max = MaxDurations {

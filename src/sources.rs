@@ -3,7 +3,8 @@
 //!
 //! - `static`: one fixed value;
 //! - `randomwalk`: a deterministic walk from a seed (same seed, same values,
-//!   in-process or not), for the embedded default job;
+//!   in-process or not) that moves like a price: one relative step a round,
+//!   never at or below zero; for the embedded default job;
 //! - `http`: GET a JSON document from a loopback/LAN `http://` endpoint and
 //!   take a number at a dot path (`data.price`, `prices.0.usd`), bounded by
 //!   the call's deadline.
@@ -32,14 +33,16 @@ pub enum Spec {
         /// The value.
         value: i64,
     },
-    /// A deterministic random walk.
+    /// A deterministic random walk that moves like a price: one step per
+    /// round, each a relative change, never at or below zero.
     Randomwalk {
         /// Seed of the walk.
         seed: u64,
-        /// Value at step 0.
+        /// Value at step 0 (more than 0).
         start: i64,
-        /// Largest change per step.
-        step: i64,
+        /// Largest change per step, in parts per million of the value
+        /// (5000: 0.5%); less than 1,000,000.
+        step_ppm: u32,
     },
     /// A JSON document over HTTP.
     Http {
@@ -57,14 +60,25 @@ pub enum Spec {
 pub fn build(spec: &Spec) -> Result<Box<dyn DataSource>, String> {
     Ok(match spec {
         Spec::Static { value } => Box::new(Static(i128::from(*value))),
-        Spec::Randomwalk { seed, start, step } => {
-            if *step < 0 {
-                return Err(format!("randomwalk step {step} must not be negative"));
+        Spec::Randomwalk {
+            seed,
+            start,
+            step_ppm,
+        } => {
+            if *start <= 0 {
+                return Err(format!(
+                    "randomwalk start {start} must be more than 0 (it moves like a price)"
+                ));
+            }
+            if *step_ppm >= PPM {
+                return Err(format!(
+                    "randomwalk step_ppm {step_ppm} must be less than 1000000 (100%); e.g. 5000 is 0.5% a round"
+                ));
             }
             Box::new(RandomWalk {
                 seed: *seed,
                 start: i128::from(*start),
-                step: i128::from(*step),
+                step_ppm: i128::from(*step_ppm),
                 last: std::sync::Mutex::new((0, i128::from(*start))),
             })
         }
@@ -109,11 +123,14 @@ impl DataSource for Static {
 struct RandomWalk {
     seed: u64,
     start: i128,
-    step: i128,
+    step_ppm: i128,
     /// The last (step number, value) computed, so rounds that move forward
     /// cost O(1) each.
     last: std::sync::Mutex<(u64, i128)>,
 }
+
+/// Parts per million in one.
+const PPM: u32 = 1_000_000;
 
 /// splitmix64: a well-known, stateless mix of a 64-bit input.
 fn mix(mut z: u64) -> u64 {
@@ -124,14 +141,16 @@ fn mix(mut z: u64) -> u64 {
 }
 
 impl RandomWalk {
-    /// The value after `n` steps: a sum of steps in -step..=step, each from
-    /// (seed, i), so the same n always gives the same value, whoever computes it.
+    /// The value after `n` steps: step i multiplies by (1 + r/10^6), r in
+    /// -step_ppm..=step_ppm drawn from (seed, i), so the same n always gives
+    /// the same value, whoever computes it. A value never drops below 1.
     fn at(&self, n: u64) -> i128 {
-        let span = (self.step * 2 + 1) as u64;
+        let span = (self.step_ppm * 2 + 1) as u64;
         let mut last = self.last.lock().unwrap();
         let (mut i, mut v) = if n >= last.0 { *last } else { (0, self.start) };
         while i < n {
-            v += i128::from(mix(self.seed ^ mix(i)) % span.max(1)) - self.step;
+            let r = i128::from(mix(self.seed ^ mix(i)) % span) - self.step_ppm;
+            v = (v + v * r / i128::from(PPM)).max(1);
             i += 1;
         }
         *last = (n, v);
@@ -140,8 +159,10 @@ impl RandomWalk {
 }
 
 impl DataSource for RandomWalk {
+    /// One step per round: the step number is the round's epoch plus its
+    /// round (the node runs one round an epoch).
     fn observe(&self, ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
-        Ok(self.at(ts.sequence()))
+        Ok(self.at(u64::from(ts.epoch) + u64::from(ts.round)))
     }
 }
 
@@ -246,8 +267,8 @@ mod tests {
         assert_eq!(s.observe(&ts(9), D), Ok(-7));
         let spec = Spec::Randomwalk {
             seed: 42,
-            start: 1000,
-            step: 5,
+            start: 1_000_000,
+            step_ppm: 5000,
         };
         let (a, b) = (build(&spec).unwrap(), build(&spec).unwrap());
         let walk: Vec<i128> = (0..50).map(|n| a.observe(&ts(n), D).unwrap()).collect();
@@ -260,13 +281,16 @@ mod tests {
             backwards.into_iter().rev().collect::<Vec<_>>(),
             "any order of rounds gives the same values"
         );
-        assert_eq!(walk[0], 1000);
-        assert!(walk.windows(2).all(|w| (w[1] - w[0]).abs() <= 5));
+        assert_eq!(walk[0], 1_000_000);
+        // One step a round, each at most 0.5% of the value.
+        assert!(walk
+            .windows(2)
+            .all(|w| (w[1] - w[0]).abs() * 1_000_000 <= w[0] * 5000));
         assert!(walk.windows(2).any(|w| w[1] != w[0]), "it moves");
         let other = build(&Spec::Randomwalk {
             seed: 43,
-            start: 1000,
-            step: 5,
+            start: 1_000_000,
+            step_ppm: 5000,
         })
         .unwrap();
         assert_ne!(
@@ -275,6 +299,28 @@ mod tests {
                 .collect::<Vec<_>>(),
             walk[1..]
         );
+    }
+
+    /// Even the wildest walk stays above zero, and moves one step a round.
+    #[test]
+    fn a_walk_never_reaches_zero() {
+        let w = build(&Spec::Randomwalk {
+            seed: 7,
+            start: 10,
+            step_ppm: 999_999,
+        })
+        .unwrap();
+        let round = |epoch, round| ReportTimestamp {
+            config_digest: vec![1; 32],
+            epoch,
+            round,
+        };
+        let values: Vec<i128> = (0..5000)
+            .map(|n| w.observe(&round(n, 0), D).unwrap())
+            .collect();
+        assert!(values.iter().all(|v| *v >= 1), "{:?}", values.iter().min());
+        let a = w.observe(&round(3, 1), D).unwrap();
+        assert_eq!(a, w.observe(&round(4, 0), D).unwrap(), "one step a round");
     }
 
     #[test]
@@ -316,12 +362,33 @@ mod tests {
             decimals: 0
         })
         .is_err());
-        assert!(build(&Spec::Randomwalk {
+        let err = build(&Spec::Randomwalk {
             seed: 1,
             start: 0,
-            step: -1
+            step_ppm: 1,
         })
-        .is_err());
+        .err()
+        .unwrap();
+        assert!(err.contains("start 0 must be more than 0"), "{err}");
+        let err = build(&Spec::Randomwalk {
+            seed: 1,
+            start: 5,
+            step_ppm: 1_000_000,
+        })
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("step_ppm 1000000 must be less than 1000000"),
+            "{err}"
+        );
+        // The old absolute `step` is refused, naming the new field.
+        let old: Result<Spec, _> =
+            serde_json::from_str(r#"{"type":"randomwalk","seed":1,"start":5,"step":3}"#);
+        let err = old.unwrap_err().to_string();
+        assert!(
+            err.contains("unknown field `step`") && err.contains("step_ppm"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -121,8 +121,8 @@ mod grpc_tests {
         let walk = Arc::<dyn DataSource>::from(
             build(&Spec::Randomwalk {
                 seed: 7,
-                start: -5,
-                step: 3,
+                start: 5000,
+                step_ppm: 5000,
             })
             .unwrap(),
         );

@@ -17,7 +17,7 @@ fn job(data_dir: &std::path::Path) -> String {
     format!(
         r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
             "feeds":[{{"name":"f","relay":"devchain","median":"median",
-                "source":{{"type":"randomwalk","seed":5,"start":1000,"step":10}},
+                "source":{{"type":"randomwalk","seed":5,"start":1000000,"step_ppm":5000}},
                 "interval":"150ms","deviation_ppb":0,"heartbeat":"1h",
                 "max_durations":{{"observation":"1s","report":"1s","should_accept":"1s","should_transmit":"1s"}}}}],
             "supervision":{{"backoff_initial":"50ms","backoff_max":"200ms","health_interval":"200ms"}},
@@ -173,7 +173,7 @@ fn feeds_sharing_a_relay_keep_their_own_contracts() {
             + 1];
     let second = feed
         .replace(r#""name":"f""#, r#""name":"g""#)
-        .replace(r#""start":1000"#, r#""start":-5000"#);
+        .replace(r#""start":1000000"#, r#""start":3000000"#);
     let text = text.replacen(feed, &format!("{feed},{second}"), 1);
     let config = NodeConfig::from_json("two", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let n = Node::start(&config).expect("node starts");
@@ -188,8 +188,17 @@ fn feeds_sharing_a_relay_keep_their_own_contracts() {
         "both feeds transmit"
     );
     n.shutdown();
-    assert!(medians("f").iter().all(|m| *m > 0), "{:?}", medians("f"));
-    assert!(medians("g").iter().all(|m| *m < 0), "{:?}", medians("g"));
+    // f walks around 1,000,000, g around 3,000,000 (0.5% a round at most).
+    assert!(
+        medians("f").iter().all(|m| *m < 2_000_000),
+        "{:?}",
+        medians("f")
+    );
+    assert!(
+        medians("g").iter().all(|m| *m > 2_000_000),
+        "{:?}",
+        medians("g")
+    );
 }
 
 /// A median LOOPP whose data source fails reports it through the node's
@@ -199,7 +208,7 @@ fn observation_failures_reach_the_nodes_error_log() {
     capture_logs();
     let sb = Sandbox::new("feed-errors");
     let text = job(&sb.dir.join("data")).replace(
-        r#""source":{"type":"randomwalk","seed":5,"start":1000,"step":10}"#,
+        r#""source":{"type":"randomwalk","seed":5,"start":1000000,"step_ppm":5000}"#,
         r#""source":{"type":"http","url":"http://127.0.0.1:1/price","path":"price"}"#,
     );
     let text = text.replace(r#""name":"f""#, r#""name":"badsource""#);

@@ -176,8 +176,8 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
     let walk: Arc<dyn DataSource> = Arc::from(
         sources::build(&Spec::Randomwalk {
             seed: 9,
-            start: 1000,
-            step: 100,
+            start: 1000000,
+            step_ppm: 5000,
         })
         .unwrap(),
     );

@@ -88,8 +88,8 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
     let walk: Arc<dyn DataSource> = Arc::from(
         sources::build(&Spec::Randomwalk {
             seed: 3,
-            start: 500,
-            step: 40,
+            start: 500000,
+            step_ppm: 5000,
         })
         .unwrap(),
     );

@@ -47,7 +47,7 @@ pub const DEFAULT_JOB: &str = r#"{
   ],
   "feeds": [
     {"name": "demo-usd", "relay": "devchain", "median": "median",
-     "source": {"type": "randomwalk", "seed": 1, "start": 300000, "step": 1500},
+     "source": {"type": "randomwalk", "seed": 1, "start": 300000, "step_ppm": 2000},
      "oracles": 4, "f": 1, "interval": "1s",
      "deviation_ppb": 1000000, "heartbeat": "10s"}
   ]

@@ -282,8 +282,8 @@ mod tests {
                 Arc::from(
                     build(&Spec::Randomwalk {
                         seed: i,
-                        start: 1000,
-                        step: 50,
+                        start: 100_000,
+                        step_ppm: 5000,
                     })
                     .unwrap(),
                 )
@@ -455,8 +455,8 @@ mod grpc_tests {
                     Arc::from(
                         build(&Spec::Randomwalk {
                             seed: 100 + i,
-                            start: 0,
-                            step: 1000,
+                            start: 1000,
+                            step_ppm: 5000,
                         })
                         .unwrap(),
                     )
