@@ -7,5 +7,6 @@
 //! relayer: reports are built with the provider's `ReportCodec`.
 
 pub mod factory;
+pub mod libocr;
 pub mod math;
 pub mod plugin;

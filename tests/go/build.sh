@@ -2,7 +2,7 @@
 # Build the go-plugin interop programs used by loopp's tests and benchmark.
 #
 #   tests/go/build.sh OUTDIR   ->  OUTDIR/gohost, OUTDIR/goplugin,
-#                                  OUTDIR/gorelayer
+#                                  OUTDIR/gorelayer, OUTDIR/gogolden
 #
 # Offline, GOPATH mode, against Debian's packaged go-plugin 1.0.1 / grpc-go
 # in /usr/share/gocode. The LOOP test programs (gorelayer) use Go code that
@@ -85,3 +85,4 @@ build_loop() { # build_loop NAME SRCDIR
 	echo "built $bin" >&2
 }
 build_loop gorelayer relayer
+build_loop gogolden golden

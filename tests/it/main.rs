@@ -4,6 +4,7 @@
 mod dropin;
 mod failures;
 mod feeds;
+mod golden;
 mod host;
 mod interop;
 mod layers;

@@ -1,7 +1,8 @@
 //! The median product plugin's LOOP services: `loop.PluginMedian` and
 //! `loop.ReportingPluginFactory` ([`factory`], gRPC in [`factory_grpc`]),
 //! `loop.ReportingPlugin` ([`plugin`], gRPC in [`reporting`]) and
-//! `loop.MedianContract` ([`contract`]); the per-call deadlines of a round
+//! `loop.MedianContract` ([`contract`]); int192 values and the standard
+//! onchain config ([`value`]); the per-call deadlines of a round
 //! ([`deadlines`]); and the values they carry ([`Bounds`], [`Latest`]).
 
 pub mod contract;
@@ -10,6 +11,7 @@ pub mod factory;
 pub mod factory_grpc;
 pub mod plugin;
 pub mod reporting;
+pub mod value;
 
 /// The contract's bounds for reported values (from the onchain config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
