@@ -3,7 +3,7 @@
 //! ([`crate::services::relay::provider`]): [`DevchainCodec`] for reports and onchain
 //! config, and the [`Contract`] itself as config tracker and digester.
 //!
-//! Onchain config is `{"min": "<i128>", "max": "<i128>"}` (JSON); a
+//! Onchain config is the standard one (version 1, min and max as int192); a
 //! contract config's signers cross the wire as the UTF-8 bytes of the
 //! chain file's signer strings.
 
@@ -12,6 +12,7 @@ use super::contract::{config_digest, ConfigInput, Contract, DIGEST_PREFIX};
 use std::time::Duration;
 
 use crate::services::median::plugin::{MedianContract, RoundRequested};
+use crate::services::median::value::{decode_onchain_config, encode_onchain_config};
 use crate::services::median::{Bounds, Latest};
 use crate::services::relay::provider::{
     ConfigTracker, ContractConfig, Digester, OnchainConfigCodec, ParsedObservation, ReportCodec,
@@ -34,24 +35,14 @@ impl ReportCodec for DevchainCodec {
     }
 }
 
+/// The standard onchain config (version 1, min, max as int192).
 impl OnchainConfigCodec for DevchainCodec {
     fn encode(&self, b: Bounds) -> Result<Vec<u8>, String> {
-        serde_json::to_vec(&serde_json::json!({"min": b.min.to_string(), "max": b.max.to_string()}))
-            .map_err(|e| e.to_string())
+        encode_onchain_config(b)
     }
 
     fn decode(&self, encoded: &[u8]) -> Result<Bounds, String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(encoded).map_err(|e| format!("onchain config: {e}"))?;
-        let num = |k: &str| {
-            v[k].as_str()
-                .and_then(|s| s.parse::<i128>().ok())
-                .ok_or_else(|| format!("onchain config: {k} is not an integer string"))
-        };
-        Ok(Bounds {
-            min: num("min")?,
-            max: num("max")?,
-        })
+        decode_onchain_config(encoded)
     }
 }
 
@@ -116,10 +107,33 @@ impl Digester for Contract {
 
 /// The contract as the median plugin reads it.
 impl MedianContract for Contract {
+    /// As an OCR2 aggregator answers: the current config's digest; the
+    /// latest transmission's epoch and round when it was made under that
+    /// config, else 0 and 0 (a new config starts over); the latest answer
+    /// and its time either way. Before any config: none (a zero digest).
     fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
-        Ok(self
-            .latest_transmission()
-            .map(|(digest, l)| (crate::services::wire::unhex(&digest), l)))
+        let Some((_, config)) = self.latest_config() else {
+            return Ok(None);
+        };
+        let digest = crate::services::wire::unhex(&config.digest);
+        let zero = Latest {
+            epoch: 0,
+            round: 0,
+            answer: 0,
+            timestamp: 0,
+        };
+        Ok(Some(match self.latest_transmission() {
+            Some((d, l)) if d == config.digest => (digest, l),
+            Some((_, l)) => (
+                digest,
+                Latest {
+                    epoch: 0,
+                    round: 0,
+                    ..l
+                },
+            ),
+            None => (digest, zero),
+        }))
     }
 
     /// Nobody requests rounds on the devchain.

@@ -4,16 +4,14 @@
 //! the same objects through [`crate::services::median::factory_grpc`], so
 //! the node holds `Arc<dyn PluginMedian>` either way).
 //!
-//! The median's offchain config is `{"deviationPpb": u64,
-//! "heartbeatSeconds": u64}` (JSON, [`OffchainConfig`]); its onchain config
-//! is whatever the provider's `OnchainConfigCodec` makes of the bounds.
+//! The offchain config is libocr's ([`super::libocr::OffchainConfig`], the
+//! empty config of a fresh contract included); the onchain config is
+//! whatever the provider's `OnchainConfigCodec` makes of the bounds.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::plugin::{FeedSettings, MedianPlugin};
+use super::libocr::{OffchainConfig, MAX_OBSERVATION_LENGTH};
+use super::plugin::MedianPlugin;
 use crate::services::datasource::DataSource;
 use crate::services::keystore::ErrorLog;
 use crate::services::median::factory::{
@@ -22,37 +20,6 @@ use crate::services::median::factory::{
 };
 use crate::services::median::plugin::ReportingPlugin;
 use crate::services::relay::MedianProvider;
-
-/// The median's offchain config: when to report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct OffchainConfig {
-    /// Deviation threshold, parts per billion.
-    pub deviation_ppb: u64,
-    /// Heartbeat, seconds.
-    pub heartbeat_seconds: u64,
-}
-
-impl OffchainConfig {
-    /// The config for `settings`, encoded.
-    pub fn encode(settings: FeedSettings) -> Vec<u8> {
-        serde_json::to_vec(&OffchainConfig {
-            deviation_ppb: settings.deviation_ppb,
-            heartbeat_seconds: settings.heartbeat.as_secs(),
-        })
-        .expect("serializable")
-    }
-
-    /// The settings in an encoded config.
-    pub fn decode(bytes: &[u8]) -> Result<FeedSettings, String> {
-        let c: OffchainConfig =
-            serde_json::from_slice(bytes).map_err(|e| format!("offchainConfig: {e}"))?;
-        Ok(FeedSettings {
-            deviation_ppb: c.deviation_ppb,
-            heartbeat: Duration::from_secs(c.heartbeat_seconds),
-        })
-    }
-}
 
 /// The median product plugin, in-process.
 pub struct Median;
@@ -93,8 +60,13 @@ impl ReportingPluginFactory for MedianFactory {
         config: &ReportingPluginConfig,
     ) -> Result<(Arc<dyn ReportingPlugin>, ReportingPluginInfo), String> {
         config.check()?;
-        let bounds = self.provider.onchain_codec.decode(&config.onchain_config)?;
+        // libocr's order: offchain config, onchain config, report length.
         let settings = OffchainConfig::decode(&config.offchain_config)?;
+        let bounds = self.provider.onchain_codec.decode(&config.onchain_config)?;
+        let max_report_length = self
+            .provider
+            .report_codec
+            .max_report_length(usize::from(config.n))?;
         let plugin = MedianPlugin::new(
             config.oracle_id,
             usize::from(config.f),
@@ -106,16 +78,14 @@ impl ReportingPluginFactory for MedianFactory {
             self.provider.report_codec.clone(),
         )
         .with_gas_price(self.gas_price.clone())
-        .with_error_log(self.errors.clone());
+        .with_error_log(self.errors.clone())
+        .with_max_report_length(max_report_length);
         let info = ReportingPluginInfo {
-            name: "median".into(),
+            name: "NumericalMedian".into(),
             unique_reports: false,
             max_query_length: 0,
-            max_observation_length: 256,
-            max_report_length: self
-                .provider
-                .report_codec
-                .max_report_length(usize::from(config.n))? as u64,
+            max_observation_length: MAX_OBSERVATION_LENGTH as u64,
+            max_report_length: max_report_length as u64,
         };
         Ok((Arc::new(plugin), info))
     }

@@ -1,94 +1,118 @@
 //! The median reporting plugin, in-process: the OCR2 reporting-plugin calls
 //! (Query, Observation, Report, ShouldAcceptFinalizedReport,
-//! ShouldTransmitAcceptedReport) for a numerical-median feed, over a data
-//! source, a juels-per-fee-coin source and a view of the median contract.
+//! ShouldTransmitAcceptedReport) of libocr's numerical median, with its
+//! encodings ([`super::libocr`]) and its decisions, over a data source, a
+//! juels-per-fee-coin source, a gas price source and a view of the median
+//! contract, so loopp and Go oracles can share a DON.
 //!
 //! The same logic serves `loopp-median` through
 //! [`crate::services::median::reporting`] and
 //! [`crate::services::median::factory_grpc`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
+use super::libocr::{Observation, OffchainConfig};
 use super::math;
 use crate::services::datasource::{DataSource, ReportTimestamp};
 use crate::services::keystore::ErrorLog;
 use crate::services::median::plugin::{MedianContract, ReportingPlugin};
+use crate::services::median::value::I192;
 use crate::services::median::Bounds;
 use crate::services::relay::provider::{ParsedObservation, ReportCodec};
 
-/// The feed's offchain settings.
+/// The feed's settings as the job file gives them; the plugin runs on the
+/// libocr offchain config they make ([`OffchainConfig`]: alphaReport and
+/// alphaAccept from `deviation_ppb`, deltaC from `heartbeat`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeedSettings {
-    /// Report when the median moves more than this (parts per billion).
+    /// Report when the median moves this much (parts per billion).
     pub deviation_ppb: u64,
-    /// Report at least this often.
+    /// Report when the contract's answer is older than this.
     pub heartbeat: Duration,
 }
 
-/// One oracle's instance of the plugin.
+impl From<FeedSettings> for OffchainConfig {
+    fn from(s: FeedSettings) -> OffchainConfig {
+        OffchainConfig {
+            alpha_report_infinite: false,
+            alpha_report_ppb: s.deviation_ppb,
+            alpha_accept_infinite: false,
+            alpha_accept_ppb: s.deviation_ppb,
+            delta_c: s.heartbeat,
+        }
+    }
+}
+
+/// One oracle's instance of the plugin: libocr's numerical median.
 pub struct MedianPlugin {
     oracle: u8,
     f: usize,
     bounds: Bounds,
-    settings: FeedSettings,
+    config: OffchainConfig,
     source: Arc<dyn DataSource>,
     juels: Arc<dyn DataSource>,
     gas_price: Option<Arc<dyn DataSource>>,
     contract: Arc<dyn MedianContract>,
     errors: Option<Arc<dyn ErrorLog>>,
     codec: Arc<dyn ReportCodec>,
+    max_report_length: usize,
+    /// The latest report this oracle accepted: its (epoch, round) and median.
+    accepted: Mutex<((u32, u8), i128)>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireObservation {
-    value: String,
-    juels: String,
-    gas: String,
-    ts: u32,
-}
-
-fn now_secs() -> u64 {
+fn now_since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+/// The contract's latest transmission as libocr reads it: before any, zero
+/// values (and a zero digest when there is no config either).
+fn latest_of(
+    details: Option<(Vec<u8>, crate::services::median::Latest)>,
+) -> (Vec<u8>, (u32, u8), i128, u64) {
+    match details {
+        Some((digest, l)) => (digest, (l.epoch, l.round), l.answer, l.timestamp),
+        None => (vec![0; 32], (0, 0), 0, 0),
+    }
 }
 
 impl MedianPlugin {
-    /// Oracle `oracle` of a feed with `f` faulty oracles tolerated; reports
-    /// are built with `codec`, the provider's (the median plugin knows no
-    /// chain's report format of its own).
+    /// Oracle `oracle` of a feed with `f` faulty oracles tolerated, the
+    /// contract's `bounds` and offchain `config`; reports are built with
+    /// `codec`, the provider's (the median plugin knows no chain's report
+    /// format of its own).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         oracle: u8,
         f: usize,
         bounds: Bounds,
-        settings: FeedSettings,
+        config: impl Into<OffchainConfig>,
         source: Arc<dyn DataSource>,
         juels: Arc<dyn DataSource>,
         contract: Arc<dyn MedianContract>,
         codec: Arc<dyn ReportCodec>,
     ) -> MedianPlugin {
+        let max_report_length = codec.max_report_length(3 * f + 1).unwrap_or(usize::MAX);
         MedianPlugin {
             oracle,
             f,
             bounds,
-            settings,
+            config: config.into(),
             source,
             juels,
-            contract,
             gas_price: None,
+            contract,
             errors: None,
             codec,
+            max_report_length,
+            accepted: Mutex::new(((0, 0), 0)),
         }
     }
 
     /// Observes the gas price (in the chain's smallest unit) from
-    /// `gas_price` too; without it, observations carry 0.
+    /// `gas_price` too; without it, observations carry none (read as 0).
     pub fn with_gas_price(mut self, gas_price: Arc<dyn DataSource>) -> MedianPlugin {
         self.gas_price = Some(gas_price);
         self
@@ -100,6 +124,13 @@ impl MedianPlugin {
         self
     }
 
+    /// Reports longer than `n` bytes are refused (libocr's MaxReportLength,
+    /// from the codec for the feed's oracle count).
+    pub fn with_max_report_length(mut self, n: usize) -> MedianPlugin {
+        self.max_report_length = n;
+        self
+    }
+
     /// The oracle's id.
     pub fn oracle(&self) -> u8 {
         self.oracle
@@ -107,19 +138,25 @@ impl MedianPlugin {
 }
 
 impl ReportingPlugin for MedianPlugin {
-    /// Query: the median plugin's leader asks nothing in particular.
+    /// Query: the median's leader asks nothing.
     fn query(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<Vec<u8>, String> {
         Ok(Vec::new())
     }
 
-    /// Observation: the data source's value, juels-per-fee-coin and gas
-    /// price, within `deadline` (shared by the sources).
+    /// Observation: the value, juels-per-fee-coin and gas price, all within
+    /// `deadline`; any source failing fails the observation.
     fn observation(
         &self,
         ts: &ReportTimestamp,
-        _query: &[u8],
+        query: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
+        if !query.is_empty() {
+            return Err(format!(
+                "the median's query is empty, not {} bytes",
+                query.len()
+            ));
+        }
         // One deadline for all sources, each asked in the time left.
         let until = Instant::now() + deadline;
         let left = || {
@@ -136,8 +173,10 @@ impl ReportingPlugin for MedianPlugin {
                     .map(|j| (v, j))
             })
             .and_then(|(v, j)| match &self.gas_price {
-                Some(g) => left().and_then(|d| g.observe(ts, d)).map(|g| (v, j, g)),
-                None => Ok((v, j, 0)),
+                Some(g) => left()
+                    .and_then(|d| g.observe(ts, d))
+                    .map(|g| (v, j, Some(g))),
+                None => Ok((v, j, None)),
             });
         let (value, juels, gas) = match observed {
             Ok(v) => v,
@@ -151,103 +190,126 @@ impl ReportingPlugin for MedianPlugin {
                 return Err(e);
             }
         };
-        let obs = WireObservation {
-            value: value.to_string(),
-            juels: juels.to_string(),
-            gas: gas.to_string(),
-            ts: now_secs() as u32,
-        };
-        serde_json::to_vec(&obs).map_err(|e| e.to_string())
+        Ok(Observation {
+            timestamp: now_since_epoch().as_secs() as u32,
+            value: I192::from(value),
+            juels_per_fee_coin: I192::from(juels),
+            gas_price_subunits: gas.map(I192::from),
+        }
+        .encode())
     }
 
-    /// Report: from the observations (by oracle), a report when there are
-    /// more than 2f valid ones and the median deviates, the heartbeat is
-    /// due, or a round was requested on chain since the latest transmission.
+    /// Report, as libocr decides: the valid observations (at least f+1)
+    /// sorted by value, their median checked against the contract's bounds;
+    /// a report when this is the config's first round, the median deviates
+    /// from the contract's answer by alphaReport, the answer is older than
+    /// deltaC, or a round requested on chain is unanswered.
     fn report(
         &self,
         ts: &ReportTimestamp,
-        _query: &[u8],
+        query: &[u8],
         observations: &[(u8, Vec<u8>)],
         _deadline: Duration,
     ) -> Result<Option<Vec<u8>>, String> {
-        let mut parsed = Vec::new();
-        for (oracle, bytes) in observations {
-            let Ok(w) = serde_json::from_slice::<WireObservation>(bytes) else {
-                continue; // a malformed observation is an invalid one
-            };
-            let (Ok(value), Ok(juels), Ok(gas)) = (
-                w.value.parse::<i128>(),
-                w.juels.parse::<i128>(),
-                w.gas.parse::<i128>(),
-            ) else {
-                continue;
-            };
-            parsed.push((
-                math::Observation {
-                    oracle: *oracle,
-                    value,
-                    juels_per_fee_coin: juels,
-                },
-                w.ts,
-                gas,
+        if !query.is_empty() {
+            return Err(format!(
+                "the median's query is empty, not {} bytes",
+                query.len()
             ));
         }
-        let obs: Vec<math::Observation> = parsed.iter().map(|(o, _, _)| *o).collect();
-        let (median, _) = match math::report_values(&obs, self.f, self.bounds) {
-            Ok(v) => v,
-            Err(_) => return Ok(None),
-        };
-        let latest = self.contract.latest_transmission_details()?.map(|(_, l)| l);
-        let due = math::should_report(
-            latest,
-            median,
-            self.settings.deviation_ppb,
-            self.settings.heartbeat,
-            now_secs(),
-        );
-        if !due {
-            let requested = self
-                .contract
-                .latest_round_requested(self.settings.heartbeat)?
-                .filter(|r| r.config_digest == ts.config_digest)
-                .map(|r| (r.epoch, r.round));
-            if !math::round_requested(requested, latest) {
-                return Ok(None);
-            }
-        }
-        let valid: Vec<ParsedObservation> = parsed
+        let mut valid: Vec<ParsedObservation> = observations
             .iter()
-            .filter(|(o, _, _)| self.bounds.contains(o.value))
-            .map(|(o, ts, gas)| ParsedObservation {
-                timestamp: *ts,
-                value: o.value,
-                juels_per_fee_coin: o.juels_per_fee_coin,
-                gas_price_subunits: *gas,
-                observer: o.oracle,
+            .filter_map(|(oracle, bytes)| {
+                let o = Observation::decode(bytes).ok()?;
+                Some(ParsedObservation {
+                    timestamp: o.timestamp,
+                    value: o.value.to_i128().ok()?,
+                    juels_per_fee_coin: o.juels_per_fee_coin.to_i128().ok()?,
+                    gas_price_subunits: match o.gas_price_subunits {
+                        Some(g) => g.to_i128().ok()?,
+                        None => 0,
+                    },
+                    observer: *oracle,
+                })
             })
             .collect();
-        self.codec.build_report(&valid).map(Some)
+        if valid.len() <= self.f {
+            return Err(format!(
+                "only {} valid observations; a report needs f+1 = {}",
+                valid.len(),
+                self.f + 1
+            ));
+        }
+        // Stable, as Go's sort.Slice is for up to 12 observations.
+        valid.sort_by_key(|o| o.value);
+        let answer = valid[valid.len() / 2].value;
+        let (digest, latest, latest_answer, latest_time) =
+            latest_of(self.contract.latest_transmission_details()?);
+        let requested = self.contract.latest_round_requested(self.config.delta_c)?;
+        if !self.bounds.contains(answer) {
+            return Ok(None);
+        }
+        let initial_round = digest == ts.config_digest && latest == (0, 0);
+        let deviation = !self.config.alpha_report_infinite
+            && math::deviates(latest_answer, answer, self.config.alpha_report_ppb);
+        let delta_c_elapsed =
+            Duration::from_secs(latest_time) + self.config.delta_c < now_since_epoch();
+        let unfulfilled = requested
+            .is_some_and(|r| r.config_digest == ts.config_digest && (r.epoch, r.round) >= latest);
+        if !(initial_round || deviation || delta_c_elapsed || unfulfilled) {
+            return Ok(None);
+        }
+        let report = self.codec.build_report(&valid)?;
+        if report.len() > self.max_report_length {
+            return Err(format!(
+                "report of {} bytes, more than the {} the codec allows",
+                report.len(),
+                self.max_report_length
+            ));
+        }
+        Ok(Some(report))
     }
 
-    /// Accept only reports newer than the contract's latest.
+    /// Accept, as libocr decides: only reports newer than this oracle's
+    /// last accepted one and the contract's latest, under the contract's
+    /// config; then when the median deviates from the last accepted one by
+    /// alphaAccept, or nothing accepted is still pending on chain.
     fn should_accept_finalized_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        _deadline: Duration,
+    ) -> Result<bool, String> {
+        let this = (ts.epoch, ts.round);
+        let mut accepted = self.accepted.lock().unwrap();
+        if accepted.0 >= this {
+            return Ok(false);
+        }
+        let (digest, latest, _, _) = latest_of(self.contract.latest_transmission_details()?);
+        if digest != ts.config_digest || latest >= this || report.len() > self.max_report_length {
+            return Ok(false);
+        }
+        let median = self.codec.median_from_report(report)?;
+        let deviates = !self.config.alpha_accept_infinite
+            && math::deviates(accepted.1, median, self.config.alpha_accept_ppb);
+        let nothing_pending = latest >= accepted.0;
+        let accept = deviates || nothing_pending;
+        if accept {
+            *accepted = (this, median);
+        }
+        Ok(accept)
+    }
+
+    /// Transmit, as libocr decides: when the contract has not moved past the
+    /// report under the same config.
+    fn should_transmit_accepted_report(
         &self,
         ts: &ReportTimestamp,
         _report: &[u8],
         _deadline: Duration,
     ) -> Result<bool, String> {
-        let latest = self.contract.latest_transmission_details()?.map(|(_, l)| l);
-        Ok(math::is_newer(ts.epoch, ts.round, latest))
-    }
-
-    /// Transmit only reports still newer than the contract's latest.
-    fn should_transmit_accepted_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String> {
-        self.should_accept_finalized_report(ts, report, deadline)
+        let (digest, latest, _, _) = latest_of(self.contract.latest_transmission_details()?);
+        Ok(digest == ts.config_digest && latest < (ts.epoch, ts.round))
     }
 
     fn close(&self) -> Result<(), String> {
@@ -277,7 +339,7 @@ mod tests {
                     epoch: 5,
                     round: 1,
                     answer: 100,
-                    timestamp: now_secs(),
+                    timestamp: now_since_epoch().as_secs(),
                 },
             )))
         }
@@ -335,9 +397,13 @@ mod tests {
             "same median, heartbeat not due, nothing requested"
         );
         assert_eq!(
-            report_with(Some((7, 5, 1))),
+            report_with(Some((7, 5, 0))),
             Ok(None),
-            "the request was answered by the latest transmission"
+            "a request older than the latest transmission was answered"
+        );
+        assert!(
+            report_with(Some((7, 5, 1))).unwrap().is_some(),
+            "a request at the latest transmission waits for a newer one (libocr)"
         );
         assert_eq!(
             report_with(Some((9, 5, 2))),

@@ -11,7 +11,7 @@ use loopp::devchain::provider::DevchainCodec;
 use loopp::goplugin::handshake::Cookie;
 use loopp::goplugin::host::Link;
 use loopp::goplugin::host::{Client, HostConfig};
-use loopp::median::factory::OffchainConfig;
+use loopp::median::libocr::OffchainConfig;
 use loopp::median::plugin::FeedSettings;
 use loopp::node::feeds::rounds::{run_round, Oracle, Outcome};
 use loopp::services::datasource::{DataSource, ReportTimestamp};
@@ -118,12 +118,13 @@ pub fn median_loopp(
                     n: 4,
                     f: 1,
                     onchain_config: onchain_config.clone(),
-                    offchain_config: OffchainConfig::encode(settings),
+                    offchain_config: OffchainConfig::from(settings).encode(),
                     estimated_round_interval: Duration::from_secs(1),
                     max: *max,
                 })
                 .expect("NewReportingPlugin");
-            assert_eq!(info.name, "median");
+            assert_eq!(info.name, "NumericalMedian");
+            assert_eq!(info.max_observation_length, 92);
             assert!(info.max_report_length > 0);
             (i, plugin)
         })

@@ -23,8 +23,13 @@ pub(super) struct FeedEntry {
     oracles: Option<u8>,
     f: Option<u8>,
     interval: Option<String>,
-    deviation_ppb: Option<u64>,
-    heartbeat: Option<String>,
+    /// libocr's alphaReportPpb (and alphaAcceptPpb); `deviation_ppb` is
+    /// its older name.
+    #[serde(alias = "deviation_ppb")]
+    alpha_ppb: Option<u64>,
+    /// libocr's deltaC; `heartbeat` is its older name.
+    #[serde(alias = "heartbeat")]
+    delta_c: Option<String>,
     min: Option<String>,
     max: Option<String>,
     #[serde(default)]
@@ -129,7 +134,7 @@ pub(super) fn resolve(
         };
         let ms = Duration::from_millis;
         let interval = dur("interval", &fe.interval, Duration::from_secs(1));
-        let heartbeat = dur("heartbeat", &fe.heartbeat, Duration::from_secs(60));
+        let heartbeat = dur("delta_c", &fe.delta_c, Duration::from_secs(60));
         let md = &fe.max_durations;
         let max = crate::services::median::deadlines::MaxDurations {
             query: dur("max_durations.query", &md.query, ms(100)),
@@ -178,7 +183,7 @@ pub(super) fn resolve(
                 f,
                 interval,
                 settings: crate::median::plugin::FeedSettings {
-                    deviation_ppb: fe.deviation_ppb.unwrap_or(0),
+                    deviation_ppb: fe.alpha_ppb.unwrap_or(0),
                     heartbeat,
                 },
                 bounds,

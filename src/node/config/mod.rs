@@ -49,7 +49,7 @@ pub const DEFAULT_JOB: &str = r#"{
     {"name": "demo-usd", "relay": "devchain", "median": "median",
      "source": {"type": "randomwalk", "seed": 1, "start": 300000, "step_ppm": 2000},
      "oracles": 4, "f": 1, "interval": "1s",
-     "deviation_ppb": 1000000, "heartbeat": "10s"}
+     "alpha_ppb": 1000000, "delta_c": "10s"}
   ]
 }"#;
 
@@ -361,6 +361,37 @@ mod tests {
         assert!(min_query(Some("0s"))
             .unwrap_err()
             .contains("more than zero"));
+    }
+
+    /// libocr's names and the older ones mean the same.
+    #[test]
+    fn feed_settings_take_libocr_names_and_the_old_ones() {
+        let job = |settings: &str| {
+            format!(
+                r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                  "feeds":[{{"name":"a","relay":"devchain","median":"median",
+                    "source":{{"type":"static","value":1}},{settings}}}]}}"#
+            )
+        };
+        let new =
+            NodeConfig::from_json("new", &job(r#""alpha_ppb":5,"delta_c":"7s""#), &env_of(&[]))
+                .unwrap();
+        let old = NodeConfig::from_json(
+            "old",
+            &job(r#""deviation_ppb":5,"heartbeat":"7s""#),
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(new.feeds[0].settings, old.feeds[0].settings);
+        assert_eq!(new.feeds[0].settings.deviation_ppb, 5);
+        assert_eq!(new.feeds[0].settings.heartbeat, Duration::from_secs(7));
+        let err = NodeConfig::from_json("bad", &job(r#""delta_c":"soon""#), &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("feeds[0] (a).delta_c: \"soon\" is not a duration"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{select, Sender};
 
-use crate::median::factory::OffchainConfig;
+use crate::median::libocr::OffchainConfig;
 use crate::median::plugin::FeedSettings;
 use crate::node::feeds::rounds::{run_round, Oracle, Outcome, Round};
 use crate::services::datasource::{DataSource, ReportTimestamp};
@@ -284,7 +284,7 @@ impl Setup {
                 n: cfg.oracles,
                 f: cfg.f,
                 onchain_config: onchain_config.clone(),
-                offchain_config: OffchainConfig::encode(cfg.settings),
+                offchain_config: OffchainConfig::from(cfg.settings).encode(),
                 estimated_round_interval: cfg.interval,
                 max: cfg.deadlines.0,
             })?;

@@ -146,6 +146,14 @@ fn play(
             _ => round.missed.push("Observation"),
         }
     }
+    // OCR's leader asks for a report only from more than 2f observations.
+    if observations.len() <= 2 * f {
+        return Outcome::NoReport(format!(
+            "only {} observations in time; a report needs more than 2f = {}",
+            observations.len(),
+            2 * f
+        ));
+    }
     let t = ts.clone();
     let report = match within("Report", d.report, {
         let (lead, q) = (lead.clone(), query.clone());
@@ -154,7 +162,7 @@ fn play(
         Ok(Some(r)) => r,
         Ok(None) => {
             return Outcome::NoReport(
-                "no report due (deviation, heartbeat or too few observations)".into(),
+                "no report due (deviation, deltaC, request, or out of bounds)".into(),
             )
         }
         Err(e) => return round.fail("Report", e),

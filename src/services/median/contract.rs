@@ -192,12 +192,27 @@ mod tests {
         let remote = MedianContractClient::new("devchain", ch, Duration::from_secs(2));
         assert_eq!(
             remote.latest_transmission_details(),
-            Ok(None),
-            "nothing transmitted yet"
+            Ok(Some((
+                digest.to_vec(),
+                Latest {
+                    epoch: 0,
+                    round: 0,
+                    answer: 0,
+                    timestamp: 0
+                }
+            ))),
+            "nothing transmitted yet: the config's digest, epoch and round 0"
         );
-        // On the wire, "nothing yet" is zero values, as libocr's contracts
-        // answer and Go's client requires (a 32-byte digest, an answer).
-        let raw = median_grpc::MedianContractClient::new(broker.local_channel(1))
+        // A contract with no config at all answers zero values, as libocr's
+        // contracts do and Go's client requires (a 32-byte digest, an
+        // answer), and the client reads that as none.
+        let bare =
+            Arc::new(crate::devchain::contract::Contract::open(&dir.join("bare.jsonl")).unwrap());
+        broker.serve(2, vec![server(bare)]).unwrap();
+        let bare_client =
+            MedianContractClient::new("devchain", broker.local_channel(2), Duration::from_secs(2));
+        assert_eq!(bare_client.latest_transmission_details(), Ok(None));
+        let raw = median_grpc::MedianContractClient::new(broker.local_channel(2))
             .latest_transmission_details(
                 &LatestTransmissionDetailsRequest::new(),
                 Duration::from_secs(2),
