@@ -76,3 +76,157 @@ fn a_go_relayer_gets_past_new_relayer_and_names_what_it_does_not_implement() {
     );
     node.shutdown();
 }
+
+/// A Go median LOOPP beside loopp-devchain, under the node: its
+/// NewMedianFactory dials the five services the node serves (data source,
+/// juels, gas price, provider, error log), and its rounds, with libocr's
+/// observation encoding and reports built by the devchain's codec through
+/// the node's proxy, are transmitted.
+#[test]
+fn a_go_median_plugin_runs_the_feed_with_loopp_devchain() {
+    capture_logs();
+    let sb = Sandbox::new("dropin-median");
+    let job = format!(
+        r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"gomed","kind":"median"}}],
+            "feeds":[{{"name":"m","relay":"devchain","median":"gomed",
+                "source":{{"type":"static","value":4321}},
+                "gas_price":{{"type":"static","value":77}},"interval":"200ms"}}],
+            "supervision":{{"backoff_initial":"50ms","backoff_max":"200ms"}},
+            "http":{{"listen":"off"}},"data_dir":{}}}"#,
+        serde_json::Value::String(sb.dir.join("data").display().to_string())
+    );
+    let median = go_bin("gomedian").display().to_string();
+    let sock = sb.dir.display().to_string();
+    let env_file = sb.dir.join("gomed.env");
+    std::fs::write(&env_file, format!("TMPDIR={sock}\n")).unwrap();
+    let env_file = env_file.display().to_string();
+    let config = NodeConfig::from_json("dropin-median", &job, &move |k| match k {
+        "CL_DEVCHAIN_CMD" => Some(env!("CARGO_BIN_EXE_loopp-devchain").into()),
+        "CL_GOMED_CMD" => Some(median.clone()),
+        "CL_GOMED_ENV" => Some(env_file.clone()),
+        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.clone()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start(&config).expect("node starts");
+    let chain = sb.dir.join("data/devchain/m.jsonl");
+    let transmitted = || -> Vec<(u32, i128)> {
+        loopp::devchain::store::Chain::open(&chain)
+            .map(|c| {
+                c.transmissions()
+                    .iter()
+                    .map(|t| (t.epoch, t.median))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ok = wait_until(BOUND, || transmitted().len() >= 3);
+    node.shutdown();
+    assert!(
+        ok,
+        "the Go median's feed did not transmit: {:?}; its log: {:?}; feed: {:?}",
+        transmitted(),
+        logs_for("gomed"),
+        logs_for("loopp::node::feeds")
+    );
+    let t = transmitted();
+    assert!(t.iter().all(|(_, m)| *m == 4321), "{t:?}");
+    assert!(
+        t.windows(2).all(|w| w[0].0 < w[1].0),
+        "epochs increase: {t:?}"
+    );
+    assert!(logs_for("gomed")
+        .iter()
+        .any(|r| r.message.contains("NewMedianFactory ok")));
+}
+
+/// A DON of two loopp oracles and two Go oracles (the Go median plugin,
+/// libocr's encodings): every observation decodes as libocr's, a loopp
+/// leader and a Go leader build the same report from the same
+/// observations, and mixed rounds transmit whoever leads.
+#[test]
+fn loopp_and_go_median_oracles_share_a_don() {
+    use loopp::devchain::provider::DevchainCodec;
+    use loopp::median::libocr::Observation;
+    use loopp::node::feeds::rounds::{run_round, Oracle, Outcome};
+    use loopp::services::datasource::{DataSource, ReportTimestamp};
+    use loopp::services::median::deadlines::Deadlines;
+    use loopp::sources::{build, Spec};
+    use std::sync::Arc;
+
+    use crate::median::{chain, devchain_provider, max, median_loopp, median_plugin};
+
+    let sandbox = Sandbox::new("dropin-mixed");
+    let (contract, digest) = chain(&sandbox);
+    let provider = devchain_provider(&contract);
+    let source: Arc<dyn DataSource> = Arc::from(
+        build(&Spec::Randomwalk {
+            seed: 11,
+            start: 50_000,
+            step_ppm: 20_000,
+        })
+        .unwrap(),
+    );
+    let m = max(2000);
+    let ours = median_loopp(&sandbox, &provider, &digest, source.clone(), &m);
+    let go = median_plugin(
+        &sandbox,
+        &go_bin("gomedian"),
+        &provider,
+        &digest,
+        source.clone(),
+        &m,
+    );
+    let oracles: Vec<Oracle> = vec![
+        ours.oracles[0].clone(),
+        ours.oracles[1].clone(),
+        go.oracles[2].clone(),
+        go.oracles[3].clone(),
+    ];
+    let t = Duration::from_secs(5);
+    let ts = |epoch| ReportTimestamp {
+        config_digest: digest.clone(),
+        epoch,
+        round: 0,
+    };
+    let observations: Vec<(u8, Vec<u8>)> = oracles
+        .iter()
+        .map(|(i, p)| (*i, p.observation(&ts(1), &[], t).expect("observation")))
+        .collect();
+    for (i, o) in &observations {
+        let o = Observation::decode(o).unwrap_or_else(|e| panic!("oracle {i}: {e}"));
+        assert_eq!(o.value.to_i128(), source.observe(&ts(1), t), "oracle {i}");
+        assert_eq!(o.gas_price_subunits.map(|g| g.to_i128()), Some(Ok(7)));
+    }
+    let by_loopp = oracles[0].1.report(&ts(1), &[], &observations, t);
+    let by_go = oracles[2].1.report(&ts(1), &[], &observations, t);
+    let report = by_loopp.expect("loopp reports").expect("a report");
+    assert_eq!(
+        Some(report),
+        by_go.expect("Go reports"),
+        "the same report bytes"
+    );
+
+    let deadlines = Deadlines::new(m, Duration::from_millis(100)).unwrap();
+    for epoch in 1..=4u32 {
+        let round = run_round(
+            &oracles,
+            epoch as usize, // leaders 1, 2, 3, 0: loopp and Go in turn
+            &ts(epoch),
+            1,
+            &deadlines,
+            contract.as_ref(),
+            &DevchainCodec,
+        );
+        match round.outcome {
+            Outcome::Transmitted(v) => {
+                assert_eq!(Ok(v), source.observe(&ts(epoch), t), "epoch {epoch}")
+            }
+            other => panic!("epoch {epoch}: {other:?}"),
+        }
+    }
+    assert_eq!(contract.transmissions().len(), 4);
+    drop(oracles);
+    assert!(ours.into_client().kill().graceful);
+    assert!(go.into_client().kill().graceful);
+}

@@ -3,6 +3,7 @@
 //! reporting plugin per oracle, and the round driver transmits to a devchain
 //! contract in the host.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,11 +78,27 @@ pub fn median_loopp(
     source: Arc<dyn DataSource>,
     max: &MaxDurations,
 ) -> MedianLoopp {
-    let mut c = HostConfig::new("median", MEDIAN, Cookie::median());
+    median_plugin(sandbox, Path::new(MEDIAN), provider, digest, source, max)
+}
+
+/// As [`median_loopp`], for any median plugin `command` (a Go one too): it
+/// gets the environment the node gives a LOOPP.
+pub fn median_plugin(
+    sandbox: &Sandbox,
+    command: &Path,
+    provider: &MedianProvider,
+    digest: &[u8],
+    source: Arc<dyn DataSource>,
+    max: &MaxDurations,
+) -> MedianLoopp {
+    let mut c = HostConfig::new("median", command, Cookie::median());
     c.socket_dir = Some(sandbox.dir.clone());
-    c.env
-        .push(("CL_PROMETHEUS_PORT".into(), free_port().to_string().into()));
-    let client = Client::start(&c).expect("loopp-median starts");
+    // TMPDIR: go-plugin 1.0.1 leaves its socket file there.
+    c.env = loopp::node::loopenv::plugin_env(
+        free_port(),
+        &[("TMPDIR".into(), sandbox.dir.clone().into())],
+    );
+    let client = Client::start(&c).expect("the median plugin starts");
     let link = Link::connected(client.channel().clone(), client.broker().clone());
     let median = PluginMedianClient::new("median", link, T);
     let static_juels: Arc<dyn DataSource> =
