@@ -2,7 +2,8 @@
 # Build the go-plugin interop programs used by loopp's tests and benchmark.
 #
 #   tests/go/build.sh OUTDIR   ->  OUTDIR/gohost, OUTDIR/goplugin,
-#                                  OUTDIR/gorelayer, OUTDIR/gogolden, OUTDIR/gomedian
+#                                  OUTDIR/gorelayer, OUTDIR/gogolden, OUTDIR/gomedian,
+#                                  OUTDIR/gonode
 #
 # Offline, GOPATH mode, against Debian's packaged go-plugin 1.0.1 / grpc-go
 # in /usr/share/gocode. The LOOP test programs (gorelayer) use Go code that
@@ -87,3 +88,4 @@ build_loop() { # build_loop NAME SRCDIR
 build_loop gorelayer relayer
 build_loop gogolden golden
 build_loop gomedian median
+build_loop gonode node

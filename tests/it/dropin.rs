@@ -230,3 +230,49 @@ fn loopp_and_go_median_oracles_share_a_don() {
     assert!(ours.into_client().kill().graceful);
     assert!(go.into_client().kill().graceful);
 }
+
+/// A Go node (go-plugin's host, the Go LOOP environment, Go's client-side
+/// checks) runs loopp-devchain and loopp-median on a fresh contract with a
+/// libocr protobuf offchain config: the fresh contract answers as Go's
+/// client requires, every round reports, is accepted and transmitted, and
+/// the chain file has the transmissions.
+#[test]
+fn a_go_node_runs_loopps_from_a_fresh_contract() {
+    let sb = Sandbox::new("dropin-gonode");
+    let out = run_bounded(
+        std::process::Command::new(go_bin("gonode"))
+            .arg(env!("CARGO_BIN_EXE_loopp-devchain"))
+            .arg(env!("CARGO_BIN_EXE_loopp-median"))
+            .arg(&sb.dir)
+            .arg("4"),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "gonode failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"fresh": true, "epoch": 0, "round": 0, "digestIsConfig": true}),
+        "the fresh contract: the config's digest, epoch and round 0"
+    );
+    for (i, l) in lines[1..5].iter().enumerate() {
+        assert_eq!(l["epoch"], i + 1);
+        assert_eq!(l["reported"], true, "{l}");
+        assert_eq!(l["accepted"], 4, "{l}");
+        assert_eq!(l["transmitted"], true, "{l}");
+    }
+    assert_eq!(
+        lines[5],
+        serde_json::json!({"final": true, "epoch": 4, "answer": "4242"})
+    );
+    let chain = loopp::devchain::store::Chain::open(&sb.dir.join("chain.jsonl")).unwrap();
+    let epochs: Vec<u32> = chain.transmissions().iter().map(|t| t.epoch).collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4]);
+}
