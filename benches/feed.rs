@@ -86,10 +86,11 @@ fn rounds(
         oracles: 4,
         f: 1,
         interval: Duration::from_secs(1),
-        settings: FeedSettings {
+        offchain: FeedSettings {
             deviation_ppb: 0,
             heartbeat: Duration::from_secs(3600),
-        },
+        }
+        .into(),
         bounds: Bounds {
             min: i128::MIN / 2,
             max: i128::MAX / 2,

@@ -23,10 +23,20 @@ pub(super) struct FeedEntry {
     oracles: Option<u8>,
     f: Option<u8>,
     interval: Option<String>,
-    /// libocr's alphaReportPpb (and alphaAcceptPpb); `deviation_ppb` is
-    /// its older name.
+    /// libocr's alphaReportPpb and alphaAcceptPpb at once; `deviation_ppb`
+    /// is its older name.
     #[serde(alias = "deviation_ppb")]
     alpha_ppb: Option<u64>,
+    /// libocr's alphaReportPpb alone (over `alpha_ppb`).
+    alpha_report_ppb: Option<u64>,
+    /// libocr's alphaAcceptPpb alone (over `alpha_ppb`).
+    alpha_accept_ppb: Option<u64>,
+    /// libocr's alphaReportInfinite: never report on deviation.
+    #[serde(default)]
+    alpha_report_infinite: bool,
+    /// libocr's alphaAcceptInfinite: never accept on deviation.
+    #[serde(default)]
+    alpha_accept_infinite: bool,
     /// libocr's deltaC; `heartbeat` is its older name.
     #[serde(alias = "heartbeat")]
     delta_c: Option<String>,
@@ -182,9 +192,12 @@ pub(super) fn resolve(
                 oracles: n,
                 f,
                 interval,
-                settings: crate::median::plugin::FeedSettings {
-                    deviation_ppb: fe.alpha_ppb.unwrap_or(0),
-                    heartbeat,
+                offchain: crate::median::libocr::OffchainConfig {
+                    alpha_report_infinite: fe.alpha_report_infinite,
+                    alpha_report_ppb: fe.alpha_report_ppb.or(fe.alpha_ppb).unwrap_or(0),
+                    alpha_accept_infinite: fe.alpha_accept_infinite,
+                    alpha_accept_ppb: fe.alpha_accept_ppb.or(fe.alpha_ppb).unwrap_or(0),
+                    delta_c: heartbeat,
                 },
                 bounds,
                 deadlines,

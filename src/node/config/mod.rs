@@ -382,9 +382,20 @@ mod tests {
             &env_of(&[]),
         )
         .unwrap();
-        assert_eq!(new.feeds[0].settings, old.feeds[0].settings);
-        assert_eq!(new.feeds[0].settings.deviation_ppb, 5);
-        assert_eq!(new.feeds[0].settings.heartbeat, Duration::from_secs(7));
+        assert_eq!(new.feeds[0].offchain, old.feeds[0].offchain);
+        let c = new.feeds[0].offchain;
+        assert_eq!((c.alpha_report_ppb, c.alpha_accept_ppb), (5, 5));
+        assert_eq!(c.delta_c, Duration::from_secs(7));
+        // Each of libocr's settings on its own.
+        let own = NodeConfig::from_json(
+            "own",
+            &job(r#""alpha_ppb":5,"alpha_accept_ppb":9,"alpha_report_infinite":true"#),
+            &env_of(&[]),
+        )
+        .unwrap();
+        let c = own.feeds[0].offchain;
+        assert_eq!((c.alpha_report_ppb, c.alpha_accept_ppb), (5, 9));
+        assert!(c.alpha_report_infinite && !c.alpha_accept_infinite);
         let err = NodeConfig::from_json("bad", &job(r#""delta_c":"soon""#), &env_of(&[]))
             .unwrap_err()
             .to_string();

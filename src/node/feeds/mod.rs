@@ -31,7 +31,6 @@ use std::time::Duration;
 use crossbeam_channel::{select, Sender};
 
 use crate::median::libocr::OffchainConfig;
-use crate::median::plugin::FeedSettings;
 use crate::node::feeds::rounds::{run_round, Oracle, Outcome, Round};
 use crate::services::datasource::{DataSource, ReportTimestamp};
 use crate::services::keystore::Keystore;
@@ -80,8 +79,8 @@ pub struct FeedConfig {
     pub f: u8,
     /// Time between rounds.
     pub interval: Duration,
-    /// When to report.
-    pub settings: FeedSettings,
+    /// When to report and accept: libocr's offchain config.
+    pub offchain: OffchainConfig,
     /// The contract's bounds.
     pub bounds: Bounds,
     /// Per-call deadlines (Query floor applied).
@@ -284,7 +283,7 @@ impl Setup {
                 n: cfg.oracles,
                 f: cfg.f,
                 onchain_config: onchain_config.clone(),
-                offchain_config: OffchainConfig::from(cfg.settings).encode(),
+                offchain_config: cfg.offchain.encode(),
                 estimated_round_interval: cfg.interval,
                 max: cfg.deadlines.0,
             })?;
