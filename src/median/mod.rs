@@ -8,6 +8,7 @@
 //! relayer: reports are built with the provider's `ReportCodec`.
 
 pub mod factory;
+pub mod gosort;
 pub mod libocr;
 pub mod math;
 pub mod plugin;

@@ -240,8 +240,9 @@ impl ReportingPlugin for MedianPlugin {
                 self.f + 1
             ));
         }
-        // Stable, as Go's sort.Slice is for up to 12 observations.
-        valid.sort_by_key(|o| o.value);
+        // In the order Go's sort.Slice gives, as libocr sorts: equal values
+        // of 13 or more observations must land where Go puts them.
+        super::gosort::sort_like_go(&mut valid, |a, b| a.value < b.value);
         let answer = valid[valid.len() / 2].value;
         let (digest, latest, latest_answer, latest_time) =
             latest_of(self.contract.latest_transmission_details()?);

@@ -9,6 +9,7 @@
 //	{"kind":"observation","timestamp":1,"value":"-5","juels":"1","gas":"7"}   (gas may be null)
 //	{"kind":"offchain","alphaReportInfinite":false,"alphaReportPpb":1,"alphaAcceptInfinite":false,"alphaAcceptPpb":2,"deltaCNanoseconds":3}
 //	{"kind":"onchain","min":"-1","max":"1"}
+//	{"kind":"sort","keys":[3,1,3,...]}   -> the indices in sort.Slice's order, comma-separated
 package main
 
 import (
@@ -18,6 +19,9 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"sort"
+	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -38,6 +42,7 @@ type testCase struct {
 	DeltaCNanoseconds   uint64  `json:"deltaCNanoseconds"`
 	Min                 string  `json:"min"`
 	Max                 string  `json:"max"`
+	Keys                []int64 `json:"keys"`
 }
 
 var (
@@ -103,10 +108,24 @@ func encode(c testCase) ([]byte, error) {
 
 func main() {
 	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
 	for in.Scan() {
 		var c testCase
 		if err := json.Unmarshal(in.Bytes(), &c); err != nil {
 			fmt.Printf("error: %v\n", err)
+			continue
+		}
+		if c.Kind == "sort" {
+			idx := make([]int, len(c.Keys))
+			for i := range idx {
+				idx[i] = i
+			}
+			sort.Slice(idx, func(i, j int) bool { return c.Keys[idx[i]] < c.Keys[idx[j]] })
+			out := make([]string, len(idx))
+			for i, v := range idx {
+				out[i] = strconv.Itoa(v)
+			}
+			fmt.Println(strings.Join(out, ","))
 			continue
 		}
 		b, err := encode(c)
