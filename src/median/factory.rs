@@ -90,3 +90,47 @@ impl ReportingPluginFactory for MedianFactory {
         Ok((Arc::new(plugin), info))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devchain::relayer::Devchain;
+    use crate::services::relay::{PluginArgs, PluginRelayer, RelayArgs};
+    use crate::sources::{build, Spec};
+
+    /// A deviation function definition is checked and refused by name:
+    /// loopp's median evaluates only the standard check.
+    #[test]
+    fn deviation_functions_are_refused_clearly() {
+        let dir = crate::testutil::TempDir::new("median-deviation");
+        let config = serde_json::json!({"chainFile": dir.0.join("c.jsonl")}).to_string();
+        let relayer = Devchain::new().new_relayer(&config, None, None).unwrap();
+        let provider = relayer
+            .new_plugin_provider(&RelayArgs::default(), &PluginArgs::default())
+            .unwrap();
+        let source: Arc<dyn DataSource> = Arc::from(build(&Spec::Static { value: 1 }).unwrap());
+        let args = |def: Option<&[u8]>| MedianFactoryArgs {
+            provider: provider.clone(),
+            contract_id: "c".into(),
+            data_source: source.clone(),
+            juels_per_fee_coin: source.clone(),
+            gas_price_subunits: source.clone(),
+            error_log: Arc::new(crate::services::keystore::LogErrors {
+                source: "test".into(),
+            }),
+            deviation_func: def.map(<[u8]>::to_vec),
+        };
+        assert!(Median.new_median_factory(args(None)).is_ok());
+        let err = Median
+            .new_median_factory(args(Some(br#"{"type":"percent"}"#)))
+            .err()
+            .unwrap();
+        assert!(
+            err.contains(r#"deviationFuncDefinition {"type":"percent"}"#)
+                && err.contains("remove the definition"),
+            "{err}"
+        );
+        let err = Median.new_median_factory(args(Some(b"[1]"))).err().unwrap();
+        assert!(err.contains("must be a JSON object"), "{err}");
+    }
+}
