@@ -7,9 +7,13 @@ package golang
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
@@ -107,4 +111,39 @@ func ParseLoopEnv() (int, error) {
 		return 0, fmt.Errorf("invalid CL_TRACING_COLLECTOR_TARGET: tracing is on and this test plugin has no collector")
 	}
 	return port, nil
+}
+
+// Start begins a Go LOOP test plugin as chainlink-common's do: it checks the
+// environment (exit 1 with "error getting environment configuration: ..."),
+// serves /metrics on 127.0.0.1:CL_PROMETHEUS_PORT, and returns the JSON
+// logger the host relays.
+func Start(name string) hclog.Logger {
+	port, err := ParseLoopEnv()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "error getting environment configuration: %v\n", err)
+		os.Exit(1)
+	}
+	go func() {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "# TYPE %s_up gauge\n%s_up 1\n", name, name)
+		})
+		_ = http.ListenAndServe("127.0.0.1:"+strconv.Itoa(port), mux)
+	}()
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      hclog.Debug,
+		Output:     os.Stderr,
+		JSONFormat: true,
+	})
+}
+
+// Serve serves plugins with go-plugin until the host stops it.
+func Serve(handshake plugin.HandshakeConfig, plugins plugin.PluginSet, logger hclog.Logger) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: handshake,
+		Plugins:         plugins,
+		GRPCServer:      plugin.DefaultGRPCServer,
+		Logger:          logger,
+	})
 }

@@ -21,10 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"net/http"
-	"os"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -299,28 +296,6 @@ func (medianPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Client
 }
 
 func main() {
-	port, err := golang.ParseLoopEnv()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "error getting environment configuration: %v\n", err)
-		os.Exit(1)
-	}
-	go func() {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-			fmt.Fprintf(w, "# TYPE gomedian_up gauge\ngomedian_up 1\n")
-		})
-		_ = http.ListenAndServe("127.0.0.1:"+strconv.Itoa(port), mux)
-	}()
-	logger = hclog.New(&hclog.LoggerOptions{
-		Name:       "gomedian",
-		Level:      hclog.Debug,
-		Output:     os.Stderr,
-		JSONFormat: true,
-	})
-	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: handshake,
-		Plugins:         plugin.PluginSet{"median": medianPlugin{}},
-		GRPCServer:      plugin.DefaultGRPCServer,
-		Logger:          logger,
-	})
+	logger = golang.Start("gomedian")
+	golang.Serve(handshake, plugin.PluginSet{"median": medianPlugin{}}, logger)
 }

@@ -23,9 +23,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -123,28 +120,6 @@ func (relayerPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Clien
 }
 
 func main() {
-	port, err := golang.ParseLoopEnv()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "error getting environment configuration: %v\n", err)
-		os.Exit(1)
-	}
-	go func() {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-			fmt.Fprintf(w, "# TYPE gorelayer_up gauge\ngorelayer_up 1\n")
-		})
-		_ = http.ListenAndServe("127.0.0.1:"+strconv.Itoa(port), mux)
-	}()
-	logger = hclog.New(&hclog.LoggerOptions{
-		Name:       "gorelayer",
-		Level:      hclog.Debug,
-		Output:     os.Stderr,
-		JSONFormat: true,
-	})
-	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: handshake,
-		Plugins:         plugin.PluginSet{"relayer": relayerPlugin{}},
-		GRPCServer:      plugin.DefaultGRPCServer,
-		Logger:          logger,
-	})
+	logger = golang.Start("gorelayer")
+	golang.Serve(handshake, plugin.PluginSet{"relayer": relayerPlugin{}}, logger)
 }
