@@ -98,10 +98,11 @@ mod tests {
     use crate::services::relay::{PluginArgs, PluginRelayer, RelayArgs};
     use crate::sources::{build, Spec};
 
-    /// A deviation function definition is checked and refused by name:
-    /// loopp's median evaluates only the standard check.
+    /// A deviation function definition is checked and refused by name
+    /// (loopp's median evaluates only the standard check); the offchain
+    /// config is libocr's, the empty one of a fresh contract included.
     #[test]
-    fn deviation_functions_are_refused_clearly() {
+    fn the_factory_checks_deviation_functions_and_offchain_configs() {
         let dir = crate::testutil::TempDir::new("median-deviation");
         let config = serde_json::json!({"chainFile": dir.0.join("c.jsonl")}).to_string();
         let relayer = Devchain::new().new_relayer(&config, None, None).unwrap();
