@@ -172,7 +172,9 @@ pub fn code_of<T>(r: &Result<T, grpcio::Error>) -> &'static str {
 }
 
 struct Process {
-    cpu: prometheus::Gauge,
+    /// A counter (Prometheus's process collector types it so, and promtool
+    /// refuses a `_total` gauge), advanced to what /proc says at each scrape.
+    cpu: prometheus::Counter,
     rss: IntGauge,
     vsize: IntGauge,
     fds: IntGauge,
@@ -182,9 +184,9 @@ struct Process {
 
 static PROCESS: LazyLock<Process> = LazyLock::new(|| Process {
     cpu: register(
-        prometheus::Gauge::new(
+        prometheus::Counter::new(
             "process_cpu_seconds_total",
-            "User and system CPU time spent in seconds.",
+            "Total user and system CPU time spent in seconds.",
         )
         .unwrap(),
     ),
@@ -233,7 +235,11 @@ fn refresh_process() {
             .collect();
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         // Fields after "(comm)": state=0, utime=11, stime=12, threads=17, starttime=19, vsize=20, rss=21.
-        p.cpu.set((num(11) + num(12)) / hz);
+        let cpu = (num(11) + num(12)) / hz;
+        let counted = p.cpu.get();
+        if cpu > counted {
+            p.cpu.inc_by(cpu - counted);
+        }
         p.threads.set(num(17) as i64);
         p.vsize.set(num(20) as i64);
         p.rss.set(num(21) as i64 * page);

@@ -496,3 +496,49 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Every exposition loopp serves passes `promtool check metrics` (Debian's
+/// prometheus package): the node's own `/metrics` after RPCs and proxied
+/// scrapes, and a plugin's `/metrics` through the proxy.
+#[test]
+fn every_exposition_passes_promtool_lint() {
+    let (node, base, _sb) = node_with("lint", &[("a", "serve"), ("b", "in-process")]);
+    running_pid(&node, "a");
+    // Some traffic, so the RPC, proxy and plugin families have samples.
+    assert!(wait_until(BOUND, || get(
+        &format!("{base}/plugins/a/metrics"),
+        &[]
+    )
+    .0 == 200));
+    let _ = get(&format!("{base}/health"), &[]);
+    let _ = get(&format!("{base}/plugins/nope/metrics"), &[]);
+    for path in ["/metrics", "/plugins/a/metrics"] {
+        let (status, _, body) = get(&format!("{base}{path}"), &[]);
+        assert_eq!(status, 200, "{path}: {body}");
+        let mut lint = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus) runs");
+        use std::io::Write;
+        lint.stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = lint.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{path} fails promtool's lint: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            body.contains("# TYPE process_cpu_seconds_total counter"),
+            "{path}"
+        );
+    }
+    node.shutdown();
+}
