@@ -46,19 +46,35 @@ pub struct NodeHttpConfig {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6688";
 
 impl NodeHttpConfig {
-    /// From the environment: `CL_PROMETHEUS_DISCOVERY_HOSTNAME` (default: the
-    /// host name, else `localhost`) and `CL_LOOPP_HOSTNAME` (default
+    /// From the environment: `CL_PROMETHEUS_DISCOVERY_HOSTNAME` (default:
+    /// see [`discovery_host`]) and `CL_LOOPP_HOSTNAME` (default
     /// `localhost`).
     pub fn from_env(listen: &str) -> NodeHttpConfig {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         NodeHttpConfig {
             listen: listen.to_string(),
-            discovery_host: var("CL_PROMETHEUS_DISCOVERY_HOSTNAME")
-                .or_else(hostname)
-                .unwrap_or_else(|| "localhost".into()),
+            discovery_host: discovery_host(listen, var("CL_PROMETHEUS_DISCOVERY_HOSTNAME")),
             loopp_host: var("CL_LOOPP_HOSTNAME").unwrap_or_else(|| "localhost".into()),
             workers: 8,
         }
+    }
+}
+
+/// The host `/discovery` advertises for the node listening on `listen`:
+/// `configured` when set; else the address the node listens on, when it is
+/// one address (loopback listens are reachable nowhere else: on Debian the
+/// host name resolves to 127.0.1.1, where nothing listens); else, for a
+/// wildcard listen (0.0.0.0, ::), the host name (else `localhost`).
+pub fn discovery_host(listen: &str, configured: Option<String>) -> String {
+    if let Some(host) = configured {
+        return host;
+    }
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() => match a.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        },
+        _ => hostname().unwrap_or_else(|| "localhost".into()),
     }
 }
 
@@ -268,6 +284,21 @@ fn proxy(r: &Request, cfg: &NodeHttpConfig, plugins: &Plugins, name: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_advertises_where_the_node_listens() {
+        assert_eq!(discovery_host("127.0.0.1:6688", None), "127.0.0.1");
+        assert_eq!(discovery_host("127.0.0.5:0", None), "127.0.0.5");
+        assert_eq!(discovery_host("[::1]:6688", None), "[::1]");
+        assert_eq!(
+            discovery_host("0.0.0.0:6688", None),
+            hostname().unwrap_or("localhost".into())
+        );
+        assert_eq!(
+            discovery_host("127.0.0.1:6688", Some("metrics.example".into())),
+            "metrics.example"
+        );
+    }
 
     #[test]
     fn scrape_timeouts_follow_prometheus_with_a_margin() {

@@ -340,7 +340,8 @@ fn a_real_prometheus_discovers_and_scrapes_every_plugin() {
     cmd.args(["run", "--config"])
         .arg(&jobfile)
         .env("RUST_LOG", "info")
-        .env("CL_PROMETHEUS_DISCOVERY_HOSTNAME", "127.0.0.1")
+        // No CL_PROMETHEUS_DISCOVERY_HOSTNAME: the default must be reachable.
+        .env_remove("CL_PROMETHEUS_DISCOVERY_HOSTNAME")
         .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir);
     for n in ["A", "B"] {
         let envfile = sandbox.dir.join(format!("{n}.env"));
