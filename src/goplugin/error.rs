@@ -24,6 +24,17 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The executable's SHA-256 is not the pinned one: it was not started.
+    Pinned {
+        /// Plugin name.
+        plugin: String,
+        /// The executable.
+        path: String,
+        /// The pinned hash (hex).
+        expected: String,
+        /// The executable's hash (hex).
+        actual: String,
+    },
     /// No handshake line within the start timeout.
     StartTimeout {
         /// Plugin name.
@@ -215,6 +226,15 @@ fn tail(stderr_tail: &str) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::Pinned {
+                plugin,
+                path,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "plugin {plugin}: {path} has SHA-256 {actual}, not the pinned {expected}; not started (install the pinned build, or update the plugin's sha256)"
+            ),
             Error::Spawn {
                 plugin,
                 command,

@@ -177,6 +177,7 @@ impl Node {
                     let mut host = HostConfig::new(&p.name, command, p.kind.cookie.clone());
                     host.env = crate::node::loopenv::plugin_env(port, env);
                     host.limits = p.limits.clone();
+                    host.sha256 = p.sha256;
                     hosts.push(host);
                 }
                 Mode::InProcess => {

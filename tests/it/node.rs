@@ -422,3 +422,70 @@ fn configuration_errors_stop_the_node_before_anything_starts() {
     );
     assert!(!stderr.contains("running"), "nothing started: {stderr}");
 }
+
+/// A pinned plugin (`sha256` in the job or `CL_<NAME>_SHA256`) starts only
+/// when its executable hashes to the pin: a mismatch is refused with the
+/// file, the expected and the actual hash, the plugin is not started, and
+/// the others run.
+#[test]
+fn a_pinned_plugin_starts_only_with_its_hash() {
+    use sha2::Digest;
+    let sb = Sandbox::new("pinned");
+    let actual: String = sha2::Sha256::digest(std::fs::read(TEST_PLUGIN).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let wrong = "ab".repeat(32);
+    let job = format!(
+        r#"{{"plugins":[{{"name":"good","kind":"example","sha256":"{actual}"}},
+                        {{"name":"bad","kind":"example","sha256":"{wrong}"}},
+                        {{"name":"env","kind":"example","sha256":"{wrong}"}}],
+            "supervision":{{"backoff_initial":"50ms","backoff_max":"200ms"}},
+            "http":{{"listen":"off"}}}}"#
+    );
+    let files: Vec<(String, String)> = ["good", "bad", "env"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                test_plugin_env(&sb.dir, n, "serve").display().to_string(),
+            )
+        })
+        .collect();
+    let actual_env = actual.clone();
+    let config = loopp::node::config::NodeConfig::from_json("pinned", &job, &move |k| {
+        let name = k.strip_prefix("CL_")?.to_ascii_lowercase();
+        if let Some(n) = name.strip_suffix("_cmd") {
+            return files
+                .iter()
+                .any(|(f, _)| f == n)
+                .then(|| TEST_PLUGIN.to_string());
+        }
+        if let Some(n) = name.strip_suffix("_env") {
+            return files.iter().find(|(f, _)| f == n).map(|(_, p)| p.clone());
+        }
+        // The environment's pin wins over the job's.
+        (name == "env_sha256").then(|| actual_env.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start(&config).expect("node starts");
+    running_pid(&node, "good");
+    running_pid(&node, "env");
+    assert!(wait_until(Duration::from_secs(10), || node
+        .registry()
+        .get("bad")
+        .and_then(|s| s.last_error)
+        .is_some()));
+    let bad = node.registry().get("bad").unwrap();
+    assert_ne!(
+        bad.state,
+        State::Running,
+        "a mismatched plugin never starts"
+    );
+    assert!(bad.pid.is_none());
+    let why = bad.last_error.unwrap();
+    for want in [TEST_PLUGIN, &actual, &wrong, "not started"] {
+        assert!(why.contains(want), "missing {want:?} in {why}");
+    }
+    node.shutdown();
+}

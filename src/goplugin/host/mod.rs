@@ -35,6 +35,7 @@ use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequ
 use crate::proto::health_grpc::HealthClient;
 pub use link::Link;
 pub use process::Limit;
+use process::PinError;
 use process::{FirstLine, Process, Spawn};
 
 /// go-plugin's default start timeout.
@@ -76,6 +77,10 @@ pub struct HostConfig {
     pub socket_dir: Option<PathBuf>,
     /// Resource limits for the plugin process (none by default).
     pub limits: Vec<Limit>,
+    /// The executable's pinned SHA-256, checked before every start on the
+    /// very file that is executed (as go-plugin's SecureConfig, without its
+    /// gap between hashing and exec); None: not pinned.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl HostConfig {
@@ -95,6 +100,7 @@ impl HostConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             socket_dir: None,
             limits: Vec::new(),
+            sha256: None,
         }
     }
 
@@ -177,11 +183,20 @@ impl Client {
             args: &config.args,
             env: &config.plugin_env(),
             limits: &config.limits,
+            sha256: config.sha256,
         })
-        .map_err(|source| Error::Spawn {
-            plugin: name.to_string(),
-            command: config.program.to_string_lossy().into_owned(),
-            source,
+        .map_err(|e| match e {
+            PinError::Io(source) => Error::Spawn {
+                plugin: name.to_string(),
+                command: config.program.to_string_lossy().into_owned(),
+                source,
+            },
+            PinError::Mismatch(expected, actual) => Error::Pinned {
+                plugin: name.to_string(),
+                path: config.program.to_string_lossy().into_owned(),
+                expected: hex(&expected),
+                actual: hex(&actual),
+            },
         })?;
         let handshake = match read_handshake(config, &process, t0 + config.start_timeout, cancel) {
             Ok(h) => h,
@@ -425,4 +440,9 @@ fn read_handshake(
         });
     }
     Ok(handshake)
+}
+
+/// Bytes as lower-case hex.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

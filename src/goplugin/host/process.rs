@@ -60,6 +60,59 @@ pub struct Spawn<'a> {
     pub env: &'a [(OsString, OsString)],
     /// Resource limits set in the child before exec.
     pub limits: &'a [Limit],
+    /// The executable's pinned SHA-256: it is hashed and executed through
+    /// one open file, so nothing can swap it in between.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// Why a pinned executable was not started.
+#[derive(Debug)]
+pub enum PinError {
+    /// Opening or reading it failed.
+    Io(std::io::Error),
+    /// Its hash is another: (expected, actual).
+    Mismatch([u8; 32], [u8; 32]),
+}
+
+/// Opens `path` (the command as `Command` would find it: a path, else on
+/// `PATH`) and checks its SHA-256; returns the open file to exec.
+fn open_pinned(path: &OsString, expected: [u8; 32]) -> Result<std::fs::File, PinError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let resolved = resolve(path).ok_or_else(|| {
+        PinError::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such executable (looked up on PATH)",
+        ))
+    })?;
+    let mut file = std::fs::File::open(resolved).map_err(PinError::Io)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(PinError::Io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let actual: [u8; 32] = hasher.finalize().into();
+    if actual != expected {
+        return Err(PinError::Mismatch(expected, actual));
+    }
+    Ok(file)
+}
+
+/// `program` as exec would find it: itself if it has a `/`, else on `PATH`.
+fn resolve(program: &OsString) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(program);
+    if p.components().count() > 1 || program.to_string_lossy().contains('/') {
+        return Some(p.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+    })
 }
 
 /// A resource limit for the plugin process (setrlimit in the child).
@@ -73,8 +126,22 @@ pub enum Limit {
 
 impl Process {
     /// Starts the plugin with stdin from /dev/null and stdout/stderr piped.
-    pub fn spawn(s: Spawn<'_>) -> std::io::Result<Process> {
-        let mut cmd = Command::new(s.program);
+    /// A pinned executable is opened, hashed and executed through the same
+    /// file (`/proc/self/fd/N`), or not started ([`PinError`]).
+    pub fn spawn(s: Spawn<'_>) -> Result<Process, PinError> {
+        let pinned = match s.sha256 {
+            Some(expected) => Some(open_pinned(s.program, expected)?),
+            None => None,
+        };
+        let mut cmd = match &pinned {
+            Some(file) => {
+                use std::os::fd::AsRawFd;
+                let mut c = Command::new(format!("/proc/self/fd/{}", file.as_raw_fd()));
+                std::os::unix::process::CommandExt::arg0(&mut c, s.program);
+                c
+            }
+            None => Command::new(s.program),
+        };
         cmd.args(s.args)
             .envs(s.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -102,7 +169,8 @@ impl Process {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
+        let mut child = cmd.spawn().map_err(PinError::Io)?;
+        drop(pinned);
         let pid = child.id() as libc::pid_t;
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");

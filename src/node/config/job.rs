@@ -38,6 +38,21 @@ struct PluginEntry {
     kind: String,
     #[serde(default)]
     limits: LimitsEntry,
+    /// The LOOPP executable's SHA-256, hex (`CL_<NAME>_SHA256` over it).
+    sha256: Option<String>,
+}
+
+/// A SHA-256 in hex, as `sha256sum` prints it.
+fn parse_sha256(v: &str) -> Option<[u8; 32]> {
+    let v = v.trim();
+    if v.len() != 64 || !v.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 #[derive(Deserialize, Default)]
@@ -179,11 +194,36 @@ impl NodeConfig {
                 Some(n) => limits.push(Limit::OpenFiles(n)),
                 None => {}
             }
+            let sha_var = format!("{prefix}_SHA256");
+            let (sha_from, sha_text) = match env(&sha_var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => (sha_var.clone(), Some(v)),
+                None => (format!("{at}.sha256"), p.sha256.clone()),
+            };
+            let sha256 = match sha_text {
+                None => None,
+                Some(v) => match parse_sha256(&v) {
+                    Some(h) if matches!(mode, Mode::Loopp { .. }) => Some(h),
+                    Some(_) => {
+                        problems.push(format!(
+                            "{sha_from}: {} runs in-process, so there is no executable to pin; set {cmd_var} or remove the hash",
+                            p.name
+                        ));
+                        None
+                    }
+                    None => {
+                        problems.push(format!(
+                            "{sha_from}: {v:?} is not a SHA-256; give 64 hex digits, as `sha256sum` prints them"
+                        ));
+                        None
+                    }
+                },
+            };
             plugins.push(PluginConfig {
                 name: p.name.clone(),
                 kind,
                 mode,
                 limits,
+                sha256,
             });
         }
         let feeds = feeds::resolve(&job.feeds, &plugins, env, &mut problems);

@@ -117,6 +117,8 @@ pub struct PluginConfig {
     pub mode: Mode,
     /// Resource limits for its process.
     pub limits: Vec<Limit>,
+    /// Its executable's pinned SHA-256 (LOOPPs): checked before every start.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Everything the node needs to start.
@@ -402,6 +404,39 @@ mod tests {
         assert!(
             err.contains("feeds[0] (a).delta_c: \"soon\" is not a duration"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn pinned_hashes_are_checked_and_name_their_setting() {
+        let job = r#"{"plugins":[
+            {"name":"a","kind":"example","sha256":"xyz"},
+            {"name":"b","kind":"example","sha256":"00"},
+            {"name":"c","kind":"example"}
+        ]}"#;
+        let hash = "ab".repeat(32);
+        let hash: &'static str = Box::leak(hash.into_boxed_str());
+        let vars: &'static [(&str, &str)] = Box::leak(Box::new([
+            ("PATH", "/bin"),
+            ("CL_A_CMD", "/bin/true"),
+            ("CL_B_CMD", "/bin/true"),
+            ("CL_B_SHA256", hash),
+            ("CL_C_SHA256", hash),
+        ]));
+        let err = NodeConfig::from_json("job", job, &env_of(vars))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugins[0].sha256: \"xyz\" is not a SHA-256; give 64 hex digits"),
+            "{err}"
+        );
+        assert!(
+            err.contains("CL_C_SHA256: c runs in-process, so there is no executable to pin"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("plugins[1]"),
+            "the environment's pin wins: {err}"
         );
     }
 
