@@ -3,6 +3,11 @@
 //!
 //! Where: `$PLUGIN_UNIX_SOCKET_DIR` (go-plugin's variable), else `$TMPDIR`, else
 //! `/tmp`. Paths stay short because unix socket paths are limited to 107 bytes.
+//!
+//! Each directory holds an [`OWNER`] file naming the process that made it
+//! (pid and start time), so a directory whose process was SIGKILLed can be
+//! told from a live one and removed ([`remove_stale`], run by the node at
+//! start).
 
 use std::ffi::CString;
 use std::io;
@@ -13,6 +18,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// The prefix of every directory loopp creates; the host only ever removes a
 /// plugin's directory when its name has this prefix.
 pub const PREFIX: &str = "loopp-";
+
+/// The file in each socket directory naming its process: `pid start-time`
+/// (the start time from `/proc/PID/stat`, so a reused pid is not taken for
+/// the owner).
+pub const OWNER: &str = "owner";
+
+/// `pid`'s start time (clock ticks after boot), if it runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm)": state is 0, starttime is 19.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
 
 /// A private directory for sockets. Clones share it; the last drop removes it.
 /// A lazy one is only created when a socket path is first asked for, so a
@@ -57,7 +79,14 @@ fn make_dir(base: &Path) -> io::Result<PathBuf> {
             ),
         ));
     }
-    Ok(PathBuf::from(std::ffi::OsString::from_vec(c.into_bytes())))
+    let dir = PathBuf::from(std::ffi::OsString::from_vec(c.into_bytes()));
+    let me = std::process::id();
+    let owner = format!("{me} {}\n", start_time(me).unwrap_or(0));
+    if let Err(e) = std::fs::write(dir.join(OWNER), owner) {
+        let _ = std::fs::remove_dir(&dir);
+        return Err(e);
+    }
+    Ok(dir)
 }
 
 impl SocketDir {
@@ -140,15 +169,101 @@ pub fn remove_leftovers(address: &Path) {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(PREFIX));
         if ours {
-            // Only sockets live there; remove them, then the directory.
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_socket()) {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(dir);
+            clear(dir);
         }
+    }
+}
+
+/// Removes a loopp directory's sockets and owner file, then the directory
+/// (which stays if anything else is in it).
+fn clear(dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let owner_file = e.file_name() == OWNER;
+            if owner_file || e.file_type().is_ok_and(|t| t.is_socket()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes the socket directories under `base` whose process is gone (its
+/// owner file names a pid that no longer runs, or runs another process).
+/// Leaves directories without an owner file (being made, or not loopp's)
+/// and anything not named `loopp-*`. Returns how many it removed.
+pub fn remove_stale(base: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let ours = name.to_str().is_some_and(|n| n.starts_with(PREFIX));
+        if !ours || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(owner) = std::fs::read_to_string(e.path().join(OWNER)) else {
+            continue;
+        };
+        let mut fields = owner.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let alive = u32::try_from(pid)
+            .ok()
+            .and_then(start_time)
+            .is_some_and(|t| t == started);
+        if !alive {
+            clear(&e.path());
+            if !e.path().exists() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// [`remove_stale`] under the default base (`$PLUGIN_UNIX_SOCKET_DIR`, else
+/// `$TMPDIR`, else `/tmp`).
+pub fn remove_stale_in_default() -> usize {
+    remove_stale(&default_base())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_directories_go_and_live_ones_stay() {
+        let base = crate::testutil::TempDir::new("sockdir-stale");
+        let live = SocketDir::create_in(&base.0).unwrap();
+        let live_path = live.dir().unwrap().to_path_buf();
+        // A process that ran and is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        let dead_start = start_time(dead).unwrap_or(1);
+        child.wait().unwrap();
+        let stale = base.0.join("loopp-STALE1");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join(OWNER), format!("{dead} {dead_start}\n")).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(stale.join("plugin.sock")).unwrap();
+        drop(sock);
+        // A reused pid: ours, with another start time.
+        let reused = base.0.join("loopp-REUSED");
+        std::fs::create_dir(&reused).unwrap();
+        std::fs::write(reused.join(OWNER), format!("{} 1\n", std::process::id())).unwrap();
+        // Not loopp's, or no owner: left alone.
+        let other = base.0.join("other-dir");
+        std::fs::create_dir(&other).unwrap();
+        let unowned = base.0.join("loopp-NOOWNR");
+        std::fs::create_dir(&unowned).unwrap();
+
+        assert_eq!(remove_stale(&base.0), 2);
+        assert!(!stale.exists() && !reused.exists());
+        assert!(live_path.exists() && other.exists() && unowned.exists());
+        drop(live);
+        assert!(!live_path.exists(), "a SocketDir still removes itself");
     }
 }

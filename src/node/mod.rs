@@ -162,6 +162,11 @@ impl Node {
     /// (out-of-process ones in the background). Fails, with nothing left
     /// running, only if the HTTP address or a metrics port cannot be had.
     pub fn start(config: &NodeConfig) -> std::io::Result<Node> {
+        // What plugins or an earlier node that were SIGKILLed left behind.
+        let stale = crate::goplugin::sockdir::remove_stale_in_default();
+        if stale > 0 {
+            log::info!("removed {stale} socket directories of processes that are gone");
+        }
         let registry = Registry::new();
         let ports = Arc::new(Ports::new());
         let mut services: Vec<(String, Arc<dyn Service>)> = Vec::new();

@@ -489,3 +489,49 @@ fn a_pinned_plugin_starts_only_with_its_hash() {
     }
     node.shutdown();
 }
+
+/// What a SIGKILLed process left (a socket directory whose owner is gone)
+/// is removed when a node starts; a live process's directory is not.
+#[test]
+fn a_starting_node_removes_socket_directories_of_dead_processes() {
+    let sandbox = Sandbox::new("stale-dirs");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = sandbox.dir.join("loopp-KILLED");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("owner"), format!("{dead} 1\n")).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(stale.join("plugin.sock")).unwrap());
+    let live = loopp::goplugin::sockdir::SocketDir::create_in(&sandbox.dir).unwrap();
+    let jobfile = sandbox.dir.join("job.json");
+    std::fs::write(
+        &jobfile,
+        r#"{"plugins":[{"name":"example","kind":"example"}],"http":{"listen":"off"}}"#,
+    )
+    .unwrap();
+    let mut node = Command::new(NODE)
+        .args(["run", "--config"])
+        .arg(&jobfile)
+        .env("RUST_LOG", "info")
+        .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir)
+        .env_remove("CL_EXAMPLE_CMD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
+    let said = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take(20)
+        .find(|l| l.contains("removed 1 socket directories of processes that are gone"));
+    // SAFETY: signalling the node this test started.
+    unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
+    node.wait().unwrap();
+    assert!(
+        said.is_some(),
+        "the node did not say it removed the stale directory"
+    );
+    assert!(!stale.exists(), "the dead process's directory is gone");
+    assert!(live.dir().unwrap().exists(), "a live one stays");
+}
