@@ -61,6 +61,14 @@ pub struct MedianPlugin {
     accepted: Mutex<((u32, u8), i128)>,
 }
 
+/// The median's leader queries nothing; libocr refuses anything else.
+fn empty_query(query: &[u8]) -> Result<(), String> {
+    match query.len() {
+        0 => Ok(()),
+        n => Err(format!("the median's query is empty, not {n} bytes")),
+    }
+}
+
 fn now_since_epoch() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,12 +159,7 @@ impl ReportingPlugin for MedianPlugin {
         query: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
-        if !query.is_empty() {
-            return Err(format!(
-                "the median's query is empty, not {} bytes",
-                query.len()
-            ));
-        }
+        empty_query(query)?;
         // One deadline for all sources, each asked in the time left.
         let until = Instant::now() + deadline;
         let left = || {
@@ -211,12 +214,7 @@ impl ReportingPlugin for MedianPlugin {
         observations: &[(u8, Vec<u8>)],
         _deadline: Duration,
     ) -> Result<Option<Vec<u8>>, String> {
-        if !query.is_empty() {
-            return Err(format!(
-                "the median's query is empty, not {} bytes",
-                query.len()
-            ));
-        }
+        empty_query(query)?;
         let mut valid: Vec<ParsedObservation> = observations
             .iter()
             .filter_map(|(oracle, bytes)| {
