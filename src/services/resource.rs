@@ -19,7 +19,7 @@ use protobuf::well_known_types::empty::Empty;
 use crate::goplugin::broker::Broker;
 use crate::goplugin::error::Result;
 use crate::goplugin::rpc;
-use crate::proto::loop_service::{HealthReportReply, ServiceNameReply};
+use crate::proto::loop_service::{HealthReportReply, NameReply};
 use crate::proto::loop_service_grpc;
 
 /// Deadline of the `Close` a dropped [`Remote`] sends.
@@ -46,8 +46,8 @@ struct Resource {
 }
 
 impl loop_service_grpc::Service for Resource {
-    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<ServiceNameReply>) {
-        let reply = ServiceNameReply {
+    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<NameReply>) {
+        let reply = NameReply {
             name: self.name.clone(),
             ..Default::default()
         };

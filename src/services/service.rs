@@ -14,7 +14,7 @@ use crate::goplugin::error::Error;
 use crate::goplugin::host::Link;
 use crate::goplugin::plugin::{Closer, Served};
 use crate::goplugin::rpc;
-use crate::proto::loop_service::{HealthReportReply, ServiceNameReply};
+use crate::proto::loop_service::{HealthReportReply, NameReply};
 use crate::proto::loop_service_grpc;
 
 /// A LOOP service. Errors are text, as on the wire.
@@ -94,10 +94,10 @@ pub fn server(svc: Arc<dyn Service>) -> grpcio::Service {
 struct ServiceServer(Arc<dyn Service>);
 
 impl loop_service_grpc::Service for ServiceServer {
-    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<ServiceNameReply>) {
+    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<NameReply>) {
         let svc = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
-            Ok(ServiceNameReply {
+            Ok(NameReply {
                 name: svc.name(),
                 ..Default::default()
             })

@@ -50,8 +50,8 @@ type Service struct {
 	ServiceName string
 }
 
-func (s *Service) Name(context.Context, *emptypb.Empty) (*pb.ServiceNameReply, error) {
-	return &pb.ServiceNameReply{Name: s.ServiceName}, nil
+func (s *Service) Name(context.Context, *emptypb.Empty) (*pb.NameReply, error) {
+	return &pb.NameReply{Name: s.ServiceName}, nil
 }
 
 func (s *Service) Close(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
