@@ -293,8 +293,7 @@ impl<T, F: Fn(&T, &T) -> bool> Sorter<'_, T, F> {
     /// The index of the median of `v[a]`, `v[b]`, `v[c]`.
     fn median(&self, a: usize, b: usize, c: usize, swaps: &mut usize) -> usize {
         let (a, b) = self.order2(a, b, swaps);
-        let (b, c) = self.order2(b, c, swaps);
-        let _ = c;
+        let (b, _) = self.order2(b, c, swaps);
         let (_, b) = self.order2(a, b, swaps);
         b
     }

@@ -102,7 +102,6 @@ impl MedianPlugin {
         contract: Arc<dyn MedianContract>,
         codec: Arc<dyn ReportCodec>,
     ) -> MedianPlugin {
-        let max_report_length = codec.max_report_length(3 * f + 1).unwrap_or(usize::MAX);
         MedianPlugin {
             oracle,
             f,
@@ -114,7 +113,9 @@ impl MedianPlugin {
             contract,
             errors: None,
             codec,
-            max_report_length,
+            // Unbounded until the factory sets the codec's figure: asking
+            // the codec here would be a second call for the same answer.
+            max_report_length: usize::MAX,
             accepted: Mutex::new(((0, 0), 0)),
         }
     }

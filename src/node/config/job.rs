@@ -48,11 +48,7 @@ fn parse_sha256(v: &str) -> Option<[u8; 32]> {
     if v.len() != 64 || !v.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    <[u8; 32]>::try_from(crate::services::wire::unhex(v)).ok()
 }
 
 #[derive(Deserialize, Default)]
