@@ -20,13 +20,17 @@ OPTIONS:
 
 Each plugin NAME runs as a LOOPP when CL_<NAME>_CMD names its executable
 (looked up on PATH), with the variables of the dotenv file CL_<NAME>_ENV added
-to its environment; otherwise it runs in-process. Configuration errors stop
+to its environment; otherwise it runs in-process. Every LOOPP also gets the
+Go Chainlink node's LOOP environment (CL_MERCURY_*, CL_TRACING_ENABLED, ...;
+its env file overrides them) and its CL_PROMETHEUS_PORT. CL_<NAME>_SHA256
+pins its executable: a mismatch is not started. Configuration errors stop
 the node before anything starts (exit status 2).
 
 The default job is a devchain relay (CL_DEVCHAIN_CMD=loopp-devchain) and one
 median feed (CL_MEDIAN_CMD=loopp-median); each round is logged. Feeds keep
-their contract in DATA/<relay>/<feed>.jsonl and the node's keystore secret in
-DATA/keystore.secret, DATA being the job's data_dir (default ./loopp-data).
+their contract in DATA/<relay>/<feed>.jsonl (the relayer deploys it), the
+node's keys in DATA/keystore.secret and DATA/csa.secret, DATA being the job's
+data_dir (default ./loopp-data).
 CL_MIN_OCR2_MAX_DURATION_QUERY is the floor of the Query deadline (100ms).
 ";
 
