@@ -519,11 +519,15 @@ fn a_starting_node_removes_socket_directories_of_dead_processes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(node.stderr.take().unwrap()).lines();
-    let said = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .take(20)
+    let stderr = BufReader::new(node.stderr.take().unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + BOUND;
+    let said = std::iter::from_fn(|| rx.recv_deadline(deadline).ok())
         .find(|l| l.contains("removed 1 socket directories of processes that are gone"));
     // SAFETY: signalling the node this test started.
     unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
