@@ -158,17 +158,19 @@ pub fn shutdown_servers(mut servers: Vec<grpcio::Server>, deadline: std::time::I
     if servers.is_empty() {
         return;
     }
-    let stopping: Vec<_> = servers
-        .iter_mut()
-        .map(|s| {
-            s.cancel_all_calls();
-            s.shutdown()
-        })
-        .collect();
+    // All of it on the thread: cancelling can wait on the completion queue
+    // too, and the caller's bound must hold whatever grpcio does.
     let (tx, rx) = crossbeam_channel::bounded(1);
     let spawned = std::thread::Builder::new()
         .name("server-stop".into())
         .spawn(move || {
+            let stopping: Vec<_> = servers
+                .iter_mut()
+                .map(|s| {
+                    s.cancel_all_calls();
+                    s.shutdown()
+                })
+                .collect();
             let _ = futures_executor::block_on(futures_util::future::join_all(stopping));
             drop(servers);
             let _ = tx.send(());
