@@ -393,18 +393,20 @@ mod tests {
 
     #[test]
     fn http_source_reads_a_real_endpoint_and_keeps_its_deadline() {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let port = server.server_addr().to_ip().unwrap().port();
-        std::thread::spawn(move || {
-            for req in server.incoming_requests() {
+        // The slow answer outlasts the caller's deadline, not the test.
+        let server =
+            crate::goplugin::http::HttpServer::start("127.0.0.1:0", 2, "src-test", |req| {
                 if req.url() == "/slow" {
-                    std::thread::sleep(Duration::from_secs(3));
+                    std::thread::sleep(Duration::from_millis(600));
                 }
-                let _ = req.respond(tiny_http::Response::from_string(
-                    r#"{"data":{"price":"42.125"}}"#,
-                ));
-            }
-        });
+                crate::goplugin::http::body(
+                    200,
+                    "application/json",
+                    br#"{"data":{"price":"42.125"}}"#.to_vec(),
+                )
+            })
+            .unwrap();
+        let port = server.addr().port();
         let ok = build(&Spec::Http {
             url: format!("http://127.0.0.1:{port}/p"),
             path: "data.price".into(),

@@ -4,7 +4,9 @@
 //!   generated service glue calls [`server_begin`], and the `rpc::respond*`
 //!   helpers finish the call when the reply is sent;
 //! - host-side RPC metrics (`loopp_rpc_*`, per plugin and method, with
-//!   deadline-exceeded counts), through [`client_observe`].
+//!   deadline-exceeded counts), through [`client_observe`];
+//! - HTTP server connections (`loopp_http_connections*`, per server), from
+//!   [`crate::goplugin::http`].
 //!
 //! Higher layers add their own metrics to the same registry with
 //! [`register`] (the node's: `crate::node::metrics`).
@@ -171,6 +173,45 @@ pub fn code_of<T>(r: &Result<T, grpcio::Error>) -> &'static str {
     }
 }
 
+struct Http {
+    open: prometheus::IntGaugeVec,
+    closed: IntCounterVec,
+}
+
+static HTTP: LazyLock<Http> = LazyLock::new(|| Http {
+    open: register(
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "loopp_http_connections",
+                "HTTP connections open, by server.",
+            ),
+            &["server"],
+        )
+        .unwrap(),
+    ),
+    closed: register(
+        IntCounterVec::new(
+            Opts::new(
+                "loopp_http_connections_closed_total",
+                "HTTP connections closed, by server and reason (done, peer, header_timeout, \
+                 idle_timeout, write_timeout, evicted, refused, error).",
+            ),
+            &["server", "reason"],
+        )
+        .unwrap(),
+    ),
+});
+
+/// Sets the number of open connections of HTTP server `server`.
+pub fn http_open(server: &str, open: usize) {
+    HTTP.open.with_label_values(&[server]).set(open as i64);
+}
+
+/// Counts a connection of HTTP server `server` closed for `reason`.
+pub fn http_closed(server: &str, reason: &str) {
+    HTTP.closed.with_label_values(&[server, reason]).inc();
+}
+
 struct Process {
     /// A counter (Prometheus's process collector types it so, and promtool
     /// refuses a `_total` gauge), advanced to what /proc says at each scrape.
@@ -266,6 +307,7 @@ pub fn encode() -> (Vec<u8>, String) {
     refresh_process();
     LazyLock::force(&SERVER);
     LazyLock::force(&CLIENT);
+    LazyLock::force(&HTTP);
     let encoder = TextEncoder::new();
     let mut buf = Vec::new();
     let _ = encoder.encode(&prometheus::gather(), &mut buf);

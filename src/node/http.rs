@@ -14,10 +14,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tiny_http::Request;
 
 use crate::goplugin::http::{
-    body, header, method_allowed, request_header, text, HttpServer, Reply,
+    body, header, method_allowed, request_header, text, HttpServer, Limits, Reply, Request,
 };
 use crate::node::registry::State;
 use crate::node::Plugins;
@@ -40,6 +39,8 @@ pub struct NodeHttpConfig {
     pub loopp_host: String,
     /// Worker threads.
     pub workers: usize,
+    /// Connections, deadlines, head size, queue.
+    pub limits: Limits,
 }
 
 /// The default listen address: loopback only.
@@ -49,13 +50,14 @@ impl NodeHttpConfig {
     /// From the environment: `CL_PROMETHEUS_DISCOVERY_HOSTNAME` (default:
     /// see [`discovery_host`]) and `CL_LOOPP_HOSTNAME` (default
     /// `localhost`).
-    pub fn from_env(listen: &str) -> NodeHttpConfig {
+    pub fn from_env(listen: &str, limits: Limits) -> NodeHttpConfig {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         NodeHttpConfig {
             listen: listen.to_string(),
             discovery_host: discovery_host(listen, var("CL_PROMETHEUS_DISCOVERY_HOSTNAME")),
             loopp_host: var("CL_LOOPP_HOSTNAME").unwrap_or_else(|| "localhost".into()),
             workers: 8,
+            limits,
         }
     }
 }
@@ -91,6 +93,45 @@ fn hostname() -> Option<String> {
         .map(str::to_string)
 }
 
+/// File descriptors kept for everything but HTTP clients (plugins, their
+/// sockets and pipes, chain files, the metrics proxy).
+pub const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one (as Go programs do at
+/// start) and returns `wanted` connections, or fewer (with a warning) if
+/// they would not fit with [`RESERVED_FDS`] for the rest.
+pub fn fit_to_open_files(wanted: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    let room = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(1);
+    if wanted as u64 > room {
+        log::warn!(
+            "http.max_connections {wanted} does not fit the open-file limit {} (with {RESERVED_FDS} kept for plugins); serving at most {room} connections (raise `ulimit -n` or LimitNOFILE=)",
+            lim.rlim_cur
+        );
+        room as usize
+    } else {
+        wanted
+    }
+}
+
 static AGENT: LazyLock<ureq::Agent> = LazyLock::new(|| {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -104,9 +145,12 @@ pub fn serve(config: NodeHttpConfig, plugins: Arc<Plugins>) -> std::io::Result<H
     let port_holder = Arc::new(std::sync::OnceLock::<u16>::new());
     let ph = port_holder.clone();
     let cfg = config.clone();
-    let server = HttpServer::start(&config.listen, config.workers, "http", move |r| {
-        route(r, &cfg, &plugins, ph.get().copied().unwrap_or(0))
-    })?;
+    let mut limits = config.limits.clone();
+    limits.max_connections = fit_to_open_files(limits.max_connections);
+    let server =
+        HttpServer::start_with(&config.listen, config.workers, "http", limits, move |r| {
+            route(r, &cfg, &plugins, ph.get().copied().unwrap_or(0))
+        })?;
     let _ = port_holder.set(server.addr().port());
     Ok(server)
 }

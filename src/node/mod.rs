@@ -218,8 +218,10 @@ impl Node {
         // HTTP first: a bad address fails before any plugin starts.
         let http = match &config.http {
             Some(listen) => {
-                let server =
-                    crate::node::http::serve(NodeHttpConfig::from_env(listen), plugins.clone())?;
+                let server = crate::node::http::serve(
+                    NodeHttpConfig::from_env(listen, config.http_limits.clone()),
+                    plugins.clone(),
+                )?;
                 log::info!(
                     "HTTP on http://{} (/discovery, /metrics, /health)",
                     server.addr()

@@ -4,6 +4,7 @@
 mod dropin;
 mod failures;
 mod feeds;
+mod flood;
 mod golden;
 mod host;
 mod interop;

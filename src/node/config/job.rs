@@ -29,6 +29,10 @@ struct JobFile {
 #[serde(deny_unknown_fields)]
 struct HttpEntry {
     listen: Option<String>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    write_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +44,39 @@ struct PluginEntry {
     limits: LimitsEntry,
     /// The LOOPP executable's SHA-256, hex (`CL_<NAME>_SHA256` over it).
     sha256: Option<String>,
+}
+
+/// The HTTP server's bounds: the defaults, with what the job sets.
+fn http_limits(e: &HttpEntry, problems: &mut Vec<String>) -> crate::goplugin::http::Limits {
+    let mut l = crate::goplugin::http::Limits::default();
+    match e.max_connections {
+        Some(0) => problems.push(
+            "http.max_connections: 0 would refuse every client; give at least 1 (default 1024)"
+                .into(),
+        ),
+        Some(n) => {
+            l.max_connections = n;
+            l.queue = n;
+        }
+        None => {}
+    }
+    for (name, value, slot) in [
+        (
+            "http.header_timeout",
+            &e.header_timeout,
+            &mut l.header_timeout,
+        ),
+        ("http.idle_timeout", &e.idle_timeout, &mut l.idle_timeout),
+        ("http.write_timeout", &e.write_timeout, &mut l.write_timeout),
+    ] {
+        if let Some(v) = value {
+            match parse_duration(name, v) {
+                Ok(d) => *slot = d,
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    l
 }
 
 /// A SHA-256 in hex, as `sha256sum` prints it.
@@ -235,11 +272,13 @@ impl NodeConfig {
                 None
             }
         };
+        let http_limits = http_limits(&job.http, &mut problems);
         if problems.is_empty() {
             Ok(NodeConfig {
                 plugins,
                 supervision,
                 http,
+                http_limits,
                 feeds,
                 data_dir,
             })

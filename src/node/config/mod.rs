@@ -131,6 +131,9 @@ pub struct NodeConfig {
     /// The HTTP listen address (`/discovery`, `/metrics`, `/health`, the
     /// metrics proxy); None: no HTTP server.
     pub http: Option<String>,
+    /// What bounds the HTTP server (job file `http.max_connections`,
+    /// `http.header_timeout`, `http.idle_timeout`, `http.write_timeout`).
+    pub http_limits: crate::goplugin::http::Limits,
     /// Median feeds.
     pub feeds: Vec<crate::node::feeds::FeedConfig>,
     /// Where chain files live (`DATA/<relay>/<feed>.jsonl`, one contract per feed).
@@ -276,6 +279,29 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(err.problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn http_limits_come_from_the_job_and_bad_ones_are_named() {
+        let job = r#"{"plugins":[{"name":"a","kind":"example"}],
+            "http":{"max_connections":64,"header_timeout":"2s","idle_timeout":"1m"}}"#;
+        let c = NodeConfig::from_json("job", job, &env_of(&[])).unwrap();
+        assert_eq!(c.http_limits.max_connections, 64);
+        assert_eq!(c.http_limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(c.http_limits.idle_timeout, Duration::from_secs(60));
+        let defaults = crate::goplugin::http::Limits::default();
+        assert_eq!(c.http_limits.write_timeout, defaults.write_timeout);
+        let job = r#"{"plugins":[{"name":"a","kind":"example"}],
+            "http":{"max_connections":0,"write_timeout":"later"}}"#;
+        let text = NodeConfig::from_json("job", job, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "http.max_connections: 0 would refuse every client",
+            "http.write_timeout: \"later\" is not a duration",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
     }
 
     #[test]
