@@ -5,8 +5,11 @@
 //! Sequential latency (one client, keep-alive) gives the proxy's p50/p99
 //! overhead (target: p50 < 0.3 ms); `wrk` (Debian's, when installed) gives
 //! throughput under load. One JSON object per line; `compare` lines give
-//! differences and ratios within this run. Knobs: LOOPP_BENCH_SCRAPES (2000),
-//! LOOPP_BENCH_WRK_SECS (3).
+//! differences and ratios within this run. Then the same sequential scrapes
+//! while LOOPP_BENCH_HOSTILE (10000) connections that never finish a request
+//! are held open against the node: `flood_*` ratios against the quiet run
+//! (target: p50 within 1.5x, p99 within 3x). Knobs: LOOPP_BENCH_SCRAPES
+//! (2000), LOOPP_BENCH_WRK_SECS (3).
 
 use std::io::Read;
 use std::process::Command;
@@ -156,5 +159,72 @@ fn main() {
             json!({"bench": "wrk", "skipped": "wrk not installed (apt-get install wrk)"})
         ),
     }
+    flood(
+        &node,
+        &discovery,
+        &proxied,
+        scrapes,
+        knob("LOOPP_BENCH_HOSTILE", 10_000),
+    );
     node.shutdown();
+}
+
+/// Sequential scrapes while `hostile` connections sit open: ratios against
+/// the same scrapes on a quiet server.
+fn flood(node: &Node, discovery: &str, proxied: &str, scrapes: u64, hostile: u64) {
+    use std::io::Write;
+    // SAFETY: getrlimit/setrlimit on a local struct (this process holds the
+    // hostile sockets too).
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let quiet = [
+        sequential(discovery, scrapes / 2),
+        sequential(proxied, scrapes / 2),
+    ];
+    let addr = node.http_addr().unwrap();
+    let mut held = Vec::new();
+    for i in 0..hostile {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(mut c) => {
+                if i % 2 == 1 {
+                    let _ = c.write_all(b"GET /discovery HTTP/1.1\r\nX-Slow: ");
+                }
+                held.push(c);
+            }
+            Err(e) => {
+                println!(
+                    "{}",
+                    json!({"bench": "flood", "error": format!("connection {i}: {e}")})
+                );
+                break;
+            }
+        }
+    }
+    let loaded = [
+        sequential(discovery, scrapes / 2),
+        sequential(proxied, scrapes / 2),
+    ];
+    for (i, path) in ["discovery", "proxied"].iter().enumerate() {
+        let (q50, q99) = quiet[i];
+        let (l50, l99) = loaded[i];
+        println!(
+            "{}",
+            json!({"bench": "flood", "path": path, "hostile": held.len(), "us_p50": l50, "us_p99": l99, "quiet_us_p50": q50, "quiet_us_p99": q99})
+        );
+        println!(
+            "{}",
+            json!({"compare": format!("flood_{path}_p50"), "ratio": l50 / q50, "target": 1.5, "met": l50 / q50 <= 1.5})
+        );
+        println!(
+            "{}",
+            json!({"compare": format!("flood_{path}_p99"), "ratio": l99 / q99, "target": 3.0, "met": l99 / q99 <= 3.0})
+        );
+    }
 }
