@@ -6,6 +6,7 @@ mod failures;
 mod feeds;
 mod golden;
 mod host;
+mod hostile;
 mod interop;
 mod layers;
 mod median;
