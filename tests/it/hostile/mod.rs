@@ -9,10 +9,14 @@
 //! as CI wants); two environment variables make longer or different runs:
 //!
 //! - `LOOPP_PROPTEST_CASES=N`: cases per property instead of each test's
-//!   default ([`PARSER_CASES`]).
+//!   default (parsers: [`PARSER_CASES`]; gRPC: [`GRPC_CASES`] batches of
+//!   [`grpc::BATCH`] requests per method, sent at once).
 //! - `LOOPP_PROPTEST_SEED=N` (a u64) replays or varies a run;
 //!   `LOOPP_PROPTEST_SEED=random` draws a seed and prints it (stderr) so a
 //!   failure can be replayed with it.
+//!
+//! `LOOPP_HOSTILE_TRACE=1` prints every gRPC batch: each request as
+//! decoded and its answer.
 //!
 //! A long run, without nextest's per-test timeout:
 //! `LOOPP_PROPTEST_CASES=20000 LOOPP_PROPTEST_SEED=random cargo test --test it hostile`.
@@ -20,10 +24,13 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseResult, TestRunner};
 
+mod grpc;
 mod parsers;
 
 /// Default cases of a parser property.
 pub const PARSER_CASES: u32 = 512;
+/// Default cases (batches) of a gRPC method's property.
+pub const GRPC_CASES: u32 = 4;
 /// The seed of a default run.
 const DEFAULT_SEED: u64 = 0x100b_9e11;
 
@@ -74,6 +81,8 @@ pub fn check<S: Strategy>(
         // Never write regression files into the source tree.
         failure_persistence: None,
         max_shrink_iters: 256,
+        // Some cases take seconds (broker dials wait 5 s): bound shrinking.
+        max_shrink_time: 60_000,
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
@@ -102,7 +111,7 @@ pub enum Edit {
     Splice(usize, usize, usize),
 }
 
-fn edit() -> impl Strategy<Value = Edit> {
+pub fn edit() -> impl Strategy<Value = Edit> {
     let at = any::<usize>();
     prop_oneof![
         (at, any::<u8>()).prop_map(|(a, b)| Edit::Flip(a, b)),
