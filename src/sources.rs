@@ -129,6 +129,11 @@ struct RandomWalk {
     last: std::sync::Mutex<(u64, i128)>,
 }
 
+/// Steps a randomwalk computes in one call at most (a few ms): a hostile or
+/// broken timestamp must not hold the source, and the thread serving it, for
+/// minutes.
+const MAX_WALK: u64 = 1 << 20;
+
 /// Parts per million in one.
 const PPM: u32 = 1_000_000;
 
@@ -144,17 +149,28 @@ impl RandomWalk {
     /// The value after `n` steps: step i multiplies by (1 + r/10^6), r in
     /// -step_ppm..=step_ppm drawn from (seed, i), so the same n always gives
     /// the same value, whoever computes it. A value never drops below 1.
-    fn at(&self, n: u64) -> i128 {
+    ///
+    /// At most [`MAX_WALK`] steps are computed per call: a timestamp far
+    /// ahead (any epoch up to 2^32 comes over the wire) is an error, and the
+    /// steps done are kept, so asking again goes on from there.
+    fn at(&self, n: u64) -> Result<i128, String> {
         let span = (self.step_ppm * 2 + 1) as u64;
         let mut last = self.last.lock().unwrap();
         let (mut i, mut v) = if n >= last.0 { *last } else { (0, self.start) };
-        while i < n {
+        let stop = n.min(i.saturating_add(MAX_WALK));
+        while i < stop {
             let r = i128::from(mix(self.seed ^ mix(i)) % span) - self.step_ppm;
             v = (v + v * r / i128::from(PPM)).max(1);
             i += 1;
         }
-        *last = (n, v);
-        v
+        *last = (i, v);
+        if i < n {
+            return Err(format!(
+                "randomwalk: step {n} is {} steps ahead; walked {MAX_WALK} to step {i}, ask again to go on",
+                n - i
+            ));
+        }
+        Ok(v)
     }
 }
 
@@ -162,7 +178,7 @@ impl DataSource for RandomWalk {
     /// One step per round: the step number is the round's epoch plus its
     /// round (the node runs one round an epoch).
     fn observe(&self, ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
-        Ok(self.at(u64::from(ts.epoch) + u64::from(ts.round)))
+        self.at(u64::from(ts.epoch) + u64::from(ts.round))
     }
 }
 
@@ -259,6 +275,25 @@ mod tests {
             epoch: (n >> 8) as u32,
             round: (n & 0xff) as u8,
         }
+    }
+
+    #[test]
+    fn randomwalk_far_ahead_is_an_error_not_minutes_of_work() {
+        let spec = Spec::Randomwalk {
+            seed: 42,
+            start: 1_000_000,
+            step_ppm: 5000,
+        };
+        let (a, fresh) = (build(&spec).unwrap(), build(&spec).unwrap());
+        let far = ReportTimestamp {
+            config_digest: vec![],
+            epoch: u32::MAX,
+            round: 255,
+        };
+        let e = a.observe(&far, D).unwrap_err();
+        assert!(e.contains("ask again"), "{e}");
+        // The steps walked are kept; going back starts over, same values.
+        assert_eq!(a.observe(&ts(10), D), fresh.observe(&ts(10), D));
     }
 
     #[test]

@@ -213,8 +213,12 @@ impl Handshake {
         if fields[4] != "grpc" {
             return Err(HandshakeError::Protocol(fields[4].to_string()));
         }
+        // Base64 has no blanks: a field of only whitespace (a trailing
+        // space, a stray `\r`) is no certificate, as for go-plugin, which
+        // trims the line.
         let server_cert = fields
             .get(5)
+            .map(|c| c.trim())
             .filter(|c| !c.is_empty())
             .map(|c| c.to_string());
         let multiplex = fields.get(6).is_some_and(|m| *m == "true");
@@ -288,6 +292,11 @@ mod tests {
         assert_eq!(h.network, Network::Tcp);
         assert_eq!(h.server_cert.as_deref(), Some("Q0VSVA"));
         assert!(h.multiplex);
+        // Blanks are no certificate (found by tests/it/hostile: such a
+        // line did not print back as itself, and the host refused it as TLS).
+        let h = Handshake::parse("1|0|unix|/a|grpc| \r\r|true").unwrap();
+        assert_eq!(h.server_cert, None);
+        assert_eq!(Handshake::parse(&h.to_string()), Ok(h));
         // The 6th field is optional (old plugins print five).
         assert!(Handshake::parse("1|0|unix|/a|grpc").is_ok());
     }

@@ -7,6 +7,7 @@ mod feeds;
 mod flood;
 mod golden;
 mod host;
+mod hostile;
 mod interop;
 mod layers;
 mod median;
