@@ -1,8 +1,9 @@
 //! Hostile bytes (issue 11, "Hardening"): every LOOP request decoded from
 //! random and mutated bytes by each server, plugin side and node side, ends in
 //! INVALID_ARGUMENT or a normal answer, never a panic or a hang; the same for
-//! the handshake line, plugin log lines, dotenv files and job files: never a
-//! panic, an error message or a value.
+//! the handshake line, plugin log lines, dotenv files and job files (never a
+//! panic, an error message or a value), and HTTP requests to the node (an
+//! answer or a close, never a panic or a hang).
 //!
 //! Property tests with `proptest`: failures shrink to a small input and print
 //! the seed that found them. Runs are deterministic by default (a fixed seed,
@@ -25,6 +26,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseResult, TestRunner};
 
 mod grpc;
+mod http;
 mod parsers;
 
 /// Default cases of a parser property.
