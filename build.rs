@@ -209,14 +209,14 @@ fn services_code(fd: &FileDescriptorProto, types: &BTreeMap<String, String>) -> 
             if m.client_streaming() {
                 write!(
                     builder,
-                    "    let mut instance = s.clone();\n    builder = builder.{add}(&{konst}, move |ctx, req, resp| {{\n        crate::goplugin::metrics::server_begin(\"/{full_svc}/{}\");\n        instance.{mname}(ctx, req, resp)\n    }});\n",
+                    "    let mut instance = s.clone();\n    let lane_ = lane.clone();\n    builder = builder.{add}(&{konst}, move |ctx, req, resp| {{\n        crate::goplugin::metrics::server_begin(\"/{full_svc}/{}\");\n        let _lane = lane_.as_ref().map(|l| l.enter());\n        instance.{mname}(ctx, req, resp)\n    }});\n",
                     m.name()
                 )
                 .unwrap();
             } else {
                 write!(
                     builder,
-                    "    let mut instance = s.clone();\n    builder = builder.{add}(&SERVE_{konst}, move |ctx, req, resp| {{\n        crate::goplugin::metrics::server_begin(\"/{full_svc}/{}\");\n        match req {{\n            Ok(req) => instance.{mname}(ctx, req, resp),\n            Err(e) => {{\n                let call = crate::goplugin::metrics::server_call();\n                let status = ::grpcio::RpcStatus::with_message(::grpcio::RpcStatusCode::INVALID_ARGUMENT, format!(\"/{full_svc}/{}: the request is not a valid {}: {{e}}\"));\n                let f = resp.fail(status);\n                ctx.spawn(async move {{\n                    let _ = f.await;\n                    call.finish(\"INVALID_ARGUMENT\");\n                }});\n            }}\n        }}\n    }});\n",
+                    "    let mut instance = s.clone();\n    let lane_ = lane.clone();\n    builder = builder.{add}(&SERVE_{konst}, move |ctx, req, resp| {{\n        crate::goplugin::metrics::server_begin(\"/{full_svc}/{}\");\n        let _lane = lane_.as_ref().map(|l| l.enter());\n        match req {{\n            Ok(req) => instance.{mname}(ctx, req, resp),\n            Err(e) => {{\n                let call = crate::goplugin::metrics::server_call();\n                let status = ::grpcio::RpcStatus::with_message(::grpcio::RpcStatusCode::INVALID_ARGUMENT, format!(\"/{full_svc}/{}: the request is not a valid {}: {{e}}\"));\n                let f = resp.fail(status);\n                ctx.spawn(async move {{\n                    let _ = f.await;\n                    call.finish(\"INVALID_ARGUMENT\");\n                }});\n            }}\n        }}\n    }});\n",
                     m.name(),
                     m.name(),
                     m.input_type().trim_start_matches('.'),
@@ -226,7 +226,7 @@ fn services_code(fd: &FileDescriptorProto, types: &BTreeMap<String, String>) -> 
         }
         write!(
             s,
-            "/// Client of `{full_svc}`. Every method takes the call's timeout.\n#[derive(Clone)]\npub struct {svc_name}Client {{\n    client: ::grpcio::Client,\n}}\n\nimpl {svc_name}Client {{\n    pub fn new(channel: ::grpcio::Channel) -> Self {{\n        {svc_name}Client {{ client: ::grpcio::Client::new(channel) }}\n    }}\n\n{client}}}\n\n/// Server side of `{full_svc}`; unimplemented methods answer Unimplemented.\npub trait {svc_name} {{\n{trait_}}}\n\n/// Wraps a `{svc_name}` implementation as a grpcio service.\npub fn create_{svc_snake}<S: {svc_name} + Send + Clone + 'static>(s: S) -> ::grpcio::Service {{\n    let mut builder = ::grpcio::ServiceBuilder::new();\n{builder}    let _ = s;\n    builder.build()\n}}\n\n"
+            "/// Client of `{full_svc}`. Every method takes the call's timeout.\n#[derive(Clone)]\npub struct {svc_name}Client {{\n    client: ::grpcio::Client,\n}}\n\nimpl {svc_name}Client {{\n    pub fn new(channel: ::grpcio::Channel) -> Self {{\n        {svc_name}Client {{ client: ::grpcio::Client::new(channel) }}\n    }}\n\n{client}}}\n\n/// Server side of `{full_svc}`; unimplemented methods answer Unimplemented.\npub trait {svc_name} {{\n{trait_}}}\n\n/// Wraps a `{svc_name}` implementation as a grpcio service. Created inside\n/// a `goplugin::pool::Lane`, its handlers run in that lane.\npub fn create_{svc_snake}<S: {svc_name} + Send + Clone + 'static>(s: S) -> ::grpcio::Service {{\n    let mut builder = ::grpcio::ServiceBuilder::new();\n    let lane = crate::goplugin::pool::Lane::ambient();\n{builder}    let _ = lane;\n    let _ = s;\n    builder.build()\n}}\n\n"
         )
         .unwrap();
     }

@@ -71,6 +71,11 @@ pub struct Broker {
 
 struct Inner {
     next_id: AtomicU32,
+    /// Largest message of a brokered server or channel.
+    max_message: usize,
+    /// The lane of the services this side serves the other (the host's:
+    /// that plugin's bound), entered with [`Broker::enter_lane`].
+    lane: Option<crate::goplugin::pool::Lane>,
     state: Mutex<State>,
     announced: Condvar,
     sockets: SocketDir,
@@ -89,11 +94,24 @@ struct State {
 }
 
 impl Broker {
-    /// A broker whose servers listen on sockets in `sockets`.
+    /// A broker whose servers listen on sockets in `sockets`, with this
+    /// process's message bound and no lane.
     pub fn new(sockets: SocketDir) -> Broker {
+        Broker::bounded(sockets, rpc::max_message(), None)
+    }
+
+    /// A broker with a message bound for its servers and channels, and a
+    /// lane for what is served through it.
+    pub fn bounded(
+        sockets: SocketDir,
+        max_message: usize,
+        lane: Option<crate::goplugin::pool::Lane>,
+    ) -> Broker {
         Broker {
             inner: Arc::new(Inner {
                 next_id: AtomicU32::new(1),
+                max_message,
+                lane,
                 state: Mutex::new(State {
                     closed: false,
                     pending: HashMap::new(),
@@ -106,6 +124,13 @@ impl Broker {
                 sockets,
             }),
         }
+    }
+
+    /// Makes this broker's lane ambient while the guard lives: services
+    /// created meanwhile run their blocking handlers in it (see
+    /// [`crate::goplugin::pool::Lane`]).
+    pub fn enter_lane(&self) -> Option<crate::goplugin::pool::Entered> {
+        self.inner.lane.as_ref().map(|l| l.enter())
     }
 
     /// A fresh id for [`Broker::serve`]. Ids are unique per side; both sides
@@ -122,7 +147,7 @@ impl Broker {
             .sockets
             .path(&format!("broker-{id}.sock"))
             .map_err(|e| Error::io("broker: no socket directory", e))?;
-        let mut builder = rpc::server_builder();
+        let mut builder = rpc::server_builder_bounded(self.inner.max_message);
         for s in services {
             builder = builder.register_service(s);
         }
@@ -171,7 +196,11 @@ impl Broker {
     #[cfg(test)]
     pub(crate) fn local_channel(&self, id: u32) -> Channel {
         let path = self.served_address(id).expect("a server on that id");
-        rpc::connect(Network::Unix, &path.to_string_lossy())
+        rpc::connect_bounded(
+            Network::Unix,
+            &path.to_string_lossy(),
+            self.inner.max_message,
+        )
     }
 
     /// Stops the server announced as `id` and removes its socket.
@@ -209,7 +238,11 @@ impl Broker {
                         info.network
                     ),
                 })?;
-                return Ok(rpc::connect(network, &info.address));
+                return Ok(rpc::connect_bounded(
+                    network,
+                    &info.address,
+                    self.inner.max_message,
+                ));
             }
             if st.closed {
                 return Err(Error::BrokerClosed);

@@ -147,10 +147,18 @@ impl Error {
 
     /// Wraps a grpcio error from calling `method` on `plugin`.
     pub fn rpc(plugin: &str, method: &'static str, e: &grpcio::Error) -> Error {
+        let mut status = rpc_status_text(e);
+        if status.starts_with("RESOURCE_EXHAUSTED") && status.contains("larger than max") {
+            status.push_str(
+                "; the message bound is the plugin's rpc.max_message_bytes in the job file \
+                 (LOOPP_MAX_MESSAGE_BYTES in a loopp plugin's environment): raise it if such \
+                 messages are expected",
+            );
+        }
         Error::Rpc {
             plugin: plugin.to_string(),
             method,
-            status: rpc_status_text(e),
+            status,
         }
     }
 

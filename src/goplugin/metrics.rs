@@ -6,7 +6,9 @@
 //! - host-side RPC metrics (`loopp_rpc_*`, per plugin and method, with
 //!   deadline-exceeded counts), through [`client_observe`];
 //! - HTTP server connections (`loopp_http_connections*`, per server), from
-//!   [`crate::goplugin::http`].
+//!   [`crate::goplugin::http`];
+//! - per-plugin lanes of served calls (`loopp_served_calls_*`), from
+//!   [`crate::goplugin::pool::Lane`].
 //!
 //! Higher layers add their own metrics to the same registry with
 //! [`register`] (the node's: `crate::node::metrics`).
@@ -212,6 +214,56 @@ pub fn http_closed(server: &str, reason: &str) {
     HTTP.closed.with_label_values(&[server, reason]).inc();
 }
 
+struct Lanes {
+    running: prometheus::IntGaugeVec,
+    queued: prometheus::IntGaugeVec,
+    rejected: IntCounterVec,
+}
+
+static LANES: LazyLock<Lanes> = LazyLock::new(|| Lanes {
+    running: register(
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "loopp_served_calls_running",
+                "Calls a plugin made to what this process serves it, running now.",
+            ),
+            &["plugin"],
+        )
+        .unwrap(),
+    ),
+    queued: register(
+        prometheus::IntGaugeVec::new(
+            Opts::new(
+                "loopp_served_calls_queued",
+                "Calls a plugin made to what this process serves it, waiting for a thread.",
+            ),
+            &["plugin"],
+        )
+        .unwrap(),
+    ),
+    rejected: register(
+        IntCounterVec::new(
+            Opts::new(
+                "loopp_served_calls_rejected_total",
+                "Calls a plugin made over its bound, answered RESOURCE_EXHAUSTED.",
+            ),
+            &["plugin"],
+        )
+        .unwrap(),
+    ),
+});
+
+/// Publishes a lane's running and waiting jobs.
+pub fn lane_state(lane: &str, running: usize, queued: usize) {
+    LANES.running.with_label_values(&[lane]).set(running as i64);
+    LANES.queued.with_label_values(&[lane]).set(queued as i64);
+}
+
+/// Counts a job a lane refused.
+pub fn lane_rejected(lane: &str) {
+    LANES.rejected.with_label_values(&[lane]).inc();
+}
+
 struct Process {
     /// A counter (Prometheus's process collector types it so, and promtool
     /// refuses a `_total` gauge), advanced to what /proc says at each scrape.
@@ -308,6 +360,7 @@ pub fn encode() -> (Vec<u8>, String) {
     LazyLock::force(&SERVER);
     LazyLock::force(&CLIENT);
     LazyLock::force(&HTTP);
+    LazyLock::force(&LANES);
     let encoder = TextEncoder::new();
     let mut buf = Vec::new();
     let _ = encoder.encode(&prometheus::gather(), &mut buf);

@@ -7,8 +7,20 @@
 //!
 //! Starting a thread per call cost about a quarter of a LOOPP round's
 //! overhead (benches/feed.rs); reuse removes it.
+//!
+//! A [`Lane`] bounds the jobs of one peer on top of the pool: what the node
+//! serves a plugin (keystore, data sources, error log, re-served providers)
+//! runs in that plugin's lane, at most `running` at once and `queued`
+//! waiting; beyond, [`crate::goplugin::rpc::respond_blocking`] answers
+//! RESOURCE_EXHAUSTED. So a plugin that floods the node with slow calls
+//! holds a bounded number of threads, and other plugins' lanes are
+//! untouched. Services pick their lane up when they are created inside
+//! [`Lane::enter`] (the generated glue does it), so nothing else needs to
+//! pass it along.
 
-use std::sync::{LazyLock, Mutex};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -82,9 +94,254 @@ impl Pool {
     }
 }
 
+/// A bounded share of the pool for one peer (see the module doc).
+#[derive(Clone)]
+pub struct Lane(Arc<LaneInner>);
+
+struct LaneInner {
+    name: String,
+    running_max: usize,
+    queued_max: usize,
+    state: Mutex<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    running: usize,
+    /// Admitted to wait: jobs in `queue` plus admissions not yet pushed.
+    queued: usize,
+    queue: VecDeque<Job>,
+}
+
+/// Why a lane refused a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The lane (the plugin's name).
+    pub lane: String,
+    /// Jobs running in it.
+    pub running: usize,
+    /// Jobs waiting in it.
+    pub queued: usize,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "plugin {}: {} calls to what the node serves it are running and {} waiting, its bound; \
+             retry later, or raise the plugin's rpc.concurrent_calls / rpc.queued_calls",
+            self.lane, self.running, self.queued
+        )
+    }
+}
+
+/// A job admitted by [`Lane::admit`]: run it with [`Admitted::start`].
+#[must_use]
+pub struct Admitted {
+    lane: Lane,
+    queued: bool,
+}
+
+thread_local! {
+    static AMBIENT: RefCell<Option<Lane>> = const { RefCell::new(None) };
+}
+
+/// While alive, [`Lane::ambient`] on this thread is the entered lane.
+pub struct Entered(Option<Lane>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        AMBIENT.with(|a| *a.borrow_mut() = previous);
+    }
+}
+
+impl Lane {
+    /// A lane named `name` (in errors and metrics) running at most
+    /// `running` jobs (at least 1) with at most `queued` waiting.
+    pub fn new(name: &str, running: usize, queued: usize) -> Lane {
+        Lane(Arc::new(LaneInner {
+            name: name.to_string(),
+            running_max: running.max(1),
+            queued_max: queued,
+            state: Mutex::new(LaneState::default()),
+        }))
+    }
+
+    /// The lane's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Makes this the thread's ambient lane until the guard drops.
+    pub fn enter(&self) -> Entered {
+        Entered(AMBIENT.with(|a| a.borrow_mut().replace(self.clone())))
+    }
+
+    /// The lane entered on this thread, if any.
+    pub fn ambient() -> Option<Lane> {
+        AMBIENT.with(|a| a.borrow().clone())
+    }
+
+    /// Takes a place for one job (running or waiting), or says why not.
+    pub fn admit(&self) -> Result<Admitted, Busy> {
+        let mut st = self.0.state.lock().unwrap();
+        let queued = if st.running < self.0.running_max {
+            st.running += 1;
+            false
+        } else if st.queued < self.0.queued_max {
+            st.queued += 1;
+            true
+        } else {
+            crate::goplugin::metrics::lane_rejected(&self.0.name);
+            return Err(Busy {
+                lane: self.0.name.clone(),
+                running: st.running,
+                queued: st.queued,
+            });
+        };
+        self.publish(&st);
+        Ok(Admitted {
+            lane: self.clone(),
+            queued,
+        })
+    }
+
+    fn publish(&self, st: &LaneState) {
+        crate::goplugin::metrics::lane_state(&self.0.name, st.running, st.queued);
+    }
+
+    /// Runs `job`, then whatever waits in the lane, on one pool thread.
+    fn run(self, job: Job) {
+        let lane = self.clone();
+        let spawned = spawn(move || {
+            job();
+            loop {
+                let next = {
+                    let mut st = lane.0.state.lock().unwrap();
+                    match st.queue.pop_front() {
+                        Some(next) => {
+                            st.queued -= 1;
+                            lane.publish(&st);
+                            next
+                        }
+                        None => {
+                            st.running -= 1;
+                            lane.publish(&st);
+                            return;
+                        }
+                    }
+                };
+                next();
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("lane {}: cannot start a thread: {e}", self.0.name);
+            let mut st = self.0.state.lock().unwrap();
+            st.running -= 1;
+            self.publish(&st);
+        }
+    }
+}
+
+impl Admitted {
+    /// Runs `f` now if the lane had room, else when a running job is done.
+    pub fn start(self, f: impl FnOnce() + Send + 'static) {
+        let lane = self.lane;
+        if !self.queued {
+            return lane.run(Box::new(f));
+        }
+        let mut st = lane.0.state.lock().unwrap();
+        if st.running < lane.0.running_max {
+            // Every runner finished since the admission: run it ourselves.
+            st.queued -= 1;
+            st.running += 1;
+            lane.publish(&st);
+            drop(st);
+            lane.run(Box::new(f));
+        } else {
+            st.queue.push_back(Box::new(f));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lane_runs_its_bound_queues_the_rest_and_refuses_beyond() {
+        let lane = Lane::new("lane-test", 2, 3);
+        let (release_tx, release_rx) = crossbeam_channel::unbounded::<()>();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut refused = Vec::new();
+        for i in 0..8 {
+            match lane.admit() {
+                Ok(a) => {
+                    let (rx, done, running, peak) = (
+                        release_rx.clone(),
+                        done_tx.clone(),
+                        running.clone(),
+                        peak.clone(),
+                    );
+                    a.start(move || {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        peak.fetch_max(now, SeqCst);
+                        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                        running.fetch_sub(1, SeqCst);
+                        done.send(i).unwrap();
+                    });
+                }
+                Err(busy) => refused.push((i, busy)),
+            }
+        }
+        // 2 run, 3 wait, 3 are refused with the lane's figures.
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        let (_, busy) = &refused[0];
+        assert_eq!((busy.running, busy.queued), (2, 3));
+        assert!(
+            busy.to_string().contains("plugin lane-test: 2 calls"),
+            "{busy}"
+        );
+        for _ in 0..5 {
+            release_tx.send(()).unwrap();
+        }
+        let mut finished: Vec<usize> = (0..5)
+            .map(|_| done_rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        finished.sort();
+        assert_eq!(finished, vec![0, 1, 2, 3, 4]);
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Drained: the lane takes its full bound again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lane.0.state.lock().unwrap().running > 0 {
+            assert!(std::time::Instant::now() < deadline, "runners never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let again: Vec<_> = (0..5).map(|_| lane.admit()).collect();
+        assert!(again.iter().all(Result::is_ok));
+        assert!(lane.admit().is_err());
+        for a in again.into_iter().flatten() {
+            a.start(|| {});
+        }
+    }
+
+    #[test]
+    fn the_ambient_lane_is_scoped() {
+        assert!(Lane::ambient().is_none());
+        let outer = Lane::new("outer", 1, 1);
+        let g = outer.enter();
+        {
+            let _inner = Lane::new("inner", 1, 1).enter();
+            assert_eq!(Lane::ambient().unwrap().name(), "inner");
+        }
+        assert_eq!(Lane::ambient().unwrap().name(), "outer");
+        drop(g);
+        assert!(Lane::ambient().is_none());
+    }
 
     #[test]
     fn jobs_never_wait_for_each_other_and_threads_are_reused() {

@@ -16,9 +16,46 @@ use grpcio::{
 
 use crate::goplugin::handshake::Network;
 
-/// Largest message either side sends or accepts: as go-plugin (`math.MaxInt32`),
-/// because grpc's 4 MiB default is too small for reports and configs.
-pub const MAX_MESSAGE_LEN: i32 = i32::MAX;
+/// Largest message a channel or server takes by default, either way: 16 MiB.
+/// OCR reports and configs are kilobytes; go-plugin's `math.MaxInt32` would
+/// let one reply make a process hold 2 GiB. A bigger message fails with
+/// RESOURCE_EXHAUSTED, which the host names with plugin and method.
+pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
+
+/// The environment variable that sets a plugin process's bound (the node
+/// sets it from the job's `rpc.max_message_bytes`).
+pub const MAX_MESSAGE_VAR: &str = "LOOPP_MAX_MESSAGE_BYTES";
+
+/// The least bound accepted: below it, not even a handshake's calls fit.
+pub const MIN_MAX_MESSAGE: usize = 4 << 10;
+
+/// This process's default bound: `LOOPP_MAX_MESSAGE_BYTES` when it is a
+/// number within `MIN_MAX_MESSAGE..=i32::MAX` (else a warning), else
+/// [`DEFAULT_MAX_MESSAGE`].
+pub fn max_message() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| match std::env::var(MAX_MESSAGE_VAR) {
+        Err(_) => DEFAULT_MAX_MESSAGE,
+        Ok(v) => match parse_max_message(&v) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("{e}; using {DEFAULT_MAX_MESSAGE}");
+                DEFAULT_MAX_MESSAGE
+            }
+        },
+    })
+}
+
+/// A message bound from text, or what is wrong with it.
+pub fn parse_max_message(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (MIN_MAX_MESSAGE..=i32::MAX as usize).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{MAX_MESSAGE_VAR}={v:?}: give a byte count from {MIN_MAX_MESSAGE} to {}",
+            i32::MAX
+        )),
+    }
+}
 
 /// Deadline of the calls that open the broker and stdio streams. They live as
 /// long as the plugin and are cancelled when it is killed; the deadline is only
@@ -59,10 +96,11 @@ pub fn prewarm() {
         .spawn(|| drop(env()));
 }
 
-fn channel_builder() -> ChannelBuilder {
+fn channel_builder(max_message: usize) -> ChannelBuilder {
+    let max = max_message.min(i32::MAX as usize) as i32;
     ChannelBuilder::new(env())
-        .max_receive_message_len(MAX_MESSAGE_LEN)
-        .max_send_message_len(MAX_MESSAGE_LEN)
+        .max_receive_message_len(max)
+        .max_send_message_len(max)
 }
 
 /// The grpc target for a handshake address.
@@ -73,33 +111,59 @@ pub fn target(network: Network, address: &str) -> String {
     }
 }
 
-/// A channel to a plugin (or brokered) server. Connects lazily; the first call
-/// fails fast with UNAVAILABLE when nothing listens there.
+/// A channel to a plugin (or brokered) server, with this process's message
+/// bound ([`max_message`]). Connects lazily; the first call fails fast with
+/// UNAVAILABLE when nothing listens there.
 pub fn connect(network: Network, address: &str) -> Channel {
-    channel_builder()
+    connect_bounded(network, address, max_message())
+}
+
+/// [`connect`], with messages of at most `max_message` bytes either way.
+pub fn connect_bounded(network: Network, address: &str, max_message: usize) -> Channel {
+    channel_builder(max_message)
         // Each plugin gets its own connection even if addresses repeat over time.
         .use_local_subchannel_pool(true)
         .connect(&target(network, address))
 }
 
-/// A server builder with the message limits and without `SO_REUSEPORT` (with it,
-/// two plugins could both "bind" the same TCP port).
+/// A server builder with this process's message bound and without
+/// `SO_REUSEPORT` (with it, two plugins could both "bind" the same TCP port).
 pub fn server_builder() -> ServerBuilder {
-    let args = channel_builder().reuse_port(false).build_args();
+    server_builder_bounded(max_message())
+}
+
+/// [`server_builder`], with messages of at most `max_message` bytes.
+pub fn server_builder_bounded(max_message: usize) -> ServerBuilder {
+    let args = channel_builder(max_message).reuse_port(false).build_args();
     ServerBuilder::new(env()).channel_args(args)
 }
 
 /// Runs `f` on a [`crate::goplugin::pool`] thread and answers the call with its result, so plugin
 /// code that blocks (on I/O, on another RPC, on a broker dial) never holds a
-/// completion-queue thread.
+/// completion-queue thread. In a service created inside a
+/// [`crate::goplugin::pool::Lane`] (what the node serves a plugin), `f`
+/// runs in that lane, and a call over the lane's bound is answered
+/// RESOURCE_EXHAUSTED at once.
 pub fn respond_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, f: F)
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
 {
+    let admitted = match crate::goplugin::pool::Lane::ambient().map(|l| l.admit()) {
+        Some(Err(busy)) => {
+            let method = String::from_utf8_lossy(ctx.method()).into_owned();
+            let status = status(
+                RpcStatusCode::RESOURCE_EXHAUSTED,
+                format!("{method}: {busy}"),
+            );
+            return respond(ctx, sink, Err(status));
+        }
+        Some(Ok(admitted)) => Some(admitted),
+        None => None,
+    };
     let method = String::from_utf8_lossy(ctx.method()).into_owned();
     let call = crate::goplugin::metrics::server_call();
-    let spawned = crate::goplugin::pool::spawn(move || {
+    let job = move || {
         let outcome = f();
         let code = code_name(&outcome);
         let sent = match outcome {
@@ -113,9 +177,14 @@ where
                 crate::goplugin::error::rpc_status_text(&e)
             );
         }
-    });
-    if let Err(e) = spawned {
-        log::error!("cannot spawn a handler thread: {e}");
+    };
+    match admitted {
+        Some(admitted) => admitted.start(job),
+        None => {
+            if let Err(e) = crate::goplugin::pool::spawn(job) {
+                log::error!("cannot spawn a handler thread: {e}");
+            }
+        }
     }
 }
 

@@ -183,6 +183,9 @@ impl Node {
                     host.env = crate::node::loopenv::plugin_env(port, env);
                     host.limits = p.limits.clone();
                     host.sha256 = p.sha256;
+                    host.max_message = p.rpc.max_message;
+                    host.concurrent_calls = p.rpc.concurrent_calls;
+                    host.queued_calls = p.rpc.queued_calls;
                     hosts.push(host);
                 }
                 Mode::InProcess => {

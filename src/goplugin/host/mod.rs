@@ -81,7 +81,20 @@ pub struct HostConfig {
     /// very file that is executed (as go-plugin's SecureConfig, without its
     /// gap between hashing and exec); None: not pinned.
     pub sha256: Option<[u8; 32]>,
+    /// Largest gRPC message either way, on the plugin's channel and every
+    /// brokered one (and the plugin's own bound, `LOOPP_MAX_MESSAGE_BYTES`).
+    pub max_message: usize,
+    /// Calls of the plugin to what the host serves it (keystore, data
+    /// sources, ...) that run at once; more wait.
+    pub concurrent_calls: usize,
+    /// Calls that wait; beyond, RESOURCE_EXHAUSTED.
+    pub queued_calls: usize,
 }
+
+/// Default [`HostConfig::concurrent_calls`].
+pub const DEFAULT_CONCURRENT_CALLS: usize = 16;
+/// Default [`HostConfig::queued_calls`].
+pub const DEFAULT_QUEUED_CALLS: usize = 1024;
 
 impl HostConfig {
     /// A config with go-plugin's defaults and app version 0.
@@ -101,6 +114,9 @@ impl HostConfig {
             socket_dir: None,
             limits: Vec::new(),
             sha256: None,
+            max_message: rpc::DEFAULT_MAX_MESSAGE,
+            concurrent_calls: DEFAULT_CONCURRENT_CALLS,
+            queued_calls: DEFAULT_QUEUED_CALLS,
         }
     }
 
@@ -114,6 +130,10 @@ impl HostConfig {
             (
                 "PLUGIN_MIN_PORT".into(),
                 self.port_range.0.to_string().into(),
+            ),
+            (
+                rpc::MAX_MESSAGE_VAR.into(),
+                self.max_message.to_string().into(),
             ),
             (
                 "PLUGIN_MAX_PORT".into(),
@@ -211,13 +231,19 @@ impl Client {
             }
         };
         let handshake_in = t0.elapsed();
-        let channel = rpc::connect(handshake.network, &handshake.address);
+        let channel =
+            rpc::connect_bounded(handshake.network, &handshake.address, config.max_message);
+        let lane = crate::goplugin::pool::Lane::new(
+            &config.name,
+            config.concurrent_calls,
+            config.queued_calls,
+        );
         let mut client = Client {
             config: config.clone(),
             process,
             handshake,
             channel,
-            broker: Broker::new(sockets.clone()),
+            broker: Broker::bounded(sockets.clone(), config.max_message, Some(lane)),
             sockets,
             handshake_in,
             started_in: Duration::ZERO,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::feeds::{self, FeedEntry};
-use super::{env_prefix, parse_duration, ConfigError, Mode, NodeConfig, PluginConfig, Supervision};
+use super::{
+    env_prefix, parse_duration, ConfigError, Mode, NodeConfig, PluginConfig, RpcBounds, Supervision,
+};
 use crate::goplugin::host::Limit;
 use crate::node::kinds;
 
@@ -44,6 +46,44 @@ struct PluginEntry {
     limits: LimitsEntry,
     /// The LOOPP executable's SHA-256, hex (`CL_<NAME>_SHA256` over it).
     sha256: Option<String>,
+    #[serde(default)]
+    rpc: RpcEntry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RpcEntry {
+    max_message_bytes: Option<usize>,
+    concurrent_calls: Option<usize>,
+    queued_calls: Option<usize>,
+}
+
+/// A plugin's RPC bounds: the defaults, with what the job sets.
+fn rpc_bounds(e: &RpcEntry, at: &str, problems: &mut Vec<String>) -> RpcBounds {
+    let mut b = RpcBounds::default();
+    if let Some(n) = e.max_message_bytes {
+        match crate::goplugin::rpc::parse_max_message(&n.to_string()) {
+            Ok(n) => b.max_message = n,
+            Err(_) => problems.push(format!(
+                "{at}.rpc.max_message_bytes: {n} is out of range; give {} to {} (default {})",
+                crate::goplugin::rpc::MIN_MAX_MESSAGE,
+                i32::MAX,
+                crate::goplugin::rpc::DEFAULT_MAX_MESSAGE
+            )),
+        }
+    }
+    match e.concurrent_calls {
+        Some(0) => problems.push(format!(
+            "{at}.rpc.concurrent_calls: 0 would refuse every call the plugin makes to the node; give 1 or more (default {})",
+            crate::goplugin::host::DEFAULT_CONCURRENT_CALLS
+        )),
+        Some(n) => b.concurrent_calls = n,
+        None => {}
+    }
+    if let Some(n) = e.queued_calls {
+        b.queued_calls = n;
+    }
+    b
 }
 
 /// The HTTP server's bounds: the defaults, with what the job sets.
@@ -251,12 +291,14 @@ impl NodeConfig {
                     }
                 },
             };
+            let rpc = rpc_bounds(&p.rpc, &at, &mut problems);
             plugins.push(PluginConfig {
                 name: p.name.clone(),
                 kind,
                 mode,
                 limits,
                 sha256,
+                rpc,
             });
         }
         let feeds = feeds::resolve(&job.feeds, &plugins, env, &mut problems);

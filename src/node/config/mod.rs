@@ -119,6 +119,30 @@ pub struct PluginConfig {
     pub limits: Vec<Limit>,
     /// Its executable's pinned SHA-256 (LOOPPs): checked before every start.
     pub sha256: Option<[u8; 32]>,
+    /// Message size and served-call bounds (LOOPPs).
+    pub rpc: RpcBounds,
+}
+
+/// What bounds a LOOPP's RPCs (job file `plugins[].rpc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RpcBounds {
+    /// Largest gRPC message either way (`max_message_bytes`).
+    pub max_message: usize,
+    /// The plugin's calls to what the node serves it, running at once
+    /// (`concurrent_calls`).
+    pub concurrent_calls: usize,
+    /// Such calls waiting; beyond, RESOURCE_EXHAUSTED (`queued_calls`).
+    pub queued_calls: usize,
+}
+
+impl Default for RpcBounds {
+    fn default() -> RpcBounds {
+        RpcBounds {
+            max_message: crate::goplugin::rpc::DEFAULT_MAX_MESSAGE,
+            concurrent_calls: crate::goplugin::host::DEFAULT_CONCURRENT_CALLS,
+            queued_calls: crate::goplugin::host::DEFAULT_QUEUED_CALLS,
+        }
+    }
 }
 
 /// Everything the node needs to start.
@@ -279,6 +303,32 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(err.problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn rpc_bounds_come_from_the_job_and_bad_ones_are_named() {
+        let job = r#"{"plugins":[{"name":"a","kind":"example",
+            "rpc":{"max_message_bytes":1048576,"concurrent_calls":2,"queued_calls":0}}]}"#;
+        let c = NodeConfig::from_json("job", job, &env_of(&[])).unwrap();
+        assert_eq!(
+            c.plugins[0].rpc,
+            RpcBounds {
+                max_message: 1 << 20,
+                concurrent_calls: 2,
+                queued_calls: 0
+            }
+        );
+        let job = r#"{"plugins":[{"name":"a","kind":"example",
+            "rpc":{"max_message_bytes":10,"concurrent_calls":0}}]}"#;
+        let text = NodeConfig::from_json("job", job, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "plugins[0].rpc.max_message_bytes: 10 is out of range; give 4096 to 2147483647",
+            "plugins[0].rpc.concurrent_calls: 0 would refuse every call",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -265,6 +265,8 @@ impl PluginMedian for PluginMedianClient {
     ) -> Result<Arc<dyn ReportingPluginFactory>, String> {
         let channel = self.link.channel(&self.name).map_err(|e| e.to_string())?;
         let broker = self.link.broker(&self.name).map_err(|e| e.to_string())?;
+        // What is served for the plugin runs in its lane (its bound).
+        let _lane = broker.enter_lane();
         let mut lease = broker.lease();
         let mut serve = |what: &str, services| {
             lease

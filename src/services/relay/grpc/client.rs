@@ -76,6 +76,8 @@ impl PluginRelayer for PluginRelayerClient {
         const METHOD: &str = "/loop.PluginRelayer/NewRelayer";
         let channel = self.link.channel(&self.name).map_err(|e| e.to_string())?;
         let broker = self.link.broker(&self.name).map_err(|e| e.to_string())?;
+        // What is served for the plugin runs in its lane (its bound).
+        let _lane = broker.enter_lane();
         let mut lease = broker.lease();
         // Every id is served, as a Go host serves them: a Go relayer dials
         // all three and fails NewRelayer on a missing one (never send 0).
