@@ -16,7 +16,11 @@
 //! - `spawn-grandchild`: serves, with a `sleep` child in its process group;
 //! - `chatty`: serves and prints a line on stdout and stderr every 50 ms;
 //! - `hang-metrics`: serves, but its `/metrics` never answers (within 60 s);
-//! - `metrics-required`: serves, as a LOOP plugin that requires `CL_PROMETHEUS_PORT`.
+//! - `metrics-required`: serves, as a LOOP plugin that requires `CL_PROMETHEUS_PORT`;
+//! - `crash-loop`: while the number in the file `LOOPP_TEST_CRASH_FILE` is
+//!   above 0, counts it down, prints a handshake (its socket is never
+//!   served) and exits 7 at once; at 0 it serves normally. One file drives a
+//!   whole crash loop under a supervisor.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -133,11 +137,45 @@ fn main() -> ExitCode {
             std::process::id()
         )),
         "ignore-shutdown" => ignore_shutdown::run(),
+        "crash-loop" => crash_loop(),
         other => {
             eprintln!("loopp-test-plugin: unknown mode {other:?}");
             ExitCode::from(2)
         }
     }
+}
+
+/// See `crash-loop` in the module docs.
+fn crash_loop() -> ExitCode {
+    if !Cookie::example().is_present_in_env() {
+        return ExitCode::from(1);
+    }
+    let Some(file) = std::env::var_os("LOOPP_TEST_CRASH_FILE") else {
+        eprintln!("crash-loop: set LOOPP_TEST_CRASH_FILE");
+        return ExitCode::from(2);
+    };
+    let file = std::path::PathBuf::from(file);
+    let left: u64 = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if left == 0 {
+        return serve_normally("serve");
+    }
+    // Renamed into place: the test reads the file while plugins write it.
+    let tmp = file.with_extension("tmp");
+    if std::fs::write(&tmp, format!("{}\n", left - 1))
+        .and_then(|_| std::fs::rename(&tmp, &file))
+        .is_err()
+    {
+        return ExitCode::from(2);
+    }
+    println!(
+        "1|0|unix|/tmp/loopp-test-crash-loop-{}.sock|grpc|",
+        std::process::id()
+    );
+    let _ = std::io::stdout().flush();
+    ExitCode::from(7)
 }
 
 /// A metrics collector whose collection hangs (for proxy timeout tests).
