@@ -288,3 +288,207 @@ fn a_thousand_crashes_leave_the_nodes_threads_fds_and_memory_as_they_were() {
         .collect();
     assert_eq!(left, Vec::<String>::new(), "socket directories left");
 }
+
+const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
+const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
+
+/// A feed's entry in a job file: feed `name` on relay `relay`.
+fn feed_entry(name: &str, relay: &str, start: u64) -> String {
+    format!(
+        r#"{{"name":"{name}","relay":"{relay}","median":"median",
+            "source":{{"type":"randomwalk","seed":5,"start":{start},"step_ppm":5000}},
+            "interval":"150ms","deviation_ppb":0,"heartbeat":"1h",
+            "max_durations":{{"observation":"1s","report":"1s","should_accept":"1s","should_transmit":"1s"}}}}"#
+    )
+}
+
+/// `(epoch, median)` of every transmission in a chain file, read without
+/// opening it as a chain (which would cut a torn tail off under the
+/// relayer's feet); None while the file ends in a torn record.
+fn chain_records(path: &Path) -> Option<Vec<(u32, i128)>> {
+    use loopp::devchain::store::Record;
+    let bytes = std::fs::read(path).unwrap_or_default();
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        return None;
+    }
+    let mut out = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Record>(line).ok()? {
+            Record::Transmission(t) => out.push((t.epoch, t.median)),
+            Record::Config(_) => {}
+        }
+    }
+    Some(out)
+}
+
+/// Sets the soft file size limit of process `pid` (the hard one stays).
+fn set_file_size_limit(pid: u32, bytes: Option<u64>) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reading and setting another process's limit, plain structs.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The epochs the node logged as transmitted for `feed`.
+fn acknowledged(feed: &str) -> Vec<u32> {
+    let prefix = format!("feed {feed}: epoch ");
+    logs_for("loopp::node::feeds")
+        .iter()
+        .filter_map(|r| {
+            let rest = r.message.strip_prefix(&prefix)?;
+            let (epoch, what) = rest.split_once(": ")?;
+            what.starts_with("transmitted")
+                .then(|| epoch.parse().ok())?
+        })
+        .collect()
+}
+
+/// The devchain relayer's chain file stops taking writes (its process hits
+/// the file size limit mid-record: part of the record is written, then
+/// EFBIG, as on a disk that fills up): the round fails with an error naming
+/// the file, in the node's log; the relayer is not killed (SIGXFSZ is
+/// ignored); the other feed, on another relayer, keeps transmitting; the
+/// torn part is taken back so the file stays valid; when the limit is
+/// lifted the feed transmits again; and every transmission the node saw
+/// acknowledged is in the file, which reopens clean.
+///
+/// `cargo nextest run --no-capture -E 'test(chain_file_that_stops)'`
+#[test]
+fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
+    use loopp::node::config::NodeConfig;
+    use loopp::node::Node;
+    capture_logs();
+    let sb = Sandbox::new("disk-full");
+    let data = sb.dir.join("data");
+    let text = format!(
+        r#"{{"plugins":[{{"name":"d1","kind":"relayer"}},{{"name":"d2","kind":"relayer"}},
+                       {{"name":"median","kind":"median"}}],
+            "feeds":[{},{}],
+            "supervision":{{"backoff_initial":"50ms","backoff_max":"200ms","health_interval":"200ms"}},
+            "http":{{"listen":"off"}},"data_dir":{}}}"#,
+        feed_entry("f", "d1", 1_000_000),
+        feed_entry("g", "d2", 3_000_000),
+        serde_json::Value::String(data.display().to_string())
+    );
+    let sock = sb.dir.clone();
+    let config = NodeConfig::from_json("disk", &text, &move |k| match k {
+        "CL_D1_CMD" | "CL_D2_CMD" => Some(DEVCHAIN.into()),
+        "CL_MEDIAN_CMD" => Some(MEDIAN.into()),
+        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start(&config).expect("node starts");
+    let (f_file, g_file) = (data.join("d1/f.jsonl"), data.join("d2/g.jsonl"));
+    let count = |p: &Path| chain_records(p).map_or(0, |r| r.len());
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&f_file) >= 3
+            && count(&g_file) >= 3),
+        "both feeds transmit"
+    );
+    let d1 = running_pid(&node, "d1");
+    // Room for a few bytes of the next record only.
+    let size = std::fs::metadata(&f_file).unwrap().len();
+    set_file_size_limit(d1, Some(size + 16));
+    let failed = |r: &Captured| {
+        r.level == log::Level::Warn
+            && r.message.starts_with("feed f: epoch ")
+            && r.message.contains("round failed")
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || logs_for("loopp::node::feeds")
+            .iter()
+            .filter(|r| failed(r))
+            .count()
+            >= 3),
+        "rounds of f fail while the file cannot grow"
+    );
+    let errors: Vec<String> = logs_for("loopp::node::feeds")
+        .into_iter()
+        .filter(failed)
+        .map(|r| r.message)
+        .collect();
+    println!("a failed round, as the node logs it: {}", errors[0]);
+    for want in [
+        f_file.display().to_string().as_str(),
+        "File too large",
+        "the record was not written",
+        "raise the file size limit",
+    ] {
+        assert!(
+            errors[0].contains(want),
+            "missing {want:?} in {}",
+            errors[0]
+        );
+    }
+    // The relayer lives on (SIGXFSZ ignored), the torn bytes were taken
+    // back, and the other feed goes on.
+    assert_eq!(
+        node.registry().get("d1").and_then(|s| s.pid),
+        Some(d1),
+        "the relayer was not killed or restarted"
+    );
+    let held = chain_records(&f_file).expect("the file ends in a whole record");
+    let g_before = count(&g_file);
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&g_file) >= g_before + 3),
+        "feed g transmits while f's file is full"
+    );
+    assert_eq!(
+        chain_records(&f_file).as_ref(),
+        Some(&held),
+        "nothing was added to f's file"
+    );
+    println!(
+        "while full: f's file held at {} transmissions ({} bytes, limit {}), g went from {g_before} to {}",
+        held.len(),
+        std::fs::metadata(&f_file).unwrap().len(),
+        size + 16,
+        count(&g_file)
+    );
+    set_file_size_limit(d1, None);
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&f_file) >= held.len() + 3),
+        "f transmits again once the file can grow"
+    );
+    node.shutdown();
+    let chain = loopp::devchain::store::Chain::open(&f_file).expect("the file reopens");
+    assert_eq!(chain.dropped_tail, 0, "no torn record was left");
+    let epochs: Vec<u32> = chain.transmissions().iter().map(|t| t.epoch).collect();
+    assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
+    let acked = acknowledged("f");
+    let lost: Vec<&u32> = acked.iter().filter(|e| !epochs.contains(e)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not on the chain: {lost:?}"
+    );
+    println!(
+        "after: f's file has {} transmissions, the node acknowledged {}, lost 0",
+        epochs.len(),
+        acked.len()
+    );
+}
