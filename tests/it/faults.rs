@@ -492,3 +492,197 @@ fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
         acked.len()
     );
 }
+
+/// A tmpfs mounted for one test, detached when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs with `options` (e.g. "size=16k") at `dir`, or says
+    /// why it cannot be done here (no privilege in this container, say).
+    fn tmpfs(dir: &Path, flags: libc::c_ulong, options: &str) -> Result<Mount, String> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::create_dir_all(dir).unwrap();
+        let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        let fstype = CString::new("tmpfs").unwrap();
+        let data = CString::new(options).unwrap();
+        // SAFETY: valid C strings; mounting on a directory this test made.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!(
+                "cannot mount a tmpfs at {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Mount(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let target = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: unmounting what this test mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A job with a devchain relay and a median feed, both LOOPPs, keeping
+/// its data in `data`. Returns the job file and the node's environment.
+fn feed_job(sb: &Sandbox, data: &Path) -> (std::path::PathBuf, Vec<(String, String)>) {
+    let job = sb.dir.join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                "feeds":[{}],"http":{{"listen":"off"}},"data_dir":{}}}"#,
+            feed_entry("f", "devchain", 1_000_000),
+            serde_json::Value::String(data.display().to_string())
+        ),
+    )
+    .unwrap();
+    let env = vec![
+        ("CL_DEVCHAIN_CMD".into(), DEVCHAIN.into()),
+        ("CL_MEDIAN_CMD".into(), MEDIAN.into()),
+        (
+            "PLUGIN_UNIX_SOCKET_DIR".into(),
+            sb.dir.display().to_string(),
+        ),
+    ];
+    (job, env)
+}
+
+/// Runs `loopp-node run` on `job` to its end (bounded); returns its exit
+/// code and stderr.
+fn run_node(
+    job: &Path,
+    env: &[(String, String)],
+    file_size_limit: Option<u64>,
+) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(NODE);
+    cmd.args(["run", "--config"])
+        .arg(job)
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(limit) = file_size_limit {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+    }
+    let out = run_bounded(&mut cmd, Duration::from_secs(20));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A data directory the node cannot write is a configuration error at
+/// start, naming the directory and what to do, before any plugin starts.
+/// Root ignores permission bits, so the cases are ones that hold for root
+/// too: a path under a regular file, a regular file where the directory
+/// should be, and (where a tmpfs can be mounted) a read-only filesystem.
+///
+/// `cargo nextest run --no-capture -E 'test(unwritable_data_dir)'`
+#[test]
+fn an_unwritable_data_dir_stops_the_node_before_anything_starts() {
+    let sb = Sandbox::new("bad-data-dir");
+    let file = sb.dir.join("a-file");
+    std::fs::write(&file, "not a directory\n").unwrap();
+    let mut cases = vec![
+        (file.join("data"), "cannot create it: Not a directory"),
+        (file.clone(), "cannot create it: File exists"),
+    ];
+    let ro = sb.dir.join("read-only");
+    let mount = Mount::tmpfs(&ro, libc::MS_RDONLY, "size=64k");
+    match &mount {
+        Ok(_) => cases.push((ro.clone(), "cannot write in it: Read-only file system")),
+        Err(e) => println!("read-only case not run: {e}"),
+    }
+    for (dir, why) in cases {
+        let (job, env) = feed_job(&sb, &dir);
+        let (code, stderr) = run_node(&job, &env, None);
+        println!(
+            "data_dir {}: exit {code:?}: {}",
+            dir.display(),
+            stderr.lines().last().unwrap_or("")
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        for want in [
+            format!("data_dir {}: {why}", dir.display()),
+            "point data_dir in the job file at one".to_string(),
+        ] {
+            assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+        }
+        assert!(
+            !stderr.contains("running (pid"),
+            "a plugin started:\n{stderr}"
+        );
+    }
+    drop(mount);
+}
+
+/// The node's key file cannot be written whole (the file size limit cuts
+/// it at 16 of its 32 bytes): the node stops at start naming the file, and
+/// leaves no partial key behind that a later start would take for the
+/// key; the next start, with room, makes it.
+///
+/// `cargo nextest run --no-capture -E 'test(partial_key)'`
+#[test]
+fn a_key_file_that_cannot_be_written_whole_leaves_no_partial_key() {
+    let sb = Sandbox::new("key-efbig");
+    let data = sb.dir.join("data");
+    let (job, env) = feed_job(&sb, &data);
+    let (code, stderr) = run_node(&job, &env, Some(16));
+    println!(
+        "under a 16-byte file size limit: exit {code:?}: {}",
+        stderr.lines().last().unwrap_or("")
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let secret = data.join("keystore.secret");
+    for want in [
+        format!(
+            "keystore secret {}: cannot write it: File too large",
+            secret.display()
+        ),
+        "data directory writable".to_string(),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("running (pid"),
+        "a plugin started:\n{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing half-written is left: {left:?}");
+    // With room, the node starts and makes its keys.
+    let mut node = NodeProcess::start(&job, &env);
+    node.wait_line(Duration::from_secs(20), |l| l.contains("feed f: ready"));
+    node.stop();
+    assert_eq!(std::fs::read(&secret).unwrap().len(), 32);
+}
