@@ -686,3 +686,119 @@ fn a_key_file_that_cannot_be_written_whole_leaves_no_partial_key() {
     node.stop();
     assert_eq!(std::fs::read(&secret).unwrap().len(), 32);
 }
+
+/// Whether `pid` is alive: there, and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z'))
+}
+
+/// The node process stopped (SIGSTOP) for 10 s, then continued: its
+/// plugins neither exit nor get replaced (the same pids, no restart), and
+/// the feed's rounds resume.
+///
+/// `cargo nextest run --no-capture -E 'test(sigstopped_node)'`
+#[test]
+fn a_sigstopped_node_keeps_its_plugins_and_resumes_rounds() {
+    sigstopped_node("node-sigstop", false);
+}
+
+/// As [`a_sigstopped_node_keeps_its_plugins_and_resumes_rounds`], with a
+/// health check surely in flight when the node stops (the relayer is
+/// stopped for 250 ms first, within its 300 ms deadline, and continued
+/// while the node is stopped, so it answers then): the check's deadline
+/// passes while the node cannot run; no failure is counted and nothing is
+/// restarted. Calls of the round in flight fail that round only.
+///
+/// `cargo nextest run --no-capture -E 'test(sigstopped_node)'`
+#[test]
+fn a_sigstopped_node_with_a_health_check_in_flight_keeps_its_plugins() {
+    sigstopped_node("node-sigstop-inflight", true);
+}
+
+fn sigstopped_node(name: &str, check_in_flight: bool) {
+    const STOPPED: Duration = Duration::from_secs(10);
+    let sb = Sandbox::new(name);
+    let data = sb.dir.join("data");
+    let (job, env) = feed_job(&sb, &data);
+    // Health checked often, one failure enough to restart: the strictest
+    // supervision, where a wrongly counted failure would show.
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        r#""http":{"listen":"off"}"#,
+        r#""http":{"listen":"off"},"supervision":{"health_interval":"200ms","health_timeout":"300ms","health_failures":1,"backoff_initial":"50ms","backoff_max":"200ms"}"#,
+    );
+    std::fs::write(&job, text).unwrap();
+    let mut node = NodeProcess::start(&job, &env);
+    let mut pids = std::collections::BTreeMap::new();
+    while pids.len() < 2 {
+        let line = node.wait_line(Duration::from_secs(20), |l| running_line(l).is_some());
+        let (name, pid) = running_line(&line).unwrap();
+        pids.insert(name, pid);
+    }
+    let file = data.join("devchain/f.jsonl");
+    let count = || chain_records(&file).map_or(0, |r| r.len());
+    assert!(
+        wait_until(Duration::from_secs(30), || count() >= 3),
+        "the feed transmits"
+    );
+    let signal = |pid: u32, sig: libc::c_int| {
+        // SAFETY: signalling the node this test started, or its plugin.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+    };
+    let relayer = pids["devchain"];
+    if check_in_flight {
+        signal(relayer, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    signal(node.pid(), libc::SIGSTOP);
+    let stopped_at = count();
+    if check_in_flight {
+        signal(relayer, libc::SIGCONT);
+    }
+    std::thread::sleep(STOPPED);
+    let during: Vec<(String, bool)> = pids.iter().map(|(n, p)| (n.clone(), alive(*p))).collect();
+    signal(node.pid(), libc::SIGCONT);
+    let n_before = node.seen.len();
+    assert!(
+        wait_until(Duration::from_secs(30), || count() >= stopped_at + 3),
+        "rounds resume after SIGCONT ({} transmissions when stopped, {} now)",
+        stopped_at,
+        count()
+    );
+    // Whatever the node said about the stop so far.
+    while let Ok(l) = node.lines.try_recv() {
+        node.seen.push(l);
+    }
+    let said: Vec<String> = node.seen[n_before..].to_vec();
+    println!(
+        "{name}: stopped {STOPPED:?} with {stopped_at} transmissions; resumed to {}; plugins during the stop: {during:?}",
+        count()
+    );
+    for l in said
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        println!("{name}: node after SIGCONT: {l}");
+    }
+    assert!(
+        during.iter().all(|(_, a)| *a),
+        "a plugin exited while the node was stopped: {during:?}"
+    );
+    for (name, pid) in &pids {
+        assert!(alive(*pid), "plugin {name} (pid {pid}) is gone");
+    }
+    let restarts: Vec<&String> = said
+        .iter()
+        .filter(|l| l.contains("restarting in") || running_line(l).is_some())
+        .collect();
+    assert!(restarts.is_empty(), "plugins were restarted: {restarts:?}");
+    node.stop();
+    for (name, pid) in &pids {
+        assert!(
+            wait_until(Duration::from_secs(5), || !pid_exists(*pid)),
+            "plugin {name} outlived the node"
+        );
+    }
+}
