@@ -367,6 +367,15 @@ fn acknowledged(feed: &str) -> Vec<u32> {
         .collect()
 }
 
+/// How a chain file stops taking writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DiskFault {
+    /// The relayer process's RLIMIT_FSIZE set just past the file's size.
+    FileSizeLimit,
+    /// The relay's directory on a tmpfs of 8 KiB, which fills up.
+    FullDisk,
+}
+
 /// The devchain relayer's chain file stops taking writes (its process hits
 /// the file size limit mid-record: part of the record is written, then
 /// EFBIG, as on a disk that fills up): the round fails with an error naming
@@ -379,11 +388,37 @@ fn acknowledged(feed: &str) -> Vec<u32> {
 /// `cargo nextest run --no-capture -E 'test(chain_file_that_stops)'`
 #[test]
 fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
+    chain_file_fault("disk-efbig", DiskFault::FileSizeLimit);
+}
+
+/// As [`a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing`]
+/// on a disk that is really full: the relay's directory is a tmpfs of
+/// 8 KiB (ENOSPC once the chain file fills it), grown to 1 MiB to free it.
+/// Needs the right to mount (root, as here); says so and passes where a
+/// tmpfs cannot be mounted.
+///
+/// `cargo nextest run --no-capture -E 'test(full_disk)'`
+#[test]
+fn a_full_disk_under_the_chain_file_fails_rounds_and_loses_nothing() {
+    chain_file_fault("disk-enospc", DiskFault::FullDisk);
+}
+
+fn chain_file_fault(name: &str, fault: DiskFault) {
     use loopp::node::config::NodeConfig;
     use loopp::node::Node;
     capture_logs();
-    let sb = Sandbox::new("disk-full");
+    let sb = Sandbox::new(name);
     let data = sb.dir.join("data");
+    let mount = match fault {
+        DiskFault::FullDisk => match Mount::tmpfs(&data.join("d1"), 0, "size=8k") {
+            Ok(m) => Some(m),
+            Err(e) => {
+                println!("{name}: not run: {e}");
+                return;
+            }
+        },
+        DiskFault::FileSizeLimit => None,
+    };
     let text = format!(
         r#"{{"plugins":[{{"name":"d1","kind":"relayer"}},{{"name":"d2","kind":"relayer"}},
                        {{"name":"median","kind":"median"}}],
@@ -411,16 +446,23 @@ fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
         "both feeds transmit"
     );
     let d1 = running_pid(&node, "d1");
-    // Room for a few bytes of the next record only.
-    let size = std::fs::metadata(&f_file).unwrap().len();
-    set_file_size_limit(d1, Some(size + 16));
+    let (expect_error, expect_hint) = match fault {
+        DiskFault::FileSizeLimit => {
+            // Room for a few bytes of the next record only.
+            let size = std::fs::metadata(&f_file).unwrap().len();
+            set_file_size_limit(d1, Some(size + 16));
+            ("File too large", "raise the file size limit")
+        }
+        // Fills up by itself.
+        DiskFault::FullDisk => ("No space left on device", "free space on its disk"),
+    };
     let failed = |r: &Captured| {
         r.level == log::Level::Warn
             && r.message.starts_with("feed f: epoch ")
             && r.message.contains("round failed")
     };
     assert!(
-        wait_until(Duration::from_secs(30), || logs_for("loopp::node::feeds")
+        wait_until(Duration::from_secs(60), || logs_for("loopp::node::feeds")
             .iter()
             .filter(|r| failed(r))
             .count()
@@ -432,12 +474,12 @@ fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
         .filter(failed)
         .map(|r| r.message)
         .collect();
-    println!("a failed round, as the node logs it: {}", errors[0]);
+    println!("{name}: a failed round, as the node logs it: {}", errors[0]);
     for want in [
         f_file.display().to_string().as_str(),
-        "File too large",
+        expect_error,
         "the record was not written",
-        "raise the file size limit",
+        expect_hint,
     ] {
         assert!(
             errors[0].contains(want),
@@ -464,13 +506,15 @@ fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
         "nothing was added to f's file"
     );
     println!(
-        "while full: f's file held at {} transmissions ({} bytes, limit {}), g went from {g_before} to {}",
+        "{name}: while full: f's file held at {} transmissions ({} bytes), g went from {g_before} to {}",
         held.len(),
         std::fs::metadata(&f_file).unwrap().len(),
-        size + 16,
         count(&g_file)
     );
-    set_file_size_limit(d1, None);
+    match &mount {
+        Some(m) => m.remount("size=1m"),
+        None => set_file_size_limit(d1, None),
+    }
     assert!(
         wait_until(Duration::from_secs(30), || count(&f_file) >= held.len() + 3),
         "f transmits again once the file can grow"
@@ -487,10 +531,12 @@ fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
         "acknowledged but not on the chain: {lost:?}"
     );
     println!(
-        "after: f's file has {} transmissions, the node acknowledged {}, lost 0",
+        "{name}: after: f's file has {} transmissions, the node acknowledged {}, lost 0",
         epochs.len(),
         acked.len()
     );
+    drop(chain);
+    drop(mount);
 }
 
 /// A tmpfs mounted for one test, detached when dropped.
@@ -524,6 +570,25 @@ impl Mount {
             ));
         }
         Ok(Mount(dir.to_path_buf()))
+    }
+
+    /// Changes the mount's options (e.g. a bigger size).
+    fn remount(&self, options: &str) {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let target = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        let data = CString::new(options).unwrap();
+        // SAFETY: as in `tmpfs`.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "remount: {}", std::io::Error::last_os_error());
     }
 }
 
