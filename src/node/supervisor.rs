@@ -234,7 +234,12 @@ impl Actor {
             };
             let delay = backoff_delay(&self.sup, failures);
             failures = failures.saturating_add(1);
-            log::warn!("plugin {name}: {error}; restarting in {delay:?}");
+            // Start errors name the plugin already.
+            let prefix = format!("plugin {name}: ");
+            log::warn!(
+                "{prefix}{}; restarting in {delay:?}",
+                error.strip_prefix(&prefix).unwrap_or(&error)
+            );
             self.link.set(
                 None,
                 &format!("next start in {delay:?}; last error: {error}"),
