@@ -456,7 +456,7 @@ enum DiskFault {
 /// `cargo nextest run --no-capture -E 'test(chain_file_that_stops)'`
 #[test]
 fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
-    chain_file_fault("disk-efbig", DiskFault::FileSizeLimit);
+    chain_file_fault("disk-efbig", DiskFault::FileSizeLimit, false);
 }
 
 /// As [`a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing`]
@@ -468,17 +468,32 @@ fn a_chain_file_that_stops_taking_writes_fails_rounds_and_loses_nothing() {
 /// `cargo nextest run --no-capture -E 'test(full_disk)'`
 #[test]
 fn a_full_disk_under_the_chain_file_fails_rounds_and_loses_nothing() {
-    chain_file_fault("disk-enospc", DiskFault::FullDisk);
+    chain_file_fault("disk-enospc", DiskFault::FullDisk, false);
 }
 
-fn chain_file_fault(name: &str, fault: DiskFault) {
+/// As [`a_full_disk_under_the_chain_file_fails_rounds_and_loses_nothing`]
+/// with both relayers in the node's process: the node's own writes fail,
+/// and it goes on just the same.
+///
+/// `cargo nextest run --no-capture -E 'test(full_disk)'`
+#[test]
+fn a_full_disk_under_an_in_process_relayer_fails_rounds_and_loses_nothing() {
+    chain_file_fault("disk-enospc-inproc", DiskFault::FullDisk, true);
+}
+
+/// `in_process`: the relayers run in the node (the median plugin is a
+/// LOOPP either way).
+fn chain_file_fault(name: &str, fault: DiskFault, in_process: bool) {
     use loopp::node::config::NodeConfig;
     use loopp::node::Node;
     capture_logs();
     let sb = Sandbox::new(name);
     let data = sb.dir.join("data");
+    // f's relayer: only a plugin named devchain has an in-process
+    // implementation; g's is a LOOPP either way.
+    let r1 = if in_process { "devchain" } else { "d1" };
     let mount = match fault {
-        DiskFault::FullDisk => match Mount::tmpfs(&data.join("d1"), 0, "size=8k") {
+        DiskFault::FullDisk => match Mount::tmpfs(&data.join(r1), 0, "size=8k") {
             Ok(m) => Some(m),
             Err(e) => {
                 println!("{name}: not run: {e}");
@@ -488,12 +503,12 @@ fn chain_file_fault(name: &str, fault: DiskFault) {
         DiskFault::FileSizeLimit => None,
     };
     let text = format!(
-        r#"{{"plugins":[{{"name":"d1","kind":"relayer"}},{{"name":"d2","kind":"relayer"}},
+        r#"{{"plugins":[{{"name":"{r1}","kind":"relayer"}},{{"name":"d2","kind":"relayer"}},
                        {{"name":"median","kind":"median"}}],
             "feeds":[{},{}],
             "supervision":{{"backoff_initial":"50ms","backoff_max":"200ms","health_interval":"200ms"}},
             "http":{{"listen":"off"}},"data_dir":{}}}"#,
-        feed_entry("f", "d1", 1_000_000),
+        feed_entry("f", r1, 1_000_000),
         feed_entry("g", "d2", 3_000_000),
         serde_json::Value::String(data.display().to_string())
     );
@@ -506,19 +521,19 @@ fn chain_file_fault(name: &str, fault: DiskFault) {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let node = Node::start(&config).expect("node starts");
-    let (f_file, g_file) = (data.join("d1/f.jsonl"), data.join("d2/g.jsonl"));
+    let (f_file, g_file) = (data.join(r1).join("f.jsonl"), data.join("d2/g.jsonl"));
     let count = |p: &Path| chain_records(p).map_or(0, |r| r.len());
     assert!(
         wait_until(Duration::from_secs(30), || count(&f_file) >= 3
             && count(&g_file) >= 3),
         "both feeds transmit"
     );
-    let d1 = running_pid(&node, "d1");
+    let d1 = (!in_process).then(|| running_pid(&node, "d1"));
     let (expect_error, expect_hint) = match fault {
         DiskFault::FileSizeLimit => {
             // Room for a few bytes of the next record only.
             let size = std::fs::metadata(&f_file).unwrap().len();
-            set_file_size_limit(d1, Some(size + 16));
+            set_file_size_limit(d1.expect("a LOOPP"), Some(size + 16));
             ("File too large", "raise the file size limit")
         }
         // Fills up by itself.
@@ -557,11 +572,13 @@ fn chain_file_fault(name: &str, fault: DiskFault) {
     }
     // The relayer lives on (SIGXFSZ ignored), the torn bytes were taken
     // back, and the other feed goes on.
-    assert_eq!(
-        node.registry().get("d1").and_then(|s| s.pid),
-        Some(d1),
-        "the relayer was not killed or restarted"
-    );
+    if d1.is_some() {
+        assert_eq!(
+            node.registry().get(r1).and_then(|s| s.pid),
+            d1,
+            "the relayer was not killed or restarted"
+        );
+    }
     let held = chain_records(&f_file).expect("the file ends in a whole record");
     let g_before = count(&g_file);
     assert!(
@@ -581,7 +598,7 @@ fn chain_file_fault(name: &str, fault: DiskFault) {
     );
     match &mount {
         Some(m) => m.remount("size=1m"),
-        None => set_file_size_limit(d1, None),
+        None => set_file_size_limit(d1.expect("a LOOPP"), None),
     }
     assert!(
         wait_until(Duration::from_secs(30), || count(&f_file) >= held.len() + 3),
