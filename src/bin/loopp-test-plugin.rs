@@ -13,10 +13,19 @@
 //! - `noisy-stderr`: writes a 1 MiB line and invalid UTF-8 on stderr, then serves;
 //! - `ignore-shutdown`: serves health only, ignores Shutdown and SIGTERM;
 //! - `exit-after-handshake`: serves, then exits 7 after 200 ms;
+//! - `exit-during-start`: exits 3 while `serve` builds its services (its
+//!   socket directory made, no handshake printed yet);
 //! - `spawn-grandchild`: serves, with a `sleep` child in its process group;
 //! - `chatty`: serves and prints a line on stdout and stderr every 50 ms;
 //! - `hang-metrics`: serves, but its `/metrics` never answers (within 60 s);
-//! - `metrics-required`: serves, as a LOOP plugin that requires `CL_PROMETHEUS_PORT`.
+//! - `metrics-required`: serves, as a LOOP plugin that requires `CL_PROMETHEUS_PORT`;
+//! - `crash-loop`: while the number in the file `LOOPP_TEST_CRASH_FILE` is
+//!   above 0, counts it down, prints a handshake (its socket is never
+//!   served) and exits 7 at once; at 0 it serves normally. One file drives a
+//!   whole crash loop under a supervisor (the one that serves writes
+//!   `0 serving PID` there). With `LOOPP_TEST_CRASH_SERVED`
+//!   set, each crash serves first and exits 7 20 ms after it started
+//!   serving, so the host connects and pings before the crash.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -60,6 +69,13 @@ fn serve_normally(mode: &'static str) -> ExitCode {
                     std::process::exit(7);
                 });
             }
+            "exit-during-start" => std::process::exit(3),
+            "exit-soon" => {
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    std::process::exit(7);
+                });
+            }
             "chatty" => {
                 std::thread::spawn(|| loop {
                     println!("tick on stdout");
@@ -100,6 +116,7 @@ fn main() -> ExitCode {
     match mode.as_str() {
         "serve" => serve_normally("serve"),
         "exit-after-handshake" => serve_normally("exit-after-handshake"),
+        "exit-during-start" => serve_normally("exit-during-start"),
         "spawn-grandchild" => serve_normally("spawn-grandchild"),
         "chatty" => serve_normally("chatty"),
         "hang-metrics" => serve_normally("hang-metrics"),
@@ -133,11 +150,51 @@ fn main() -> ExitCode {
             std::process::id()
         )),
         "ignore-shutdown" => ignore_shutdown::run(),
+        "crash-loop" => crash_loop(),
         other => {
             eprintln!("loopp-test-plugin: unknown mode {other:?}");
             ExitCode::from(2)
         }
     }
+}
+
+/// See `crash-loop` in the module docs.
+fn crash_loop() -> ExitCode {
+    if !Cookie::example().is_present_in_env() {
+        return ExitCode::from(1);
+    }
+    let Some(file) = std::env::var_os("LOOPP_TEST_CRASH_FILE") else {
+        eprintln!("crash-loop: set LOOPP_TEST_CRASH_FILE");
+        return ExitCode::from(2);
+    };
+    let file = std::path::PathBuf::from(file);
+    let left: u64 = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    // Renamed into place: the test reads the file while plugins write it.
+    let tmp = file.with_extension("tmp");
+    let write =
+        |text: String| std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &file));
+    if left == 0 {
+        // Which process serves, for the test to tell it from the crashes.
+        if write(format!("0 serving {}\n", std::process::id())).is_err() {
+            return ExitCode::from(2);
+        }
+        return serve_normally("serve");
+    }
+    if write(format!("{}\n", left - 1)).is_err() {
+        return ExitCode::from(2);
+    }
+    if std::env::var_os("LOOPP_TEST_CRASH_SERVED").is_some() {
+        return serve_normally("exit-soon");
+    }
+    println!(
+        "1|0|unix|/tmp/loopp-test-crash-loop-{}.sock|grpc|",
+        std::process::id()
+    );
+    let _ = std::io::stdout().flush();
+    ExitCode::from(7)
 }
 
 /// A metrics collector whose collection hangs (for proxy timeout tests).

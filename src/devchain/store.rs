@@ -5,6 +5,12 @@
 //! and the file always reads back valid. Damage anywhere else is an error
 //! naming the line.
 //!
+//! A write that fails (a full disk, the file size limit, an I/O error,
+//! a failed fsync) is not acknowledged and changes nothing: whatever part of
+//! the record reached the file is cut off again before the error is
+//! returned (or, if even that fails, before the next append), so the file
+//! and the state never diverge and the next start reads a clean file.
+//!
 //! The chain's state is a fold over the records: the contract config (the
 //! latest `Config`), the transmissions, and the block height (one block per
 //! record).
@@ -72,6 +78,11 @@ pub struct Chain {
     head_hash: [u8; 32],
     /// Bytes of a torn last record dropped when the file was opened.
     pub dropped_tail: u64,
+    /// Length of the file's acknowledged records.
+    len: u64,
+    /// A failed append may have left bytes past `len` that could not be
+    /// cut off yet.
+    dirty: bool,
 }
 
 fn corrupt(path: &Path, line: usize, why: impl std::fmt::Display) -> io::Error {
@@ -101,6 +112,8 @@ impl Chain {
             config_block: 0,
             head_hash: [0; 32],
             dropped_tail: 0,
+            len: 0,
+            dirty: false,
         };
         file.seek(SeekFrom::Start(0))?;
         let mut reader = BufReader::new(&mut file);
@@ -138,6 +151,7 @@ impl Chain {
             file.set_len(good_len)?;
             file.sync_all()?;
         }
+        chain.len = good_len;
         Ok(chain)
     }
 
@@ -159,14 +173,55 @@ impl Chain {
         }
     }
 
-    /// Appends a record durably (written and fsynced) before returning.
+    /// Appends a record durably (written and fsynced) before returning. On
+    /// an error nothing changed: the state is as before and the file holds
+    /// the same records (see the module docs); the error names the file.
     pub fn append(&mut self, rec: Record) -> io::Result<()> {
         let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
+        if self.dirty {
+            self.cut_back()
+                .map_err(|e| self.failed("cutting off a failed write", e))?;
+        }
+        if let Err(e) = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+        {
+            // Not acknowledged: take back whatever part of it was written
+            // (after a failed fsync, even all of it may be there).
+            if self.cut_back().is_err() {
+                self.dirty = true;
+            }
+            return Err(self.failed("appending a record", e));
+        }
+        self.len += line.len() as u64;
         self.apply(rec, &line[..line.len() - 1]);
         Ok(())
+    }
+
+    /// Truncates the file to its acknowledged records.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_data()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// `e`, naming the file and what to do.
+    fn failed(&self, what: &str, e: io::Error) -> io::Error {
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => "free space on its disk",
+            Some(libc::EFBIG) => "raise the file size limit (RLIMIT_FSIZE) or free space",
+            _ => "check its disk",
+        };
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {what}: {e}; the record was not written (nothing acknowledged is lost); {hint} and writes resume",
+                self.path.display()
+            ),
+        )
     }
 
     /// The current contract config.
@@ -301,6 +356,39 @@ mod tests {
                 [1, 2, 4]
             );
         }
+    }
+
+    /// A failed append changes nothing: the state stays, the error names
+    /// the file, and bytes it could not cut off at once (here: a read-only
+    /// handle, which can neither write nor truncate) are cut off before
+    /// the next append, so the file reopens with exactly the acknowledged
+    /// records.
+    #[test]
+    fn a_failed_append_is_taken_back_and_acknowledges_nothing() {
+        let (_dir, path) = temp("failed");
+        let mut c = Chain::open(&path).unwrap();
+        c.append(tx(1, 1)).unwrap();
+        let (height, head) = (c.height(), c.head_hash());
+        let writable = std::mem::replace(&mut c.file, File::open(&path).unwrap());
+        // What a partial write leaves behind.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"transmission\":{\"dig")
+            .unwrap();
+        let err = c.append(tx(2, 2)).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("the record was not written"), "{err}");
+        assert_eq!((c.height(), c.head_hash()), (height, head));
+        assert_eq!(c.transmissions().len(), 1);
+        c.file = writable;
+        c.append(tx(3, 3)).unwrap();
+        drop(c);
+        let c = Chain::open(&path).unwrap();
+        assert_eq!(c.dropped_tail, 0, "nothing torn was left");
+        let rounds: Vec<u8> = c.transmissions().iter().map(|t| t.round).collect();
+        assert_eq!(rounds, [1, 3]);
     }
 
     #[test]

@@ -194,6 +194,17 @@ fn clear(dir: &Path) {
 /// Leaves directories without an owner file (being made, or not loopp's)
 /// and anything not named `loopp-*`. Returns how many it removed.
 pub fn remove_stale(base: &Path) -> usize {
+    remove_stale_where(base, |_| true)
+}
+
+/// [`remove_stale`] for the directories process `pid` made: what a plugin
+/// that died before its handshake (so before telling its address) left.
+/// Call it once the process is reaped.
+pub fn remove_stale_of(base: &Path, pid: u32) -> usize {
+    remove_stale_where(base, |owner| owner == u64::from(pid))
+}
+
+fn remove_stale_where(base: &Path, owned_by: impl Fn(u64) -> bool) -> usize {
     let Ok(entries) = std::fs::read_dir(base) else {
         return 0;
     };
@@ -211,6 +222,9 @@ pub fn remove_stale(base: &Path) -> usize {
         let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else {
             continue;
         };
+        if !owned_by(pid) {
+            continue;
+        }
         let alive = u32::try_from(pid)
             .ok()
             .and_then(start_time)

@@ -44,15 +44,30 @@ impl DevKeystore {
                 std::fs::File::open("/dev/urandom")
                     .and_then(|mut r| r.read_exact(&mut secret))
                     .map_err(|e| format!("reading /dev/urandom: {e}"))?;
-                let mut f = std::fs::OpenOptions::new()
+                // Written beside it and renamed into place: a write that
+                // fails (a full disk, the file size limit) leaves no
+                // partial secret that a later start would take for the key.
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let written = std::fs::OpenOptions::new()
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .mode(0o600)
-                    .open(path)
-                    .map_err(named)?;
-                f.write_all(&secret)
-                    .and_then(|_| f.sync_all())
-                    .map_err(named)?;
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(&secret).and_then(|_| f.sync_all()))
+                    .and_then(|_| std::fs::hard_link(&tmp, path));
+                let _ = std::fs::remove_file(&tmp);
+                written.map_err(|e| {
+                    format!(
+                        "keystore secret {}: cannot write it: {e}; the node needs its data directory writable, with space free",
+                        path.display()
+                    )
+                })?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(named)?;
+                }
                 secret
             }
             Err(e) => return Err(named(e)),

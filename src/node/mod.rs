@@ -160,12 +160,19 @@ pub struct Node {
 impl Node {
     /// Starts the HTTP server (when configured) and every plugin of `config`
     /// (out-of-process ones in the background). Fails, with nothing left
-    /// running, only if the HTTP address or a metrics port cannot be had.
+    /// running, if the data directory cannot be written (with feeds), or
+    /// the HTTP address or a metrics port cannot be had.
     pub fn start(config: &NodeConfig) -> std::io::Result<Node> {
         // What plugins or an earlier node that were SIGKILLed left behind.
         let stale = crate::goplugin::sockdir::remove_stale_in_default();
         if stale > 0 {
             log::info!("removed {stale} socket directories of processes that are gone");
+        }
+        // Feeds keep their keys (and in-process relayers their chains) in
+        // the data directory: an unusable one stops the node here.
+        if !config.feeds.is_empty() {
+            crate::node::feeds::prepare_data_dir(&config.data_dir)
+                .map_err(std::io::Error::other)?;
         }
         let registry = Registry::new();
         let ports = Arc::new(Ports::new());

@@ -125,6 +125,15 @@ enum Ended {
     Unhealthy(String),
 }
 
+/// Whether a call with deadline `timeout` that took `took` ran into its
+/// deadline because this process could not run, rather than because the
+/// other side did not answer: it ended later than its deadline by more
+/// than the deadline itself (and at least 1 s), which gRPC's timers never
+/// are while the process runs.
+pub fn host_stalled(took: Duration, timeout: Duration) -> bool {
+    took.saturating_sub(timeout) > timeout.max(Duration::from_secs(1))
+}
+
 /// A restart delay: `initial * 2^n`, capped, with ±20% jitter (never past the cap).
 pub fn backoff_delay(sup: &Supervision, failures: u32) -> Duration {
     let base = sup
@@ -234,7 +243,12 @@ impl Actor {
             };
             let delay = backoff_delay(&self.sup, failures);
             failures = failures.saturating_add(1);
-            log::warn!("plugin {name}: {error}; restarting in {delay:?}");
+            // Start errors name the plugin already.
+            let prefix = format!("plugin {name}: ");
+            log::warn!(
+                "{prefix}{}; restarting in {delay:?}",
+                error.strip_prefix(&prefix).unwrap_or(&error)
+            );
             self.link.set(
                 None,
                 &format!("next start in {delay:?}; last error: {error}"),
@@ -270,7 +284,7 @@ impl Actor {
             select! {
                 recv(self.stop) -> _ => return Ended::Stop,
                 recv(exited) -> _ => return Ended::Exited,
-                recv(ticker) -> _ => match client.ping_within(self.sup.health_timeout) {
+                recv(ticker) -> _ => match self.check(client) {
                     Ok(()) => failed = 0,
                     Err(_) if client.process().status().is_some() => return Ended::Exited,
                     Err(e) => {
@@ -283,6 +297,26 @@ impl Actor {
                 },
             }
         }
+    }
+
+    /// One health check. A check that failed long after its deadline says
+    /// more about this process than about the plugin: the node was not
+    /// running (SIGSTOPped, suspended, starved) while the deadline passed,
+    /// and the plugin's answer may have come meanwhile. That one is not
+    /// counted: the plugin gets a fresh check at once, which counts.
+    fn check(&self, client: &Client) -> Result<(), Error> {
+        let timeout = self.sup.health_timeout;
+        let t0 = Instant::now();
+        let first = client.ping_within(timeout);
+        let took = t0.elapsed();
+        if first.is_err() && host_stalled(took, timeout) && client.process().status().is_none() {
+            log::info!(
+                "plugin {}: a health check with a {timeout:?} deadline ended after {took:?}: the node was not running meanwhile (stopped?); checking again",
+                self.host.name
+            );
+            return client.ping_within(timeout);
+        }
+        first
     }
 
     /// `loop.Service/Close` with the rpc deadline; plugins without it are fine.
@@ -303,6 +337,16 @@ impl Actor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_check_far_past_its_deadline_is_the_hosts_stall() {
+        let ms = Duration::from_millis;
+        assert!(!host_stalled(ms(300), ms(300)));
+        assert!(!host_stalled(ms(1200), ms(300)), "late, but not that late");
+        assert!(host_stalled(ms(10_300), ms(300)), "a 10 s SIGSTOP");
+        assert!(!host_stalled(ms(9_000), ms(5_000)));
+        assert!(host_stalled(ms(10_001), ms(5_000)));
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_bounded_jitter() {

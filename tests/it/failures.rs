@@ -115,6 +115,18 @@ fn exit_before_the_handshake() {
     );
 }
 
+/// A plugin that dies after making its socket directory but before
+/// printing its address: the host removes the directory (found by the
+/// owner file naming the dead pid), as `start_fails` checks.
+#[test]
+fn exit_during_start_leaves_no_socket_directory() {
+    let err = start_fails("exit-during-start", |_| {});
+    assert_contains(
+        &err,
+        &["plugin exited before we could connect", "exit status: 3"],
+    );
+}
+
 #[test]
 fn no_handshake_times_out() {
     let err = start_fails("no-handshake", |c| {

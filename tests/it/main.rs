@@ -3,6 +3,7 @@
 
 mod dropin;
 mod failures;
+mod faults;
 mod feeds;
 mod flood;
 mod golden;

@@ -74,6 +74,11 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     }
     let signals = loopp::goplugin::signals::notify(&[libc::SIGINT, libc::SIGTERM])
         .map_err(|e| format!("cannot handle SIGINT/SIGTERM: {e}"))?;
+    // A write past the file size limit (the keystore, an in-process
+    // relayer's chain file) fails with EFBIG and is reported, instead of
+    // SIGXFSZ killing the node.
+    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 
     for p in &config.plugins {
         match &p.mode {

@@ -150,6 +150,24 @@ impl HostConfig {
         env.extend(self.env.iter().cloned());
         env
     }
+
+    /// Where the plugin makes its socket directory: its
+    /// `PLUGIN_UNIX_SOCKET_DIR` (ours unless its environment sets one),
+    /// else its `TMPDIR`, else `/tmp`, as [`SocketDir::create`] picks.
+    fn plugin_socket_base(&self) -> PathBuf {
+        let env = self.plugin_env();
+        let set = |k: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var_os(k))
+        };
+        set("PLUGIN_UNIX_SOCKET_DIR")
+            .filter(|v| !v.is_empty())
+            .or_else(|| set("TMPDIR").filter(|v| !v.is_empty()))
+            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+    }
 }
 
 /// How a plugin ended.
@@ -226,6 +244,12 @@ impl Client {
                 process.signal(libc::SIGTERM);
                 if process.wait_timeout(config.shutdown_grace).is_none() {
                     process.kill_now();
+                }
+                // One that died between making its socket directory and
+                // printing its address left the directory: nobody else
+                // would remove it while the node runs.
+                if process.status().is_some() {
+                    sockdir::remove_stale_of(&config.plugin_socket_base(), process.pid());
                 }
                 return Err(e);
             }

@@ -176,6 +176,10 @@ where
     // group and the host decides how its plugins stop.
     // SAFETY: setting a signal disposition to SIG_IGN is always sound.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // A write past the file size limit (RLIMIT_FSIZE) is an error the
+    // plugin reports (EFBIG), not a signal that kills it.
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 
     let host_versions = std::env::var("PLUGIN_PROTOCOL_VERSIONS").ok();
     let app_version = negotiate_version(&config.versions, host_versions.as_deref())

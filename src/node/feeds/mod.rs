@@ -93,6 +93,27 @@ pub fn chain_file(data_dir: &Path, relay: &str, feed: &str) -> PathBuf {
     data_dir.join(relay).join(format!("{feed}.jsonl"))
 }
 
+/// Makes the data directory if it is missing and checks that files can be
+/// written in it (one is made, synced and removed), then makes the node's
+/// keys there: run before anything starts, so an unusable directory is a
+/// configuration error naming it, not a feed that fails later.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let shown = dir.display();
+    let fix = "make it a writable directory, or point data_dir in the job file at one";
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("data_dir {shown}: cannot create it: {e}; {fix}"))?;
+    let probe = dir.join(format!(".loopp-write-check-{}", std::process::id()));
+    let written = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(b"loopp").and_then(|_| f.sync_all()));
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| format!("data_dir {shown}: cannot write in it: {e}; {fix}"))?;
+    use crate::node::keystore::{DevKeystore, CSA_SECRET_FILE, SECRET_FILE};
+    DevKeystore::open(&dir.join(SECRET_FILE), Vec::new())?;
+    DevKeystore::open_csa(&dir.join(CSA_SECRET_FILE))?;
+    Ok(())
+}
+
 /// A running feed; dropping it stops the thread.
 pub struct Feed {
     stop: Option<Sender<()>>,
