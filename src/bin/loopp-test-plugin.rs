@@ -17,6 +17,7 @@
 //!   socket directory made, no handshake printed yet);
 //! - `spawn-grandchild`: serves, with a `sleep` child in its process group;
 //! - `chatty`: serves and prints a line on stdout and stderr every 50 ms;
+//! - `big-echo`: serves, its Echo replies 200,000 bytes more than asked;
 //! - `hang-metrics`: serves, but its `/metrics` never answers (within 60 s);
 //! - `metrics-required`: serves, as a LOOP plugin that requires `CL_PROMETHEUS_PORT`;
 //! - `crash-loop`: while the number in the file `LOOPP_TEST_CRASH_FILE` is
@@ -50,6 +51,12 @@ fn serve_normally(mode: &'static str) -> ExitCode {
         } else {
             MetricsPort::IfSet
         },
+    };
+    // "big-echo": replies 200,000 bytes larger than what was asked.
+    let prefix = if mode == "big-echo" {
+        "x".repeat(200_000)
+    } else {
+        "test: ".to_string()
     };
     serve(config, move |plugin| {
         // A metric only plugins export, for the monitoring tests.
@@ -91,7 +98,7 @@ fn serve_normally(mode: &'static str) -> ExitCode {
         }
         Ok(served(
             Arc::new(ExampleService),
-            vec![ExampleServer::new("test: ", plugin.broker.clone()).service()],
+            vec![ExampleServer::new(&prefix, plugin.broker.clone()).service()],
         ))
     })
 }
@@ -121,6 +128,7 @@ fn main() -> ExitCode {
         "chatty" => serve_normally("chatty"),
         "hang-metrics" => serve_normally("hang-metrics"),
         "metrics-required" => serve_normally("metrics-required"),
+        "big-echo" => serve_normally("big-echo"),
         "print-before-handshake" => {
             println!("starting up, version 1.2.3");
             serve_normally("serve")

@@ -1,6 +1,7 @@
 //! Integration tests: real plugin processes, real gRPC over real sockets, and
 //! real Go go-plugin programs. One binary (faster to link with grpcio).
 
+mod bounds;
 mod dropin;
 mod failures;
 mod faults;

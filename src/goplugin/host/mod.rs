@@ -132,14 +132,14 @@ impl HostConfig {
                 self.port_range.0.to_string().into(),
             ),
             (
-                rpc::MAX_MESSAGE_VAR.into(),
-                self.max_message.to_string().into(),
-            ),
-            (
                 "PLUGIN_MAX_PORT".into(),
                 self.port_range.1.to_string().into(),
             ),
             ("PLUGIN_PROTOCOL_VERSIONS".into(), versions.join(",").into()),
+            (
+                rpc::MAX_MESSAGE_VAR.into(),
+                self.max_message.to_string().into(),
+            ),
         ];
         if let Some(dir) = &self.socket_dir {
             env.push(("PLUGIN_UNIX_SOCKET_DIR".into(), dir.clone().into()));
