@@ -3,6 +3,7 @@
 #   make run       build everything and run the node's main job (Ctrl-C stops)
 #   make probe     build everything and probe the example plugin
 #   make test      unit + integration tests (installs cmake, Go, go-plugin if missing)
+#   make soak      the default job + 100 feeds for SOAK_SECS (600), resources sampled
 #   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU;
 #                  metrics proxy overhead and throughput
 #   make static    a fully static loopp-node (glibc static-pie)
@@ -27,7 +28,7 @@ PLUGINS := example devchain median
 BINS := loopp-node $(addprefix loopp-,$(PLUGINS))
 RELEASE := $(CARGO_TARGET_DIR)/release
 
-.PHONY: all build test run probe bench static install $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
+.PHONY: all build test soak run probe bench static install $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
 
 all: build
 
@@ -51,13 +52,25 @@ probe: build
 	$(RELEASE)/loopp-node probe --kind example -- $(RELEASE)/loopp-example
 
 # Nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.
-test: deps-test
+# The soak's 60-second version runs on the release binaries (what `make run`
+# builds): 100 feeds on unoptimized ones saturate a 2-core machine.
+test: deps-test build
 	$(CARGO) build --tests --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		timeout 3600 $(CARGO) nextest run --no-fail-fast; \
+		LOOPP_SOAK_BIN_DIR=$(RELEASE) timeout 3600 $(CARGO) nextest run --no-fail-fast; \
 	else \
-		timeout 3600 $(CARGO) test --no-fail-fast --lib --test it -- --test-threads=4; \
+		LOOPP_SOAK_BIN_DIR=$(RELEASE) timeout 3600 $(CARGO) test --no-fail-fast --lib --test it -- --test-threads=4; \
 	fi
+
+# The soak: the default job plus 100 feeds, both plugins as LOOPPs, on the
+# release binaries for SOAK_SECS (default 600), RSS, threads and fds of each
+# process sampled every 10 s; fails if any grows by more than 10% after the
+# first minute (tests/it/soak.rs).
+SOAK_SECS ?= 600
+soak: deps-test build
+	$(CARGO) build --tests --bins
+	LOOPP_SOAK_BIN_DIR=$(RELEASE) LOOPP_SOAK_SECS=$(SOAK_SECS) LOOPP_SOAK_SAMPLE_SECS=10 \
+		timeout $$(( $(SOAK_SECS) + 300 )) $(CARGO) test --test it soak_ -- --nocapture
 
 # Static, like the Go programs it is compared with (CGO_ENABLED=0) and like
 # what constrained hosts run; shares its build with `make static`.

@@ -3,177 +3,12 @@
 //! stopped. Each runs the real node or real plugin processes and prints the
 //! figures it measures (run with `--no-capture` to see them).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-
+use crate::proc::*;
 use crate::util::*;
-
-/// A `loopp-node run` process and its stderr, line by line.
-struct NodeProcess {
-    child: Child,
-    lines: Receiver<String>,
-    /// Every line read so far.
-    seen: Vec<String>,
-}
-
-impl NodeProcess {
-    /// Starts `loopp-node run --config JOB` with `env` added.
-    fn start(job: &Path, env: &[(String, String)]) -> NodeProcess {
-        let mut cmd = Command::new(NODE);
-        cmd.args(["run", "--config"])
-            .arg(job)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start loopp-node");
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, lines) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        NodeProcess {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Reads lines until one satisfies `f` (returned) or `timeout` passes
-    /// (panics with the tail of what the node said).
-    #[track_caller]
-    fn wait_line(&mut self, timeout: Duration, mut f: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.lines.recv_deadline(deadline) {
-                Ok(line) => {
-                    let hit = f(&line);
-                    self.seen.push(line.clone());
-                    if hit {
-                        return line;
-                    }
-                }
-                Err(_) => {
-                    let tail = self.seen.len().saturating_sub(30);
-                    panic!(
-                        "no expected line within {timeout:?}; node said (last 30 lines):\n{}",
-                        self.seen[tail..].join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    /// SIGTERM, then a bounded wait for the exit.
-    fn stop(mut self) {
-        // SAFETY: signalling the node this test started.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!("the node did not stop within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A process's threads, open fds and resident memory (KiB), from /proc.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Figures {
-    /// All threads.
-    threads: usize,
-    /// The gRPC C core's elastic pools' threads (of `threads`): the event
-    /// engine's pool grows under load and ends a spare thread after 30 s
-    /// idle; timer threads are never ended once made ("the number of timer
-    /// threads is always increasing", grpc's timer_manager.cc). Their number
-    /// follows peak concurrency, not the number of crashes.
-    grpc_pool_threads: usize,
-    fds: usize,
-    rss_kib: u64,
-}
-
-/// Names (as /proc shows them, cut at 15 bytes) of the gRPC core's
-/// elastic pools' threads.
-const GRPC_POOLS: [&str; 2] = ["event_engine", "grpc_global_tim"];
-
-fn figures(pid: u32) -> Figures {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
-    Figures {
-        threads: field("Threads:") as usize,
-        grpc_pool_threads: thread_names(pid)
-            .iter()
-            .filter(|(n, _)| GRPC_POOLS.contains(&n.as_str()))
-            .map(|(_, c)| c)
-            .sum(),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count(),
-        rss_kib: field("VmRSS:"),
-    }
-}
-
-/// How many threads of process `pid` have each name.
-fn thread_names(pid: u32) -> std::collections::BTreeMap<String, usize> {
-    let mut names = std::collections::BTreeMap::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        *names.entry(comm.trim().to_string()).or_insert(0) += 1;
-    }
-    names
-}
-
-/// The smallest of each figure over a few samples: what the process holds
-/// when nothing is in flight (a health check or a scrape may be, at any one
-/// instant).
-fn settled_figures(pid: u32) -> Figures {
-    let mut best = figures(pid);
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(50));
-        let f = figures(pid);
-        best.threads = best.threads.min(f.threads);
-        best.grpc_pool_threads = best.grpc_pool_threads.min(f.grpc_pool_threads);
-        best.fds = best.fds.min(f.fds);
-        best.rss_kib = best.rss_kib.min(f.rss_kib);
-    }
-    best
-}
 
 fn restarting(line: &str) -> bool {
     line.contains("plugin crashy: ") && line.contains("restarting in")
@@ -848,14 +683,6 @@ fn a_key_file_that_cannot_be_written_whole_leaves_no_partial_key() {
     node.wait_line(Duration::from_secs(20), |l| l.contains("feed f: ready"));
     node.stop();
     assert_eq!(std::fs::read(&secret).unwrap().len(), 32);
-}
-
-/// Whether `pid` is alive: there, and not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
-        .is_some_and(|r| !r.starts_with('Z'))
 }
 
 /// The node process stopped (SIGSTOP) for 10 s, then continued: its

@@ -6,36 +6,20 @@
 //! 'test(ten_thousand)'`); latency under load is measured by `make bench`
 //! (benches/http.rs), not here.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::proc::*;
 use crate::util::*;
 
 const BOUND: Duration = Duration::from_secs(30);
 const HOSTILE: usize = 10_000;
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// (threads, RSS kB) of a process, from /proc.
-fn threads_and_rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap())
-            .unwrap()
-    };
-    (field("Threads:"), field("VmRSS:"))
+/// (threads, RSS KiB) of a process.
+fn threads_and_rss(pid: u32) -> (usize, u64) {
+    let f = figures(pid);
+    (f.threads, f.rss_kib)
 }
 
 /// This process may hold 10,000 sockets: the soft open-file limit raised
@@ -95,36 +79,25 @@ fn ten_thousand_hostile_connections_leave_the_node_serving_on_bounded_threads() 
             "http":{"listen":"127.0.0.1:0","max_connections":512,"header_timeout":"30s"}}"#,
     )
     .unwrap();
-    let mut node = KillOnDrop(
-        Command::new(NODE)
-            .args(["run", "--config"])
-            .arg(&jobfile)
-            .env("CL_EX_CMD", EXAMPLE_PLUGIN)
-            .env("PLUGIN_UNIX_SOCKET_DIR", &sandbox.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut node = NodeProcess::start(
+        &jobfile,
+        &[
+            ("CL_EX_CMD".into(), EXAMPLE_PLUGIN.into()),
+            (
+                "PLUGIN_UNIX_SOCKET_DIR".into(),
+                sandbox.dir.display().to_string(),
+            ),
+        ],
     );
-    let pid = node.0.id();
-    let (tx, rx) = crossbeam_channel::unbounded::<String>();
-    let stderr = BufReader::new(node.0.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for l in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let (mut port, mut running) = (0u16, false);
-    let deadline = Instant::now() + BOUND;
-    while port == 0 || !running {
-        let line = rx
-            .recv_deadline(deadline)
-            .expect("the node starts with HTTP and its plugin");
-        if let Some(rest) = line.split("HTTP on http://127.0.0.1:").nth(1) {
-            port = rest.split(' ').next().unwrap().parse().unwrap();
-        }
-        running |= running_line(&line).is_some();
-    }
+    let pid = node.pid();
+    let http = node.wait_line(BOUND, |l| l.contains("HTTP on http://127.0.0.1:"));
+    let port: u16 = http
+        .split("HTTP on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    node.wait_line(BOUND, |l| running_line(l).is_some());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // Warm: each endpoint once, so lazily started pieces are counted.
     assert_eq!(get(addr, "/discovery").0, 200);
@@ -193,18 +166,5 @@ fn ten_thousand_hostile_connections_leave_the_node_serving_on_bounded_threads() 
     );
     drop(hostile);
     assert_eq!(get(addr, "/health").0, 200);
-    // SAFETY: stopping the node we started.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let mut status = None;
-    assert!(
-        wait_until(BOUND, || {
-            status = node.0.try_wait().unwrap();
-            status.is_some()
-        }),
-        "the node did not stop on SIGTERM"
-    );
-    assert!(
-        status.unwrap().success(),
-        "the node stops cleanly: {status:?}"
-    );
+    node.stop();
 }

@@ -16,5 +16,7 @@ mod median;
 mod monitoring;
 mod node;
 mod probe;
+mod proc;
 mod relay;
+mod soak;
 mod util;

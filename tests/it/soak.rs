@@ -1,0 +1,179 @@
+//! The soak: the default job plus 100 feeds, both plugins as LOOPPs, for
+//! `LOOPP_SOAK_SECS` (60 here and in CI; `make soak` runs 600), sampling
+//! each process's RSS, threads and fds every `LOOPP_SOAK_SAMPLE_SECS` (5; 10
+//! for `make soak`). After a warm-up (the first minute, or the first third
+//! of a shorter run), the median of the last third of the samples may not
+//! exceed the median of the first third by more than 10%, for any figure
+//! of any process; no plugin may restart; the default feed keeps
+//! transmitting. Every sample is printed as a JSON line
+//! (`--no-capture`).
+//!
+//! The binaries are this build's, or those in `LOOPP_SOAK_BIN_DIR` (`make
+//! test` and `make soak` give the release ones: 100 feeds on unoptimized
+//! binaries take both cores of a 2-core machine, and then measure the
+//! machine, not loopp).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::proc::*;
+use crate::util::*;
+
+/// `loopp-<name>` from `LOOPP_SOAK_BIN_DIR`, else this build's.
+fn binary(name: &str, built: &str) -> String {
+    match std::env::var("LOOPP_SOAK_BIN_DIR") {
+        Ok(dir) if !dir.is_empty() => {
+            let p = Path::new(&dir).join(format!("loopp-{name}"));
+            assert!(p.is_file(), "LOOPP_SOAK_BIN_DIR has no {}", p.display());
+            p.display().to_string()
+        }
+        _ => built.to_string(),
+    }
+}
+const EXTRA_FEEDS: usize = 100;
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn job(data: &Path) -> String {
+    let mut feeds = vec![
+        r#"{"name": "demo-usd", "relay": "devchain", "median": "median",
+         "source": {"type": "randomwalk", "seed": 1, "start": 300000, "step_ppm": 2000},
+         "oracles": 4, "f": 1, "interval": "1s", "alpha_ppb": 1000000, "delta_c": "10s"}"#
+            .to_string(),
+    ];
+    for i in 0..EXTRA_FEEDS {
+        feeds.push(format!(
+            r#"{{"name": "soak-{i}", "relay": "devchain", "median": "median",
+                 "source": {{"type": "randomwalk", "seed": {}, "start": 300000, "step_ppm": 2000}},
+                 "oracles": 4, "f": 1, "interval": "1s", "alpha_ppb": 1000000, "delta_c": "10s"}}"#,
+            i + 2
+        ));
+    }
+    format!(
+        r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}],
+            "http": {{"listen": "127.0.0.1:0"}}, "data_dir": {:?}, "feeds": [{}]}}"#,
+        data.display().to_string(),
+        feeds.join(",")
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn soak_the_default_job_and_100_feeds_hold_steady() {
+    let secs = knob("LOOPP_SOAK_SECS", 60);
+    let every = Duration::from_secs(knob("LOOPP_SOAK_SAMPLE_SECS", 5).max(1));
+    let warmup = Duration::from_secs((secs / 3).min(60));
+    let sandbox = Sandbox::new("soak");
+    let data = sandbox.dir.join("data");
+    let jobfile = sandbox.dir.join("job.json");
+    std::fs::write(&jobfile, job(&data)).unwrap();
+    let mut node = NodeProcess::start_program(
+        &binary("node", NODE),
+        &jobfile,
+        &[
+            (
+                "CL_DEVCHAIN_CMD".into(),
+                binary("devchain", env!("CARGO_BIN_EXE_loopp-devchain")),
+            ),
+            (
+                "CL_MEDIAN_CMD".into(),
+                binary("median", env!("CARGO_BIN_EXE_loopp-median")),
+            ),
+            (
+                "PLUGIN_UNIX_SOCKET_DIR".into(),
+                sandbox.dir.display().to_string(),
+            ),
+        ],
+    );
+    let mut pids = std::collections::BTreeMap::new();
+    while pids.len() < 2 {
+        let line = node.wait_line(Duration::from_secs(30), |l| running_line(l).is_some());
+        let (name, pid) = running_line(&line).unwrap();
+        pids.insert(name, pid);
+    }
+    let procs: Vec<(String, u32)> = std::iter::once(("node".to_string(), node.pid()))
+        .chain(pids.iter().map(|(n, p)| (n.clone(), *p)))
+        .collect();
+    let chain = data.join("devchain").join("demo-usd.jsonl");
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(secs);
+    // (process, figure) -> samples after the warm-up.
+    let mut samples: std::collections::BTreeMap<(String, &str), Vec<f64>> = Default::default();
+    let mut chain_at_warmup = None;
+    let mut next = t0 + every;
+    while next <= end {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        next += every;
+        let t = t0.elapsed().as_secs();
+        for (name, pid) in &procs {
+            assert!(
+                alive(*pid),
+                "{name} (pid {pid}) is gone at {t} s: a plugin restarted or the node died"
+            );
+            let f = figures(*pid);
+            println!(
+                r#"{{"soak_sample":{t},"process":"{name}","rss_kib":{},"threads":{},"fds":{}}}"#,
+                f.rss_kib, f.threads, f.fds
+            );
+            if t0.elapsed() >= warmup {
+                for (what, v) in [
+                    ("rss_kib", f.rss_kib as f64),
+                    ("threads", f.threads as f64),
+                    ("fds", f.fds as f64),
+                ] {
+                    samples.entry((name.clone(), what)).or_default().push(v);
+                }
+            }
+        }
+        if t0.elapsed() >= warmup && chain_at_warmup.is_none() {
+            chain_at_warmup = Some(size(&chain));
+        }
+        // Drain the log, so a restart is seen.
+        while let Ok(line) = node.lines.try_recv() {
+            assert!(
+                !line.contains("restarting in"),
+                "a plugin restarted during the soak: {line}"
+            );
+            node.seen.push(line);
+        }
+    }
+    let mut grew = Vec::new();
+    for ((name, what), v) in &samples {
+        assert!(
+            v.len() >= 3,
+            "too few samples after the warm-up: {}",
+            v.len()
+        );
+        let third = v.len() / 3;
+        let first = median(v[..third.max(1)].to_vec());
+        let last = median(v[v.len() - third.max(1)..].to_vec());
+        let growth = (last - first) / first.max(1.0);
+        println!(
+            r#"{{"soak":"{name}","figure":"{what}","first_third_median":{first},"last_third_median":{last},"growth":{growth:.4},"met":{}}}"#,
+            growth <= 0.10
+        );
+        if growth > 0.10 {
+            grew.push(format!(
+                "{name} {what}: {first} -> {last} (+{:.1}%)",
+                growth * 100.0
+            ));
+        }
+    }
+    assert!(
+        size(&chain) > chain_at_warmup.unwrap_or(0),
+        "the default feed transmitted nothing after the warm-up"
+    );
+    assert!(grew.is_empty(), "grew by more than 10%: {grew:?}");
+    node.stop();
+}
