@@ -306,6 +306,15 @@ mod tests {
             busy.to_string().contains("plugin lane-test: 2 calls"),
             "{busy}"
         );
+        // Both runners started (and no third), then all are let go.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while running.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runners never started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         for _ in 0..5 {
             release_tx.send(()).unwrap();
         }
