@@ -80,6 +80,7 @@ bench: deps-bench
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench node --target $(TARGET_TRIPLE)
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench http --target $(TARGET_TRIPLE)
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench feed --target $(TARGET_TRIPLE)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench scale --target $(TARGET_TRIPLE)
 
 static: deps-build
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bins --target $(TARGET_TRIPLE)

@@ -119,6 +119,7 @@ pub fn record_plugins(statuses: &[crate::node::registry::PluginStatus]) {
 }
 
 struct Feeds {
+    seconds: prometheus::Histogram,
     rounds: IntCounterVec,
     reports: IntCounterVec,
     transmissions: IntCounterVec,
@@ -130,6 +131,16 @@ static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
         register(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
     };
     Feeds {
+        seconds: register(
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "loopp_feed_round_duration_seconds",
+                    "Time of a feed round, Query to Transmit, all feeds.",
+                )
+                .buckets(crate::goplugin::metrics::RPC_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+        ),
         rounds: counter(
             "loopp_feed_rounds_total",
             "Feed rounds by outcome: transmitted, no_report, deadline_exceeded, failed, not_ready.",
@@ -153,10 +164,11 @@ static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
     }
 });
 
-/// Records one feed round.
-pub fn feed_round(feed: &str, round: &crate::node::feeds::rounds::Round) {
+/// Records one feed round, which took `took`.
+pub fn feed_round(feed: &str, round: &crate::node::feeds::rounds::Round, took: Duration) {
     use crate::node::feeds::rounds::Outcome;
     let f = &*FEEDS;
+    f.seconds.observe(took.as_secs_f64());
     let outcome = match &round.outcome {
         Outcome::Transmitted(_) => {
             f.transmissions.with_label_values(&[feed]).inc();

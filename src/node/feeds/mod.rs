@@ -406,8 +406,9 @@ impl Runner {
             }
             let s = setup.as_ref().expect("set above");
             epoch += 1;
+            let t0 = std::time::Instant::now();
             let round = s.round(&self.cfg, epoch);
-            crate::node::metrics::feed_round(&name, &round);
+            crate::node::metrics::feed_round(&name, &round, t0.elapsed());
             match round.outcome {
                 Outcome::Transmitted(v) => {
                     log::info!("feed {name}: epoch {epoch}: transmitted median {v}");

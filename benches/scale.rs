@@ -1,0 +1,422 @@
+//! `make bench`, scale part: N feeds on one node (the default job's feed
+//! settings: 4 oracles, 1 s interval, random walk), with both plugins as
+//! LOOPPs and in-process, in the same run, for N in LOOPP_BENCH_SCALE_N
+//! (`1,100,300,1000`), each measured for LOOPP_BENCH_SCALE_SECS (20) after
+//! every feed has finished a round (at most 120 s of set-up).
+//!
+//! Per N and mode, one JSON line: rounds/s, missed rounds (expected at the
+//! interval, less those that ended with a report or a decision not to
+//! report), round p50/p99 (from the node's
+//! `loopp_feed_round_duration_seconds` histogram, bucket upper bounds), and
+//! per process CPU (share of one core), RSS, threads and fds. Correctness at
+//! every N: every chain file parses, every transmission is within the
+//! contract's bounds, and no (epoch, round) is transmitted twice.
+//!
+//! Then the targets of issue 12, with `met`: at the largest N with both
+//! plugins as LOOPPs, under 1% of rounds missed and p99 under 250 ms; memory
+//! per feed (RSS growth from the smallest to the largest N, over the feeds
+//! added) at most 100 KB in each process; threads and fds not growing with
+//! N (at most 16 more at the largest N than at the smallest); CPU per round
+//! of LOOPP against in-process.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const NODE: &str = env!("CARGO_BIN_EXE_loopp-node");
+const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
+const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
+
+fn knob(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// A process's CPU seconds, RSS (KiB), threads and fds, from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+struct Figures {
+    cpu_s: f64,
+    rss_kib: u64,
+    threads: u64,
+    fds: u64,
+}
+
+fn figures(pid: u32) -> Figures {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Figures {
+        cpu_s: (num(11) + num(12)) / hz,
+        rss_kib: field("VmRSS:"),
+        threads: field("Threads:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count() as u64)
+            .unwrap_or(0),
+    }
+}
+
+/// The node's children that are plugins: name → pid.
+fn plugins_of(node: u32) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid != Some(node) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let name = comm.trim().trim_start_matches("loopp-").to_string();
+        out.insert(name, pid);
+    }
+    out
+}
+
+/// The node's `/metrics` page.
+fn scrape(port: u16) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    agent
+        .get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .and_then(|mut r| r.body_mut().with_config().limit(256 << 20).read_to_string())
+        .unwrap_or_default()
+}
+
+/// What the round metrics say: rounds by outcome (all feeds), the feeds
+/// that finished a round, and the round-time histogram (upper bound → count).
+#[derive(Default)]
+struct Rounds {
+    by_outcome: BTreeMap<String, f64>,
+    feeds_done: usize,
+    buckets: Vec<(f64, f64)>,
+}
+
+fn rounds(page: &str) -> Rounds {
+    let mut r = Rounds::default();
+    let mut feeds = HashSet::new();
+    for line in page.lines() {
+        let value = || line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(rest) = line.strip_prefix("loopp_feed_rounds_total{") {
+            let label = |k: &str| {
+                rest.split(&format!("{k}=\"")[..])
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let (feed, outcome) = (label("feed"), label("outcome"));
+            let v = value().unwrap_or(0.0);
+            if outcome == "transmitted" || outcome == "no_report" {
+                feeds.insert(feed);
+            }
+            *r.by_outcome.entry(outcome).or_default() += v;
+        } else if let Some(rest) =
+            line.strip_prefix("loopp_feed_round_duration_seconds_bucket{le=\"")
+        {
+            let le = rest.split('"').next().unwrap_or("");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            r.buckets.push((le, value().unwrap_or(0.0)));
+        }
+    }
+    r.feeds_done = feeds.len();
+    r
+}
+
+/// The upper bound of the bucket holding quantile `q` of what was counted
+/// between `a` and `b`.
+fn quantile(a: &Rounds, b: &Rounds, q: f64) -> f64 {
+    let before: BTreeMap<u64, f64> = a.buckets.iter().map(|(le, c)| (le.to_bits(), *c)).collect();
+    let counts: Vec<(f64, f64)> = b
+        .buckets
+        .iter()
+        .map(|(le, c)| (*le, c - before.get(&le.to_bits()).copied().unwrap_or(0.0)))
+        .collect();
+    let total = counts.last().map(|(_, c)| *c).unwrap_or(0.0);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    counts
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::INFINITY)
+}
+
+fn job(n: usize, data: &Path) -> String {
+    let feeds: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"name": "f{i}", "relay": "devchain", "median": "median",
+                 "source": {{"type": "randomwalk", "seed": {}, "start": 300000, "step_ppm": 2000}},
+                 "oracles": 4, "f": 1, "interval": "1s", "alpha_ppb": 1000000, "delta_c": "10s"}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}],
+            "http": {{"listen": "127.0.0.1:0"}}, "data_dir": {:?}, "feeds": [{}]}}"#,
+        data.display().to_string(),
+        feeds.join(",")
+    )
+}
+
+/// Every chain file: (transmissions, invalid, duplicated).
+fn check_chains(dir: &Path) -> (u64, u64, u64) {
+    use loopp::devchain::store::Record;
+    let (mut tx, mut invalid, mut dup) = (0, 0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap_or_default();
+        let mut bounds = None;
+        let mut seen = HashSet::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<Record>(line) {
+                Ok(Record::Config(c)) => bounds = Some((c.min_answer, c.max_answer)),
+                Ok(Record::Transmission(t)) => {
+                    tx += 1;
+                    let within = bounds.is_some_and(|(lo, hi)| lo <= t.median && t.median <= hi);
+                    if !within {
+                        invalid += 1;
+                    }
+                    if !seen.insert((t.epoch, t.round)) {
+                        dup += 1;
+                    }
+                }
+                Err(_) => invalid += 1,
+            }
+        }
+    }
+    (tx, invalid, dup)
+}
+
+struct Run {
+    n: usize,
+    loopp: bool,
+    missed_ratio: f64,
+    p99_s: f64,
+    cpu_per_round_ms: f64,
+    procs: BTreeMap<String, Figures>,
+}
+
+struct NodeChild(Child);
+
+impl Drop for NodeChild {
+    fn drop(&mut self) {
+        // SAFETY: signalling the node this bench started.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
+    let data = dir.join(format!(
+        "data-{n}-{}",
+        if loopp { "loopp" } else { "inproc" }
+    ));
+    let jobfile = dir.join(format!("job-{n}.json"));
+    std::fs::write(&jobfile, job(n, &data)).unwrap();
+    let mut cmd = Command::new(NODE);
+    cmd.args(["run", "--config"])
+        .arg(&jobfile)
+        // The HTTP line, without a line per round.
+        .env("RUST_LOG", "warn,loopp::node=info,loopp::node::feeds=warn")
+        .env("PLUGIN_UNIX_SOCKET_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if loopp {
+        cmd.env("CL_DEVCHAIN_CMD", DEVCHAIN)
+            .env("CL_MEDIAN_CMD", MEDIAN);
+    }
+    let mut child = cmd.spawn().expect("loopp-node");
+    // The HTTP port from the log; the rest of the log is drained.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = crossbeam_channel::bounded::<u16>(1);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("HTTP on http://127.0.0.1:").nth(1) {
+                if let Some(p) = rest.split(' ').next().and_then(|p| p.parse().ok()) {
+                    let _ = tx.try_send(p);
+                }
+            }
+        }
+    });
+    let node = NodeChild(child);
+    let port = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the node's HTTP port");
+    let pid = node.0.id();
+    // Set-up: every feed has finished a round.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut before = rounds(&scrape(port));
+    while before.feeds_done < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        before = rounds(&scrape(port));
+    }
+    let ready = before.feeds_done;
+    let mut pids = plugins_of(pid);
+    pids.insert("node".into(), pid);
+    let cpu0: BTreeMap<String, f64> = pids
+        .iter()
+        .map(|(k, p)| (k.clone(), figures(*p).cpu_s))
+        .collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = rounds(&scrape(port));
+    let took = t0.elapsed().as_secs_f64();
+    let procs: BTreeMap<String, Figures> = pids
+        .iter()
+        .map(|(k, p)| {
+            let mut f = figures(*p);
+            f.cpu_s = (f.cpu_s - cpu0[k]) / took;
+            (k.clone(), f)
+        })
+        .collect();
+    drop(node);
+    let delta = |k: &str| {
+        after.by_outcome.get(k).copied().unwrap_or(0.0)
+            - before.by_outcome.get(k).copied().unwrap_or(0.0)
+    };
+    let done = delta("transmitted") + delta("no_report");
+    let all: f64 = after.by_outcome.keys().map(|k| delta(k)).sum();
+    let expected = n as f64 * took;
+    let missed = (expected - done).max(0.0);
+    let (p50, p99) = (
+        quantile(&before, &after, 0.5),
+        quantile(&before, &after, 0.99),
+    );
+    let (tx, invalid, dup) = check_chains(&data.join("devchain"));
+    let cpu_total: f64 = procs.values().map(|f| f.cpu_s).sum();
+    let cpu_per_round_ms = cpu_total * took / done.max(1.0) * 1e3;
+    let mut line = json!({
+        "bench": "scale", "feeds": n, "mode": if loopp { "loopp" } else { "in-process" },
+        "ready_feeds": ready, "secs": took, "rounds_per_s": all / took, "done_rounds": done,
+        "missed_rounds": missed, "missed_ratio": missed / expected.max(1.0),
+        "round_p50_s": p50, "round_p99_s": p99, "cpu_per_round_ms": cpu_per_round_ms,
+        "chain_transmissions": tx, "chain_invalid": invalid, "chain_duplicates": dup,
+        "correct": invalid == 0 && dup == 0,
+    });
+    for (k, f) in &procs {
+        line[k] =
+            json!({"cpu_cores": f.cpu_s, "rss_kib": f.rss_kib, "threads": f.threads, "fds": f.fds});
+    }
+    println!("{line}");
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&jobfile);
+    Run {
+        n,
+        loopp,
+        missed_ratio: missed / expected.max(1.0),
+        p99_s: p99,
+        cpu_per_round_ms,
+        procs,
+    }
+}
+
+fn main() {
+    let ns: Vec<usize> = knob("LOOPP_BENCH_SCALE_N", "1,100,300,1000")
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    let secs: u64 = knob("LOOPP_BENCH_SCALE_SECS", "20").parse().unwrap_or(20);
+    let dir: PathBuf = std::env::temp_dir().join(format!("loopp-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut runs = Vec::new();
+    for &n in &ns {
+        for loopp in [true, false] {
+            runs.push(run(n, loopp, secs, &dir));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (Some(&lo), Some(&hi)) = (ns.iter().min(), ns.iter().max()) else {
+        return;
+    };
+    let get = |n: usize, loopp: bool| runs.iter().find(|r| r.n == n && r.loopp == loopp);
+    if let Some(top) = get(hi, true) {
+        println!(
+            "{}",
+            json!({"compare": "scale_missed_rounds", "feeds": hi, "ratio": top.missed_ratio, "target": 0.01, "met": top.missed_ratio < 0.01})
+        );
+        println!(
+            "{}",
+            json!({"compare": "scale_round_p99", "feeds": hi, "s": top.p99_s, "target_s": 0.25, "met": top.p99_s < 0.25})
+        );
+    }
+    if hi > lo {
+        for loopp in [true, false] {
+            let (Some(a), Some(b)) = (get(lo, loopp), get(hi, loopp)) else {
+                continue;
+            };
+            for (name, fa) in &a.procs {
+                let Some(fb) = b.procs.get(name) else {
+                    continue;
+                };
+                let per_feed_kb =
+                    (fb.rss_kib as f64 - fa.rss_kib as f64) * 1.024 / (hi - lo) as f64;
+                let mode = if loopp { "loopp" } else { "in-process" };
+                println!(
+                    "{}",
+                    json!({"compare": "scale_memory_per_feed", "mode": mode, "process": name, "kb": per_feed_kb, "target_kb": 100.0, "met": per_feed_kb <= 100.0})
+                );
+                println!(
+                    "{}",
+                    json!({"compare": "scale_threads_fds", "mode": mode, "process": name,
+                           "threads": [fa.threads, fb.threads], "fds": [fa.fds, fb.fds],
+                           "met": fb.threads <= fa.threads + 16 && fb.fds <= fa.fds + 16})
+                );
+            }
+        }
+    }
+    for &n in &ns {
+        if let (Some(l), Some(i)) = (get(n, true), get(n, false)) {
+            let ratio = l.cpu_per_round_ms / i.cpu_per_round_ms;
+            println!(
+                "{}",
+                json!({"compare": "scale_cpu_per_round", "feeds": n, "loopp_ms": l.cpu_per_round_ms, "in_process_ms": i.cpu_per_round_ms, "ratio": ratio})
+            );
+        }
+    }
+}
