@@ -34,7 +34,7 @@ fn knob(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-/// A process's CPU seconds, RSS (KiB), threads and fds, from /proc.
+/// A process's CPU seconds, RSS (KiB), threads and fds.
 #[derive(Clone, Copy, Debug, Default)]
 struct Figures {
     cpu_s: f64,
@@ -44,32 +44,12 @@ struct Figures {
 }
 
 fn figures(pid: u32) -> Figures {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let f = loopp::goplugin::metrics::process_figures(Some(pid)).unwrap_or_default();
     Figures {
-        cpu_s: (num(11) + num(12)) / hz,
-        rss_kib: field("VmRSS:"),
-        threads: field("Threads:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.count() as u64)
-            .unwrap_or(0),
+        cpu_s: f.cpu_seconds,
+        rss_kib: f.rss_bytes / 1024,
+        threads: f.threads,
+        fds: f.fds,
     }
 }
 

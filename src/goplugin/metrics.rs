@@ -308,9 +308,29 @@ static PROCESS: LazyLock<Process> = LazyLock::new(|| Process {
     ),
 });
 
-/// Reads `/proc/self` into the `process_*` gauges.
-fn refresh_process() {
-    let p = &*PROCESS;
+/// What `/proc` says of a process.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessFigures {
+    /// User and system CPU time.
+    pub cpu_seconds: f64,
+    /// OS threads.
+    pub threads: u64,
+    /// Virtual memory size.
+    pub vsize_bytes: u64,
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// Start time, seconds after boot.
+    pub start_after_boot: f64,
+    /// Open file descriptors.
+    pub fds: u64,
+}
+
+/// The figures of process `pid` (None: this one), or None if it is gone.
+pub fn process_figures(pid: Option<u32>) -> Option<ProcessFigures> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}"),
+        None => "/proc/self".to_string(),
+    };
     // SAFETY: sysconf has no preconditions.
     let (hz, page) = unsafe {
         (
@@ -318,31 +338,45 @@ fn refresh_process() {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
-    let (hz, page) = (hz.max(1) as f64, page.max(1));
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        let f: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // Fields after "(comm)": state=0, utime=11, stime=12, threads=17, starttime=19, vsize=20, rss=21.
-        let cpu = (num(11) + num(12)) / hz;
-        let counted = p.cpu.get();
-        if cpu > counted {
-            p.cpu.inc_by(cpu - counted);
-        }
-        p.threads.set(num(17) as i64);
-        p.vsize.set(num(20) as i64);
-        p.rss.set(num(21) as i64 * page);
-        if let Some(boot) = boot_time() {
-            p.start.set(boot + num(19) / hz);
-        }
+    let (hz, page) = (hz.max(1) as f64, page.max(1) as u64);
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields after "(comm)": state=0, utime=11, stime=12, threads=17, starttime=19, vsize=20, rss=21.
+    Some(ProcessFigures {
+        cpu_seconds: (num(11) + num(12)) / hz,
+        threads: num(17) as u64,
+        vsize_bytes: num(20) as u64,
+        rss_bytes: num(21) as u64 * page,
+        start_after_boot: num(19) / hz,
+        fds: std::fs::read_dir(format!("{dir}/fd"))
+            .map(|d| d.count() as u64)
+            .unwrap_or(0),
+    })
+}
+
+/// Reads `/proc/self` into the `process_*` gauges.
+fn refresh_process() {
+    let p = &*PROCESS;
+    let Some(f) = process_figures(None) else {
+        return;
+    };
+    let counted = p.cpu.get();
+    if f.cpu_seconds > counted {
+        p.cpu.inc_by(f.cpu_seconds - counted);
     }
-    if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
-        p.fds.set(d.count() as i64);
+    p.threads.set(f.threads as i64);
+    p.vsize.set(f.vsize_bytes as i64);
+    p.rss.set(f.rss_bytes as i64);
+    if let Some(boot) = boot_time() {
+        p.start.set(boot + f.start_after_boot);
     }
+    p.fds.set(f.fds as i64);
 }
 
 fn boot_time() -> Option<f64> {

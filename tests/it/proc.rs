@@ -126,26 +126,17 @@ pub struct Figures {
 pub const GRPC_POOLS: [&str; 2] = ["event_engine", "grpc_global_tim"];
 
 pub fn figures(pid: u32) -> Figures {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-    };
+    let f = loopp::goplugin::metrics::process_figures(Some(pid))
+        .unwrap_or_else(|| panic!("no process {pid}"));
     Figures {
-        threads: field("Threads:") as usize,
+        threads: f.threads as usize,
         grpc_pool_threads: thread_names(pid)
             .iter()
             .filter(|(n, _)| GRPC_POOLS.contains(&n.as_str()))
             .map(|(_, c)| c)
             .sum(),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count(),
-        rss_kib: field("VmRSS:"),
+        fds: f.fds as usize,
+        rss_kib: f.rss_bytes / 1024,
     }
 }
 
