@@ -209,6 +209,15 @@ struct Run {
     procs: BTreeMap<String, Figures>,
 }
 
+/// The bench's scratch directory, removed however the bench ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct NodeChild(Child);
 
 impl Drop for NodeChild {
@@ -342,15 +351,15 @@ fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let secs: u64 = knob("LOOPP_BENCH_SCALE_SECS", "20").parse().unwrap_or(20);
-    let dir: PathBuf = std::env::temp_dir().join(format!("loopp-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch(std::env::temp_dir().join(format!("loopp-scale-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
     let mut runs = Vec::new();
     for &n in &ns {
         for loopp in [true, false] {
-            runs.push(run(n, loopp, secs, &dir));
+            runs.push(run(n, loopp, secs, &dir.0));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let (Some(&lo), Some(&hi)) = (ns.iter().min(), ns.iter().max()) else {
         return;
     };
