@@ -1,6 +1,8 @@
 //! The only place that sets grpcio up: the process-wide environment, channels
-//! and servers with go-plugin's message limits, the named timeouts, and the
-//! helper that runs blocking handler code off grpcio's completion-queue threads.
+//! and servers with a message bound (16 MiB by default, where go-plugin
+//! allows 2 GiB), the named timeouts, and the helper that runs blocking
+//! handler code off grpcio's completion-queue threads (in the caller's lane,
+//! if any).
 //!
 //! Invariants: every channel and server is built here (so limits and
 //! `SO_REUSEPORT` are set once); no handler blocks a completion-queue thread on
