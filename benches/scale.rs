@@ -17,7 +17,8 @@
 //! per feed (RSS growth from the smallest to the largest N, over the feeds
 //! added) at most 100 KB in each process; threads and fds not growing with
 //! N (at most 16 more at the largest N than at the smallest); CPU per round
-//! of LOOPP against in-process.
+//! of LOOPP against in-process. A comparison with a run whose feeds were
+//! not all set up within the 120 s is never `met`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -202,6 +203,8 @@ fn check_chains(dir: &Path) -> (u64, u64, u64) {
 
 struct Run {
     n: usize,
+    /// Feeds that finished a round before measuring (all: a valid run).
+    ready: usize,
     loopp: bool,
     missed_ratio: f64,
     p99_s: f64,
@@ -337,6 +340,7 @@ fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
     let _ = std::fs::remove_file(&jobfile);
     Run {
         n,
+        ready,
         loopp,
         missed_ratio: missed / expected.max(1.0),
         p99_s: p99,
@@ -379,6 +383,9 @@ fn main() {
             let (Some(a), Some(b)) = (get(lo, loopp), get(hi, loopp)) else {
                 continue;
             };
+            // Figures of a run whose feeds were not all set up say nothing
+            // of what a feed costs.
+            let whole = a.ready == a.n && b.ready == b.n;
             for (name, fa) in &a.procs {
                 let Some(fb) = b.procs.get(name) else {
                     continue;
@@ -388,13 +395,14 @@ fn main() {
                 let mode = if loopp { "loopp" } else { "in-process" };
                 println!(
                     "{}",
-                    json!({"compare": "scale_memory_per_feed", "mode": mode, "process": name, "kb": per_feed_kb, "target_kb": 100.0, "met": per_feed_kb <= 100.0})
+                    json!({"compare": "scale_memory_per_feed", "mode": mode, "process": name, "kb": per_feed_kb, "target_kb": 100.0, "all_feeds_set_up": whole, "met": whole && per_feed_kb <= 100.0})
                 );
                 println!(
                     "{}",
                     json!({"compare": "scale_threads_fds", "mode": mode, "process": name,
                            "threads": [fa.threads, fb.threads], "fds": [fa.fds, fb.fds],
-                           "met": fb.threads <= fa.threads + 16 && fb.fds <= fa.fds + 16})
+                           "all_feeds_set_up": whole,
+                           "met": whole && fb.threads <= fa.threads + 16 && fb.fds <= fa.fds + 16})
                 );
             }
         }
