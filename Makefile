@@ -9,6 +9,8 @@
 #   make static    a fully static loopp-node (glibc static-pie)
 #   make install   loopp-node and every plugin into $(DESTDIR)$(PREFIX)/bin
 #   make install-<plugin>   one plugin, e.g. make install-example
+#   make install-service    the systemd unit (contrib/loopp.service)
+#   make uninstall          remove what install and install-service put
 #   (STATIC=1 make install ... installs the static binaries)
 #   make vendor    vendored crates for air-gapped builds (cargo build --offline)
 
@@ -28,7 +30,7 @@ PLUGINS := example devchain median
 BINS := loopp-node $(addprefix loopp-,$(PLUGINS))
 RELEASE := $(CARGO_TARGET_DIR)/release
 
-.PHONY: all build test soak run probe bench static install $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
+.PHONY: all build test soak run probe bench static install install-service uninstall $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
 
 all: build
 
@@ -102,6 +104,18 @@ install: $(INSTALL_DEP)
 $(addprefix install-,$(PLUGINS)): install-%: $(INSTALL_DEP)
 	install -d $(BINDIR)
 	install -m 0755 $(INSTALL_FROM)/loopp-$* $(BINDIR)/
+
+# The systemd unit, with PREFIX/bin in its paths (`make install` does not
+# install it unless asked).
+SYSTEMD_DIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
+install-service:
+	install -d $(SYSTEMD_DIR)
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g' contrib/loopp.service > $(SYSTEMD_DIR)/loopp.service
+	chmod 0644 $(SYSTEMD_DIR)/loopp.service
+
+# Removes what install and install-service put in place.
+uninstall:
+	rm -f $(addprefix $(BINDIR)/,$(BINS)) $(SYSTEMD_DIR)/loopp.service
 
 vendor:
 	$(CARGO) vendor --quiet --locked vendor > /dev/null

@@ -15,6 +15,7 @@ mod layers;
 mod median;
 mod monitoring;
 mod node;
+mod packaging;
 mod probe;
 mod proc;
 mod relay;
