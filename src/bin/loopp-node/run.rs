@@ -32,6 +32,12 @@ their contract in DATA/<relay>/<feed>.jsonl (the relayer deploys it), the
 node's keys in DATA/keystore.secret and DATA/csa.secret, DATA being the job's
 data_dir (default ./loopp-data).
 CL_MIN_OCR2_MAX_DURATION_QUERY is the floor of the Query deadline (100ms).
+The data dir must be writable: the node checks it before anything starts.
+
+Bounds, from the job file: a LOOPP's plugins[].rpc (max_message_bytes,
+default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
+what the node serves it, then RESOURCE_EXHAUSTED) and the HTTP server's
+http.max_connections (1024), header_timeout, idle_timeout, write_timeout.
 ";
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {
