@@ -320,6 +320,21 @@ impl ReportingPlugin for MedianPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Epoch 6's timestamp, a 1 s deadline, and every plugin's observation.
+    fn observe_all(plugins: &[MedianPlugin]) -> (ReportTimestamp, Duration, Vec<(u8, Vec<u8>)>) {
+        let ts = ReportTimestamp {
+            config_digest: vec![7; 32],
+            epoch: 6,
+            round: 0,
+        };
+        let d = Duration::from_secs(1);
+        let obs = plugins
+            .iter()
+            .map(|p| (p.oracle(), p.observation(&ts, &[], d).unwrap()))
+            .collect();
+        (ts, d, obs)
+    }
     use std::sync::Mutex;
 
     // Test fixtures from other layers: a real codec and a static source.
@@ -373,16 +388,7 @@ mod tests {
                 )
             })
             .collect();
-        let ts = ReportTimestamp {
-            config_digest: vec![7; 32],
-            epoch: 6,
-            round: 0,
-        };
-        let d = Duration::from_secs(1);
-        let obs: Vec<(u8, Vec<u8>)> = plugins
-            .iter()
-            .map(|p| (p.oracle(), p.observation(&ts, &[], d).unwrap()))
-            .collect();
+        let (ts, d, obs) = observe_all(&plugins);
         let report_with = |requested: Option<(u8, u32, u8)>| {
             *contract.0.lock().unwrap() = requested.map(|(d, epoch, round)| RoundRequested {
                 config_digest: vec![d; 32],
@@ -462,16 +468,7 @@ mod tests {
                 }
             })
             .collect();
-        let ts = ReportTimestamp {
-            config_digest: vec![7; 32],
-            epoch: 6,
-            round: 0,
-        };
-        let d = Duration::from_secs(1);
-        let obs: Vec<(u8, Vec<u8>)> = plugins
-            .iter()
-            .map(|p| (p.oracle(), p.observation(&ts, &[], d).unwrap()))
-            .collect();
+        let (ts, d, obs) = observe_all(&plugins);
         assert!(plugins[0].report(&ts, &[], &obs, d).unwrap().is_some());
         let mut gas: Vec<(u8, i128)> = codec
             .0
