@@ -58,8 +58,42 @@ fn default_base() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// The longest unix socket path the kernel takes (`sun_path` is 108 bytes
+/// with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The longest socket path loopp makes under a base directory, past the
+/// base: `/loopp-XXXXXX/broker-4294967295.sock`.
+const LONGEST_UNDER_BASE: usize = 1 + PREFIX.len() + 6 + "/broker-4294967295.sock".len();
+
+/// Checks that every socket loopp may make under `base` fits a unix socket
+/// path; the error names the base, the limit and what to do.
+pub fn check_base(base: &Path) -> io::Result<()> {
+    let longest = base.as_os_str().len() + LONGEST_UNDER_BASE;
+    if longest > MAX_SOCKET_PATH {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the socket directory base {} is too long: sockets under it take up to {longest} \
+                 bytes, and unix socket paths are limited to {MAX_SOCKET_PATH}; set \
+                 PLUGIN_UNIX_SOCKET_DIR (or TMPDIR) to a directory of at most {} bytes",
+                base.display(),
+                MAX_SOCKET_PATH - LONGEST_UNDER_BASE
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The base the default socket directories are made under:
+/// `$PLUGIN_UNIX_SOCKET_DIR`, else `$TMPDIR`, else `/tmp`.
+pub fn default_base_dir() -> PathBuf {
+    default_base()
+}
+
 /// mkdtemp under `base`: a fresh `loopp-XXXXXX`, mode 0700.
 fn make_dir(base: &Path) -> io::Result<PathBuf> {
+    check_base(base)?;
     let template = base.join(format!("{PREFIX}XXXXXX"));
     let c = CString::new(template.into_os_string().into_vec())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in socket dir path"))?;
@@ -248,6 +282,20 @@ pub fn remove_stale_in_default() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_too_deep_for_socket_paths_is_refused_before_anything_is_made() {
+        assert!(check_base(Path::new("/tmp")).is_ok());
+        let fits = format!("/{}", "a".repeat(MAX_SOCKET_PATH - LONGEST_UNDER_BASE - 1));
+        assert!(check_base(Path::new(&fits)).is_ok());
+        let deep = format!("{fits}b");
+        let err = check_base(Path::new(&deep)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("limited to 107"), "{err}");
+        // mkdtemp is not even tried.
+        let err = SocketDir::create_in(Path::new(&deep)).unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+    }
 
     #[test]
     fn stale_directories_go_and_live_ones_stay() {

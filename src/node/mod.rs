@@ -174,6 +174,15 @@ impl Node {
             crate::node::feeds::prepare_data_dir(&config.data_dir)
                 .map_err(std::io::Error::other)?;
         }
+        // A socket dir base too deep for unix socket paths would make every
+        // LOOPP fail its start, restart after restart: say so once, here.
+        if config
+            .plugins
+            .iter()
+            .any(|p| matches!(p.mode, Mode::Loopp { .. }))
+        {
+            crate::goplugin::sockdir::check_base(&crate::goplugin::sockdir::default_base_dir())?;
+        }
         let registry = Registry::new();
         let ports = Arc::new(Ports::new());
         let mut services: Vec<(String, Arc<dyn Service>)> = Vec::new();
