@@ -1,18 +1,22 @@
 # loopp: build, test, run, benchmark, install.
 #
-#   make run       build everything and run the node's main job (Ctrl-C stops)
-#   make probe     build everything and probe the example plugin
-#   make test      unit + integration tests (installs cmake, Go, go-plugin if missing)
+#   make run       build loopp and run the node's main job (Ctrl-C stops)
+#   make probe     build loopp and probe the example plugin
+#   make test      unit + integration tests, on the build `make run` uses
+#                  (installs cmake, Go, go-plugin, Prometheus, buildah if missing)
 #   make soak      the default job + 100 feeds for SOAK_SECS (600), resources sampled
 #   make bench     loopp vs go-plugin (start, RPC); node recovery, idle RSS/CPU;
-#                  metrics proxy overhead and throughput
-#   make static    a fully static loopp-node (glibc static-pie)
-#   make install   loopp-node and every plugin into $(DESTDIR)$(PREFIX)/bin
-#   make install-<plugin>   one plugin, e.g. make install-example
+#                  metrics proxy; feeds at scale; the binary's size and footprint
+#   make static    build, then print the size of the stripped binary and where it goes
+#   make image     the container image (Dockerfile, FROM scratch) with buildah
+#   make install   loopp and its links (loopp-node, loopp-median, ...) into
+#                  $(DESTDIR)$(PREFIX)/bin, stripped
+#   make install-<plugin>   loopp and one plugin's link, e.g. make install-median
 #   make install-service    the systemd unit (contrib/loopp.service)
 #   make uninstall          remove what install and install-service put
-#   (STATIC=1 make install ... installs the static binaries)
 #   make vendor    vendored crates for air-gapped builds (cargo build --offline)
+#   make check-offline      prove it: vendor, then build with no network and
+#                  an empty cargo home
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -21,16 +25,26 @@ CARGO ?= cargo
 TARGET_TRIPLE ?= x86_64-unknown-linux-gnu
 
 # The build dir lives outside the clone so CI and fresh clones reuse the
-# ~7 minute gRPC C core build.
+# gRPC C core build.
 CARGO_TARGET_DIR ?= $(shell if mkdir -p /var/cache/loopp-target 2>/dev/null && [ -w /var/cache/loopp-target ]; then echo /var/cache/loopp-target; else echo $(CURDIR)/target; fi)
 export CARGO_TARGET_DIR
 
-# Plugins shipped as their own binaries (loopp-<name>).
-PLUGINS := example devchain median
-BINS := loopp-node $(addprefix loopp-,$(PLUGINS))
-RELEASE := $(CARGO_TARGET_DIR)/release
+# One build for everything: the release profile, static (glibc static-pie),
+# for an explicit target (so build scripts and proc macros stay dynamic).
+# `make run`, `make test`, `make bench` and `make install` all use it, so
+# gRPC's C core is compiled once. Every cargo command below passes the
+# same flags: a different RUSTFLAGS would rebuild everything.
+export RUSTFLAGS := -C target-feature=+crt-static
+BUILD_FLAGS := --release --target $(TARGET_TRIPLE)
+RELEASE := $(CARGO_TARGET_DIR)/$(TARGET_TRIPLE)/release
+LOOPP_BIN := $(RELEASE)/loopp
 
-.PHONY: all build test soak run probe bench static install install-service uninstall $(addprefix install-,$(PLUGINS)) vendor clean deps-build deps-test deps-bench
+# The programs of the multi-call binary, installed as links to it: a host
+# starts a plugin by command name (CL_MEDIAN_CMD=loopp-median).
+PLUGINS := example devchain median
+PROGRAMS := loopp-node $(addprefix loopp-,$(PLUGINS))
+
+.PHONY: all build test soak run probe bench static image install install-service uninstall $(addprefix install-,$(PLUGINS)) vendor check-offline clean deps-build deps-test deps-bench
 
 all: build
 
@@ -42,68 +56,80 @@ deps-bench:
 	@scripts/deps.sh bench
 
 build: deps-build
-	$(CARGO) build --release --bins
+	$(CARGO) build $(BUILD_FLAGS) --bins
 
 # The node with its default job: a devchain relay and a median feed, both as
 # LOOPPs, each round printed; chain file under ./loopp-data. Ctrl-C stops it.
+# The plugins are this build's loopp under their link names.
 run: build
-	CL_DEVCHAIN_CMD=$(RELEASE)/loopp-devchain CL_MEDIAN_CMD=$(RELEASE)/loopp-median $(RELEASE)/loopp-node run
+	@scripts/links.sh $(LOOPP_BIN) $(RELEASE)/programs $(PROGRAMS)
+	CL_DEVCHAIN_CMD=$(RELEASE)/programs/loopp-devchain CL_MEDIAN_CMD=$(RELEASE)/programs/loopp-median $(LOOPP_BIN) node run
 
 # The operator's diagnostic on the example plugin.
 probe: build
-	$(RELEASE)/loopp-node probe --kind example -- $(RELEASE)/loopp-example
+	@scripts/links.sh $(LOOPP_BIN) $(RELEASE)/programs $(PROGRAMS)
+	$(LOOPP_BIN) probe --kind example -- $(RELEASE)/programs/loopp-example
 
-# Nextest when present (per-test timeouts from .config/nextest.toml), else cargo test.
-# The soak's 60-second version runs on the release binaries (what `make run`
-# builds): 100 feeds on unoptimized ones saturate a 2-core machine.
+# Nextest when present (per-test timeouts from .config/nextest.toml), else
+# cargo test. The tests are built in the release profile, for the target
+# `make run` builds: they share its dependencies (the C core above all),
+# and the soak and scale tests measure optimized binaries.
 test: deps-test build
-	$(CARGO) build --tests --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		LOOPP_SOAK_BIN_DIR=$(RELEASE) timeout 3600 $(CARGO) nextest run --no-fail-fast; \
+		timeout 3600 $(CARGO) nextest run $(BUILD_FLAGS) --no-fail-fast; \
 	else \
-		LOOPP_SOAK_BIN_DIR=$(RELEASE) timeout 3600 $(CARGO) test --no-fail-fast --lib --test it -- --test-threads=4; \
+		timeout 3600 $(CARGO) test $(BUILD_FLAGS) --no-fail-fast --bins --lib --test it -- --test-threads=4; \
 	fi
 
-# The soak: the default job plus 100 feeds, both plugins as LOOPPs, on the
-# release binaries for SOAK_SECS (default 600), RSS, threads and fds of each
-# process sampled every 10 s; fails if any grows by more than 10% after the
-# first minute (tests/it/soak.rs).
+# The soak: the default job plus 100 feeds, both plugins as LOOPPs, for
+# SOAK_SECS (default 600), RSS, threads and fds of each process sampled
+# every 10 s; fails if any grows by more than 10% after the first minute
+# (tests/it/soak.rs).
 SOAK_SECS ?= 600
 soak: deps-test build
-	$(CARGO) build --tests --bins
-	LOOPP_SOAK_BIN_DIR=$(RELEASE) LOOPP_SOAK_SECS=$(SOAK_SECS) LOOPP_SOAK_SAMPLE_SECS=10 \
-		timeout $$(( $(SOAK_SECS) + 300 )) $(CARGO) test --test it soak_ -- --nocapture
+	LOOPP_SOAK_SECS=$(SOAK_SECS) LOOPP_SOAK_SAMPLE_SECS=10 \
+		timeout $$(( $(SOAK_SECS) + 1200 )) $(CARGO) test $(BUILD_FLAGS) --test it soak_ -- --nocapture
 
 # Static, like the Go programs it is compared with (CGO_ENABLED=0) and like
-# what constrained hosts run; shares its build with `make static`.
-# The plugin benchmark runs first, on a quiet machine.
-bench: deps-bench
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench plugin --target $(TARGET_TRIPLE)
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench node --target $(TARGET_TRIPLE)
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench http --target $(TARGET_TRIPLE)
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench feed --target $(TARGET_TRIPLE)
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --bench scale --target $(TARGET_TRIPLE)
+# what constrained hosts run. The plugin benchmark runs first, on a quiet
+# machine.
+bench: deps-bench build
+	$(CARGO) bench --target $(TARGET_TRIPLE) --bench plugin
+	$(CARGO) bench --target $(TARGET_TRIPLE) --bench node
+	$(CARGO) bench --target $(TARGET_TRIPLE) --bench http
+	$(CARGO) bench --target $(TARGET_TRIPLE) --bench feed
+	$(CARGO) bench --target $(TARGET_TRIPLE) --bench scale
 
-static: deps-build
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bins --target $(TARGET_TRIPLE)
-	@echo "static binaries in $(CARGO_TARGET_DIR)/$(TARGET_TRIPLE)/release/"
+# The shipped binary: stripped, in $(RELEASE)/dist; its size against the
+# budget and where the bytes go (scripts/size.sh).
+DIST := $(RELEASE)/dist
+static: build
+	@scripts/size.sh $(LOOPP_BIN) $(DIST)/loopp
 
-# STATIC=1 installs the static binaries (built by `make static`).
-ifeq ($(STATIC),1)
-INSTALL_FROM := $(CARGO_TARGET_DIR)/$(TARGET_TRIPLE)/release
-INSTALL_DEP := static
-else
-INSTALL_FROM := $(RELEASE)
-INSTALL_DEP := build
-endif
+$(DIST)/loopp: $(LOOPP_BIN)
+	@mkdir -p $(DIST)
+	strip -o $@ $<
+
+# The container image: loopp FROM scratch (Dockerfile), built with buildah
+# (no daemon, no registry). IMAGE names it.
+IMAGE ?= localhost/loopp:latest
+image: static
+	scripts/image.sh $(DIST)/loopp $(IMAGE)
+
+# NO_BUILD=1 installs what is already built (the tests do).
+INSTALL_DEP := $(if $(NO_BUILD),,build)
 
 install: $(INSTALL_DEP)
+	@$(MAKE) --no-print-directory $(DIST)/loopp
 	install -d $(BINDIR)
-	install -m 0755 $(addprefix $(INSTALL_FROM)/,$(BINS)) $(BINDIR)/
+	install -m 0755 $(DIST)/loopp $(BINDIR)/loopp
+	for p in $(PROGRAMS); do ln -sf loopp $(BINDIR)/$$p; done
 
 $(addprefix install-,$(PLUGINS)): install-%: $(INSTALL_DEP)
+	@$(MAKE) --no-print-directory $(DIST)/loopp
 	install -d $(BINDIR)
-	install -m 0755 $(INSTALL_FROM)/loopp-$* $(BINDIR)/
+	install -m 0755 $(DIST)/loopp $(BINDIR)/loopp
+	ln -sf loopp $(BINDIR)/loopp-$*
 
 # The systemd unit, with PREFIX/bin in its paths (`make install` does not
 # install it unless asked).
@@ -115,13 +141,20 @@ install-service:
 
 # Removes what install and install-service put in place.
 uninstall:
-	rm -f $(addprefix $(BINDIR)/,$(BINS)) $(SYSTEMD_DIR)/loopp.service
+	rm -f $(BINDIR)/loopp $(addprefix $(BINDIR)/,$(PROGRAMS)) $(SYSTEMD_DIR)/loopp.service
 
+# Vendored crates (platforms other than Linux left out: scripts/vendor.sh),
+# and the cargo config that builds from them.
 vendor:
-	$(CARGO) vendor --quiet --locked vendor > /dev/null
+	scripts/vendor.sh vendor
 	mkdir -p .cargo
 	printf '[source.crates-io]\nreplace-with = "vendored-sources"\n\n[source.vendored-sources]\ndirectory = "vendor"\n' > .cargo/config.toml
 	@echo "vendored: build offline with 'cargo build --offline' (undo: rm -r vendor .cargo)"
+
+# Vendor, then build in a scratch copy offline, with an empty cargo home and
+# no network (scripts/check-offline.sh). The first run compiles the C core.
+check-offline: deps-build
+	scripts/check-offline.sh
 
 clean:
 	$(CARGO) clean

@@ -8,6 +8,10 @@
 //! ShouldTransmit, Transmit (a write and an fsync of the chain file). Output: one JSON object per line, per
 //! mode, then the LOOPP/in-process ratios. Knob: LOOPP_BENCH_ROUNDS (200).
 
+#[path = "../tests/common/programs.rs"]
+mod programs;
+use programs::{devchain, median};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,8 +34,6 @@ use loopp::services::relay::PluginRelayer;
 use loopp::sources::{self, Spec};
 use serde_json::json;
 
-const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
-const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
 const T: Duration = Duration::from_secs(5);
 
 fn knob(name: &str, default: u64) -> u64 {
@@ -129,8 +131,8 @@ fn main() {
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
     let mut local = rounds(&Devchain::new(), &Median, &a, n);
-    let mut relayer = start("devchain", DEVCHAIN, Cookie::relayer(), &b);
-    let mut median = start("median", MEDIAN, Cookie::median(), &b);
+    let mut relayer = start("devchain", devchain(), Cookie::relayer(), &b);
+    let mut median = start("median", median(), Cookie::median(), &b);
     let link = |c: &Client| Link::connected(c.channel().clone(), c.broker().clone());
     let mut remote = rounds(
         &PluginRelayerClient::new("devchain", link(&relayer), T),

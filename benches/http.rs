@@ -11,6 +11,10 @@
 //! (target: p50 within 1.5x, p99 within 3x). Knobs: LOOPP_BENCH_SCRAPES
 //! (2000), LOOPP_BENCH_WRK_SECS (3).
 
+#[path = "../tests/common/programs.rs"]
+mod programs;
+use programs::example;
+
 use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,8 +23,6 @@ use loopp::node::config::NodeConfig;
 use loopp::node::registry::State;
 use loopp::node::Node;
 use serde_json::json;
-
-const EXAMPLE: &str = env!("CARGO_BIN_EXE_loopp-example");
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -90,7 +92,7 @@ fn main() {
     let secs = knob("LOOPP_BENCH_WRK_SECS", 3);
     let text = r#"{"plugins":[{"name":"p","kind":"example"}],"http":{"listen":"127.0.0.1:0"}}"#;
     let config = NodeConfig::from_json("bench", text, &|k| {
-        (k == "CL_P_CMD").then(|| EXAMPLE.to_string())
+        (k == "CL_P_CMD").then(|| example().to_string())
     })
     .expect("bench job");
     let node = Node::start(&config).expect("node");

@@ -1,12 +1,18 @@
 //! `make bench`, node part: crash-to-healthy recovery against the backoff it
-//! includes, and the node's (and its plugins') RSS and CPU while idle with 1
-//! and with 50 plugins.
+//! includes, the node's (and its plugins') RSS and CPU while idle with 1
+//! and with 50 plugins, and the idle footprint of the node with the default
+//! job's two plugins as LOOPPs (`footprint`: node + devchain + median, target
+//! 15 MB together; knob LOOPP_BENCH_FOOTPRINT_MB).
 //!
 //! Output: one JSON object per line. Recovery is compared with the backoff
 //! delay inside it (`overhead_ms` = recovery − backoff; target: small next to
 //! the backoff). Idle cost compares 50 plugins with 1 in the same run
 //! (`per_plugin` ratios; target: CPU ≈ 0). Knobs: LOOPP_BENCH_CRASHES (10),
 //! LOOPP_BENCH_IDLE_SECS (5).
+
+#[path = "../tests/common/programs.rs"]
+mod programs;
+use programs::{devchain, example, median, node};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,9 +22,6 @@ use loopp::node::config::NodeConfig;
 use loopp::node::registry::State;
 use loopp::node::Node;
 use serde_json::json;
-
-const EXAMPLE: &str = env!("CARGO_BIN_EXE_loopp-example");
-const NODE: &str = env!("CARGO_BIN_EXE_loopp-node");
 
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -57,7 +60,7 @@ fn recovery(crashes: u64) {
         r#"{"backoff_initial":"100ms","backoff_max":"1s","stable_after":"50ms","health_interval":"2s"}"#,
     );
     let config = NodeConfig::from_json("bench", &text, &|k| match k {
-        "CL_P0_CMD" => Some(EXAMPLE.to_string()),
+        "CL_P0_CMD" => Some(example().to_string()),
         _ => None,
     })
     .expect("bench job");
@@ -136,12 +139,12 @@ fn idle(n: usize, secs: u64) -> serde_json::Value {
     std::fs::create_dir_all(&dir).unwrap();
     let jobfile = dir.join("job.json");
     std::fs::write(&jobfile, job(n, "{}")).unwrap();
-    let mut cmd = Command::new(NODE);
+    let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(&jobfile)
         .env("RUST_LOG", "warn");
     for i in 0..n {
-        cmd.env(format!("CL_P{i}_CMD"), EXAMPLE);
+        cmd.env(format!("CL_P{i}_CMD"), example());
     }
     let mut child = cmd
         .stdout(Stdio::null())
@@ -182,8 +185,92 @@ fn idle(n: usize, secs: u64) -> serde_json::Value {
     })
 }
 
+/// `Pss:` of `pid` in KiB: its resident pages, each shared page counted as
+/// its share among the processes mapping it.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The node with the default job's plugins (devchain, median) as LOOPPs and
+/// no feed, idle: the memory the three take together. The three run one
+/// binary, so its code pages are in memory once; RSS counts them in every
+/// process, PSS shares them out. Together is the sum of PSS (what the host
+/// gives up); the sum of RSS is printed beside it. The same job with the
+/// plugins in-process is the baseline.
+fn footprint(secs: u64) {
+    let budget_kib = knob("LOOPP_BENCH_FOOTPRINT_MB", 15) * 1000 * 1000 / 1024;
+    let dir = std::env::temp_dir().join(format!("loopp-bench-footprint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jobfile = dir.join("job.json");
+    std::fs::write(
+        &jobfile,
+        format!(
+            r#"{{"data_dir": {:?}, "http": {{"listen": "off"}},
+              "plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}]}}"#,
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    let measure = |loopps: bool| {
+        let mut cmd = Command::new(node());
+        cmd.args(["run", "--config"])
+            .arg(&jobfile)
+            .env("RUST_LOG", "warn")
+            .env("PLUGIN_UNIX_SOCKET_DIR", &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if loopps {
+            cmd.env("CL_DEVCHAIN_CMD", devchain())
+                .env("CL_MEDIAN_CMD", median());
+        }
+        let mut child = cmd.spawn().expect("start loopp-node");
+        let node_pid = child.id();
+        let want = if loopps { 2 } else { 0 };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while children(node_pid).len() < want {
+            assert!(Instant::now() < deadline, "plugins did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(secs));
+        let pids: Vec<u32> = std::iter::once(node_pid)
+            .chain(children(node_pid))
+            .collect();
+        let rss: Vec<u64> = pids.iter().map(|&p| usage(p).1).collect();
+        let pss: Vec<u64> = pids.iter().map(|&p| pss_kib(p)).collect();
+        // SAFETY: stopping the node we started.
+        unsafe { libc::kill(node_pid as libc::pid_t, libc::SIGTERM) };
+        let _ = child.wait();
+        (rss, pss)
+    };
+    let (rss, pss) = measure(true);
+    let (base_rss, base_pss) = measure(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    let together: u64 = pss.iter().sum();
+    println!(
+        "{}",
+        json!({
+            "bench": "footprint", "idle_secs": secs,
+            "processes": ["node", "plugin", "plugin"],
+            "rss_kib": rss, "pss_kib": pss,
+            "rss_kib_sum": rss.iter().sum::<u64>(),
+            "together_kib": together,
+            "in_process_rss_kib": base_rss[0], "in_process_pss_kib": base_pss[0],
+            "loopps_vs_in_process": together as f64 / base_pss[0].max(1) as f64,
+            "target_kib": budget_kib,
+            "met": together <= budget_kib,
+        })
+    );
+}
+
 fn main() {
-    assert!(Path::new(EXAMPLE).exists());
+    assert!(Path::new(example()).exists());
+    footprint(knob("LOOPP_BENCH_IDLE_SECS", 5));
     recovery(knob("LOOPP_BENCH_CRASHES", 10));
     let secs = knob("LOOPP_BENCH_IDLE_SECS", 5);
     let one = idle(1, secs);

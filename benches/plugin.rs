@@ -11,6 +11,10 @@
 //! (ratio < 1: loopp is faster). Knobs: LOOPP_BENCH_ROUNDS (3),
 //! LOOPP_BENCH_STARTS (20), LOOPP_BENCH_CALLS (2000).
 
+#[path = "../tests/common/programs.rs"]
+mod programs;
+use programs::example;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -102,7 +106,7 @@ fn main() {
     let rounds = knob("LOOPP_BENCH_ROUNDS", 3).max(1);
     let starts = knob("LOOPP_BENCH_STARTS", 20).max(1);
     let calls = knob("LOOPP_BENCH_CALLS", 2000).max(1);
-    let example = Path::new(env!("CARGO_BIN_EXE_loopp-example"));
+    let example = Path::new(example());
     let (gohost, goplugin) = go_bins();
 
     let mut loopp = Vec::new();

@@ -20,16 +20,16 @@
 //! of LOOPP against in-process. A comparison with a run whose feeds were
 //! not all set up within the 120 s is never `met`.
 
+#[path = "../tests/common/programs.rs"]
+mod programs;
+use programs::{devchain, median, node};
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-
-const NODE: &str = env!("CARGO_BIN_EXE_loopp-node");
-const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
-const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
 
 fn knob(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -246,7 +246,7 @@ fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
     ));
     let jobfile = dir.join(format!("job-{n}.json"));
     std::fs::write(&jobfile, job(n, &data)).unwrap();
-    let mut cmd = Command::new(NODE);
+    let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(&jobfile)
         // The HTTP line, without a line per round.
@@ -256,8 +256,8 @@ fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if loopp {
-        cmd.env("CL_DEVCHAIN_CMD", DEVCHAIN)
-            .env("CL_MEDIAN_CMD", MEDIAN);
+        cmd.env("CL_DEVCHAIN_CMD", devchain())
+            .env("CL_MEDIAN_CMD", median());
     }
     let mut child = cmd.spawn().expect("loopp-node");
     // The HTTP port from the log; the rest of the log is drained.

@@ -4,7 +4,8 @@
 #   scripts/deps.sh build   cmake and a C++ compiler (grpcio builds gRPC's C core)
 #   scripts/deps.sh test    build + Go, go-plugin 1.0.1 and protoc with its Go
 #                           plugins (interop and LOOP drop-in tests) and a
-#                           Prometheus server (monitoring tests)
+#                           Prometheus server (monitoring tests) and buildah
+#                           (the container image test)
 #   scripts/deps.sh bench   test + wrk and hyperfine
 #
 # Uses apt-get (Debian/Ubuntu) as root; otherwise prints the command to run.
@@ -34,6 +35,8 @@ if [[ ${1:-build} != build ]]; then
 	need protoc-gen-go-grpc protoc-gen-go-grpc
 	need flock util-linux
 	need prometheus prometheus
+	# The container image test builds and runs the image (no daemon).
+	need buildah buildah
 fi
 if [[ ${1:-build} == bench ]]; then
 	need wrk wrk

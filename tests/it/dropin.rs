@@ -101,7 +101,7 @@ fn a_go_median_plugin_runs_the_feed_with_loopp_devchain() {
     std::fs::write(&env_file, format!("TMPDIR={sock}\n")).unwrap();
     let env_file = env_file.display().to_string();
     let config = NodeConfig::from_json("dropin-median", &job, &move |k| match k {
-        "CL_DEVCHAIN_CMD" => Some(env!("CARGO_BIN_EXE_loopp-devchain").into()),
+        "CL_DEVCHAIN_CMD" => Some(devchain().into()),
         "CL_GOMED_CMD" => Some(median.clone()),
         "CL_GOMED_ENV" => Some(env_file.clone()),
         "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.clone()),
@@ -241,8 +241,8 @@ fn a_go_node_runs_loopps_from_a_fresh_contract() {
     let sb = Sandbox::new("dropin-gonode");
     let out = run_bounded(
         std::process::Command::new(go_bin("gonode"))
-            .arg(env!("CARGO_BIN_EXE_loopp-devchain"))
-            .arg(env!("CARGO_BIN_EXE_loopp-median"))
+            .arg(devchain())
+            .arg(median())
             .arg(&sb.dir)
             .arg("4"),
         Duration::from_secs(60),

@@ -205,9 +205,6 @@ fn thousand_crashes(name: &str, served: bool) {
     assert_eq!(left, Vec::<String>::new(), "socket directories left");
 }
 
-const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
-const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
-
 /// A feed's entry in a job file: feed `name` on relay `relay`.
 fn feed_entry(name: &str, relay: &str, start: u64) -> String {
     format!(
@@ -362,8 +359,8 @@ fn chain_file_fault(name: &str, fault: DiskFault, in_process: bool) {
     );
     let sock = sb.dir.clone();
     let config = NodeConfig::from_json("disk", &text, &move |k| match k {
-        "CL_D1_CMD" | "CL_D2_CMD" => Some(DEVCHAIN.into()),
-        "CL_MEDIAN_CMD" => Some(MEDIAN.into()),
+        "CL_D1_CMD" | "CL_D2_CMD" => Some(devchain().into()),
+        "CL_MEDIAN_CMD" => Some(median().into()),
         "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
         _ => None,
     })
@@ -550,8 +547,8 @@ fn feed_job(sb: &Sandbox, data: &Path) -> (std::path::PathBuf, Vec<(String, Stri
     )
     .unwrap();
     let env = vec![
-        ("CL_DEVCHAIN_CMD".into(), DEVCHAIN.into()),
-        ("CL_MEDIAN_CMD".into(), MEDIAN.into()),
+        ("CL_DEVCHAIN_CMD".into(), devchain().into()),
+        ("CL_MEDIAN_CMD".into(), median().into()),
         (
             "PLUGIN_UNIX_SOCKET_DIR".into(),
             sb.dir.display().to_string(),
@@ -568,7 +565,7 @@ fn run_node(
     file_size_limit: Option<u64>,
 ) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(NODE);
+    let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(job)
         .env("RUST_LOG", "info");
@@ -640,6 +637,33 @@ fn an_unwritable_data_dir_stops_the_node_before_anything_starts() {
         );
     }
     drop(mount);
+}
+
+/// A socket dir base too deep for unix socket paths (107 bytes) would fail
+/// every LOOPP's start, restart after restart: the node refuses it at
+/// start, naming the base, the limit and the variable to set.
+#[test]
+fn a_socket_dir_too_deep_for_unix_sockets_stops_the_node_before_anything_starts() {
+    let sb = Sandbox::new("deep-sock");
+    let deep = sb.dir.join("d".repeat(100));
+    std::fs::create_dir_all(&deep).unwrap();
+    let (job, mut env) = feed_job(&sb, &sb.dir.join("data"));
+    env.retain(|(k, _)| k != "PLUGIN_UNIX_SOCKET_DIR");
+    env.push(("PLUGIN_UNIX_SOCKET_DIR".into(), deep.display().to_string()));
+    let (code, stderr) = run_node(&job, &env, None);
+    println!("exit {code:?}: {}", stderr.lines().last().unwrap_or(""));
+    assert_eq!(code, Some(2), "{stderr}");
+    for want in [
+        format!("the socket directory base {} is too long", deep.display()),
+        "limited to 107".to_string(),
+        "set PLUGIN_UNIX_SOCKET_DIR (or TMPDIR)".to_string(),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("running (pid"),
+        "a plugin started:\n{stderr}"
+    );
 }
 
 /// The node's key file cannot be written whole (the file size limit cuts

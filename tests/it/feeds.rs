@@ -10,9 +10,6 @@ use loopp::node::Node;
 
 use crate::util::*;
 
-const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
-const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
-
 fn job(data_dir: &std::path::Path) -> String {
     format!(
         r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
@@ -32,8 +29,8 @@ fn node(sandbox: &Sandbox, loopp: bool) -> Node {
         "feeds",
         &job(&sandbox.dir.join("data")),
         &move |k| match k {
-            "CL_DEVCHAIN_CMD" if loopp => Some(DEVCHAIN.into()),
-            "CL_MEDIAN_CMD" if loopp => Some(MEDIAN.into()),
+            "CL_DEVCHAIN_CMD" if loopp => Some(devchain().into()),
+            "CL_MEDIAN_CMD" if loopp => Some(median().into()),
             "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
             _ => None,
         },
@@ -214,8 +211,8 @@ fn observation_failures_reach_the_nodes_error_log() {
     let text = text.replace(r#""name":"f""#, r#""name":"badsource""#);
     let sock = sb.dir.clone();
     let config = NodeConfig::from_json("errors", &text, &move |k| match k {
-        "CL_DEVCHAIN_CMD" => Some(DEVCHAIN.into()),
-        "CL_MEDIAN_CMD" => Some(MEDIAN.into()),
+        "CL_DEVCHAIN_CMD" => Some(devchain().into()),
+        "CL_MEDIAN_CMD" => Some(median().into()),
         "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
         _ => None,
     })

@@ -82,7 +82,7 @@ fn ten_thousand_hostile_connections_leave_the_node_serving_on_bounded_threads() 
     let mut node = NodeProcess::start(
         &jobfile,
         &[
-            ("CL_EX_CMD".into(), EXAMPLE_PLUGIN.into()),
+            ("CL_EX_CMD".into(), example().into()),
             (
                 "PLUGIN_UNIX_SOCKET_DIR".into(),
                 sandbox.dir.display().to_string(),

@@ -18,7 +18,7 @@ const T: Duration = Duration::from_secs(5);
 fn go_host_runs_a_loopp_plugin() {
     let (gohost, _) = go_bins();
     let out = run_bounded(
-        Command::new(gohost).arg("interop").arg(EXAMPLE_PLUGIN),
+        Command::new(gohost).arg("interop").arg(example()),
         Duration::from_secs(60),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -18,6 +18,8 @@ mod node;
 mod packaging;
 mod probe;
 mod proc;
+#[path = "../common/programs.rs"]
+mod programs;
 mod relay;
 mod soak;
 mod util;

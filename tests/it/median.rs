@@ -27,7 +27,6 @@ use loopp::sources::{self, Spec};
 
 use crate::util::*;
 
-const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
 const T: Duration = Duration::from_secs(5);
 
 struct Slow;
@@ -78,7 +77,7 @@ pub fn median_loopp(
     source: Arc<dyn DataSource>,
     max: &MaxDurations,
 ) -> MedianLoopp {
-    median_plugin(sandbox, Path::new(MEDIAN), provider, digest, source, max)
+    median_plugin(sandbox, Path::new(median()), provider, digest, source, max)
 }
 
 /// As [`median_loopp`], for any median plugin `command` (a Go one too): it

@@ -336,7 +336,7 @@ fn a_real_prometheus_discovers_and_scrapes_every_plugin() {
             "supervision":{"backoff_initial":"100ms"},"http":{"listen":"127.0.0.1:0"}}"#,
     )
     .unwrap();
-    let mut cmd = Command::new(NODE);
+    let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(&jobfile)
         .env("RUST_LOG", "info")

@@ -299,7 +299,7 @@ fn start_node_process(
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(NODE);
+    let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(&jobfile)
         .env("RUST_LOG", "info")
@@ -404,7 +404,7 @@ fn configuration_errors_stop_the_node_before_anything_starts() {
     )
     .unwrap();
     let out = run_bounded(
-        Command::new(NODE)
+        Command::new(node())
             .args(["run", "--config"])
             .arg(&jobfile)
             .env_remove("CL_M_CMD"),
@@ -509,7 +509,7 @@ fn a_starting_node_removes_socket_directories_of_dead_processes() {
         r#"{"plugins":[{"name":"example","kind":"example"}],"http":{"listen":"off"}}"#,
     )
     .unwrap();
-    let mut node = Command::new(NODE)
+    let mut node = Command::new(node())
         .args(["run", "--config"])
         .arg(&jobfile)
         .env("RUST_LOG", "info")

@@ -10,14 +10,14 @@ const BOUND: Duration = Duration::from_secs(60);
 #[test]
 fn probes_the_example_plugin() {
     let out = run_bounded(
-        Command::new(NODE).args([
+        Command::new(node()).args([
             "probe",
             "--kind",
             "example",
             "--calls",
             "50",
             "--",
-            EXAMPLE_PLUGIN,
+            example(),
         ]),
         BOUND,
     );
@@ -44,7 +44,7 @@ fn probes_a_go_plugin_as_json() {
     // go-plugin 1.0.1 leaves its socket file in TMPDIR: keep it in a sandbox.
     let sandbox = Sandbox::new("probe-go-plugin");
     let out = run_bounded(
-        Command::new(NODE)
+        Command::new(node())
             .args([
                 "probe", "--kind", "example", "--calls", "20", "--json", "--",
             ])
@@ -72,7 +72,7 @@ fn probes_a_go_plugin_as_json() {
 #[test]
 fn a_failing_plugin_gives_exit_1_and_the_reason() {
     let out = run_bounded(
-        Command::new(NODE).args([
+        Command::new(node()).args([
             "probe",
             "--kind",
             "example",
@@ -94,7 +94,7 @@ fn a_failing_plugin_gives_exit_1_and_the_reason() {
 #[test]
 fn a_plugin_ignoring_shutdown_is_reported() {
     let out = run_bounded(
-        Command::new(NODE).args([
+        Command::new(node()).args([
             "probe",
             "--kind",
             "example",
@@ -137,7 +137,7 @@ fn bad_arguments_give_exit_2_and_a_hint() {
         (vec!["probe", "--kind", "example"], "no plugin command"),
         (vec!["frobnicate"], "unknown command"),
     ] {
-        let out = run_bounded(Command::new(NODE).args(&args), BOUND);
+        let out = run_bounded(Command::new(node()).args(&args), BOUND);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(want), "{args:?}: {stderr}");
@@ -150,11 +150,11 @@ fn bad_arguments_give_exit_2_and_a_hint() {
 #[test]
 fn probes_the_median_and_relayer_loopps_with_the_nodes_environment() {
     for (kind, plugin, name) in [
-        ("median", env!("CARGO_BIN_EXE_loopp-median"), "median"),
-        ("relayer", env!("CARGO_BIN_EXE_loopp-devchain"), "devchain"),
+        ("median", median(), "median"),
+        ("relayer", devchain(), "devchain"),
     ] {
         let out = run_bounded(
-            Command::new(NODE).args(["probe", "--kind", kind, "--calls", "5", "--", plugin]),
+            Command::new(node()).args(["probe", "--kind", kind, "--calls", "5", "--", plugin]),
             BOUND,
         );
         let stdout = String::from_utf8_lossy(&out.stdout);

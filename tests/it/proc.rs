@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::util::NODE;
+use crate::util::node;
 
 /// A `loopp-node run` process and its stderr, line by line.
 pub struct NodeProcess {
@@ -21,7 +21,7 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `loopp-node run --config JOB` with `env` added.
     pub fn start(job: &Path, env: &[(String, String)]) -> NodeProcess {
-        NodeProcess::start_program(NODE, job, env)
+        NodeProcess::start_program(node(), job, env)
     }
 
     /// [`NodeProcess::start`] with another `loopp-node` executable.

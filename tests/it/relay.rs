@@ -26,7 +26,6 @@ use loopp::sources::{self, Spec};
 use crate::median::{chain, free_port, max, median_loopp};
 use crate::util::*;
 
-const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
 const T: Duration = Duration::from_secs(5);
 
 fn median_args() -> RelayArgs {
@@ -44,7 +43,7 @@ struct DevchainLoopp {
 }
 
 fn devchain_loopp(sandbox: &Sandbox) -> DevchainLoopp {
-    let mut c = HostConfig::new("devchain", DEVCHAIN, Cookie::relayer());
+    let mut c = HostConfig::new("devchain", devchain(), Cookie::relayer());
     c.socket_dir = Some(sandbox.dir.clone());
     c.env
         .push(("CL_PROMETHEUS_PORT".into(), free_port().to_string().into()));

@@ -8,10 +8,9 @@
 //! transmitting. Every sample is printed as a JSON line
 //! (`--no-capture`).
 //!
-//! The binaries are this build's, or those in `LOOPP_SOAK_BIN_DIR` (`make
-//! test` and `make soak` give the release ones: 100 feeds on unoptimized
-//! binaries take both cores of a 2-core machine, and then measure the
-//! machine, not loopp).
+//! Run it on the release build, as `make test` and `make soak` do: 100
+//! feeds on unoptimized binaries take both cores of a 2-core machine, and
+//! then measure the machine, not loopp.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,17 +18,6 @@ use std::time::{Duration, Instant};
 use crate::proc::*;
 use crate::util::*;
 
-/// `loopp-<name>` from `LOOPP_SOAK_BIN_DIR`, else this build's.
-fn binary(name: &str, built: &str) -> String {
-    match std::env::var("LOOPP_SOAK_BIN_DIR") {
-        Ok(dir) if !dir.is_empty() => {
-            let p = Path::new(&dir).join(format!("loopp-{name}"));
-            assert!(p.is_file(), "LOOPP_SOAK_BIN_DIR has no {}", p.display());
-            p.display().to_string()
-        }
-        _ => built.to_string(),
-    }
-}
 const EXTRA_FEEDS: usize = 100;
 
 fn knob(name: &str, default: u64) -> u64 {
@@ -62,7 +50,7 @@ fn job(data: &Path) -> String {
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median_of(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -77,17 +65,11 @@ fn soak_the_default_job_and_100_feeds_hold_steady() {
     let jobfile = sandbox.dir.join("job.json");
     std::fs::write(&jobfile, job(&data)).unwrap();
     let mut node = NodeProcess::start_program(
-        &binary("node", NODE),
+        node(),
         &jobfile,
         &[
-            (
-                "CL_DEVCHAIN_CMD".into(),
-                binary("devchain", env!("CARGO_BIN_EXE_loopp-devchain")),
-            ),
-            (
-                "CL_MEDIAN_CMD".into(),
-                binary("median", env!("CARGO_BIN_EXE_loopp-median")),
-            ),
+            ("CL_DEVCHAIN_CMD".into(), devchain().to_string()),
+            ("CL_MEDIAN_CMD".into(), median().to_string()),
             (
                 "PLUGIN_UNIX_SOCKET_DIR".into(),
                 sandbox.dir.display().to_string(),
@@ -156,8 +138,8 @@ fn soak_the_default_job_and_100_feeds_hold_steady() {
             v.len()
         );
         let third = v.len() / 3;
-        let first = median(v[..third.max(1)].to_vec());
-        let last = median(v[v.len() - third.max(1)..].to_vec());
+        let first = median_of(v[..third.max(1)].to_vec());
+        let last = median_of(v[v.len() - third.max(1)..].to_vec());
         let growth = (last - first) / first.max(1.0);
         println!(
             r#"{{"soak":"{name}","figure":"{what}","first_third_median":{first},"last_third_median":{last},"growth":{growth:.4},"met":{}}}"#,

@@ -13,9 +13,9 @@ use loopp::node::config::NodeConfig;
 use loopp::node::registry::State;
 use loopp::node::Node;
 
+pub use crate::programs::{devchain, example, median, node};
+
 pub const TEST_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-test-plugin");
-pub const EXAMPLE_PLUGIN: &str = env!("CARGO_BIN_EXE_loopp-example");
-pub const NODE: &str = env!("CARGO_BIN_EXE_loopp-node");
 
 /// A fresh directory for one test's sockets, removed on drop.
 pub struct Sandbox {
@@ -26,8 +26,11 @@ impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
+        // Short: plugins' unix sockets go in here, and a socket path may
+        // not exceed 107 bytes (the target dir of a --target build is deep).
+        let short: String = name.chars().take(10).collect();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("it-{name}-{}-{n}", std::process::id()));
+            .join(format!("{short}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Sandbox { dir }

@@ -742,16 +742,13 @@ fn service_targets(ch: &Channel, closes: bool) -> Vec<Target> {
     v
 }
 
-const DEVCHAIN: &str = env!("CARGO_BIN_EXE_loopp-devchain");
-const MEDIAN: &str = env!("CARGO_BIN_EXE_loopp-median");
-
 #[test]
 fn hostile_grpc_relayer_plugin_answers_any_bytes() {
     use proto::relayer as rl;
     let sandbox = Sandbox::new("hostile-relayer");
     let (contract, digest) = crate::median::chain(&sandbox);
     drop(contract);
-    let plugin = start(&sandbox, "devchain", DEVCHAIN, Cookie::relayer());
+    let plugin = start(&sandbox, "devchain", devchain(), Cookie::relayer());
     let main = plugin.client.channel().clone();
     let config = serde_json::json!({"chainFile": sandbox.dir.join("chain.jsonl")}).to_string();
     let mut new_relayer = rl::NewRelayerRequest::new();
@@ -843,7 +840,7 @@ fn hostile_grpc_median_plugin_answers_any_bytes() {
     let sandbox = Sandbox::new("hostile-median");
     let (contract, digest) = crate::median::chain(&sandbox);
     let provider = crate::median::devchain_provider(&contract);
-    let plugin = start(&sandbox, "median", MEDIAN, Cookie::median());
+    let plugin = start(&sandbox, "median", median(), Cookie::median());
     let main = plugin.client.channel().clone();
     let broker = plugin.client.broker().clone();
     let mut lease = broker.lease();
@@ -990,7 +987,7 @@ fn hostile_grpc_median_plugin_answers_any_bytes() {
 #[test]
 fn hostile_grpc_example_plugin_answers_any_bytes() {
     let sandbox = Sandbox::new("hostile-example");
-    let plugin = start(&sandbox, "example", EXAMPLE_PLUGIN, Cookie::example());
+    let plugin = start(&sandbox, "example", example(), Cookie::example());
     let main = plugin.client.channel().clone();
     let mut text = proto::example::Text::new();
     text.value = "hello".into();

@@ -1,10 +1,9 @@
-//! `loopp-node`: the process operators run. Thin: parse the subcommand, run
-//! it, print the error, pick the exit code.
-
-mod probe;
-mod run;
+//! `loopp-node` (or `loopp node`): the process operators run. Thin: parse
+//! the subcommand, run it, print the error, pick the exit code.
 
 use std::process::ExitCode;
+
+use crate::{probe, run};
 
 const USAGE: &str = "\
 loopp-node: runs and inspects Local Out-Of-Process Plugins (go-plugin gRPC)
@@ -23,8 +22,8 @@ COMMANDS:
 Run 'loopp-node COMMAND --help' for a command's options.
 ";
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// Runs `loopp-node ARGS`.
+pub fn main(args: &[String]) -> ExitCode {
     // The node reports plugin life at info; the probe prints its own report.
     let default_level = if args.first().map(String::as_str) == Some("run") {
         "info"

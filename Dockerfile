@@ -1,0 +1,49 @@
+# loopp in a container: one static binary FROM scratch, the node running its
+# job with both plugins as LOOPPs (links to the same binary), as a non-root
+# user, its data in a volume, its HTTP port (/health, /metrics, /discovery,
+# /plugins/NAME/metrics) published.
+#
+#   buildah bud -t loopp .        (or docker build -t loopp .)
+#   podman run -p 127.0.0.1:6688:6688 -v loopp-data:/var/lib/loopp loopp
+#   ... run --config /var/lib/loopp/job.json    another job than the default
+#
+# Hosts with no registry: `make image` builds the binary on the host and
+# ships it with the same final stage (LOOPP_BINARIES=prebuilt).
+
+# Where the binaries come from: `build` (below) or `prebuilt` (make image).
+ARG LOOPP_BINARIES=build
+
+FROM docker.io/library/rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+# make static installs cmake and g++ (apt-get, as root), builds loopp
+# static and strips it.
+RUN make static CARGO_TARGET_DIR=/src/target \
+ && mkdir -p /out/bin /out/data /out/tmp \
+ && cp target/x86_64-unknown-linux-gnu/release/dist/loopp /out/bin/loopp \
+ && for p in loopp-node loopp-median loopp-devchain loopp-example; do ln -s loopp /out/bin/$p; done
+
+# The same layout, made by scripts/image.sh from the host's build.
+FROM scratch AS prebuilt
+COPY prebuilt/ /out/
+
+FROM ${LOOPP_BINARIES} AS binaries
+
+FROM scratch
+COPY --from=binaries /out/bin/ /usr/local/bin/
+# The data dir (chain files, keys) and the plugins' socket dir belong to
+# the user the node runs as; scratch has no /tmp of its own.
+COPY --from=binaries --chown=65532:65532 /out/data/ /var/lib/loopp/
+COPY --from=binaries --chown=65532:65532 /out/tmp/ /tmp/
+ENV PATH=/usr/local/bin \
+    CL_DEVCHAIN_CMD=loopp-devchain \
+    CL_MEDIAN_CMD=loopp-median \
+    PLUGIN_UNIX_SOCKET_DIR=/tmp
+USER 65532:65532
+WORKDIR /var/lib/loopp
+VOLUME /var/lib/loopp
+EXPOSE 6688
+ENTRYPOINT ["/usr/local/bin/loopp"]
+# In its own network namespace the node must listen beyond loopback for the
+# port to be published; publish it on the host's loopback (above).
+CMD ["node", "run", "--http", "0.0.0.0:6688"]
