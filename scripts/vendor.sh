@@ -6,7 +6,8 @@
 # With cargo-vendor-filterer (installed from crates.io when missing) the
 # crates of other platforms (Windows, macOS: ~200 MB of the ~355 MB) are
 # left out as empty stubs; VENDOR_PLATFORMS lists the targets kept. Without
-# it (VENDOR_FILTER=0), plain `cargo vendor`.
+# it (VENDOR_FILTER=0), plain `cargo vendor`. Crates' tests and benches are
+# left out too: a build does not read them.
 set -euo pipefail
 dir=$1
 platforms=${VENDOR_PLATFORMS:-x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu}
@@ -18,7 +19,7 @@ if [[ ${VENDOR_FILTER:-1} == 1 ]]; then
 	fi
 	args=()
 	for p in $platforms; do args+=("--platform=$p"); done
-	cargo vendor-filterer --quiet --locked "${args[@]}" "$dir" >/dev/null
+	cargo vendor-filterer "${args[@]}" --exclude-crate-path "*#tests" --exclude-crate-path "*#benches" "$dir" >/dev/null
 else
 	cargo vendor --quiet --locked "$dir" >/dev/null
 fi

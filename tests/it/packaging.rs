@@ -1,6 +1,9 @@
 //! Packaging: the systemd unit passes `systemd-analyze verify` (when systemd
-//! is installed) with real binaries in its paths, and `make install-service`
-//! / `make uninstall` put it and take everything away under DESTDIR.
+//! is installed) with real binaries in its paths, and the node runs its
+//! default job under the unit's sandboxing (emulated: no systemd as PID 1
+//! here); `make install`, `install-service` and `uninstall` work under
+//! DESTDIR; the container image builds with buildah and runs the default
+//! job.
 
 use std::path::Path;
 use std::process::Command;
@@ -323,5 +326,238 @@ fn the_container_image_runs_the_default_job_with_both_plugins_as_loopps() {
     assert!(
         stopped,
         "the node did not stop on SIGTERM within 30 s:\n{log}"
+    );
+}
+
+/// The settings of `contrib/loopp.service` this test applies: its
+/// environment, working and state directories, command and limits.
+struct Unit {
+    env: Vec<(String, String)>,
+    exec: String,
+    nofile: String,
+    memory_max: String,
+    tasks_max: String,
+}
+
+fn unit_settings(text: &str) -> Unit {
+    let mut u = Unit {
+        env: Vec::new(),
+        exec: String::new(),
+        nofile: String::new(),
+        memory_max: String::new(),
+        tasks_max: String::new(),
+    };
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        match k {
+            "Environment" => {
+                let (name, value) = v.split_once('=').expect("Environment=NAME=VALUE");
+                u.env.push((name.to_string(), value.to_string()));
+            }
+            "ExecStart" => u.exec = v.to_string(),
+            "LimitNOFILE" => u.nofile = v.to_string(),
+            "MemoryMax" => u.memory_max = v.to_string(),
+            "TasksMax" => u.tasks_max = v.to_string(),
+            _ => {}
+        }
+    }
+    assert!(!u.exec.is_empty() && !u.nofile.is_empty(), "{text}");
+    u
+}
+
+/// The node runs its default job under the service unit's sandboxing, as
+/// far as it can be had without systemd as PID 1: an unprivileged user with
+/// no groups and no capabilities (DynamicUser, CapabilityBoundingSet=),
+/// no_new_privs (NoNewPrivileges), every file system read-only but the
+/// state and runtime directories (ProtectSystem=strict), a private /tmp
+/// (PrivateTmp), the unit's environment, command and open-file limit, and
+/// its memory and task limits as cgroup (v1) limits where the cgroup file
+/// system is writable. Not emulated: the seccomp-based settings
+/// (RestrictAddressFamilies, SystemCallArchitectures) and Protect{Kernel*,
+/// Clock, Hostname}. A round is transmitted, the chain file and keys are in
+/// the state directory, and SIGTERM stops it within TimeoutStopSec.
+#[test]
+fn the_node_runs_its_default_job_under_the_service_units_sandboxing() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        println!("not root: cannot make mount namespaces or switch users; not run");
+        return;
+    }
+    let unit = unit_settings(UNIT);
+    let sandbox = Sandbox::new("unit-run");
+    // Short names: the runtime dir holds the plugins' sockets.
+    let state = sandbox.dir.join("s");
+    let runtime = sandbox.dir.join("r");
+    let programs = Path::new(node()).parent().unwrap().display().to_string();
+    let uid = 61_000 + std::process::id() % 1000;
+    for d in [&state, &runtime] {
+        std::fs::create_dir_all(d).unwrap();
+        std::os::unix::fs::chown(d, Some(uid), Some(uid)).unwrap();
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
+    let port = crate::median::free_port();
+    let on_host = |v: &str| {
+        v.replace("/usr/local/bin/", &format!("{programs}/"))
+            .replace("/var/lib/loopp", &state.display().to_string())
+            .replace("/run/loopp", &runtime.display().to_string())
+    };
+    let mut env: Vec<(String, String)> = unit
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), on_host(v)))
+        .collect();
+    // What /etc/loopp/loopp.env would set: the HTTP port of this test.
+    env.retain(|(k, _)| k != "JOB_ARGS");
+    env.push(("JOB_ARGS".into(), format!("--http 127.0.0.1:{port}")));
+    env.push(("PATH".into(), "/usr/bin:/bin".into()));
+    env.push(("RUST_LOG".into(), "info".into()));
+
+    // cgroup v1 limits, when they can be had.
+    let cgroups: Vec<(std::path::PathBuf, &str, String)> = [
+        ("memory", "memory.limit_in_bytes", unit.memory_max.clone()),
+        ("pids", "pids.max", unit.tasks_max.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(ctl, file, value)| {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(ctl)
+            .join(format!("loopp-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some((dir, file, value))
+    })
+    .collect();
+    let mut join = String::new();
+    for (dir, file, value) in &cgroups {
+        join.push_str(&format!(
+            "echo {value} > {0}/{file} && echo $$ > {0}/cgroup.procs && ",
+            dir.display()
+        ));
+    }
+    println!(
+        "cgroup limits applied: {:?}",
+        cgroups.iter().map(|c| c.1).collect::<Vec<_>>()
+    );
+
+    // In a mount namespace of its own: state and runtime dirs writable,
+    // a fresh /tmp, then everything else read-only; the proof of the last
+    // is that a write beside the state dir fails.
+    let outside = sandbox.dir.join("outside");
+    let script = format!(
+        r#"set -e
+mount --make-rprivate /
+mount --bind {state} {state}
+mount --bind {runtime} {runtime}
+mount -t tmpfs -o mode=1777,size=16m tmpfs /tmp
+mount -o remount,bind,ro /
+{join}true
+if touch {outside} 2>/dev/null; then
+  echo "the sandbox is not read-only" >&2; exit 97
+fi
+cd {state}
+exec setpriv --reuid={uid} --regid={uid} --clear-groups --no-new-privs \
+  --inh-caps=-all --bounding-set=-all -- \
+  prlimit --nofile={nofile} -- {exec}"#,
+        state = state.display(),
+        runtime = runtime.display(),
+        outside = outside.display(),
+        nofile = unit.nofile,
+        exec = on_host(&unit.exec),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--fork", "--", "sh", "-c", &script])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("unshare");
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let transmitted = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("transmitted median");
+                log.push(line);
+                if done {
+                    break true;
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(_) => break false,
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+    };
+    let processes = descendants(child.id());
+    let health = ureq::get(&format!("http://127.0.0.1:{port}/health"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    // systemd stops the main process with SIGTERM (KillMode=mixed): the
+    // node is the exec'd end of the chain under unshare.
+    let main = processes
+        .iter()
+        .find(|(_, _, comm)| comm == "loopp-node")
+        .map(|p| p.0);
+    if let Some(pid) = main {
+        // SAFETY: signalling the node this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    let stopped = wait_until(Duration::from_secs(30), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        log.push(line);
+    }
+    for (dir, ..) in &cgroups {
+        let _ = std::fs::remove_dir(dir);
+    }
+    let log = log.join("\n");
+    assert!(transmitted, "no round transmitted within 60 s:\n{log}");
+    assert_eq!(health, 200, "/health:\n{log}");
+    let ours: Vec<_> = processes
+        .iter()
+        .filter(|(_, _, comm)| comm.starts_with("loopp"))
+        .collect();
+    assert!(ours.len() >= 3, "node and two plugins: {processes:?}");
+    assert!(
+        ours.iter().all(|(_, u, _)| *u == uid),
+        "every process runs as {uid}: {processes:?}"
+    );
+    assert!(stopped, "SIGTERM did not stop the node within 30 s:\n{log}");
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    let chain = state.join("loopp-data/devchain/demo-usd.jsonl");
+    let meta =
+        std::fs::metadata(&chain).unwrap_or_else(|e| panic!("{}: {e}\n{log}", chain.display()));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        uid,
+        "the chain file belongs to the service's user"
+    );
+    assert!(state.join("loopp-data/keystore.secret").is_file(), "{log}");
+    assert!(!outside.exists());
+    assert!(
+        std::fs::read_dir(&runtime).unwrap().next().is_none(),
+        "sockets left in the runtime dir"
     );
 }
