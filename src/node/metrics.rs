@@ -124,6 +124,8 @@ struct Feeds {
     reports: IntCounterVec,
     transmissions: IntCounterVec,
     misses: IntCounterVec,
+    queued: prometheus::IntGauge,
+    threads: prometheus::IntGauge,
 }
 
 static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
@@ -161,8 +163,32 @@ static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
             "Reporting-plugin and transmit calls that missed their deadline, by call (Observation: per oracle).",
             &["feed", "call"],
         ),
+        queued: register(
+            prometheus::IntGauge::new(
+                "loopp_feed_rounds_queued",
+                "Feed rounds that are due and wait for a round thread (all round threads busy).",
+            )
+            .unwrap(),
+        ),
+        threads: register(
+            prometheus::IntGauge::new(
+                "loopp_feed_round_threads",
+                "Threads that run feed rounds (the job's feed_threads).",
+            )
+            .unwrap(),
+        ),
     }
 });
+
+/// Counts rounds waiting for a round thread up (1) or down (-1).
+pub fn feed_rounds_queued(delta: i64) {
+    FEEDS.queued.add(delta);
+}
+
+/// Records how many threads run feed rounds.
+pub fn feed_threads(n: usize) {
+    FEEDS.threads.set(n as i64);
+}
 
 /// Records one feed round, which took `took`.
 pub fn feed_round(feed: &str, round: &crate::node::feeds::rounds::Round, took: Duration) {

@@ -155,6 +155,8 @@ pub struct Node {
     ports: Arc<Ports>,
     http: Option<HttpServer>,
     feeds: Vec<crate::node::feeds::Feed>,
+    /// Runs the feeds' rounds; dropped after them.
+    scheduler: Option<crate::node::feeds::scheduler::Scheduler>,
 }
 
 impl Node {
@@ -319,6 +321,21 @@ impl Node {
                 None => Arc::new(crate::median::factory::Median),
             }
         };
+        let scheduler = if config.feeds.is_empty() {
+            None
+        } else {
+            match crate::node::feeds::scheduler::Scheduler::start(config.feed_threads) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    for s in supervisors {
+                        s.stop();
+                    }
+                    return Err(std::io::Error::other(format!(
+                        "cannot start the feeds' round threads: {e}"
+                    )));
+                }
+            }
+        };
         let mut feeds = Vec::new();
         for f in &config.feeds {
             match crate::node::feeds::Feed::start(
@@ -326,6 +343,7 @@ impl Node {
                 relayer(&f.relay),
                 median(&f.median),
                 &config.data_dir,
+                scheduler.as_ref().expect("made when there are feeds"),
             ) {
                 Ok(feed) => feeds.push(feed),
                 Err(e) => {
@@ -345,6 +363,7 @@ impl Node {
             ports,
             http,
             feeds,
+            scheduler,
         })
     }
 
@@ -381,6 +400,7 @@ impl Node {
         for f in self.feeds.drain(..) {
             f.stop();
         }
+        self.scheduler.take();
         // Tell every supervisor at once, then close in-process services.
         for s in &mut self.supervisors {
             s.request_stop();

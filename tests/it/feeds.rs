@@ -229,3 +229,56 @@ fn observation_failures_reach_the_nodes_error_log() {
     assert!(transmissions(&sb).is_empty());
     n.shutdown();
 }
+
+/// The node's threads are bounded by the job's `feed_threads`, not by its
+/// feeds: 80 in-process feeds on 2 round threads all transmit, and the
+/// node runs fewer threads than it has feeds (before, each feed had its
+/// own thread).
+#[test]
+fn eighty_feeds_transmit_on_two_round_threads() {
+    use crate::proc::{figures, NodeProcess};
+    const FEEDS: usize = 80;
+    let sandbox = Sandbox::new("feed-threads");
+    let feeds: Vec<String> = (0..FEEDS)
+        .map(|i| {
+            format!(
+                r#"{{"name":"f{i}","relay":"devchain","median":"median",
+                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
+                    "interval":"200ms","deviation_ppb":0,"heartbeat":"1h"}}"#
+            )
+        })
+        .collect();
+    let job = sandbox.dir.join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                "feeds":[{}],"feed_threads":2,"http":{{"listen":"off"}},"data_dir":{}}}"#,
+            feeds.join(","),
+            serde_json::Value::String(sandbox.dir.join("data").display().to_string())
+        ),
+    )
+    .unwrap();
+    let mut node = NodeProcess::start(&job, &[]);
+    let mut transmitted = std::collections::HashSet::new();
+    while transmitted.len() < FEEDS {
+        let line = node.wait_line(Duration::from_secs(60), |l| {
+            l.contains(": transmitted median")
+        });
+        let feed = line
+            .split("feed ")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .unwrap_or_default()
+            .to_string();
+        transmitted.insert(feed);
+    }
+    let f = figures(node.pid());
+    println!("{FEEDS} feeds, feed_threads 2: node threads {}", f.threads);
+    assert!(
+        f.threads < FEEDS,
+        "the node runs {} threads for {FEEDS} feeds on 2 round threads",
+        f.threads
+    );
+    node.stop();
+}

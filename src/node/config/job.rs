@@ -24,6 +24,8 @@ struct JobFile {
     http: HttpEntry,
     #[serde(default)]
     feeds: Vec<FeedEntry>,
+    /// Threads that run the feeds' rounds.
+    feed_threads: Option<usize>,
     data_dir: Option<String>,
 }
 
@@ -315,6 +317,17 @@ impl NodeConfig {
             }
         };
         let http_limits = http_limits(&job.http, &mut problems);
+        use crate::node::feeds::scheduler::{DEFAULT_THREADS, MAX_THREADS};
+        let feed_threads = match job.feed_threads {
+            None => DEFAULT_THREADS,
+            Some(n) if (1..=MAX_THREADS).contains(&n) => n,
+            Some(n) => {
+                problems.push(format!(
+                    "feed_threads: {n} is out of range; give 1 to {MAX_THREADS} (default {DEFAULT_THREADS}): the threads that run every feed's rounds"
+                ));
+                DEFAULT_THREADS
+            }
+        };
         if problems.is_empty() {
             Ok(NodeConfig {
                 plugins,
@@ -322,6 +335,7 @@ impl NodeConfig {
                 http,
                 http_limits,
                 feeds,
+                feed_threads,
                 data_dir,
             })
         } else {

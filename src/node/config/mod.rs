@@ -160,6 +160,10 @@ pub struct NodeConfig {
     pub http_limits: crate::goplugin::http::Limits,
     /// Median feeds.
     pub feeds: Vec<crate::node::feeds::FeedConfig>,
+    /// Threads that run the feeds' rounds (job file `feed_threads`, default
+    /// [`crate::node::feeds::scheduler::DEFAULT_THREADS`]): the node's
+    /// threads do not grow with its feeds.
+    pub feed_threads: usize,
     /// Where chain files live (`DATA/<relay>/<feed>.jsonl`, one contract per feed).
     pub data_dir: PathBuf,
 }

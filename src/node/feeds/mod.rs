@@ -1,5 +1,6 @@
-//! Median feeds: one thread per feed runs rounds at its interval through the
-//! feed's median plugin and relayer and logs each round's outcome.
+//! Median feeds: each feed runs rounds at its interval through its median
+//! plugin and relayer and logs each round's outcome; the rounds of all
+//! feeds run on the [`scheduler`]'s fixed set of threads.
 //!
 //! A feed holds its relayer as `Arc<dyn PluginRelayer>` and its median
 //! plugin as `Arc<dyn PluginMedian>`: in-process implementations or gRPC
@@ -22,13 +23,11 @@
 //! when the chain has that config already).
 
 pub mod rounds;
+pub mod scheduler;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
-
-use crossbeam_channel::{select, Sender};
 
 use crate::median::libocr::OffchainConfig;
 use crate::node::feeds::rounds::{run_round, Oracle, Outcome, Round};
@@ -114,10 +113,10 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A running feed; dropping it stops the thread.
+/// A running feed; dropping it takes it out of the scheduler (after its
+/// round in progress).
 pub struct Feed {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    entry: scheduler::Entry,
 }
 
 /// What a feed's rounds run on: its plugins wired up; rebuilt after a
@@ -171,16 +170,22 @@ struct Runner {
     median: Arc<dyn PluginMedian>,
     file: PathBuf,
     inputs: Inputs,
+    setup: Option<Setup>,
+    epoch: u32,
+    /// While a plugin restarts, every round fails the same way: the error
+    /// and how many rounds it cost, said once.
+    not_ready: Option<(String, u64)>,
 }
 
 impl Feed {
-    /// Starts the feed's rounds (its contract is deployed by the relayer at
-    /// the first setup).
+    /// Starts the feed's rounds on `scheduler` (its contract is deployed by
+    /// the relayer at the first setup).
     pub fn start(
         cfg: FeedConfig,
         relay: Arc<dyn PluginRelayer>,
         median: Arc<dyn PluginMedian>,
         data_dir: &Path,
+        scheduler: &scheduler::Scheduler,
     ) -> Result<Feed, String> {
         let file = chain_file(data_dir, &cfg.relay, &cfg.name);
         std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -197,33 +202,19 @@ impl Feed {
             median,
             file,
             inputs,
+            setup: None,
+            epoch: 0,
+            not_ready: None,
         };
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let thread = std::thread::Builder::new()
-            .name(format!("feed-{}", runner.cfg.name))
-            .spawn(move || runner.run(stop_rx))
-            .map_err(|e| e.to_string())?;
+        let interval = runner.cfg.interval;
         Ok(Feed {
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            entry: scheduler.add(Box::new(runner), interval),
         })
     }
 
     /// Stops the feed and waits for its current round.
-    pub fn stop(mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.entry.remove();
     }
 }
 
@@ -359,71 +350,69 @@ impl Runner {
             &self.inputs,
         )
     }
+}
 
-    fn run(self, stop: crossbeam_channel::Receiver<()>) {
+impl scheduler::Ticked for Runner {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// One round: set up first when needed (a failed set-up costs this
+    /// round), then run it and log its outcome.
+    fn tick(&mut self) {
         let name = self.cfg.name.clone();
-        let ticker = crossbeam_channel::tick(self.cfg.interval);
-        let mut setup: Option<Setup> = None;
-        let mut epoch: u32 = 0;
-        // While a plugin restarts, every tick fails the same way: say it once.
-        let mut not_ready: Option<(String, u64)> = None;
-        loop {
-            select! {
-                recv(stop) -> _ => return,
-                recv(ticker) -> _ => {}
-            }
-            if setup.is_none() {
-                match self.setup() {
-                    Ok(s) => {
-                        epoch = epoch.max(s.latest_epoch());
-                        let skipped = not_ready.take().map_or(0, |(_, n)| n);
-                        log::info!(
-                            "feed {name}: ready ({} oracles, f={}){}",
-                            self.cfg.oracles,
-                            self.cfg.f,
-                            match skipped {
-                                0 => String::new(),
-                                n => format!(" after {n} skipped rounds"),
-                            }
-                        );
-                        setup = Some(s);
-                    }
-                    Err(e) => {
-                        crate::node::metrics::feed_not_ready(&name);
-                        match &mut not_ready {
-                            Some((last, n)) if *last == e => {
-                                *n += 1;
-                                log::debug!("feed {name}: still not ready: {e}");
-                            }
-                            _ => {
-                                log::warn!("feed {name}: not ready: {e}");
-                                not_ready = Some((e, 1));
-                            }
+        if self.setup.is_none() {
+            match self.setup() {
+                Ok(s) => {
+                    self.epoch = self.epoch.max(s.latest_epoch());
+                    let skipped = self.not_ready.take().map_or(0, |(_, n)| n);
+                    log::info!(
+                        "feed {name}: ready ({} oracles, f={}){}",
+                        self.cfg.oracles,
+                        self.cfg.f,
+                        match skipped {
+                            0 => String::new(),
+                            n => format!(" after {n} skipped rounds"),
                         }
-                        continue;
+                    );
+                    self.setup = Some(s);
+                }
+                Err(e) => {
+                    crate::node::metrics::feed_not_ready(&name);
+                    match &mut self.not_ready {
+                        Some((last, n)) if *last == e => {
+                            *n += 1;
+                            log::debug!("feed {name}: still not ready: {e}");
+                        }
+                        _ => {
+                            log::warn!("feed {name}: not ready: {e}");
+                            self.not_ready = Some((e, 1));
+                        }
                     }
+                    return;
                 }
             }
-            let s = setup.as_ref().expect("set above");
-            epoch += 1;
-            let t0 = std::time::Instant::now();
-            let round = s.round(&self.cfg, epoch);
-            crate::node::metrics::feed_round(&name, &round, t0.elapsed());
-            match round.outcome {
-                Outcome::Transmitted(v) => {
-                    log::info!("feed {name}: epoch {epoch}: transmitted median {v}");
-                }
-                Outcome::NoReport(why) => {
-                    log::info!("feed {name}: epoch {epoch}: no report: {why}");
-                }
-                Outcome::Failed(e) => {
-                    log::warn!("feed {name}: epoch {epoch}: round failed: {e}");
-                    // A missed deadline costs this round only. Anything else
-                    // (a plugin restarted, a refused transmission) rebuilds
-                    // the setup before the next round.
-                    if round.missed.is_empty() {
-                        setup = None;
-                    }
+        }
+        let s = self.setup.as_ref().expect("set above");
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let t0 = std::time::Instant::now();
+        let round = s.round(&self.cfg, epoch);
+        crate::node::metrics::feed_round(&name, &round, t0.elapsed());
+        match round.outcome {
+            Outcome::Transmitted(v) => {
+                log::info!("feed {name}: epoch {epoch}: transmitted median {v}");
+            }
+            Outcome::NoReport(why) => {
+                log::info!("feed {name}: epoch {epoch}: no report: {why}");
+            }
+            Outcome::Failed(e) => {
+                log::warn!("feed {name}: epoch {epoch}: round failed: {e}");
+                // A missed deadline costs this round only. Anything else
+                // (a plugin restarted, a refused transmission) rebuilds
+                // the setup before the next round.
+                if round.missed.is_empty() {
+                    self.setup = None;
                 }
             }
         }

@@ -1,0 +1,511 @@
+//! Feed rounds on a fixed set of threads: one timer thread keeps every
+//! feed's next round time, and `threads` workers run the rounds that are
+//! due. A feed costs no thread of its own, so the node's threads are bounded
+//! by the job (`feed_threads`), not by its feeds.
+//!
+//! A feed's rounds never overlap: a feed is either waiting for its time in
+//! the timer, queued for a worker, or on one worker. Its next round is one
+//! interval after the last one was due, or at once when that time has
+//! passed (a round that overran its interval is followed by one catch-up
+//! round, not a burst), as a `crossbeam_channel::tick` per feed did.
+//! Rounds due while every worker is busy wait in one queue; its length is
+//! the `loopp_feed_rounds_queued` gauge.
+//!
+//! Removing a feed ([`Entry::remove`]) waits for its round in progress, if
+//! any, and never starts another: a queued round is skipped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Worker threads when the job does not say (`feed_threads`). A LOOPP
+/// round mostly waits on its plugins, so more rounds than cores can be in
+/// progress at once.
+pub const DEFAULT_THREADS: usize = 64;
+
+/// The most worker threads a job may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// A feed's work, run once per round on a worker thread.
+pub trait Ticked: Send {
+    /// Runs one round (or the set-up before it).
+    fn tick(&mut self);
+    /// The feed's name, for logs.
+    fn name(&self) -> &str;
+}
+
+type Task = Box<dyn Ticked>;
+
+enum Cmd {
+    Add {
+        id: u64,
+        task: Task,
+        interval: Duration,
+    },
+    Done {
+        id: u64,
+        task: Option<Task>,
+    },
+    Remove {
+        id: u64,
+        ack: Sender<()>,
+    },
+    /// The scheduler is dropped: finish the rounds in progress, then end.
+    Stop,
+}
+
+/// A job for a worker: the feed, and whether it was removed meanwhile.
+struct Job {
+    id: u64,
+    task: Task,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// The timer thread and the workers. Dropping it stops them (after the
+/// rounds in progress) and drops every feed left.
+pub struct Scheduler {
+    cmd: Sender<Cmd>,
+    next_id: std::sync::atomic::AtomicU64,
+    timer: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// One feed in the scheduler; [`Entry::remove`] (or dropping it) takes it
+/// out.
+pub struct Entry {
+    id: u64,
+    cmd: Sender<Cmd>,
+    removed: bool,
+}
+
+impl Scheduler {
+    /// Starts the timer thread and `threads` workers (at least one).
+    pub fn start(threads: usize) -> std::io::Result<Scheduler> {
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
+        // At most one job per feed is ever queued: bounded by the feeds.
+        let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let (jobs, done) = (job_rx.clone(), cmd_tx.clone());
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("feed-round-{i}"))
+                    .spawn(move || work(jobs, done))?,
+            );
+        }
+        drop(job_rx);
+        let timer = std::thread::Builder::new()
+            .name("feed-timer".into())
+            .spawn(move || Timer::default().run(cmd_rx, job_tx))?;
+        crate::node::metrics::feed_threads(threads.max(1));
+        Ok(Scheduler {
+            cmd: cmd_tx,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            timer: Some(timer),
+            workers,
+        })
+    }
+
+    /// Adds a feed: its first round is one `interval` from now.
+    pub fn add(&self, task: Task, interval: Duration) -> Entry {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = self.cmd.send(Cmd::Add { id, task, interval });
+        Entry {
+            id,
+            cmd: self.cmd.clone(),
+            removed: false,
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // The timer waits for the rounds in progress, then closes the job
+        // queue, which ends the workers.
+        let _ = self.cmd.send(Cmd::Stop);
+        if let Some(t) = self.timer.take() {
+            let _ = t.join();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Entry {
+    /// Takes the feed out: waits for its round in progress, if any, and
+    /// drops it.
+    pub fn remove(mut self) {
+        self.remove_now();
+    }
+
+    fn remove_now(&mut self) {
+        if std::mem::replace(&mut self.removed, true) {
+            return;
+        }
+        let (ack, done) = crossbeam_channel::bounded(1);
+        if self.cmd.send(Cmd::Remove { id: self.id, ack }).is_ok() {
+            let _ = done.recv();
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.remove_now();
+    }
+}
+
+/// Runs jobs until the queue closes; hands every feed back to the timer.
+fn work(jobs: Receiver<Job>, done: Sender<Cmd>) {
+    for mut job in jobs {
+        crate::node::metrics::feed_rounds_queued(-1);
+        if job.cancelled.load(Ordering::Acquire) {
+            let _ = done.send(Cmd::Done {
+                id: job.id,
+                task: Some(job.task),
+            });
+            continue;
+        }
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job.task.tick()));
+        let task = match ran {
+            Ok(()) => Some(job.task),
+            Err(_) => {
+                // As when a feed had its own thread: that feed stops, the
+                // others go on.
+                log::error!("feed {}: a round panicked; the feed stops", job.task.name());
+                None
+            }
+        };
+        let _ = done.send(Cmd::Done { id: job.id, task });
+    }
+}
+
+/// A feed as the timer keeps it.
+struct Slot {
+    /// None while the feed is queued or on a worker.
+    task: Option<Task>,
+    interval: Duration,
+    /// When its next (or current) round was due.
+    due: Instant,
+    cancelled: Arc<AtomicBool>,
+    /// Who waits for its removal, once its round in progress is done.
+    removing: Option<Sender<()>>,
+}
+
+#[derive(Default)]
+struct Timer {
+    slots: HashMap<u64, Slot>,
+    /// (due, id); entries whose slot has another due time are stale.
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+impl Timer {
+    fn run(mut self, cmds: Receiver<Cmd>, jobs: Sender<Job>) {
+        let mut stopping = false;
+        loop {
+            if !stopping {
+                self.dispatch_due(Instant::now(), &jobs);
+            } else if self.slots.is_empty() {
+                break;
+            }
+            let next = self.heap.peek().map(|Reverse((due, _))| *due);
+            let cmd = match next.filter(|_| !stopping) {
+                Some(due) => match cmds.recv_deadline(due) {
+                    Ok(c) => c,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match cmds.recv() {
+                    Ok(c) => c,
+                    Err(_) => break,
+                },
+            };
+            if let Cmd::Stop = cmd {
+                stopping = true;
+                // Feeds waiting for their time go now; those queued or on a
+                // worker are cancelled and go when handed back.
+                let idle: Vec<u64> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.task.is_some())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in idle {
+                    self.slots.remove(&id);
+                }
+                for slot in self.slots.values_mut() {
+                    slot.cancelled.store(true, Ordering::Release);
+                    slot.removing
+                        .get_or_insert_with(|| crossbeam_channel::bounded(1).0);
+                }
+                self.heap.clear();
+                continue;
+            }
+            self.handle(cmd);
+        }
+        // The workers finish their rounds and end with the queue.
+        drop(jobs);
+    }
+
+    fn dispatch_due(&mut self, now: Instant, jobs: &Sender<Job>) {
+        while let Some(Reverse((due, id))) = self.heap.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            if slot.due != due {
+                continue;
+            }
+            let Some(task) = slot.task.take() else {
+                continue;
+            };
+            crate::node::metrics::feed_rounds_queued(1);
+            let _ = jobs.send(Job {
+                id,
+                task,
+                cancelled: slot.cancelled.clone(),
+            });
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Add { id, task, interval } => {
+                let due = Instant::now() + interval;
+                self.slots.insert(
+                    id,
+                    Slot {
+                        task: Some(task),
+                        interval,
+                        due,
+                        cancelled: Arc::new(AtomicBool::new(false)),
+                        removing: None,
+                    },
+                );
+                self.heap.push(Reverse((due, id)));
+            }
+            Cmd::Done { id, task } => {
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return;
+                };
+                if slot.removing.is_some() || task.is_none() {
+                    let slot = self.slots.remove(&id).expect("present");
+                    drop(task);
+                    if let Some(ack) = slot.removing {
+                        let _ = ack.send(());
+                    }
+                    return;
+                }
+                let now = Instant::now();
+                slot.due = (slot.due + slot.interval).max(now);
+                slot.task = task;
+                self.heap.push(Reverse((slot.due, id)));
+            }
+            Cmd::Stop => unreachable!("handled by run"),
+            Cmd::Remove { id, ack } => {
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    let _ = ack.send(());
+                    return;
+                };
+                slot.cancelled.store(true, Ordering::Release);
+                if slot.task.is_some() {
+                    let slot = self.slots.remove(&id).expect("present");
+                    drop(slot.task);
+                    let _ = ack.send(());
+                } else {
+                    slot.removing = Some(ack);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    /// A feed that records which thread ran each round, whether two of its
+    /// rounds ever overlapped, and how many it ran.
+    struct Probe {
+        name: String,
+        round_time: Duration,
+        running: Arc<AtomicBool>,
+        overlapped: Arc<AtomicBool>,
+        rounds: Arc<AtomicUsize>,
+        threads: Arc<Mutex<HashSet<String>>>,
+        panic_at: Option<usize>,
+    }
+
+    impl Ticked for Probe {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn tick(&mut self) {
+            if self.running.swap(true, Ordering::SeqCst) {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+            let n = self.rounds.fetch_add(1, Ordering::SeqCst) + 1;
+            let me = std::thread::current().name().unwrap_or("").to_string();
+            self.threads.lock().unwrap().insert(me);
+            std::thread::sleep(self.round_time);
+            self.running.store(false, Ordering::SeqCst);
+            if Some(n) == self.panic_at {
+                panic!("round {n} of {} fails", self.name);
+            }
+        }
+    }
+
+    struct Probes {
+        overlapped: Arc<AtomicBool>,
+        rounds: Vec<Arc<AtomicUsize>>,
+        threads: Arc<Mutex<HashSet<String>>>,
+    }
+
+    fn probes(n: usize, round_time: Duration) -> (Vec<Probe>, Probes) {
+        let overlapped = Arc::new(AtomicBool::new(false));
+        let threads = Arc::new(Mutex::new(HashSet::new()));
+        let mut out = Vec::new();
+        let mut rounds = Vec::new();
+        for i in 0..n {
+            let r = Arc::new(AtomicUsize::new(0));
+            rounds.push(r.clone());
+            out.push(Probe {
+                name: format!("f{i}"),
+                round_time,
+                running: Arc::new(AtomicBool::new(false)),
+                overlapped: overlapped.clone(),
+                rounds: r,
+                threads: threads.clone(),
+                panic_at: None,
+            });
+        }
+        (
+            out,
+            Probes {
+                overlapped,
+                rounds,
+                threads,
+            },
+        )
+    }
+
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn fifty_feeds_run_on_the_configured_threads_and_a_feed_never_overlaps_itself() {
+        let scheduler = Scheduler::start(3).unwrap();
+        // Rounds longer than the interval: every feed is always due.
+        let (feeds, seen) = probes(50, Duration::from_millis(2));
+        let entries: Vec<Entry> = feeds
+            .into_iter()
+            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(1)))
+            .collect();
+        wait_for("three rounds of every feed", || {
+            seen.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 3)
+        });
+        for e in entries {
+            e.remove();
+        }
+        let threads = seen.threads.lock().unwrap().clone();
+        assert!(
+            !threads.is_empty() && threads.len() <= 3,
+            "rounds ran on {threads:?}"
+        );
+        assert!(threads.iter().all(|t| t.starts_with("feed-round-")));
+        assert!(!seen.overlapped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn remove_waits_for_the_round_in_progress_and_starts_no_other() {
+        let scheduler = Scheduler::start(2).unwrap();
+        let (mut feeds, seen) = probes(1, Duration::from_millis(200));
+        let entry = scheduler.add(Box::new(feeds.remove(0)), Duration::from_millis(1));
+        wait_for("a round in progress", || {
+            seen.rounds[0].load(Ordering::SeqCst) == 1
+        });
+        let t0 = Instant::now();
+        entry.remove();
+        // It waited for the round (it had up to 200 ms left)...
+        let after = seen.rounds[0].load(Ordering::SeqCst);
+        assert_eq!(after, 1, "a round started after remove was asked");
+        assert!(
+            t0.elapsed() > Duration::from_millis(20),
+            "{:?}",
+            t0.elapsed()
+        );
+        // ... and none starts later.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(seen.rounds[0].load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_round_stops_its_feed_only() {
+        let scheduler = Scheduler::start(1).unwrap();
+        let (mut feeds, seen) = probes(2, Duration::ZERO);
+        feeds[0].panic_at = Some(2);
+        let entries: Vec<Entry> = feeds
+            .into_iter()
+            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(1)))
+            .collect();
+        wait_for("ten rounds of the healthy feed", || {
+            seen.rounds[1].load(Ordering::SeqCst) >= 10
+        });
+        assert_eq!(seen.rounds[0].load(Ordering::SeqCst), 2);
+        drop(entries);
+    }
+
+    #[test]
+    fn dropping_the_scheduler_ends_its_threads_after_the_rounds_in_progress() {
+        let scheduler = Scheduler::start(4).unwrap();
+        let (feeds, seen) = probes(8, Duration::from_millis(30));
+        let entries: Vec<Entry> = feeds
+            .into_iter()
+            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(1)))
+            .collect();
+        wait_for("rounds in progress", || {
+            seen.rounds.iter().any(|r| r.load(Ordering::SeqCst) > 0)
+        });
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            drop(scheduler);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the scheduler's drop is bounded by the rounds in progress");
+        let counts: Vec<usize> = seen
+            .rounds
+            .iter()
+            .map(|r| r.load(Ordering::SeqCst))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let later: Vec<usize> = seen
+            .rounds
+            .iter()
+            .map(|r| r.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(counts, later, "rounds ran after the scheduler was dropped");
+        assert!(!seen.overlapped.load(Ordering::SeqCst));
+        // The entries outlive it: removing them returns at once.
+        drop(entries);
+    }
+}
