@@ -19,7 +19,9 @@ if [[ ${VENDOR_FILTER:-1} == 1 ]]; then
 	fi
 	args=()
 	for p in $platforms; do args+=("--platform=$p"); done
-	cargo vendor-filterer "${args[@]}" --exclude-crate-path "*#tests" --exclude-crate-path "*#benches" "$dir" >/dev/null
+	# Its notes on crates without tests or benches are noise here.
+	cargo vendor-filterer "${args[@]}" --exclude-crate-path "*#tests" --exclude-crate-path "*#benches" "$dir" 2>&1 >/dev/null |
+		{ grep -v -e "No match for exclude" -e "^Removed from crate" -e "^   Vendoring" >&2 || true; }
 else
 	cargo vendor --quiet --locked "$dir" >/dev/null
 fi

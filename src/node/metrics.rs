@@ -173,7 +173,7 @@ static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
         threads: register(
             prometheus::IntGauge::new(
                 "loopp_feed_round_threads",
-                "Threads that run feed rounds (the job's feed_threads).",
+                "Threads that run feed rounds: started as rounds need them, up to the job's feed_threads.",
             )
             .unwrap(),
         ),

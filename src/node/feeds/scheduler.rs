@@ -1,7 +1,12 @@
-//! Feed rounds on a fixed set of threads: one timer thread keeps every
-//! feed's next round time, and `threads` workers run the rounds that are
-//! due. A feed costs no thread of its own, so the node's threads are bounded
-//! by the job (`feed_threads`), not by its feeds.
+//! Feed rounds on a bounded set of threads: one timer thread keeps every
+//! feed's next round time, and at most `threads` workers run the rounds
+//! that are due. A worker is started when a round is due and every worker
+//! is busy, so a small job runs few threads; none is started past
+//! `threads`. A feed costs no thread of its own, so the node's threads are
+//! bounded by the job (`feed_threads`), not by its feeds.
+//!
+//! Feeds added together start spread over their first interval, so they
+//! do not all come due at the same instant.
 //!
 //! A feed's rounds never overlap: a feed is either waiting for its time in
 //! the timer, queued for a worker, or on one worker. Its next round is one
@@ -73,7 +78,6 @@ pub struct Scheduler {
     cmd: Sender<Cmd>,
     next_id: std::sync::atomic::AtomicU64,
     timer: Option<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
 }
 
 /// One feed in the scheduler; [`Entry::remove`] (or dropping it) takes it
@@ -85,34 +89,33 @@ pub struct Entry {
 }
 
 impl Scheduler {
-    /// Starts the timer thread and `threads` workers (at least one).
+    /// Starts the timer thread; it starts up to `threads` workers (at least
+    /// one) as rounds need them.
     pub fn start(threads: usize) -> std::io::Result<Scheduler> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
         // At most one job per feed is ever queued: bounded by the feeds.
         let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
-        let mut workers = Vec::new();
-        for i in 0..threads.max(1) {
-            let (jobs, done) = (job_rx.clone(), cmd_tx.clone());
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("feed-round-{i}"))
-                    .spawn(move || work(jobs, done))?,
-            );
-        }
-        drop(job_rx);
+        let timer = Timer {
+            slots: HashMap::new(),
+            heap: BinaryHeap::new(),
+            max_workers: threads.max(1),
+            workers: Vec::new(),
+            busy: 0,
+            job_rx,
+            done: cmd_tx.clone(),
+        };
         let timer = std::thread::Builder::new()
             .name("feed-timer".into())
-            .spawn(move || Timer::default().run(cmd_rx, job_tx))?;
-        crate::node::metrics::feed_threads(threads.max(1));
+            .spawn(move || timer.run(cmd_rx, job_tx))?;
         Ok(Scheduler {
             cmd: cmd_tx,
             next_id: std::sync::atomic::AtomicU64::new(1),
             timer: Some(timer),
-            workers,
         })
     }
 
-    /// Adds a feed: its first round is one `interval` from now.
+    /// Adds a feed: its first round is one to two `interval`s from now (see
+    /// [`spread`]).
     pub fn add(&self, task: Task, interval: Duration) -> Entry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.cmd.send(Cmd::Add { id, task, interval });
@@ -131,9 +134,6 @@ impl Drop for Scheduler {
         let _ = self.cmd.send(Cmd::Stop);
         if let Some(t) = self.timer.take() {
             let _ = t.join();
-        }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
         }
     }
 }
@@ -160,6 +160,15 @@ impl Drop for Entry {
     fn drop(&mut self) {
         self.remove_now();
     }
+}
+
+/// Where in its first interval feed `id` starts: feeds added together (a
+/// node's start) spread over the interval instead of all coming due at
+/// once, so the rounds of many feeds do not queue behind each other each
+/// interval. Fibonacci hashing: consecutive ids land far apart.
+fn spread(id: u64, interval: Duration) -> Duration {
+    let frac = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11; // 53 bits
+    interval.mul_f64(frac as f64 / (1u64 << 53) as f64)
 }
 
 /// Runs jobs until the queue closes; hands every feed back to the timer.
@@ -199,11 +208,17 @@ struct Slot {
     removing: Option<Sender<()>>,
 }
 
-#[derive(Default)]
 struct Timer {
     slots: HashMap<u64, Slot>,
     /// (due, id); entries whose slot has another due time are stale.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    max_workers: usize,
+    workers: Vec<JoinHandle<()>>,
+    /// Rounds queued or on a worker.
+    busy: usize,
+    /// For workers started later.
+    job_rx: Receiver<Job>,
+    done: Sender<Cmd>,
 }
 
 impl Timer {
@@ -252,6 +267,31 @@ impl Timer {
         }
         // The workers finish their rounds and end with the queue.
         drop(jobs);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    /// Starts a worker when every one is busy, up to the bound. Failing to
+    /// start one is not fatal while another runs: the round waits its turn.
+    fn grow(&mut self) {
+        if self.busy < self.workers.len() || self.workers.len() >= self.max_workers {
+            return;
+        }
+        let (jobs, done) = (self.job_rx.clone(), self.done.clone());
+        match std::thread::Builder::new()
+            .name(format!("feed-round-{}", self.workers.len()))
+            .spawn(move || work(jobs, done))
+        {
+            Ok(t) => {
+                self.workers.push(t);
+                crate::node::metrics::feed_threads(self.workers.len());
+            }
+            Err(e) if self.workers.is_empty() => {
+                log::error!("cannot start a feed round thread: {e}; rounds wait until one starts")
+            }
+            Err(e) => log::warn!("cannot start another feed round thread: {e}"),
+        }
     }
 
     fn dispatch_due(&mut self, now: Instant, jobs: &Sender<Job>) {
@@ -269,11 +309,14 @@ impl Timer {
             let Some(task) = slot.task.take() else {
                 continue;
             };
+            let cancelled = slot.cancelled.clone();
+            self.grow();
+            self.busy += 1;
             crate::node::metrics::feed_rounds_queued(1);
             let _ = jobs.send(Job {
                 id,
                 task,
-                cancelled: slot.cancelled.clone(),
+                cancelled,
             });
         }
     }
@@ -281,7 +324,7 @@ impl Timer {
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Add { id, task, interval } => {
-                let due = Instant::now() + interval;
+                let due = Instant::now() + interval + spread(id, interval);
                 self.slots.insert(
                     id,
                     Slot {
@@ -295,6 +338,7 @@ impl Timer {
                 self.heap.push(Reverse((due, id)));
             }
             Cmd::Done { id, task } => {
+                self.busy -= 1;
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
@@ -433,6 +477,34 @@ mod tests {
         );
         assert!(threads.iter().all(|t| t.starts_with("feed-round-")));
         assert!(!seen.overlapped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn feeds_added_together_start_spread_over_their_interval() {
+        let interval = Duration::from_secs(1);
+        let mut starts: Vec<Duration> = (1..=100).map(|id| spread(id, interval)).collect();
+        assert!(starts.iter().all(|s| *s < interval));
+        starts.sort();
+        // No two of 100 within a hundredth of the mean gap of each other.
+        let min_gap = starts.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+        assert!(min_gap > Duration::from_micros(100), "{min_gap:?}");
+    }
+
+    #[test]
+    fn a_job_starts_only_the_threads_its_rounds_need() {
+        let scheduler = Scheduler::start(8).unwrap();
+        // Two feeds whose rounds never meet need one thread.
+        let (feeds, seen) = probes(2, Duration::ZERO);
+        let entries: Vec<Entry> = feeds
+            .into_iter()
+            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(20)))
+            .collect();
+        wait_for("five rounds of each feed", || {
+            seen.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 5)
+        });
+        drop(entries);
+        let threads = seen.threads.lock().unwrap().clone();
+        assert!(threads.len() <= 2, "rounds ran on {threads:?}");
     }
 
     #[test]
