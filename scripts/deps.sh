@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages a make target needs, only when missing.
 #
-#   scripts/deps.sh build   cmake and a C++ compiler (grpcio builds gRPC's C core)
+#   scripts/deps.sh build   cmake and a C++ compiler (grpcio builds gRPC's C core),
+#                           lld (links the binary with identical code folding)
 #   scripts/deps.sh test    build + Go, go-plugin 1.0.1 and protoc with its Go
 #                           plugins (interop and LOOP drop-in tests) and a
 #                           Prometheus server (monitoring tests) and buildah
@@ -24,6 +25,7 @@ esac
 
 need cmake cmake
 need g++ g++
+need ld.lld lld
 need make make
 if [[ ${1:-build} != build ]]; then
 	need go golang-go
