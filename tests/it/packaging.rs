@@ -131,6 +131,42 @@ fn buildah(sandbox: &Sandbox) -> (Command, String) {
     (cmd, flags)
 }
 
+/// Reads `child`'s stderr (on a thread) until a line says a round was
+/// transmitted (true) or `within` passes (false). Returns that, the lines
+/// read, and the receiver of the lines that come after.
+fn until_transmitted(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> (bool, Vec<String>, crossbeam_channel::Receiver<String>) {
+    use std::io::BufRead;
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(line) => {
+                let done = line.contains("transmitted median");
+                log.push(line);
+                if done {
+                    return (true, log, rx);
+                }
+            }
+            Err(_) => return (false, log, rx),
+        }
+    }
+}
+
 /// The processes descending from `root`, with their uid and name (the
 /// node puts each plugin in a process group of its own, so the tree, not
 /// the group, finds them).
@@ -183,7 +219,6 @@ fn descendants(root: u32) -> Vec<(u32, u32, String)> {
 
 #[test]
 fn the_container_image_runs_the_default_job_with_both_plugins_as_loopps() {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
 
     assert!(
@@ -247,36 +282,7 @@ fn the_container_image_runs_the_default_job_with_both_plugins_as_loopps() {
         .process_group(0);
     let mut child = run.spawn().expect("buildah run");
     let pgid = child.id() as i32;
-    let (tx, rx) = crossbeam_channel::unbounded::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let transmitted = loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let done = line.contains("transmitted median");
-                log.push(line);
-                if done {
-                    break true;
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(_) => break false,
-        }
-        if std::time::Instant::now() > deadline {
-            break false;
-        }
-    };
+    let (transmitted, log, _rest) = until_transmitted(&mut child, Duration::from_secs(120));
     // While it runs: the node and both plugins are processes of their own,
     // none of them root, and the node answers on its HTTP port.
     let processes = descendants(child.id());
@@ -473,37 +479,7 @@ exec setpriv --reuid={uid} --regid={uid} --clear-groups --no-new-privs \
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("unshare");
-    let (tx, rx) = crossbeam_channel::unbounded::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let transmitted = loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let done = line.contains("transmitted median");
-                log.push(line);
-                if done {
-                    break true;
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(_) => break false,
-        }
-        if std::time::Instant::now() > deadline {
-            break false;
-        }
-    };
+    let (transmitted, mut log, rx) = until_transmitted(&mut child, Duration::from_secs(60));
     let processes = descendants(child.id());
     let health = ureq::get(&format!("http://127.0.0.1:{port}/health"))
         .call()
