@@ -134,8 +134,9 @@ pub fn connect_bounded(network: Network, address: &str, max_message: usize) -> C
 /// that reserve was most of a feed's memory: with 8, the scale benchmark
 /// at 100 LOOPP feeds went from 353 to 65 MB in the node, 231 to 50 MB in
 /// the median plugin and 88 to 16 MB in the devchain relayer, with no
-/// slower rounds (4 and 32 measured alike; 1,024 is grpcio's default). More concurrent calls than this are not refused: each
-/// call asks for the next as it arrives, and gRPC holds the rest until then.
+/// slower rounds (4 and 32 measured alike). More concurrent calls than
+/// this are not refused: each call asks for the next as it arrives, and
+/// gRPC holds the rest until then.
 pub const REQUEST_SLOTS: usize = 8;
 
 /// A server builder with this process's message bound and without

@@ -51,7 +51,9 @@ struct Dir {
     creating: Mutex<()>,
 }
 
-fn default_base() -> PathBuf {
+/// The base the default socket directories are made under:
+/// `$PLUGIN_UNIX_SOCKET_DIR`, else `$TMPDIR`, else `/tmp`.
+pub fn default_base() -> PathBuf {
     std::env::var_os("PLUGIN_UNIX_SOCKET_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -83,12 +85,6 @@ pub fn check_base(base: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The base the default socket directories are made under:
-/// `$PLUGIN_UNIX_SOCKET_DIR`, else `$TMPDIR`, else `/tmp`.
-pub fn default_base_dir() -> PathBuf {
-    default_base()
 }
 
 /// mkdtemp under `base`: a fresh `loopp-XXXXXX`, mode 0700.

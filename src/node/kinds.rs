@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::goplugin::handshake::Cookie;
-use crate::services::service::Service;
+use crate::services::service::{AlwaysReady, Service};
 
 /// Builds a kind's in-process service.
 pub type InProcess = fn() -> Arc<dyn Service>;
@@ -46,40 +46,17 @@ pub fn all() -> Vec<Kind> {
         Kind {
             name: "median",
             cookie: Cookie::median(),
-            in_process: Some(|| Arc::new(Named("median"))),
+            in_process: Some(|| Arc::new(AlwaysReady("median"))),
             in_process_names: None,
         },
         Kind {
             name: "relayer",
             cookie: Cookie::relayer(),
-            in_process: Some(|| Arc::new(Named("devchain"))),
+            in_process: Some(|| Arc::new(AlwaysReady("devchain"))),
             // The only relay network with an in-process implementation.
             in_process_names: Some(&["devchain"]),
         },
     ]
-}
-
-/// The `loop.Service` of an in-process relayer or median plugin: its work is
-/// done by the feeds that use it ([`crate::node::feeds`]); as a service it is
-/// always ready.
-struct Named(&'static str);
-
-impl Service for Named {
-    fn name(&self) -> String {
-        self.0.to_string()
-    }
-
-    fn close(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn health_report(&self) -> std::collections::BTreeMap<String, String> {
-        std::collections::BTreeMap::from([(self.0.to_string(), String::new())])
-    }
 }
 
 /// The kind called `name`.

@@ -183,7 +183,7 @@ impl Node {
             .iter()
             .any(|p| matches!(p.mode, Mode::Loopp { .. }))
         {
-            crate::goplugin::sockdir::check_base(&crate::goplugin::sockdir::default_base_dir())?;
+            crate::goplugin::sockdir::check_base(&crate::goplugin::sockdir::default_base())?;
         }
         let registry = Registry::new();
         let ports = Arc::new(Ports::new());

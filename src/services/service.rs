@@ -29,6 +29,29 @@ pub trait Service: Send + Sync + 'static {
     fn health_report(&self) -> BTreeMap<String, String>;
 }
 
+/// The `loop.Service` of a plugin whose real state lives in the objects a
+/// host creates through it (a relayer, the median factory): always ready,
+/// healthy under its name, nothing to close.
+pub struct AlwaysReady(pub &'static str);
+
+impl Service for AlwaysReady {
+    fn name(&self) -> String {
+        self.0.to_string()
+    }
+
+    fn close(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn health_report(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(self.0.to_string(), String::new())])
+    }
+}
+
 /// A [`Service`] whose `close` runs at most once; later calls succeed at once.
 pub struct CloseOnce {
     inner: Arc<dyn Service>,

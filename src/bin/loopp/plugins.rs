@@ -4,36 +4,13 @@
 //!
 //! [`example`] is the SDK's template: a plugin of your own is a `main` like it.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use loopp::example::{ExampleServer, ExampleService};
 use loopp::goplugin::handshake::Cookie;
 use loopp::goplugin::plugin::{serve, MetricsPort, ServeConfig};
-use loopp::services::service::{served, Service};
-
-/// A plugin's `loop.Service` with nothing to report beyond being up: its
-/// real state lives in the objects the host creates through it.
-struct Up(&'static str);
-
-impl Service for Up {
-    fn name(&self) -> String {
-        self.0.into()
-    }
-
-    fn close(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn health_report(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(self.0.to_string(), String::new())])
-    }
-}
+use loopp::services::service::{served, AlwaysReady};
 
 /// The median product plugin (cookie of the Go median plugins). The host
 /// calls `loop.PluginMedian/NewMedianFactory` with the broker ids of the
@@ -47,7 +24,7 @@ pub fn median() -> ExitCode {
     };
     serve(config, |plugin| {
         Ok(served(
-            Arc::new(Up("median")),
+            Arc::new(AlwaysReady("median")),
             vec![loopp::services::median::factory_grpc::plugin_median_server(
                 plugin.broker.clone(),
                 Arc::new(loopp::median::factory::Median),
@@ -68,7 +45,7 @@ pub fn devchain() -> ExitCode {
     };
     serve(config, |plugin| {
         Ok(served(
-            Arc::new(Up("devchain")),
+            Arc::new(AlwaysReady("devchain")),
             vec![loopp::services::relay::grpc::plugin_relayer_server(
                 plugin.broker.clone(),
                 Arc::new(loopp::devchain::relayer::Devchain::new()),
