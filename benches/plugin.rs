@@ -3,7 +3,9 @@
 //!
 //! Figures: start-to-ready (spawn → handshake → first successful health
 //! check) and health RPC round trip (sequential `grpc.health.v1.Health/Check`),
-//! p50 and p99. Also loopp host ↔ Go plugin, to separate host and plugin.
+//! p50 and p99. Also loopp host ↔ Go plugin, to separate host and plugin,
+//! and the floor under any RPC: one-byte round trips over a unix socket
+//! pair between two threads (`*_over_floor`: how many floors an RPC costs).
 //! `make bench` builds it statically (crt-static), as the Go programs are.
 //!
 //! Output: one JSON object per line. `{"impl":..., ...}` per measurement round,
@@ -101,6 +103,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The floor under any RPC here: `calls` round trips of one byte each way
+/// over a unix socket pair between two threads (a write, the peer's
+/// blocking read and write back, the read): the kernel and two thread
+/// wake-ups, with no gRPC, HTTP/2 or protobuf.
+fn unix_floor(calls: usize) -> Value {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while b.read_exact(&mut byte).is_ok() {
+            if b.write_all(&byte).is_err() {
+                break;
+            }
+        }
+    });
+    let mut byte = [1u8; 1];
+    let mut rtt = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        a.write_all(&byte).expect("write");
+        a.read_exact(&mut byte).expect("read");
+        rtt.push(t.elapsed());
+    }
+    drop(a);
+    let _ = echo.join();
+    let s = summarize(&mut rtt);
+    json!({"impl": "unix-socket-floor", "calls": calls, "rpc_us_p50": us(s.p50), "rpc_us_p99": us(s.p99)})
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let rounds = knob("LOOPP_BENCH_ROUNDS", 3).max(1);
@@ -111,7 +142,11 @@ fn main() {
 
     let mut loopp = Vec::new();
     let mut go = Vec::new();
+    let mut floor = Vec::new();
     for _ in 0..rounds {
+        let f = unix_floor(calls);
+        println!("{f}");
+        floor.push(f);
         let l = loopp_host("loopp", example, starts, calls);
         println!("{l}");
         loopp.push(l);
@@ -129,6 +164,16 @@ fn main() {
         println!(
             "{}",
             json!({"compare": metric, "loopp": l, "go_plugin": g, "ratio": l / g, "faster": l < g})
+        );
+    }
+    // How far each RPC is above what the kernel alone costs.
+    for metric in ["rpc_us_p50", "rpc_us_p99"] {
+        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let (l, g, f) = (pick(&loopp), pick(&go), pick(&floor));
+        println!(
+            "{}",
+            json!({"compare": format!("{metric}_over_floor"), "floor": f,
+                   "loopp": l, "loopp_over_floor": l / f, "go_plugin": g, "go_plugin_over_floor": g / f})
         );
     }
 }
