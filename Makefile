@@ -104,6 +104,7 @@ bench: deps-bench build
 # budget and where the bytes go (scripts/size.sh).
 DIST := $(RELEASE)/dist
 static: build
+	@$(MAKE) --no-print-directory $(DIST)/loopp
 	@scripts/size.sh $(LOOPP_BIN) $(DIST)/loopp
 
 $(DIST)/loopp: $(LOOPP_BIN)

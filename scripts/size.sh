@@ -3,16 +3,14 @@
 #
 #   scripts/size.sh BINARY STRIPPED
 #
-# Strips BINARY into STRIPPED (what `make install` and the image ship),
-# prints its size against the budget (BUDGET_BYTES, 8 MB), then the file's
-# sections and, from BINARY's symbol table, the code and data by origin:
+# STRIPPED is BINARY stripped (what `make install` and the image ship; the
+# Makefile makes it). Prints its size against the budget (BUDGET_BYTES,
+# 8 MB), then the file's sections and, from BINARY's symbol table, the code and data by origin:
 # gRPC's C core, the C and C++ runtimes, each Rust crate (after LTO, a
 # function is counted in the crate that defines it). Sizes in MB (10^6 B).
 set -euo pipefail
 bin=$1 out=$2
 budget=${BUDGET_BYTES:-8000000}
-mkdir -p "$(dirname "$out")"
-strip -o "$out" "$bin"
 bytes=$(stat -c %s "$out")
 static=no
 if ! readelf -d "$out" 2>/dev/null | grep -q NEEDED; then static=yes; fi

@@ -103,6 +103,7 @@ impl Scheduler {
             busy: 0,
             job_rx,
             done: cmd_tx.clone(),
+            stopping: false,
         };
         let timer = std::thread::Builder::new()
             .name("feed-timer".into())
@@ -219,19 +220,21 @@ struct Timer {
     /// For workers started later.
     job_rx: Receiver<Job>,
     done: Sender<Cmd>,
+    /// The scheduler was dropped: no round starts, feeds go as they are
+    /// handed back.
+    stopping: bool,
 }
 
 impl Timer {
     fn run(mut self, cmds: Receiver<Cmd>, jobs: Sender<Job>) {
-        let mut stopping = false;
         loop {
-            if !stopping {
+            if !self.stopping {
                 self.dispatch_due(Instant::now(), &jobs);
             } else if self.slots.is_empty() {
                 break;
             }
             let next = self.heap.peek().map(|Reverse((due, _))| *due);
-            let cmd = match next.filter(|_| !stopping) {
+            let cmd = match next {
                 Some(due) => match cmds.recv_deadline(due) {
                     Ok(c) => c,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
@@ -242,27 +245,6 @@ impl Timer {
                     Err(_) => break,
                 },
             };
-            if let Cmd::Stop = cmd {
-                stopping = true;
-                // Feeds waiting for their time go now; those queued or on a
-                // worker are cancelled and go when handed back.
-                let idle: Vec<u64> = self
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.task.is_some())
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in idle {
-                    self.slots.remove(&id);
-                }
-                for slot in self.slots.values_mut() {
-                    slot.cancelled.store(true, Ordering::Release);
-                    slot.removing
-                        .get_or_insert_with(|| crossbeam_channel::bounded(1).0);
-                }
-                self.heap.clear();
-                continue;
-            }
             self.handle(cmd);
         }
         // The workers finish their rounds and end with the queue.
@@ -342,7 +324,7 @@ impl Timer {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
-                if slot.removing.is_some() || task.is_none() {
+                if self.stopping || slot.removing.is_some() || task.is_none() {
                     let slot = self.slots.remove(&id).expect("present");
                     drop(task);
                     if let Some(ack) = slot.removing {
@@ -355,7 +337,18 @@ impl Timer {
                 slot.task = task;
                 self.heap.push(Reverse((slot.due, id)));
             }
-            Cmd::Stop => unreachable!("handled by run"),
+            Cmd::Stop => {
+                self.stopping = true;
+                self.heap.clear();
+                // Feeds waiting for their time go now; those queued or on a
+                // worker are cancelled and go when handed back (at once if
+                // no worker could ever be started).
+                let no_workers = self.workers.is_empty();
+                self.slots.retain(|_, s| {
+                    s.cancelled.store(true, Ordering::Release);
+                    s.task.is_none() && !no_workers
+                });
+            }
             Cmd::Remove { id, ack } => {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     let _ = ack.send(());
