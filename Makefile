@@ -35,6 +35,13 @@ export CARGO_TARGET_DIR
 # gRPC's C core is compiled once. Every cargo command below passes the
 # same flags: a different RUSTFLAGS would rebuild everything.
 export RUSTFLAGS := -C target-feature=+crt-static
+# gRPC's C core (and zlib) without C++ exceptions or asynchronous unwind
+# tables: the core never throws or catches, and no Rust panic unwinds
+# through C frames (an extern "C" boundary aborts), so the tables were dead
+# weight: 0.7 MB of the stripped binary, with RPCs no slower (issue 13).
+# Cargo tracks these variables: changing them rebuilds the C core.
+export CXXFLAGS_$(subst -,_,$(TARGET_TRIPLE)) := -fno-exceptions -fno-asynchronous-unwind-tables
+export CFLAGS_$(subst -,_,$(TARGET_TRIPLE)) := -fno-asynchronous-unwind-tables
 BUILD_FLAGS := --release --target $(TARGET_TRIPLE)
 RELEASE := $(CARGO_TARGET_DIR)/$(TARGET_TRIPLE)/release
 LOOPP_BIN := $(RELEASE)/loopp

@@ -34,7 +34,7 @@ fi
 cd "$work/src"
 start=$(date +%s)
 env CARGO_HOME="$work/cargo-home" CARGO_TARGET_DIR="$work/target" \
-	RUSTFLAGS="-C target-feature=+crt-static" \
+	RUSTFLAGS="${RUSTFLAGS:--C target-feature=+crt-static}" \
 	"${isolate[@]}" cargo build --offline --locked --release --target "$triple" --bins
 bin="$work/target/$triple/release/loopp"
 "$bin" --version >/dev/null

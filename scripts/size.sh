@@ -27,7 +27,7 @@ size -A "$out" | awk '
 		if (n == ".text") g = "code (.text)"
 		else if (n ~ /^\.(eh_frame|eh_frame_hdr|gcc_except_table)$/) g = "unwind tables (.eh_frame, .gcc_except_table)"
 		else if (n ~ /^\.(rodata|rodata\..*)$/) g = "constants (.rodata)"
-		else if (n ~ /^\.(data\.rel\.ro|rela\.dyn|init_array|fini_array|got|got\.plt|tdata)$/) g = "relocated data (.data.rel.ro, .rela.dyn, .got, ...)"
+		else if (n ~ /^\.(data\.rel\.ro|rela\.dyn|init_array|fini_array|got|got\.plt|tdata|relr\.dyn)$/) g = "relocated data (.data.rel.ro, .rela.dyn, .relr.dyn, .got, ...)"
 		else if (n ~ /^\.(bss|tbss)$/) next
 		else g = "other (.data, notes, ...)"
 		s[g] += $2
