@@ -20,22 +20,28 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 /// How long an idle thread waits for a job before it ends.
 pub const IDLE: Duration = Duration::from_secs(10);
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Where an idle thread waits for its next job. Each thread has its own, so
+/// handing a job over wakes exactly that thread with one futex call; a
+/// shared channel spun and yielded in every waiting thread first, which
+/// was a tenth of a LOOPP round's CPU on two cores.
+struct Slot {
+    job: Mutex<Option<Job>>,
+    ready: Condvar,
+}
+
 struct Pool {
-    tx: Sender<Job>,
-    rx: Receiver<Job>,
-    /// Threads waiting for a job. A job is sent only when one is counted
-    /// here, and the count is taken down under the same lock.
-    idle: Mutex<usize>,
+    /// Threads waiting for a job, the most recently idle last: jobs go to
+    /// the thread whose stack and cache are warm, and threads beyond what
+    /// the load needs stay idle until [`IDLE`] ends them.
+    idle: Mutex<Vec<Arc<Slot>>>,
 }
 
 static POOL: LazyLock<Pool> = LazyLock::new(Pool::new);
@@ -46,51 +52,104 @@ pub fn spawn(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     POOL.spawn(f)
 }
 
+/// Runs `f` on a pool thread; its result can be awaited with a deadline
+/// ([`Pending::wait_until`]). The result of a job that outlives the wait is
+/// dropped when it ends.
+pub fn run<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<Pending<T>> {
+    let pending = Pending(Arc::new((Mutex::new(None), Condvar::new())));
+    let reply = pending.0.clone();
+    spawn(move || {
+        let out = f();
+        *reply.0.lock().unwrap() = Some(out);
+        reply.1.notify_one();
+    })?;
+    Ok(pending)
+}
+
+/// The result of a job started with [`run`].
+pub struct Pending<T>(Arc<(Mutex<Option<T>>, Condvar)>);
+
+impl<T> Pending<T> {
+    /// The result, or None if the job has not ended by `deadline`.
+    pub fn wait_until(self, deadline: Instant) -> Option<T> {
+        let (lock, ready) = &*self.0;
+        let mut out = lock.lock().unwrap();
+        loop {
+            if let Some(v) = out.take() {
+                return Some(v);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            out = ready.wait_timeout(out, left).unwrap().0;
+        }
+    }
+}
+
 impl Pool {
     fn new() -> Pool {
-        let (tx, rx) = crossbeam_channel::unbounded();
         Pool {
-            tx,
-            rx,
-            idle: Mutex::new(0),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
     fn spawn(&'static self, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        let job: Job = Box::new(f);
         {
             let mut idle = self.idle.lock().unwrap();
-            if *idle > 0 {
-                *idle -= 1;
-                let _ = self.tx.send(Box::new(f));
+            if let Some(slot) = idle.pop() {
+                // Under the idle lock: a thread whose wait timed out
+                // checks its slot under it too, so it cannot leave with
+                // this job.
+                *slot.job.lock().unwrap() = Some(job);
+                slot.ready.notify_one();
                 return Ok(());
             }
         }
         std::thread::Builder::new()
             .name("loopp-pool".into())
-            .spawn(move || {
-                f();
-                loop {
-                    *self.idle.lock().unwrap() += 1;
-                    match self.rx.recv_timeout(IDLE) {
-                        Ok(job) => job(),
-                        Err(_) => {
-                            let mut idle = self.idle.lock().unwrap();
-                            // A job may have been sent for us since the timeout.
-                            match self.rx.try_recv() {
-                                Ok(job) => {
-                                    drop(idle);
-                                    job();
-                                }
-                                Err(_) => {
-                                    *idle -= 1;
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-            })
+            .spawn(move || self.work(job))
             .map(|_| ())
+    }
+
+    /// A pool thread: runs `job`, then whatever it is given until it has
+    /// been idle for [`IDLE`].
+    fn work(&'static self, job: Job) {
+        job();
+        let slot = Arc::new(Slot {
+            job: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        loop {
+            self.idle.lock().unwrap().push(slot.clone());
+            let deadline = Instant::now() + IDLE;
+            let mut next = slot.job.lock().unwrap();
+            loop {
+                if let Some(job) = next.take() {
+                    drop(next);
+                    job();
+                    break;
+                }
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    drop(next);
+                    let mut idle = self.idle.lock().unwrap();
+                    // A job may have been given since the timeout.
+                    if let Some(job) = slot.job.lock().unwrap().take() {
+                        drop(idle);
+                        job();
+                        break;
+                    }
+                    idle.retain(|s| !Arc::ptr_eq(s, &slot));
+                    return;
+                };
+                next = slot.ready.wait_timeout(next, left).unwrap().0;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().len()
     }
 }
 
@@ -339,6 +398,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_result_is_waited_for_until_its_deadline_only() {
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(run(|| 7).unwrap().wait_until(soon), Some(7));
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let slow = run(move || rx.recv_timeout(Duration::from_secs(5)).is_ok()).unwrap();
+        let t = Instant::now();
+        assert_eq!(slow.wait_until(t + Duration::from_millis(50)), None);
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        // The abandoned job still ends, and its thread is freed.
+        tx.send(()).unwrap();
+    }
+
+    #[test]
     fn the_ambient_lane_is_scoped() {
         assert!(Lane::ambient().is_none());
         let outer = Lane::new("outer", 1, 1);
@@ -382,7 +454,7 @@ mod tests {
         assert_eq!(first.len(), 10, "each job had its own thread");
         // Once the finished threads wait for work, the next jobs run on them.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while *pool.idle.lock().unwrap() < 10 {
+        while pool.idle_count() < 10 {
             assert!(std::time::Instant::now() < deadline, "threads never idle");
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -28,21 +28,56 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Runs `f` on its own thread and waits at most `deadline`.
+/// Runs `f` for `plugin` within `deadline` (see [`each`]).
 fn within<T: Send + 'static>(
     call: &str,
     deadline: Duration,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    plugin: &Arc<dyn ReportingPlugin>,
+    f: impl FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    crate::goplugin::pool::spawn(move || {
-        let _ = tx.send(f());
-    })
-    .map_err(|e| format!("{call}: cannot start: {e}"))?;
-    match rx.recv_timeout(deadline) {
-        Ok(r) => r.map_err(|e| format!("{call}: {e}")),
-        Err(_) => Err(format!("{call}: DEADLINE_EXCEEDED after {deadline:?}")),
+    let mut out = each(vec![(plugin.clone(), f)], deadline);
+    out.pop()
+        .expect("one result per job")
+        .map_err(|e| format!("{call}: {e}"))
+}
+
+/// Runs each job with its plugin, in parallel, and collects the results in
+/// order; a job not done within `deadline` is a DEADLINE_EXCEEDED error.
+/// Jobs run on pool threads, except the last one whose plugin ends its
+/// calls by their deadlines itself (over gRPC): that one runs on this
+/// thread, a hand-off less per phase, which over gRPC is a good part of a
+/// short call's cost.
+fn each<T: Send + 'static, F>(
+    jobs: Vec<(Arc<dyn ReportingPlugin>, F)>,
+    deadline: Duration,
+) -> Vec<Result<T, String>>
+where
+    F: FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
+{
+    let until = std::time::Instant::now() + deadline;
+    let inline = jobs.iter().rposition(|(p, _)| p.ends_by_deadline());
+    let mut here = None;
+    let mut pending = Vec::with_capacity(jobs.len());
+    for (i, (plugin, f)) in jobs.into_iter().enumerate() {
+        if Some(i) == inline {
+            here = Some((plugin, f));
+            pending.push(None);
+        } else {
+            let started = crate::goplugin::pool::run(move || f(&*plugin));
+            pending.push(Some(started.map_err(|e| format!("cannot start: {e}"))));
+        }
     }
+    let mut inline_out = here.map(|(plugin, f)| f(&*plugin));
+    pending
+        .into_iter()
+        .map(|p| match p {
+            Some(Ok(p)) => p
+                .wait_until(until)
+                .unwrap_or_else(|| Err(format!("DEADLINE_EXCEEDED after {deadline:?}"))),
+            Some(Err(e)) => Err(e),
+            None => inline_out.take().expect("the inline job's result"),
+        })
+        .collect()
 }
 
 /// One oracle: its id and its plugin instance (in-process or over gRPC).
@@ -117,33 +152,29 @@ fn play(
 ) -> Outcome {
     let d = deadlines.0;
     let lead = oracles[leader % oracles.len()].1.clone();
-    let t = ts.clone();
-    let query = match within("Query", d.query, {
-        let lead = lead.clone();
-        move || lead.query(&t, d.query)
+    let query = match within("Query", d.query, &lead, {
+        let t = ts.clone();
+        move |p| p.query(&t, d.query)
     }) {
         Ok(q) => q,
         Err(e) => return round.fail("Query", e),
     };
     // Observations in parallel; one that misses its deadline is left out.
-    let pending: Vec<_> = oracles
+    let jobs = oracles
         .iter()
         .map(|(id, o)| {
-            let (id, o, t, q, dl) = (*id, o.clone(), ts.clone(), query.clone(), d.observation);
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = crate::goplugin::pool::spawn(move || {
-                let _ = tx.send((id, o.observation(&t, &q, dl)));
-            });
-            rx
+            let (id, t, q, dl) = (*id, ts.clone(), query.clone(), d.observation);
+            (o.clone(), move |p: &dyn ReportingPlugin| {
+                p.observation(&t, &q, dl).map(|obs| (id, obs))
+            })
         })
         .collect();
-    let deadline = std::time::Instant::now() + d.observation;
     let mut observations: Vec<(u8, Vec<u8>)> = Vec::new();
-    for rx in pending {
-        match rx.recv_deadline(deadline) {
-            Ok((oracle, Ok(bytes))) => observations.push((oracle, bytes)),
-            Ok((_, Err(e))) if !missed(&e) => {}
-            _ => round.missed.push("Observation"),
+    for r in each(jobs, d.observation) {
+        match r {
+            Ok(observation) => observations.push(observation),
+            Err(e) if !missed(&e) => {}
+            Err(_) => round.missed.push("Observation"),
         }
     }
     // OCR's leader asks for a report only from more than 2f observations.
@@ -154,10 +185,9 @@ fn play(
             2 * f
         ));
     }
-    let t = ts.clone();
-    let report = match within("Report", d.report, {
-        let (lead, q) = (lead.clone(), query.clone());
-        move || lead.report(&t, &q, &observations, d.report)
+    let report = match within("Report", d.report, &lead, {
+        let (t, q) = (ts.clone(), query.clone());
+        move |p| p.report(&t, &q, &observations, d.report)
     }) {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -169,25 +199,22 @@ fn play(
     };
     round.reported = true;
     // Every oracle decides in parallel, within one deadline.
-    let pending: Vec<_> = oracles
+    let jobs = oracles
         .iter()
         .map(|(_, o)| {
-            let (o, t, r) = (o.clone(), ts.clone(), report.clone());
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let _ = crate::goplugin::pool::spawn(move || {
-                let _ = tx.send(o.should_accept_finalized_report(&t, &r, d.should_accept));
-            });
-            rx
+            let (t, r) = (ts.clone(), report.clone());
+            (o.clone(), move |p: &dyn ReportingPlugin| {
+                p.should_accept_finalized_report(&t, &r, d.should_accept)
+            })
         })
         .collect();
-    let deadline = std::time::Instant::now() + d.should_accept;
     let mut accepts = 0;
-    for rx in pending {
-        match rx.recv_deadline(deadline) {
-            Ok(Ok(true)) => accepts += 1,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) if !missed(&e) => {}
-            _ => round.missed.push("ShouldAcceptFinalizedReport"),
+    for r in each(jobs, d.should_accept) {
+        match r {
+            Ok(true) => accepts += 1,
+            Ok(false) => {}
+            Err(e) if !missed(&e) => {}
+            Err(_) => round.missed.push("ShouldAcceptFinalizedReport"),
         }
     }
     if accepts <= 2 * f {
@@ -196,12 +223,10 @@ fn play(
             2 * f
         ));
     }
-    let (t, r) = (ts.clone(), report.clone());
-    match within(
-        "ShouldTransmitAcceptedReport",
-        d.should_transmit,
-        move || lead.should_transmit_accepted_report(&t, &r, d.should_transmit),
-    ) {
+    match within("ShouldTransmitAcceptedReport", d.should_transmit, &lead, {
+        let (t, r) = (ts.clone(), report.clone());
+        move |p| p.should_transmit_accepted_report(&t, &r, d.should_transmit)
+    }) {
         Ok(true) => {}
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
         Err(e) => return round.fail("ShouldTransmitAcceptedReport", e),

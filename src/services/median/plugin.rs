@@ -45,6 +45,12 @@ pub trait ReportingPlugin: Send + Sync {
     ) -> Result<bool, String>;
     /// Releases the instance.
     fn close(&self) -> Result<(), String>;
+    /// Whether every call returns by its deadline on its own (a gRPC call
+    /// carries it), so a caller may make it on its own thread rather than
+    /// wait for it on another. False for code that may block past it.
+    fn ends_by_deadline(&self) -> bool {
+        false
+    }
 }
 
 /// What the median plugin reads from the contract.

@@ -279,4 +279,8 @@ impl ReportingPlugin for ReportingPluginClient {
         })
         .map(|_| ())
     }
+
+    fn ends_by_deadline(&self) -> bool {
+        true
+    }
 }
