@@ -2,13 +2,16 @@
 //! settings: 4 oracles, 1 s interval, random walk), with both plugins as
 //! LOOPPs and in-process, in the same run, for N in LOOPP_BENCH_SCALE_N
 //! (`1,100,300,1000`), each measured for LOOPP_BENCH_SCALE_SECS (20) after
-//! every feed has finished a round (at most 120 s of set-up).
+//! every feed has finished a round (at most 120 s of set-up). Up to
+//! LOOPP_BENCH_SCALE_PER_FEED_MAX feeds (100), also as LOOPPs with a median
+//! process per feed (`processes: "per_feed"`), compared with the shared one.
 //!
 //! Per N and mode, one JSON line: rounds/s, missed rounds (expected at the
 //! interval, less those that ended with a report or a decision not to
 //! report), round p50/p99 (from the node's
 //! `loopp_feed_round_duration_seconds` histogram, bucket upper bounds), and
-//! per process CPU (share of one core), RSS, threads and fds. Correctness at
+//! per program CPU (share of one core), RSS, threads and fds (summed over
+//! its processes). Correctness at
 //! every N: every chain file parses, every transmission is within the
 //! contract's bounds, and no (epoch, round) is transmitted twice.
 //!
@@ -17,8 +20,10 @@
 //! per feed (RSS growth from the smallest to the largest N, over the feeds
 //! added) at most 100 KB in each process; threads and fds not growing with
 //! N (at most 16 more at the largest N than at the smallest); CPU per round
-//! of LOOPP against in-process. A comparison with a run whose feeds were
-//! not all set up within the 120 s is never `met`.
+//! of LOOPP within 3x of in-process plus the floor of its RPCs (RPCs per
+//! round, counted on the node, times the CPU of a one-byte round trip over
+//! a unix socket pair, measured first in the same run). A comparison with
+//! a run whose feeds were not all set up within the 120 s is never `met`.
 
 #[path = "../tests/common/programs.rs"]
 mod programs;
@@ -42,6 +47,8 @@ struct Figures {
     rss_kib: u64,
     threads: u64,
     fds: u64,
+    /// Processes summed up (a median per feed).
+    processes: u64,
 }
 
 fn figures(pid: u32) -> Figures {
@@ -51,12 +58,14 @@ fn figures(pid: u32) -> Figures {
         rss_kib: f.rss_bytes / 1024,
         threads: f.threads,
         fds: f.fds,
+        processes: 1,
     }
 }
 
-/// The node's children that are plugins: name → pid.
-fn plugins_of(node: u32) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
+/// The node's children that are plugins: (program name, pid); a program
+/// may run as many processes (a median per feed).
+fn plugins_of(node: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -72,7 +81,7 @@ fn plugins_of(node: u32) -> BTreeMap<String, u32> {
         }
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         let name = comm.trim().trim_start_matches("loopp-").to_string();
-        out.insert(name, pid);
+        out.push((name, pid));
     }
     out
 }
@@ -97,6 +106,9 @@ struct Rounds {
     by_outcome: BTreeMap<String, f64>,
     feeds_done: usize,
     buckets: Vec<(f64, f64)>,
+    /// RPCs the node made or served: every RPC of a LOOPP round has the
+    /// node at one end (it re-serves the relayer's provider to the median).
+    rpcs: f64,
 }
 
 fn rounds(page: &str) -> Rounds {
@@ -118,6 +130,10 @@ fn rounds(page: &str) -> Rounds {
                 feeds.insert(feed);
             }
             *r.by_outcome.entry(outcome).or_default() += v;
+        } else if line.starts_with("loopp_rpc_total{")
+            || line.starts_with("grpc_server_handled_total{")
+        {
+            r.rpcs += value().unwrap_or(0.0);
         } else if let Some(rest) =
             line.strip_prefix("loopp_feed_round_duration_seconds_bucket{le=\"")
         {
@@ -154,7 +170,7 @@ fn quantile(a: &Rounds, b: &Rounds, q: f64) -> f64 {
         .unwrap_or(f64::INFINITY)
 }
 
-fn job(n: usize, data: &Path) -> String {
+fn job(n: usize, per_feed: bool, data: &Path) -> String {
     let feeds: Vec<String> = (0..n)
         .map(|i| {
             format!(
@@ -166,8 +182,9 @@ fn job(n: usize, data: &Path) -> String {
         })
         .collect();
     format!(
-        r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}],
+        r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median", "processes": "{}"}}],
             "http": {{"listen": "127.0.0.1:0"}}, "data_dir": {:?}, "feeds": [{}]}}"#,
+        if per_feed { "per_feed" } else { "shared" },
         data.display().to_string(),
         feeds.join(",")
     )
@@ -201,14 +218,37 @@ fn check_chains(dir: &Path) -> (u64, u64, u64) {
     (tx, invalid, dup)
 }
 
+/// How the node runs its plugins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Both as LOOPPs, one median process for all feeds (the default).
+    Loopp,
+    /// Both as LOOPPs, a median process per feed (`processes: "per_feed"`,
+    /// as a Chainlink node runs one per job).
+    PerFeed,
+    /// Both in the node's process.
+    InProcess,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Loopp => "loopp",
+            Mode::PerFeed => "loopp-per-feed",
+            Mode::InProcess => "in-process",
+        }
+    }
+}
+
 struct Run {
     n: usize,
     /// Feeds that finished a round before measuring (all: a valid run).
     ready: usize,
-    loopp: bool,
+    mode: Mode,
     missed_ratio: f64,
     p99_s: f64,
     cpu_per_round_ms: f64,
+    rpcs_per_round: f64,
     procs: BTreeMap<String, Figures>,
 }
 
@@ -239,13 +279,11 @@ impl Drop for NodeChild {
     }
 }
 
-fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
-    let data = dir.join(format!(
-        "data-{n}-{}",
-        if loopp { "loopp" } else { "inproc" }
-    ));
+fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
+    let loopp = mode != Mode::InProcess;
+    let data = dir.join(format!("data-{n}-{}", mode.name()));
     let jobfile = dir.join(format!("job-{n}.json"));
-    std::fs::write(&jobfile, job(n, &data)).unwrap();
+    std::fs::write(&jobfile, job(n, mode == Mode::PerFeed, &data)).unwrap();
     let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(&jobfile)
@@ -290,23 +328,23 @@ fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
     }
     let ready = before.feeds_done;
     let mut pids = plugins_of(pid);
-    pids.insert("node".into(), pid);
-    let cpu0: BTreeMap<String, f64> = pids
-        .iter()
-        .map(|(k, p)| (k.clone(), figures(*p).cpu_s))
-        .collect();
+    pids.push(("node".into(), pid));
+    let cpu0: Vec<f64> = pids.iter().map(|(_, p)| figures(*p).cpu_s).collect();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let after = rounds(&scrape(port));
     let took = t0.elapsed().as_secs_f64();
-    let procs: BTreeMap<String, Figures> = pids
-        .iter()
-        .map(|(k, p)| {
-            let mut f = figures(*p);
-            f.cpu_s = (f.cpu_s - cpu0[k]) / took;
-            (k.clone(), f)
-        })
-        .collect();
+    // Per program, the sum over its processes.
+    let mut procs: BTreeMap<String, Figures> = BTreeMap::new();
+    for ((k, p), c0) in pids.iter().zip(&cpu0) {
+        let f = figures(*p);
+        let sum = procs.entry(k.clone()).or_default();
+        sum.cpu_s += (f.cpu_s - c0) / took;
+        sum.rss_kib += f.rss_kib;
+        sum.threads += f.threads;
+        sum.fds += f.fds;
+        sum.processes += 1;
+    }
     drop(node);
     let delta = |k: &str| {
         after.by_outcome.get(k).copied().unwrap_or(0.0)
@@ -323,17 +361,18 @@ fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
     let (tx, invalid, dup) = check_chains(&data.join("devchain"));
     let cpu_total: f64 = procs.values().map(|f| f.cpu_s).sum();
     let cpu_per_round_ms = cpu_total * took / done.max(1.0) * 1e3;
+    let rpcs_per_round = (after.rpcs - before.rpcs) / all.max(1.0);
     let mut line = json!({
-        "bench": "scale", "feeds": n, "mode": if loopp { "loopp" } else { "in-process" },
+        "bench": "scale", "feeds": n, "mode": mode.name(),
         "ready_feeds": ready, "secs": took, "rounds_per_s": all / took, "done_rounds": done,
         "missed_rounds": missed, "missed_ratio": missed / expected.max(1.0),
         "round_p50_s": p50, "round_p99_s": p99, "cpu_per_round_ms": cpu_per_round_ms,
+        "rpcs_per_round": rpcs_per_round,
         "chain_transmissions": tx, "chain_invalid": invalid, "chain_duplicates": dup,
         "correct": invalid == 0 && dup == 0,
     });
     for (k, f) in &procs {
-        line[k] =
-            json!({"cpu_cores": f.cpu_s, "rss_kib": f.rss_kib, "threads": f.threads, "fds": f.fds});
+        line[k] = json!({"cpu_cores": f.cpu_s, "rss_kib": f.rss_kib, "threads": f.threads, "fds": f.fds, "processes": f.processes});
     }
     println!("{line}");
     let _ = std::fs::remove_dir_all(&data);
@@ -341,12 +380,46 @@ fn run(n: usize, loopp: bool, secs: u64, dir: &Path) -> Run {
     Run {
         n,
         ready,
-        loopp,
+        mode,
         missed_ratio: missed / expected.max(1.0),
         p99_s: p99,
         cpu_per_round_ms,
+        rpcs_per_round,
         procs,
     }
+}
+
+/// CPU time (both ends) of one round trip of a byte over a unix socket pair
+/// between two threads, in microseconds: the floor under any RPC.
+fn floor_cpu_us() -> f64 {
+    use std::io::{Read, Write};
+    fn cpu_s() -> f64 {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+        t(u.ru_utime) + t(u.ru_stime)
+    }
+    let calls = 50_000;
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while b.read_exact(&mut byte).is_ok() {
+            if b.write_all(&byte).is_err() {
+                break;
+            }
+        }
+    });
+    let mut byte = [1u8; 1];
+    let c0 = cpu_s();
+    for _ in 0..calls {
+        a.write_all(&byte).expect("write");
+        a.read_exact(&mut byte).expect("read");
+    }
+    let used = cpu_s() - c0;
+    drop(a);
+    let _ = echo.join();
+    used / calls as f64 * 1e6
 }
 
 fn main() {
@@ -355,20 +428,33 @@ fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let secs: u64 = knob("LOOPP_BENCH_SCALE_SECS", "20").parse().unwrap_or(20);
+    // A median process per feed is measured up to this many feeds (each is
+    // a process of ~10 MB).
+    let per_feed_max: usize = knob("LOOPP_BENCH_SCALE_PER_FEED_MAX", "100")
+        .parse()
+        .unwrap_or(100);
+    let floor_us = floor_cpu_us();
+    println!(
+        "{}",
+        json!({"bench": "scale", "floor": "unix-socket round trip", "cpu_us": floor_us})
+    );
     let dir = Scratch(std::env::temp_dir().join(format!("loopp-scale-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let mut runs = Vec::new();
     for &n in &ns {
-        for loopp in [true, false] {
-            runs.push(run(n, loopp, secs, &dir.0));
+        for mode in [Mode::Loopp, Mode::InProcess] {
+            runs.push(run(n, mode, secs, &dir.0));
+        }
+        if n <= per_feed_max {
+            runs.push(run(n, Mode::PerFeed, secs, &dir.0));
         }
     }
     drop(dir);
     let (Some(&lo), Some(&hi)) = (ns.iter().min(), ns.iter().max()) else {
         return;
     };
-    let get = |n: usize, loopp: bool| runs.iter().find(|r| r.n == n && r.loopp == loopp);
-    if let Some(top) = get(hi, true) {
+    let get = |n: usize, mode: Mode| runs.iter().find(|r| r.n == n && r.mode == mode);
+    if let Some(top) = get(hi, Mode::Loopp) {
         println!(
             "{}",
             json!({"compare": "scale_missed_rounds", "feeds": hi, "ratio": top.missed_ratio, "target": 0.01, "met": top.missed_ratio < 0.01})
@@ -379,8 +465,8 @@ fn main() {
         );
     }
     if hi > lo {
-        for loopp in [true, false] {
-            let (Some(a), Some(b)) = (get(lo, loopp), get(hi, loopp)) else {
+        for mode in [Mode::Loopp, Mode::InProcess] {
+            let (Some(a), Some(b)) = (get(lo, mode), get(hi, mode)) else {
                 continue;
             };
             // Figures of a run whose feeds were not all set up say nothing
@@ -392,7 +478,7 @@ fn main() {
                 };
                 let per_feed_kb =
                     (fb.rss_kib as f64 - fa.rss_kib as f64) * 1.024 / (hi - lo) as f64;
-                let mode = if loopp { "loopp" } else { "in-process" };
+                let mode = mode.name();
                 println!(
                     "{}",
                     json!({"compare": "scale_memory_per_feed", "mode": mode, "process": name, "kb": per_feed_kb, "target_kb": 100.0, "all_feeds_set_up": whole, "met": whole && per_feed_kb <= 100.0})
@@ -408,11 +494,37 @@ fn main() {
         }
     }
     for &n in &ns {
-        if let (Some(l), Some(i)) = (get(n, true), get(n, false)) {
-            let ratio = l.cpu_per_round_ms / i.cpu_per_round_ms;
+        if let (Some(l), Some(i)) = (get(n, Mode::Loopp), get(n, Mode::InProcess)) {
+            // Issue 12: within 3x of the in-process figure plus the floor
+            // of the RPCs a LOOPP round makes.
+            let floor_ms = l.rpcs_per_round * floor_us / 1e3;
+            let target_ms = 3.0 * (i.cpu_per_round_ms + floor_ms);
+            let whole = l.ready == l.n && i.ready == i.n;
             println!(
                 "{}",
-                json!({"compare": "scale_cpu_per_round", "feeds": n, "loopp_ms": l.cpu_per_round_ms, "in_process_ms": i.cpu_per_round_ms, "ratio": ratio})
+                json!({"compare": "scale_cpu_per_round", "feeds": n, "loopp_ms": l.cpu_per_round_ms,
+                       "in_process_ms": i.cpu_per_round_ms, "ratio": l.cpu_per_round_ms / i.cpu_per_round_ms,
+                       "rpcs_per_round": l.rpcs_per_round, "floor_ms": floor_ms, "target_ms": target_ms,
+                       "all_feeds_set_up": whole, "met": whole && l.cpu_per_round_ms <= target_ms})
+            );
+        }
+    }
+    // The two LOOPP modes side by side: what a median process per feed
+    // costs against one for all.
+    for &n in &ns {
+        if let (Some(shared), Some(own)) = (get(n, Mode::Loopp), get(n, Mode::PerFeed)) {
+            let median = |r: &Run| r.procs.get("median").copied().unwrap_or_default();
+            let all_rss = |r: &Run| r.procs.values().map(|f| f.rss_kib).sum::<u64>();
+            println!(
+                "{}",
+                json!({"compare": "scale_median_per_feed_vs_shared", "feeds": n,
+                       "cpu_per_round_ms": [shared.cpu_per_round_ms, own.cpu_per_round_ms],
+                       "missed_ratio": [shared.missed_ratio, own.missed_ratio],
+                       "round_p99_s": [shared.p99_s, own.p99_s],
+                       "median_processes": [median(shared).processes, median(own).processes],
+                       "median_rss_kib": [median(shared).rss_kib, median(own).rss_kib],
+                       "all_rss_kib": [all_rss(shared), all_rss(own)],
+                       "all_feeds_set_up": shared.ready == shared.n && own.ready == own.n})
             );
         }
     }

@@ -156,10 +156,9 @@ fn the_nodes_metrics_count_feed_rounds_reports_and_transmissions() {
 }
 
 /// Two feeds on one relay: each has its own contract (file), both transmit.
-#[test]
-fn feeds_sharing_a_relay_keep_their_own_contracts() {
-    let sb = Sandbox::new("feed-two");
-    let text = job(&sb.dir.join("data"));
+/// The job with a second feed, `g`, walking around 3,000,000 (`f` walks
+/// around 1,000,000).
+fn two_feeds(text: &str) -> String {
     let feed = &text[text.find(r#"{"name":"f""#).unwrap()
         ..text
             .find(
@@ -171,14 +170,23 @@ fn feeds_sharing_a_relay_keep_their_own_contracts() {
     let second = feed
         .replace(r#""name":"f""#, r#""name":"g""#)
         .replace(r#""start":1000000"#, r#""start":3000000"#);
-    let text = text.replacen(feed, &format!("{feed},{second}"), 1);
+    text.replacen(feed, &format!("{feed},{second}"), 1)
+}
+
+/// The medians a feed transmitted, on its devchain contract.
+fn medians(sb: &Sandbox, feed: &str) -> Vec<i128> {
+    Chain::open(&sb.dir.join(format!("data/devchain/{feed}.jsonl")))
+        .map(|c| c.transmissions().iter().map(|t| t.median).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn feeds_sharing_a_relay_keep_their_own_contracts() {
+    let sb = Sandbox::new("feed-two");
+    let text = two_feeds(&job(&sb.dir.join("data")));
     let config = NodeConfig::from_json("two", &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     let n = Node::start(&config).expect("node starts");
-    let medians = |feed: &str| -> Vec<i128> {
-        Chain::open(&sb.dir.join(format!("data/devchain/{feed}.jsonl")))
-            .map(|c| c.transmissions().iter().map(|t| t.median).collect())
-            .unwrap_or_default()
-    };
+    let medians = |feed: &str| medians(&sb, feed);
     assert!(
         wait_until(Duration::from_secs(30), || medians("f").len() >= 2
             && medians("g").len() >= 2),
@@ -196,6 +204,58 @@ fn feeds_sharing_a_relay_keep_their_own_contracts() {
         "{:?}",
         medians("g")
     );
+}
+
+/// `processes: "per_feed"`: each feed's median is a LOOPP of its own (as a
+/// Chainlink node runs one per job). Both feeds transmit, and killing one
+/// feed's median leaves the other feed's process and rounds untouched.
+#[test]
+fn a_median_process_per_feed_keeps_the_feeds_apart() {
+    let sb = Sandbox::new("feed-own");
+    let text = two_feeds(&job(&sb.dir.join("data"))).replace(
+        r#"{"name":"median","kind":"median"}"#,
+        r#"{"name":"median","kind":"median","processes":"per_feed"}"#,
+    );
+    let sock = sb.dir.clone();
+    let config = NodeConfig::from_json("own", &text, &move |k| match k {
+        "CL_DEVCHAIN_CMD" => Some(devchain().into()),
+        "CL_MEDIAN_CMD" => Some(median().into()),
+        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let n = Node::start(&config).expect("node starts");
+    assert!(
+        wait_until(Duration::from_secs(30), || medians(&sb, "f").len() >= 2
+            && medians(&sb, "g").len() >= 2),
+        "both feeds transmit"
+    );
+    let pid = |p: &str| n.registry().get(p).and_then(|s| s.pid);
+    assert!(n.registry().get("median").is_none(), "no shared median");
+    let (f_pid, g_pid) = (pid("median-f").expect("f's median"), pid("median-g"));
+    assert!(g_pid.is_some() && g_pid != Some(f_pid), "two processes");
+    // SAFETY: killing the plugin the node reports.
+    unsafe { libc::kill(f_pid as libc::pid_t, libc::SIGKILL) };
+    let g_before = medians(&sb, "g").len();
+    assert!(
+        wait_until(Duration::from_secs(30), || medians(&sb, "g").len()
+            >= g_before + 3),
+        "g goes on"
+    );
+    assert!(wait_until(Duration::from_secs(30), || n
+        .registry()
+        .get("median-f")
+        .is_some_and(
+            |s| s.state == State::Running && s.pid != Some(f_pid)
+        )));
+    let f_before = medians(&sb, "f").len();
+    assert!(
+        wait_until(Duration::from_secs(30), || medians(&sb, "f").len()
+            >= f_before + 2),
+        "f resumes with its new median process"
+    );
+    assert_eq!(pid("median-g"), g_pid, "g's median was not touched");
+    n.shutdown();
 }
 
 /// A median LOOPP whose data source fails reports it through the node's

@@ -30,7 +30,9 @@ The default job is a devchain relay (CL_DEVCHAIN_CMD=loopp-devchain) and one
 median feed (CL_MEDIAN_CMD=loopp-median); each round is logged. Feeds keep
 their contract in DATA/<relay>/<feed>.jsonl (the relayer deploys it), the
 node's keys in DATA/keystore.secret and DATA/csa.secret, DATA being the job's
-data_dir (default ./loopp-data).
+data_dir (default ./loopp-data). A median plugin with \"processes\":
+\"per_feed\" runs, as a LOOPP, one process per feed (<plugin>-<feed>), as a
+Chainlink node runs one per job; the default, \"shared\", one for all.
 CL_MIN_OCR2_MAX_DURATION_QUERY is the floor of the Query deadline (100ms).
 The data dir must be writable: the node checks it before anything starts.
 

@@ -50,6 +50,8 @@ struct PluginEntry {
     sha256: Option<String>,
     #[serde(default)]
     rpc: RpcEntry,
+    /// `shared` (default) or `per_feed`: a median LOOPP per feed.
+    processes: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -183,6 +185,7 @@ impl NodeConfig {
         let mut problems = Vec::new();
         let supervision = supervision(&job.supervision, &mut problems);
         let mut plugins = Vec::new();
+        let mut per_feed = Vec::new();
         let path_var = env("PATH");
         for (i, p) in job.plugins.iter().enumerate() {
             let at = format!("plugins[{i}]");
@@ -294,6 +297,21 @@ impl NodeConfig {
                 },
             };
             let rpc = rpc_bounds(&p.rpc, &at, &mut problems);
+            match p.processes.as_deref() {
+                None | Some("shared") => {}
+                Some("per_feed") if kind.name == "median" => {
+                    if matches!(mode, Mode::Loopp { .. }) {
+                        per_feed.push(p.name.clone());
+                    }
+                }
+                Some("per_feed") => problems.push(format!(
+                    "{at}.processes: only a plugin of kind \"median\" runs a process per feed; remove it from {:?}",
+                    p.name
+                )),
+                Some(v) => problems.push(format!(
+                    "{at}.processes: {v:?} is not a choice; use \"shared\" (one process for all feeds, the default) or \"per_feed\" (one per feed, as a Chainlink node runs one per job)"
+                )),
+            }
             plugins.push(PluginConfig {
                 name: p.name.clone(),
                 kind,
@@ -303,7 +321,8 @@ impl NodeConfig {
                 rpc,
             });
         }
-        let feeds = feeds::resolve(&job.feeds, &plugins, env, &mut problems);
+        let mut feeds = feeds::resolve(&job.feeds, &plugins, env, &mut problems);
+        split_per_feed(&per_feed, &mut plugins, &mut feeds, &mut problems);
         let data_dir = PathBuf::from(job.data_dir.clone().unwrap_or_else(|| "loopp-data".into()));
         let http = match job.http.listen.as_deref() {
             None => Some(crate::node::http::DEFAULT_LISTEN.to_string()),
@@ -340,6 +359,52 @@ impl NodeConfig {
             })
         } else {
             Err(ConfigError { problems })
+        }
+    }
+}
+
+/// A median plugin with `processes: "per_feed"` (a LOOPP) becomes one
+/// plugin per feed that uses it, named `<plugin>-<feed>` (lower case, '.'
+/// as '_'), each its own process with its own supervisor, metrics port and
+/// discovery target, as a Chainlink node runs a median process per job.
+/// A plugin no feed uses stays as it is. In-process, feeds already have
+/// instances of their own: nothing to split.
+fn split_per_feed(
+    names: &[String],
+    plugins: &mut Vec<PluginConfig>,
+    feeds: &mut [crate::node::feeds::FeedConfig],
+    problems: &mut Vec<String>,
+) {
+    for name in names {
+        let Some(at) = plugins.iter().position(|p| &p.name == name) else {
+            continue;
+        };
+        if !feeds.iter().any(|f| &f.median == name) {
+            continue;
+        }
+        let base = plugins.remove(at);
+        for feed in feeds.iter_mut().filter(|f| &f.median == name) {
+            let own = format!(
+                "{name}-{}",
+                feed.name.to_ascii_lowercase().replace('.', "_")
+            );
+            if own.len() > 64 {
+                problems.push(format!(
+                    "feed {:?}: its median process would be named {own:?}, over 64 characters; shorten the feed's or the plugin's name",
+                    feed.name
+                ));
+            } else if plugins.iter().any(|p| p.name == own) {
+                problems.push(format!(
+                    "feed {:?}: its median process would be named {own:?}, which another plugin has; rename one of them",
+                    feed.name
+                ));
+            } else {
+                plugins.push(PluginConfig {
+                    name: own.clone(),
+                    ..base.clone()
+                });
+            }
+            feed.median = own;
         }
     }
 }

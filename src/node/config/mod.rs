@@ -527,4 +527,67 @@ mod tests {
         assert_eq!(parse_duration("x", "1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("x", "-1s").is_err());
     }
+
+    #[test]
+    fn a_median_per_feed_becomes_a_plugin_per_feed_and_mistakes_are_named() {
+        let feed = |name: &str| {
+            format!(
+                r#"{{"name":"{name}","relay":"devchain","median":"median","source":{{"type":"static","value":1}}}}"#
+            )
+        };
+        let job = |processes: &str, feeds: &[&str]| {
+            let feeds: Vec<String> = feeds.iter().map(|f| feed(f)).collect();
+            format!(
+                r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},
+                    {{"name":"median","kind":"median","processes":"{processes}","limits":{{"open_files":64}}}}],
+                    "feeds":[{}]}}"#,
+                feeds.join(",")
+            )
+        };
+        let loopp = env_of(&[("PATH", "/bin"), ("CL_MEDIAN_CMD", "true")]);
+        let c = NodeConfig::from_json("job", &job("per_feed", &["eth-usd", "BTC.usd"]), &loopp)
+            .unwrap();
+        let names: Vec<&str> = c.plugins.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["devchain", "median-eth-usd", "median-btc_usd"]);
+        assert_eq!(c.feeds[0].median, "median-eth-usd");
+        assert_eq!(c.feeds[1].median, "median-btc_usd");
+        for p in &c.plugins[1..] {
+            assert!(
+                matches!(&p.mode, Mode::Loopp { command, .. } if command == Path::new("/bin/true"))
+            );
+            assert_eq!(p.limits, vec![Limit::OpenFiles(64)]);
+        }
+        // Shared (the default) keeps one plugin for both feeds.
+        let c = NodeConfig::from_json("job", &job("shared", &["a", "b"]), &loopp).unwrap();
+        assert_eq!(c.plugins.len(), 2);
+        assert!(c.feeds.iter().all(|f| f.median == "median"));
+        // In-process there is no process to split.
+        let c = NodeConfig::from_json("job", &job("per_feed", &["a", "b"]), &env_of(&[])).unwrap();
+        assert_eq!(c.plugins.len(), 2);
+        // Two feeds that would share a process name, a bad choice, and a
+        // relayer per feed are each named.
+        let err = NodeConfig::from_json("job", &job("per_feed", &["x.y", "x_y"]), &loopp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("feed \"x_y\": its median process would be named \"median-x_y\", which another plugin has"),
+            "{err}"
+        );
+        let err = NodeConfig::from_json("job", &job("one", &["a"]), &loopp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugins[1].processes: \"one\" is not a choice; use \"shared\""),
+            "{err}"
+        );
+        let relayer =
+            r#"{"plugins":[{"name":"devchain","kind":"relayer","processes":"per_feed"}]}"#;
+        let err = NodeConfig::from_json("job", relayer, &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugins[0].processes: only a plugin of kind \"median\""),
+            "{err}"
+        );
+    }
 }
