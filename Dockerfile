@@ -8,12 +8,14 @@
 #   ... run --config /var/lib/loopp/job.json    another job than the default
 #
 # Hosts with no registry: `make image` builds the binary on the host and
-# ships it with the same final stage (LOOPP_BINARIES=prebuilt).
+# ships it on the same runtime stage (`--target image-prebuilt`).
 
-# Where the binaries come from: `build` (below) or `prebuilt` (make image).
-ARG LOOPP_BINARIES=build
+# The build stage's image: Rust, make, cmake and a C++ compiler (make
+# installs what is missing with apt-get). A test builds this stage with an
+# image that brings the host's toolchain instead (no registry there).
+ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 
-FROM docker.io/library/rust:1.95-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 # make static installs cmake and g++ (apt-get, as root), builds loopp
@@ -23,18 +25,10 @@ RUN make static CARGO_TARGET_DIR=/src/target \
  && cp target/x86_64-unknown-linux-gnu/release/dist/loopp /out/bin/loopp \
  && for p in loopp-node loopp-median loopp-devchain loopp-example; do ln -s loopp /out/bin/$p; done
 
-# The same layout, made by scripts/image.sh from the host's build.
-FROM scratch AS prebuilt
-COPY prebuilt/ /out/
-
-FROM ${LOOPP_BINARIES} AS binaries
-
-FROM scratch
-COPY --from=binaries /out/bin/ /usr/local/bin/
-# The data dir (chain files, keys) and the plugins' socket dir belong to
-# the user the node runs as; scratch has no /tmp of its own.
-COPY --from=binaries --chown=65532:65532 /out/data/ /var/lib/loopp/
-COPY --from=binaries --chown=65532:65532 /out/tmp/ /tmp/
+# What the image is, wherever its binaries come from. (Not a stage picked
+# by a build argument: buildah 1.28 does not resolve a stage named by an
+# argument's default value.)
+FROM scratch AS runtime
 ENV PATH=/usr/local/bin \
     CL_DEVCHAIN_CMD=loopp-devchain \
     CL_MEDIAN_CMD=loopp-median \
@@ -47,3 +41,18 @@ ENTRYPOINT ["/usr/local/bin/loopp"]
 # In its own network namespace the node must listen beyond loopback for the
 # port to be published; publish it on the host's loopback (above).
 CMD ["node", "run", "--http", "0.0.0.0:6688"]
+
+# The same layout as the build stage's /out, made by scripts/image.sh from
+# the host's build; `--target image-prebuilt` ships it.
+FROM runtime AS image-prebuilt
+COPY prebuilt/bin/ /usr/local/bin/
+COPY --chown=65532:65532 prebuilt/data/ /var/lib/loopp/
+COPY --chown=65532:65532 prebuilt/tmp/ /tmp/
+
+# The default: the build stage's binary. The data dir (chain files, keys)
+# and the plugins' socket dir belong to the user the node runs as; scratch
+# has no /tmp of its own.
+FROM runtime
+COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=build --chown=65532:65532 /out/data/ /var/lib/loopp/
+COPY --from=build --chown=65532:65532 /out/tmp/ /tmp/

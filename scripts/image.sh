@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the container image from the Dockerfile with buildah, shipping a
 # binary built on this host (no registry, no network: the Dockerfile's
-# `prebuilt` stage).
+# `image-prebuilt` target).
 #
 #   scripts/image.sh STRIPPED-LOOPP IMAGE-NAME
 #
@@ -21,5 +21,5 @@ for p in loopp-node loopp-median loopp-devchain loopp-example; do
 done
 # shellcheck disable=SC2086
 buildah ${BUILDAH_FLAGS:---storage-driver vfs} bud --isolation chroot --quiet \
-	--build-arg LOOPP_BINARIES=prebuilt -f "$root/Dockerfile" -t "$image" "$ctx"
+	--target image-prebuilt -f "$root/Dockerfile" -t "$image" "$ctx"
 echo "built $image"

@@ -537,3 +537,166 @@ exec setpriv --reuid={uid} --regid={uid} --clear-groups --no-new-privs \
         "sockets left in the runtime dir"
     );
 }
+
+/// The Dockerfile's build stage, run: `make static` in a build container,
+/// then the FROM scratch image with its binary and links. No registry is
+/// reachable here, so the stage's image (`RUST_IMAGE`) is an empty one
+/// whose toolchain is the host's, mounted read-only (Rust, cmake, g++,
+/// lld); the crates come from the host's cargo cache, and the build dir
+/// is kept between runs (beside this build's, outside the clone), so only
+/// the first run compiles gRPC's C core. Runs alone (.config/nextest.toml).
+#[test]
+fn the_dockerfiles_build_stage_builds_the_static_binary() {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{home}/.cargo"));
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{home}/.rustup"));
+    let sandbox = Sandbox::new("imgbuild");
+    for d in ["tmp", "build-tmp"] {
+        std::fs::create_dir_all(sandbox.dir.join(d)).unwrap();
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-build-target");
+    std::fs::create_dir_all(&target).unwrap();
+
+    // The stand-in for the Rust image: no files, the rust image's variables.
+    let (mut from, _) = buildah(&sandbox);
+    let out = run_bounded(from.args(["from", "scratch"]), Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let builder = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (mut config, _) = buildah(&sandbox);
+    let out = run_bounded(
+        config.args([
+            "config",
+            "--env",
+            "PATH=/opt/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--env",
+            "CARGO_HOME=/opt/cargo",
+            "--env",
+            "RUSTUP_HOME=/opt/rustup",
+            "--env",
+            "HOME=/root",
+            &builder,
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut commit, _) = buildah(&sandbox);
+    let out = run_bounded(
+        commit.args(["commit", "--quiet", &builder, "localhost/host-rust"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let volume = |host: &str, inside: &str, mode: &str| format!("{host}:{inside}:{mode}");
+    let (mut bud, _) = buildah(&sandbox);
+    bud.args(["bud", "--isolation", "chroot", "--quiet"])
+        .args(["--build-arg", "RUST_IMAGE=localhost/host-rust"]);
+    for v in [
+        volume("/usr", "/usr", "ro"),
+        volume("/usr/bin", "/bin", "ro"),
+        volume("/usr/sbin", "/sbin", "ro"),
+        volume("/usr/lib", "/lib", "ro"),
+        volume("/usr/lib64", "/lib64", "ro"),
+        volume("/etc", "/etc", "ro"),
+        volume(&rustup_home, "/opt/rustup", "ro"),
+        volume(&cargo_home, "/opt/cargo", "rw"),
+        volume(&target.display().to_string(), "/src/target", "rw"),
+        volume(
+            &sandbox.dir.join("build-tmp").display().to_string(),
+            "/tmp",
+            "rw",
+        ),
+    ] {
+        // A toolchain without rustup (Debian's cargo in /usr) has no
+        // rustup home to mount.
+        let host = v.split(':').next().unwrap_or_default();
+        if Path::new(host).exists() {
+            bud.args(["--volume", &v]);
+        }
+    }
+    bud.args(["-f", concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")])
+        .args(["-t", "localhost/loopp-built"])
+        .arg(env!("CARGO_MANIFEST_DIR"));
+    let t = std::time::Instant::now();
+    let out = run_bounded(&mut bud, Duration::from_secs(40 * 60));
+    let took = t.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("the Dockerfile's build stage took {took:.0?}");
+
+    // The image it made: the stripped static binary within the budget, and
+    // the links a host starts the plugins by.
+    let (mut from, _) = buildah(&sandbox);
+    let made = out.status.success().then(|| {
+        run_bounded(
+            from.args(["from", "--name", "loopp-built", "localhost/loopp-built"]),
+            Duration::from_secs(120),
+        )
+    });
+    let (mut mount, _) = buildah(&sandbox);
+    let root = made
+        .as_ref()
+        .filter(|o| o.status.success())
+        .map(|_| {
+            run_bounded(
+                mount.args(["mount", "loopp-built"]),
+                Duration::from_secs(60),
+            )
+        })
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let bin = Path::new(&root).join("usr/local/bin");
+    let size = std::fs::metadata(bin.join("loopp")).map(|m| m.len()).ok();
+    let links: Vec<String> = [
+        "loopp-node",
+        "loopp-median",
+        "loopp-devchain",
+        "loopp-example",
+    ]
+    .iter()
+    .filter(|l| std::fs::read_link(bin.join(l)).is_ok_and(|t| t == Path::new("loopp")))
+    .map(|l| l.to_string())
+    .collect();
+    let version = (!root.is_empty()).then(|| {
+        Command::new(bin.join("loopp"))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    let (mut umount, _) = buildah(&sandbox);
+    let _ = run_bounded(umount.args(["umount", "--all"]), Duration::from_secs(60));
+    let (mut rm, _) = buildah(&sandbox);
+    let _ = run_bounded(rm.args(["rm", "--all"]), Duration::from_secs(60));
+    let (mut rmi, _) = buildah(&sandbox);
+    let _ = run_bounded(
+        rmi.args(["rmi", "--all", "--force"]),
+        Duration::from_secs(60),
+    );
+
+    assert!(
+        out.status.success(),
+        "buildah bud failed after {took:?}:\n{log}"
+    );
+    let size = size.unwrap_or_else(|| panic!("no /usr/local/bin/loopp in the image ({root})"));
+    assert!(
+        size <= 8_000_000,
+        "the image's loopp is {size} bytes, over the 8 MB budget"
+    );
+    assert_eq!(links.len(), 4, "links to loopp in the image: {links:?}");
+    let version = version.unwrap_or_default();
+    assert!(
+        version.starts_with("loopp "),
+        "loopp --version said {version:?}"
+    );
+}
