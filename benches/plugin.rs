@@ -13,6 +13,8 @@
 //! (ratio < 1: loopp is faster). Knobs: LOOPP_BENCH_ROUNDS (3),
 //! LOOPP_BENCH_STARTS (20), LOOPP_BENCH_CALLS (2000).
 
+#[path = "common/floor.rs"]
+mod floor;
 #[path = "../tests/common/programs.rs"]
 mod programs;
 use programs::example;
@@ -103,31 +105,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The floor under any RPC here: `calls` round trips of one byte each way
-/// over a unix socket pair between two threads (a write, the peer's
-/// blocking read and write back, the read): the kernel and two thread
-/// wake-ups, with no gRPC, HTTP/2 or protobuf.
+/// The floor under any RPC here (see [`floor`]), `calls` times.
 fn unix_floor(calls: usize) -> Value {
-    use std::io::{Read, Write};
-    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-    let echo = std::thread::spawn(move || {
-        let mut byte = [0u8; 1];
-        while b.read_exact(&mut byte).is_ok() {
-            if b.write_all(&byte).is_err() {
-                break;
-            }
+    let mut rtt = floor::pinned(|echo| {
+        let mut rtt = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t = Instant::now();
+            echo.round_trip();
+            rtt.push(t.elapsed());
         }
+        rtt
     });
-    let mut byte = [1u8; 1];
-    let mut rtt = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let t = Instant::now();
-        a.write_all(&byte).expect("write");
-        a.read_exact(&mut byte).expect("read");
-        rtt.push(t.elapsed());
-    }
-    drop(a);
-    let _ = echo.join();
     let s = summarize(&mut rtt);
     json!({"impl": "unix-socket-floor", "calls": calls, "rpc_us_p50": us(s.p50), "rpc_us_p99": us(s.p99)})
 }

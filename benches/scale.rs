@@ -25,6 +25,8 @@
 //! a unix socket pair, measured first in the same run). A comparison with
 //! a run whose feeds were not all set up within the 120 s is never `met`.
 
+#[path = "common/floor.rs"]
+mod floor;
 #[path = "../tests/common/programs.rs"]
 mod programs;
 use programs::{devchain, median, node};
@@ -389,11 +391,10 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     }
 }
 
-/// CPU time (both ends) of one round trip of a byte over a unix socket pair
-/// between two threads, in microseconds: the floor under any RPC. The
+/// CPU time (both ends) of one round trip over [`floor::Echo`] (both
+/// threads on one CPU), in microseconds: the floor under any RPC. The
 /// least of five batches: what else runs on the machine only adds to it.
 fn floor_cpu_us() -> f64 {
-    use std::io::{Read, Write};
     fn cpu_s() -> f64 {
         // SAFETY: getrusage fills the struct it is given.
         let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -402,28 +403,17 @@ fn floor_cpu_us() -> f64 {
         t(u.ru_utime) + t(u.ru_stime)
     }
     let calls = 20_000;
-    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
-    let echo = std::thread::spawn(move || {
-        let mut byte = [0u8; 1];
-        while b.read_exact(&mut byte).is_ok() {
-            if b.write_all(&byte).is_err() {
-                break;
+    floor::pinned(|echo| {
+        let mut least = f64::INFINITY;
+        for _ in 0..5 {
+            let c0 = cpu_s();
+            for _ in 0..calls {
+                echo.round_trip();
             }
+            least = least.min((cpu_s() - c0) / calls as f64 * 1e6);
         }
-    });
-    let mut byte = [1u8; 1];
-    let mut least = f64::INFINITY;
-    for _ in 0..5 {
-        let c0 = cpu_s();
-        for _ in 0..calls {
-            a.write_all(&byte).expect("write");
-            a.read_exact(&mut byte).expect("read");
-        }
-        least = least.min((cpu_s() - c0) / calls as f64 * 1e6);
-    }
-    drop(a);
-    let _ = echo.join();
-    least
+        least
+    })
 }
 
 fn main() {

@@ -131,6 +131,20 @@ fn buildah(sandbox: &Sandbox) -> (Command, String) {
     (cmd, flags)
 }
 
+/// Runs `buildah ARGS` (see [`buildah`]) within `timeout`; its stdout,
+/// trimmed, or a panic with its stderr.
+fn buildah_ok(sandbox: &Sandbox, args: &[&str], timeout: Duration) -> String {
+    let (mut cmd, _) = buildah(sandbox);
+    let out = run_bounded(cmd.args(args), timeout);
+    assert!(
+        out.status.success(),
+        "buildah {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Reads `child`'s stderr (on a thread) until a line says a round was
 /// transmitted (true) or `within` passes (false). Returns that, the lines
 /// read, and the receiver of the lines that come after.
@@ -257,15 +271,10 @@ fn the_container_image_runs_the_default_job_with_both_plugins_as_loopps() {
         "scripts/image.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (mut from, _) = buildah(&sandbox);
-    let out = run_bounded(
-        from.args(["from", "--name", "loopp-test", image]),
+    buildah_ok(
+        &sandbox,
+        &["from", "--name", "loopp-test", image],
         Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 
     // The image's own command and environment (CL_*_CMD, user, workdir),
@@ -558,17 +567,10 @@ fn the_dockerfiles_build_stage_builds_the_static_binary() {
     std::fs::create_dir_all(&target).unwrap();
 
     // The stand-in for the Rust image: no files, the rust image's variables.
-    let (mut from, _) = buildah(&sandbox);
-    let out = run_bounded(from.args(["from", "scratch"]), Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let builder = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (mut config, _) = buildah(&sandbox);
-    let out = run_bounded(
-        config.args([
+    let builder = buildah_ok(&sandbox, &["from", "scratch"], Duration::from_secs(60));
+    buildah_ok(
+        &sandbox,
+        &[
             "config",
             "--env",
             "PATH=/opt/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -579,23 +581,13 @@ fn the_dockerfiles_build_stage_builds_the_static_binary() {
             "--env",
             "HOME=/root",
             &builder,
-        ]),
+        ],
         Duration::from_secs(60),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (mut commit, _) = buildah(&sandbox);
-    let out = run_bounded(
-        commit.args(["commit", "--quiet", &builder, "localhost/host-rust"]),
+    buildah_ok(
+        &sandbox,
+        &["commit", "--quiet", &builder, "localhost/host-rust"],
         Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 
     let volume = |host: &str, inside: &str, mode: &str| format!("{host}:{inside}:{mode}");
