@@ -145,6 +145,19 @@ fn buildah_ok(sandbox: &Sandbox, args: &[&str], timeout: Duration) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Unmounts and removes every container and image of the sandbox's
+/// storage, whatever the test got to (before the sandbox is removed).
+fn buildah_clean(sandbox: &Sandbox) {
+    for args in [
+        &["umount", "--all"][..],
+        &["rm", "--all"],
+        &["rmi", "--all", "--force"],
+    ] {
+        let (mut cmd, _) = buildah(sandbox);
+        let _ = run_bounded(cmd.args(args), Duration::from_secs(60));
+    }
+}
+
 /// Reads `child`'s stderr (on a thread) until a line says a round was
 /// transmitted (true) or `within` passes (false). Returns that, the lines
 /// read, and the receiver of the lines that come after.
@@ -310,13 +323,7 @@ fn the_container_image_runs_the_default_job_with_both_plugins_as_loopps() {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = child.wait();
     }
-    let (mut rm, _) = buildah(&sandbox);
-    let _ = run_bounded(rm.args(["rm", "--all"]), Duration::from_secs(60));
-    let (mut rmi, _) = buildah(&sandbox);
-    let _ = run_bounded(
-        rmi.args(["rmi", "--all", "--force"]),
-        Duration::from_secs(60),
-    );
+    buildah_clean(&sandbox);
 
     let log = log.join("\n");
     assert!(transmitted, "no round transmitted within 120 s:\n{log}");
@@ -681,15 +688,7 @@ fn the_dockerfiles_build_stage_builds_the_static_binary() {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
     });
-    let (mut umount, _) = buildah(&sandbox);
-    let _ = run_bounded(umount.args(["umount", "--all"]), Duration::from_secs(60));
-    let (mut rm, _) = buildah(&sandbox);
-    let _ = run_bounded(rm.args(["rm", "--all"]), Duration::from_secs(60));
-    let (mut rmi, _) = buildah(&sandbox);
-    let _ = run_bounded(
-        rmi.args(["rmi", "--all", "--force"]),
-        Duration::from_secs(60),
-    );
+    buildah_clean(&sandbox);
 
     assert!(
         out.status.success(),
