@@ -23,17 +23,23 @@ fn job(data_dir: &std::path::Path) -> String {
     )
 }
 
-fn node(sandbox: &Sandbox, loopp: bool) -> Node {
+/// The environment a test node resolves its job with: sockets in the
+/// sandbox, and both plugins as LOOPPs when `loopp`.
+fn env(sandbox: &Sandbox, loopp: bool) -> impl Fn(&str) -> Option<String> {
     let sock = sandbox.dir.clone();
+    move |k| match k {
+        "CL_DEVCHAIN_CMD" if loopp => Some(devchain().into()),
+        "CL_MEDIAN_CMD" if loopp => Some(median().into()),
+        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
+        _ => None,
+    }
+}
+
+fn node(sandbox: &Sandbox, loopp: bool) -> Node {
     let config = NodeConfig::from_json(
         "feeds",
         &job(&sandbox.dir.join("data")),
-        &move |k| match k {
-            "CL_DEVCHAIN_CMD" if loopp => Some(devchain().into()),
-            "CL_MEDIAN_CMD" if loopp => Some(median().into()),
-            "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
-            _ => None,
-        },
+        &env(sandbox, loopp),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     Node::start(&config).expect("node starts")
@@ -216,14 +222,8 @@ fn a_median_process_per_feed_keeps_the_feeds_apart() {
         r#"{"name":"median","kind":"median"}"#,
         r#"{"name":"median","kind":"median","processes":"per_feed"}"#,
     );
-    let sock = sb.dir.clone();
-    let config = NodeConfig::from_json("own", &text, &move |k| match k {
-        "CL_DEVCHAIN_CMD" => Some(devchain().into()),
-        "CL_MEDIAN_CMD" => Some(median().into()),
-        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
-        _ => None,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config =
+        NodeConfig::from_json("own", &text, &env(&sb, true)).unwrap_or_else(|e| panic!("{e}"));
     let n = Node::start(&config).expect("node starts");
     assert!(
         wait_until(Duration::from_secs(30), || medians(&sb, "f").len() >= 2
@@ -269,14 +269,7 @@ fn observation_failures_reach_the_nodes_error_log() {
         r#""source":{"type":"http","url":"http://127.0.0.1:1/price","path":"price"}"#,
     );
     let text = text.replace(r#""name":"f""#, r#""name":"badsource""#);
-    let sock = sb.dir.clone();
-    let config = NodeConfig::from_json("errors", &text, &move |k| match k {
-        "CL_DEVCHAIN_CMD" => Some(devchain().into()),
-        "CL_MEDIAN_CMD" => Some(median().into()),
-        "PLUGIN_UNIX_SOCKET_DIR" => Some(sock.display().to_string()),
-        _ => None,
-    })
-    .unwrap();
+    let config = NodeConfig::from_json("errors", &text, &env(&sb, true)).unwrap();
     let n = Node::start(&config).expect("node starts");
     assert!(
         wait_until(Duration::from_secs(30), || logs_for("feed::badsource")

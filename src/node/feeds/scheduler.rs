@@ -440,6 +440,14 @@ mod tests {
         )
     }
 
+    /// Adds every probe as a feed due every `interval`.
+    fn add_all(scheduler: &Scheduler, feeds: Vec<Probe>, interval: Duration) -> Vec<Entry> {
+        feeds
+            .into_iter()
+            .map(|p| scheduler.add(Box::new(p), interval))
+            .collect()
+    }
+
     fn wait_for(what: &str, f: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !f() {
@@ -453,10 +461,7 @@ mod tests {
         let scheduler = Scheduler::start(3).unwrap();
         // Rounds longer than the interval: every feed is always due.
         let (feeds, seen) = probes(50, Duration::from_millis(2));
-        let entries: Vec<Entry> = feeds
-            .into_iter()
-            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(1)))
-            .collect();
+        let entries = add_all(&scheduler, feeds, Duration::from_millis(1));
         wait_for("three rounds of every feed", || {
             seen.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 3)
         });
@@ -488,10 +493,7 @@ mod tests {
         let scheduler = Scheduler::start(8).unwrap();
         // Two feeds whose rounds never meet need one thread.
         let (feeds, seen) = probes(2, Duration::ZERO);
-        let entries: Vec<Entry> = feeds
-            .into_iter()
-            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(20)))
-            .collect();
+        let entries = add_all(&scheduler, feeds, Duration::from_millis(20));
         wait_for("five rounds of each feed", || {
             seen.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 5)
         });
@@ -528,10 +530,7 @@ mod tests {
         let scheduler = Scheduler::start(1).unwrap();
         let (mut feeds, seen) = probes(2, Duration::ZERO);
         feeds[0].panic_at = Some(2);
-        let entries: Vec<Entry> = feeds
-            .into_iter()
-            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(1)))
-            .collect();
+        let entries = add_all(&scheduler, feeds, Duration::from_millis(1));
         wait_for("ten rounds of the healthy feed", || {
             seen.rounds[1].load(Ordering::SeqCst) >= 10
         });
@@ -543,10 +542,7 @@ mod tests {
     fn dropping_the_scheduler_ends_its_threads_after_the_rounds_in_progress() {
         let scheduler = Scheduler::start(4).unwrap();
         let (feeds, seen) = probes(8, Duration::from_millis(30));
-        let entries: Vec<Entry> = feeds
-            .into_iter()
-            .map(|p| scheduler.add(Box::new(p), Duration::from_millis(1)))
-            .collect();
+        let entries = add_all(&scheduler, feeds, Duration::from_millis(1));
         wait_for("rounds in progress", || {
             seen.rounds.iter().any(|r| r.load(Ordering::SeqCst) > 0)
         });
