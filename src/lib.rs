@@ -18,7 +18,8 @@
 //!    [`example`] (the SDK example).
 //! 4. [`node`]: the node: configuration, supervision, registry, HTTP, feeds.
 //!
-//! [`proto`] (generated) and [`stats`] sit below everything.
+//! [`proto`] (generated), [`stats`] and [`pages`] (giving back start-up code)
+//! sit below everything.
 //!
 //! See `ARCHITECTURE.md` for the map and `docs/PROTOCOL.md` for the protocol.
 
@@ -29,6 +30,7 @@ pub mod example;
 pub mod goplugin;
 pub mod median;
 pub mod node;
+pub mod pages;
 pub mod proto;
 pub mod services;
 pub mod sources;

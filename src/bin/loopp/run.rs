@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
 
 use loopp::node::config::{Mode, NodeConfig};
 use loopp::node::Node;
@@ -108,7 +111,26 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         std::process::id()
     );
 
-    let sig = signals.recv().unwrap_or(libc::SIGTERM);
+    // Once every plugin is ready (or after a bound, if one never is) and
+    // the node has settled, the code only start-up ran is given back.
+    let settled_by = Instant::now() + loopp::pages::SETTLE_BOUND;
+    let mut ready_at = None;
+    let sig = loop {
+        match signals.recv_timeout(Duration::from_millis(200)) {
+            Ok(sig) => break sig,
+            Err(RecvTimeoutError::Disconnected) => break libc::SIGTERM,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        if ready_at.is_none() && node.ready().is_ok() {
+            ready_at = Some(now);
+        }
+        if ready_at.is_some_and(|r| now >= r + loopp::pages::SETTLE) || now >= settled_by {
+            let released = loopp::pages::release_code();
+            log::debug!("gave back {} KiB of start-up code", released / 1024);
+            break signals.recv().unwrap_or(libc::SIGTERM);
+        }
+    };
     let name = if sig == libc::SIGINT {
         "SIGINT"
     } else {

@@ -272,9 +272,19 @@ where
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
 
-    let stop = crossbeam_channel::select! {
-        recv(stop_rx) -> s => s.unwrap_or(Stop::HostGone),
-        recv(sigterm) -> _ => Stop::Terminated,
+    // Settled: the host has had time to set up what it uses, so the code
+    // only start-up ran is given back (see `pages`).
+    let mut settled = crossbeam_channel::after(crate::pages::SETTLE);
+    let stop = loop {
+        crossbeam_channel::select! {
+            recv(stop_rx) -> s => break s.unwrap_or(Stop::HostGone),
+            recv(sigterm) -> _ => break Stop::Terminated,
+            recv(settled) -> _ => {
+                let released = crate::pages::release_code();
+                log::debug!("gave back {} KiB of start-up code", released / 1024);
+                settled = crossbeam_channel::never();
+            }
+        }
     };
     log::debug!(reason:? = stop; "plugin {} stopping", config.name);
     stopping.store(true, Ordering::Relaxed);
