@@ -17,6 +17,8 @@
 #   make vendor    vendored crates for air-gapped builds (cargo build --offline)
 #   make check-offline      prove it: vendor, then build with no network and
 #                  an empty cargo home
+#   make symbol-order       record what idle processes and a feed run (valgrind):
+#                  the link's function order, contrib/symbol-order.txt
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -51,7 +53,7 @@ LOOPP_BIN := $(RELEASE)/loopp
 PLUGINS := example devchain median
 PROGRAMS := loopp-node $(addprefix loopp-,$(PLUGINS))
 
-.PHONY: all build test soak run probe bench static image install install-service uninstall $(addprefix install-,$(PLUGINS)) vendor check-offline clean deps-build deps-test deps-bench
+.PHONY: all build test soak run probe bench static image install install-service uninstall $(addprefix install-,$(PLUGINS)) vendor check-offline clean deps-build deps-test deps-bench deps-profile symbol-order
 
 all: build
 
@@ -61,6 +63,8 @@ deps-test:
 	@scripts/deps.sh test
 deps-bench:
 	@scripts/deps.sh bench
+deps-profile:
+	@scripts/deps.sh profile
 
 build: deps-build
 	$(CARGO) build $(BUILD_FLAGS) --bins
@@ -163,6 +167,15 @@ vendor:
 # no network (scripts/check-offline.sh). The first run compiles the C core.
 check-offline: deps-build
 	scripts/check-offline.sh
+
+# The functions an idle node, devchain and median run, then those a feed
+# adds, recorded under callgrind from this build (scripts/symbol-order.sh,
+# about 3 min): lld puts them first in .text (build.rs), so an idle process
+# that gave back its start-up code (src/pages.rs) maps ~1 MB of code, not
+# 4. Rerun when what idle processes run changes; `make bench` (footprint)
+# shows when it is due. The next build relinks with the new order.
+symbol-order: deps-profile build
+	scripts/symbol-order.sh $(LOOPP_BIN) contrib/symbol-order.txt
 
 clean:
 	$(CARGO) clean

@@ -8,6 +8,7 @@
 #                           Prometheus server (monitoring tests) and buildah
 #                           (the container image test)
 #   scripts/deps.sh bench   test + wrk and hyperfine
+#   scripts/deps.sh profile build + valgrind (make symbol-order records under callgrind)
 #
 # Uses apt-get (Debian/Ubuntu) as root; otherwise prints the command to run.
 set -euo pipefail
@@ -19,15 +20,17 @@ need() { # need COMMAND-OR-PATH PACKAGE
 
 case "${1:-build}" in
 build) ;;
-test | bench) ;;
-*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+test | bench | profile) ;;
+*) echo "usage: $0 build|test|bench|profile" >&2; exit 2 ;;
 esac
 
 need cmake cmake
 need g++ g++
 need ld.lld lld
 need make make
-if [[ ${1:-build} != build ]]; then
+if [[ ${1:-build} == profile ]]; then
+	need valgrind valgrind
+elif [[ ${1:-build} != build ]]; then
 	need go golang-go
 	need /usr/share/gocode/src/github.com/hashicorp/go-plugin golang-github-hashicorp-go-plugin-dev
 	need /usr/share/gocode/src/google.golang.org/grpc golang-google-grpc-dev
