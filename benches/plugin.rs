@@ -10,7 +10,10 @@
 //!
 //! Output: one JSON object per line. `{"impl":..., ...}` per measurement round,
 //! then `{"compare":METRIC,"loopp":x,"go_plugin":y,"ratio":x/y}` per figure
-//! (ratio < 1: loopp is faster). Knobs: LOOPP_BENCH_ROUNDS (3),
+//! (ratio < 1: loopp is faster). Also the CPU of a health RPC, host and
+//! plugin together (`cpu_us_per_rpc`: the host program run as a child, with
+//! the plugin it reaps; LOOPP_BENCH_CPU_CALLS calls, default 10,000), and
+//! of a floor round trip. Knobs: LOOPP_BENCH_ROUNDS (3),
 //! LOOPP_BENCH_STARTS (20), LOOPP_BENCH_CALLS (2000).
 
 #[path = "common/floor.rs"]
@@ -100,6 +103,35 @@ fn go_host(gohost: &Path, goplugin: &Path, starts: usize, calls: usize) -> Value
     serde_json::from_slice(&out.stdout).expect("gohost prints one JSON line")
 }
 
+/// CPU (user + system) of this process's reaped children: a host run as a
+/// child counts with the plugin it started and reaped.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU of one health RPC, host and plugin together: `host` (a host program
+/// that starts a plugin, makes `calls` health checks, stops it and reaps
+/// it) runs as a child, and its CPU with the plugin's is divided by the
+/// calls. The one start is included: a few ms over 10,000 calls.
+fn cpu_per_rpc(label: &str, host: &mut Command, calls: usize) -> Value {
+    let before = children_cpu();
+    let out = host.output().expect("run the host");
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cpu = children_cpu() - before;
+    json!({"impl": label, "calls": calls, "cpu_us_per_rpc": us(cpu) / calls as f64})
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -128,10 +160,36 @@ fn main() {
     let example = Path::new(example());
     let (gohost, goplugin) = go_bins();
 
+    let cpu_calls = knob("LOOPP_BENCH_CPU_CALLS", 10000).max(1);
     let mut loopp = Vec::new();
     let mut go = Vec::new();
     let mut floor = Vec::new();
+    let mut cpu: [Vec<Value>; 4] = Default::default();
     for _ in 0..rounds {
+        let probe = |plugin: &Path| {
+            let mut c = Command::new(programs::LOOPP);
+            c.args(["probe", "--kind", "example", "--calls"])
+                .arg(cpu_calls.to_string())
+                .arg("--")
+                .arg(plugin);
+            c
+        };
+        let mut gohost_cmd = Command::new(&gohost);
+        gohost_cmd
+            .arg("bench")
+            .arg(&goplugin)
+            .arg("1")
+            .arg(cpu_calls.to_string());
+        let runs = [
+            cpu_per_rpc("loopp", &mut probe(example), cpu_calls),
+            cpu_per_rpc("go-plugin", &mut gohost_cmd, cpu_calls),
+            cpu_per_rpc("loopp-host+go-plugin", &mut probe(&goplugin), cpu_calls),
+            json!({"impl": "unix-socket-floor", "cpu_us_per_rpc": floor::cpu_us(cpu_calls)}),
+        ];
+        for (all, run) in cpu.iter_mut().zip(runs) {
+            println!("{run}");
+            all.push(run);
+        }
         let f = unix_floor(calls);
         println!("{f}");
         floor.push(f);
@@ -154,6 +212,21 @@ fn main() {
             json!({"compare": metric, "loopp": l, "go_plugin": g, "ratio": l / g, "faster": l < g})
         );
     }
+    // CPU per RPC, both processes together (issue 12: CPU per round is
+    // RPCs times this, plus the work).
+    let pick = |v: &[Value]| {
+        median(
+            v.iter()
+                .map(|x| x["cpu_us_per_rpc"].as_f64().unwrap())
+                .collect(),
+        )
+    };
+    let [l, g, lg, f] = [&cpu[0], &cpu[1], &cpu[2], &cpu[3]].map(|v| pick(v));
+    println!(
+        "{}",
+        json!({"compare": "cpu_us_per_rpc", "loopp": l, "go_plugin": g, "ratio": l / g, "faster": l < g,
+               "loopp_host_go_plugin": lg, "floor": f, "loopp_over_floor": l / f, "go_plugin_over_floor": g / f})
+    );
     // How far each RPC is above what the kernel alone costs.
     for metric in ["rpc_us_p50", "rpc_us_p99"] {
         let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());

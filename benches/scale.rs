@@ -391,31 +391,6 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     }
 }
 
-/// CPU time (both ends) of one round trip over [`floor::Echo`] (both
-/// threads on one CPU), in microseconds: the floor under any RPC. The
-/// least of five batches: what else runs on the machine only adds to it.
-fn floor_cpu_us() -> f64 {
-    fn cpu_s() -> f64 {
-        // SAFETY: getrusage fills the struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
-        t(u.ru_utime) + t(u.ru_stime)
-    }
-    let calls = 20_000;
-    floor::pinned(|echo| {
-        let mut least = f64::INFINITY;
-        for _ in 0..5 {
-            let c0 = cpu_s();
-            for _ in 0..calls {
-                echo.round_trip();
-            }
-            least = least.min((cpu_s() - c0) / calls as f64 * 1e6);
-        }
-        least
-    })
-}
-
 fn main() {
     let ns: Vec<usize> = knob("LOOPP_BENCH_SCALE_N", "1,100,300,1000")
         .split(',')
@@ -427,7 +402,7 @@ fn main() {
     let per_feed_max: usize = knob("LOOPP_BENCH_SCALE_PER_FEED_MAX", "100")
         .parse()
         .unwrap_or(100);
-    let floor_us = floor_cpu_us();
+    let floor_us = floor::cpu_us(20_000);
     println!(
         "{}",
         json!({"bench": "scale", "floor": "unix-socket round trip", "cpu_us": floor_us})
