@@ -95,8 +95,27 @@ impl HttpServer {
     where
         H: Fn(&Request) -> Reply + Send + Sync + 'static,
     {
-        let listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        HttpServer::start_on(HttpServer::bind(addr)?, workers, name, limits, handle)
+    }
+
+    /// Listens on `addr`: what [`HttpServer::start_on`] serves. Binding
+    /// first lets a program fail on a taken port before it starts threads.
+    pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    }
+
+    /// As [`HttpServer::start_with`], on a bound `listener`.
+    pub fn start_on<H>(
+        listener: std::net::TcpListener,
+        workers: usize,
+        name: &str,
+        limits: Limits,
+        handle: H,
+    ) -> std::io::Result<HttpServer>
+    where
+        H: Fn(&Request) -> Reply + Send + Sync + 'static,
+    {
         deepen_backlog(&listener);
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;

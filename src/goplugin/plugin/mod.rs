@@ -8,7 +8,9 @@
 //! 4. build the plugin's services, given its [`Plugin`] context (broker, version);
 //! 5. listen on a unix socket in a fresh 0700 directory, or on 127.0.0.1 in
 //!    `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` when `LOOPP_NETWORK=tcp`;
-//! 6. print the handshake line and flush;
+//! 6. print the handshake line and flush; then start what the host does not
+//!    wait for: the parent's watch and the `/metrics` server's threads (its
+//!    port is bound before the handshake);
 //! 7. serve until Shutdown, SIGTERM or the host's death, then close the service,
 //!    the broker and the server, remove the socket directory and return 0.
 //!
@@ -163,6 +165,8 @@ fn run<F>(config: &ServeConfig, build: F) -> Result<Stop>
 where
     F: FnOnce(&Plugin) -> std::result::Result<Served, BoxError>,
 {
+    // Read first: a host that dies from here on is noticed by the watch.
+    let ppid = parent::parent();
     let (stdio, real_stderr) =
         stdio::Stdio::capture().map_err(|e| serve_err("cannot capture stdio", e))?;
     jsonlog::init(real_stderr);
@@ -244,20 +248,21 @@ where
         .map_err(|e| serve_err("cannot build the gRPC server", e))?;
     let address = listen(&mut server, network, &sockets)?;
     server.start();
-    // Kept until the process exits.
-    let _metrics = match metrics_port {
-        Some(port) => Some(
-            crate::goplugin::plugin::metrics::serve_metrics(port).map_err(|e| {
+    // Bound before the handshake, so a taken port fails the start; served
+    // (threads started) after it, with the parent's watch: the host waits
+    // for the handshake line, not for these.
+    let metrics = match metrics_port {
+        Some(port) => Some((
+            port,
+            crate::goplugin::plugin::metrics::bind_metrics(port).map_err(|e| {
                 serve_err(
                     format!("CL_PROMETHEUS_PORT={port}: cannot serve /metrics"),
                     e,
                 )
             })?,
-        ),
+        )),
         None => None,
     };
-
-    parent::watch(stop_tx.clone());
 
     let line = Handshake {
         app_version,
@@ -271,6 +276,19 @@ where
         .print_handshake(&line)
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
+    parent::watch(stop_tx.clone(), ppid);
+    // Kept until the process exits.
+    let _metrics = match metrics {
+        Some((port, listener)) => Some(
+            crate::goplugin::plugin::metrics::serve_metrics(listener).map_err(|e| {
+                serve_err(
+                    format!("CL_PROMETHEUS_PORT={port}: cannot serve /metrics"),
+                    e,
+                )
+            })?,
+        ),
+        None => None,
+    };
 
     // Settled: the host has had time to set up what it uses, so the code
     // only start-up ran is given back (see `pages`).

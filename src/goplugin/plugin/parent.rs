@@ -15,10 +15,16 @@ use super::Stop;
 /// How often `getppid()` is checked when pidfds are not available.
 pub const PARENT_POLL: Duration = Duration::from_millis(250);
 
-/// Sends [`Stop::HostGone`] when the parent process exits.
-pub fn watch(stop: Sender<Stop>) {
+/// The parent's pid, read at start: [`watch`] compares it with the parent
+/// it finds, so a host that died before the watch began is noticed.
+pub fn parent() -> libc::pid_t {
     // SAFETY: getppid cannot fail.
-    let ppid = unsafe { libc::getppid() };
+    unsafe { libc::getppid() }
+}
+
+/// Sends [`Stop::HostGone`] when process `ppid` (see [`parent`]) is no
+/// longer the parent: it exited, or had already.
+pub fn watch(stop: Sender<Stop>, ppid: libc::pid_t) {
     let spawned = std::thread::Builder::new()
         .name("parent-watch".into())
         .spawn(move || {
