@@ -147,10 +147,13 @@ pub fn serve(config: NodeHttpConfig, plugins: Arc<Plugins>) -> std::io::Result<H
     let cfg = config.clone();
     let mut limits = config.limits.clone();
     limits.max_connections = fit_to_open_files(limits.max_connections);
-    let server =
-        HttpServer::start_with(&config.listen, config.workers, "http", limits, move |r| {
-            route(r, &cfg, &plugins, ph.get().copied().unwrap_or(0))
-        })?;
+    let server = HttpServer::start_on(
+        HttpServer::bind(&config.listen)?,
+        config.workers,
+        "http",
+        limits,
+        move |r| route(r, &cfg, &plugins, ph.get().copied().unwrap_or(0)),
+    )?;
     let _ = port_holder.set(server.addr().port());
     Ok(server)
 }

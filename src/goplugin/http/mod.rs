@@ -81,21 +81,13 @@ impl HttpServer {
     where
         H: Fn(&Request) -> Reply + Send + Sync + 'static,
     {
-        HttpServer::start_with(addr, workers, name, Limits::default(), handle)
-    }
-
-    /// As [`HttpServer::start`], within `limits`.
-    pub fn start_with<H>(
-        addr: &str,
-        workers: usize,
-        name: &str,
-        limits: Limits,
-        handle: H,
-    ) -> std::io::Result<HttpServer>
-    where
-        H: Fn(&Request) -> Reply + Send + Sync + 'static,
-    {
-        HttpServer::start_on(HttpServer::bind(addr)?, workers, name, limits, handle)
+        HttpServer::start_on(
+            HttpServer::bind(addr)?,
+            workers,
+            name,
+            Limits::default(),
+            handle,
+        )
     }
 
     /// Listens on `addr`: what [`HttpServer::start_on`] serves. Binding
@@ -105,7 +97,8 @@ impl HttpServer {
             .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
     }
 
-    /// As [`HttpServer::start_with`], on a bound `listener`.
+    /// As [`HttpServer::start`], on a bound `listener` (see
+    /// [`HttpServer::bind`]), within `limits`.
     pub fn start_on<H>(
         listener: std::net::TcpListener,
         workers: usize,
@@ -267,15 +260,21 @@ mod tests {
     }
 
     fn echo(limits: Limits, workers: usize) -> HttpServer {
-        HttpServer::start_with("127.0.0.1:0", workers, "t", limits, |r| {
-            if let Err(reply) = method_allowed(r) {
-                return reply;
-            }
-            if r.url() == "/panic" {
-                panic!("handler panics on purpose");
-            }
-            text(200, format!("you asked for {}", r.url()))
-        })
+        HttpServer::start_on(
+            HttpServer::bind("127.0.0.1:0").unwrap(),
+            workers,
+            "t",
+            limits,
+            |r| {
+                if let Err(reply) = method_allowed(r) {
+                    return reply;
+                }
+                if r.url() == "/panic" {
+                    panic!("handler panics on purpose");
+                }
+                text(200, format!("you asked for {}", r.url()))
+            },
+        )
         .unwrap()
     }
 
@@ -450,12 +449,18 @@ mod tests {
             queue: 1,
             ..quick()
         };
-        let s = HttpServer::start_with("127.0.0.1:0", 1, "t", limits, move |r| {
-            if r.url() == "/hold" {
-                let _ = release_rx.recv_timeout(Duration::from_secs(5));
-            }
-            text(200, "ok")
-        })
+        let s = HttpServer::start_on(
+            HttpServer::bind("127.0.0.1:0").unwrap(),
+            1,
+            "t",
+            limits,
+            move |r| {
+                if r.url() == "/hold" {
+                    let _ = release_rx.recv_timeout(Duration::from_secs(5));
+                }
+                text(200, "ok")
+            },
+        )
         .unwrap();
         let mut held = connect(&s);
         held.write_all(b"GET /hold HTTP/1.1\r\n\r\n").unwrap();
