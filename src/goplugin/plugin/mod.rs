@@ -170,6 +170,9 @@ where
     let (stdio, real_stderr) =
         stdio::Stdio::capture().map_err(|e| serve_err("cannot capture stdio", e))?;
     jsonlog::init(real_stderr);
+    // gRPC's set-up (its threads, ~0.5 ms) overlaps with ours until the
+    // server is built; started once fds 1 and 2 are pipes.
+    crate::goplugin::rpc::prewarm();
     install_panic_hook();
     // SIGTERM is handled from the start, so a plugin told to stop while it is
     // still starting cleans up its socket directory too.
