@@ -2,10 +2,15 @@
 //! `LOOPP_SOAK_SECS` (60 here and in CI; `make soak` runs 600), sampling
 //! each process's RSS, threads and fds every `LOOPP_SOAK_SAMPLE_SECS` (5; 10
 //! for `make soak`). After a warm-up (the first minute, or the first third
-//! of a shorter run), the median of the last third of the samples may not
-//! exceed the median of the first third by more than 10%, for any figure
+//! of a shorter run), the least of the last third of the samples may not
+//! exceed the least of the first third by more than 10%, for any figure
 //! of any process; no plugin may restart; the default feed keeps
-//! transmitting. Every sample is printed as a JSON line
+//! transmitting. The least, not the median: what a process holds when its
+//! load is lightest is what a leak raises. Threads are counted outside the
+//! elastic pools (`loopp-pool`, gRPC's), which are printed apart: a pool
+//! follows the calls of its last 10 s (its threads end after 10 s idle,
+//! within configured bounds), and a burst of slow rounds late in a run once
+//! raised the median plugin's threads from 39 to 60 with nothing leaked. Every sample is printed as a JSON line
 //! (`--no-capture`).
 //!
 //! Run it on the release build, as `make test` and `make soak` do: 100
@@ -48,11 +53,6 @@ fn job(data: &Path) -> String {
         data.display().to_string(),
         feeds.join(",")
     )
-}
-
-fn median_of(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[test]
@@ -104,14 +104,21 @@ fn soak_the_default_job_and_100_feeds_hold_steady() {
                 "{name} (pid {pid}) is gone at {t} s: a plugin restarted or the node died"
             );
             let f = figures(*pid);
+            // The elastic pools: loopp's, and gRPC's (see `Figures`).
+            let pooled: usize = thread_names(*pid)
+                .iter()
+                .filter(|(n, _)| n.as_str() == "loopp-pool" || GRPC_POOLS.contains(&n.as_str()))
+                .map(|(_, c)| c)
+                .sum();
+            let own = f.threads.saturating_sub(pooled);
             println!(
-                r#"{{"soak_sample":{t},"process":"{name}","rss_kib":{},"threads":{},"fds":{}}}"#,
-                f.rss_kib, f.threads, f.fds
+                r#"{{"soak_sample":{t},"process":"{name}","rss_kib":{},"threads":{},"pool_threads":{pooled},"fds":{}}}"#,
+                f.rss_kib, own, f.fds
             );
             if t0.elapsed() >= warmup {
                 for (what, v) in [
                     ("rss_kib", f.rss_kib as f64),
-                    ("threads", f.threads as f64),
+                    ("threads", own as f64),
                     ("fds", f.fds as f64),
                 ] {
                     samples.entry((name.clone(), what)).or_default().push(v);
@@ -138,11 +145,12 @@ fn soak_the_default_job_and_100_feeds_hold_steady() {
             v.len()
         );
         let third = v.len() / 3;
-        let first = median_of(v[..third.max(1)].to_vec());
-        let last = median_of(v[v.len() - third.max(1)..].to_vec());
+        let least = |w: &[f64]| w.iter().copied().fold(f64::INFINITY, f64::min);
+        let first = least(&v[..third.max(1)]);
+        let last = least(&v[v.len() - third.max(1)..]);
         let growth = (last - first) / first.max(1.0);
         println!(
-            r#"{{"soak":"{name}","figure":"{what}","first_third_median":{first},"last_third_median":{last},"growth":{growth:.4},"met":{}}}"#,
+            r#"{{"soak":"{name}","figure":"{what}","first_third_least":{first},"last_third_least":{last},"growth":{growth:.4},"met":{}}}"#,
             growth <= 0.10
         );
         if growth > 0.10 {
