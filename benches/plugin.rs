@@ -103,32 +103,20 @@ fn go_host(gohost: &Path, goplugin: &Path, starts: usize, calls: usize) -> Value
     serde_json::from_slice(&out.stdout).expect("gohost prints one JSON line")
 }
 
-/// CPU (user + system) of this process's reaped children: a host run as a
-/// child counts with the plugin it started and reaped.
-fn children_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// CPU of one health RPC, host and plugin together: `host` (a host program
 /// that starts a plugin, makes `calls` health checks, stops it and reaps
 /// it) runs as a child, and its CPU with the plugin's is divided by the
 /// calls. The one start is included: a few ms over 10,000 calls.
 fn cpu_per_rpc(label: &str, host: &mut Command, calls: usize) -> Value {
-    let before = children_cpu();
+    let before = floor::cpu(libc::RUSAGE_CHILDREN);
     let out = host.output().expect("run the host");
     assert!(
         out.status.success(),
         "{label}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cpu = children_cpu() - before;
+    // The host and the plugin it reaped.
+    let cpu = floor::cpu(libc::RUSAGE_CHILDREN) - before;
     json!({"impl": label, "calls": calls, "cpu_us_per_rpc": us(cpu) / calls as f64})
 }
 

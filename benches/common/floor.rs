@@ -82,13 +82,7 @@ pub fn pinned<R: Send>(f: impl FnOnce(&mut Echo) -> R + Send) -> R {
 /// one CPU), in microseconds: the floor under any RPC. The least of five
 /// batches of `calls`: what else runs on the machine only adds to it.
 pub fn cpu_us(calls: usize) -> f64 {
-    fn cpu_s() -> f64 {
-        // SAFETY: getrusage fills the struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
-        t(u.ru_utime) + t(u.ru_stime)
-    }
+    let cpu_s = || cpu(libc::RUSAGE_SELF).as_secs_f64();
     pinned(|echo| {
         let mut least = f64::INFINITY;
         for _ in 0..5 {
@@ -100,4 +94,17 @@ pub fn cpu_us(calls: usize) -> f64 {
         }
         least
     })
+}
+
+/// CPU time (user + system) of `who`: `RUSAGE_SELF`, or `RUSAGE_CHILDREN`
+/// (the reaped children, with the descendants they reaped).
+pub fn cpu(who: libc::c_int) -> std::time::Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -546,15 +546,7 @@ fn feed_job(sb: &Sandbox, data: &Path) -> (std::path::PathBuf, Vec<(String, Stri
         ),
     )
     .unwrap();
-    let env = vec![
-        ("CL_DEVCHAIN_CMD".into(), devchain().into()),
-        ("CL_MEDIAN_CMD".into(), median().into()),
-        (
-            "PLUGIN_UNIX_SOCKET_DIR".into(),
-            sb.dir.display().to_string(),
-        ),
-    ];
-    (job, env)
+    (job, loopp_env(&sb.dir))
 }
 
 /// Runs `loopp-node run` on `job` to its end (bounded); returns its exit

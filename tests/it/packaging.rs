@@ -756,13 +756,7 @@ fn idle_processes_give_back_the_code_only_start_up_ran() {
         ),
     )
     .unwrap();
-    let env = [
-        ("CL_DEVCHAIN_CMD", devchain()),
-        ("CL_MEDIAN_CMD", median()),
-        ("PLUGIN_UNIX_SOCKET_DIR", sandbox.dir.to_str().unwrap()),
-    ]
-    .map(|(k, v)| (k.to_string(), v.to_string()));
-    let mut node = crate::proc::NodeProcess::start(&job, &env);
+    let mut node = crate::proc::NodeProcess::start(&job, &crate::proc::loopp_env(&sandbox.dir));
     let mut pids = vec![("node".to_string(), node.pid())];
     while pids.len() < 3 {
         let line = node.wait_line(Duration::from_secs(30), |l| running_line(l).is_some());

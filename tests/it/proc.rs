@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::util::node;
+use crate::util::{devchain, median, node};
 
 /// A `loopp-node run` process and its stderr, line by line.
 pub struct NodeProcess {
@@ -16,6 +16,19 @@ pub struct NodeProcess {
     pub lines: Receiver<String>,
     /// Every line read so far.
     pub seen: Vec<String>,
+}
+
+/// The environment that runs the default job's plugins (devchain, median)
+/// as LOOPPs, with their sockets under `sockets`.
+pub fn loopp_env(sockets: &Path) -> Vec<(String, String)> {
+    vec![
+        ("CL_DEVCHAIN_CMD".into(), devchain().into()),
+        ("CL_MEDIAN_CMD".into(), median().into()),
+        (
+            "PLUGIN_UNIX_SOCKET_DIR".into(),
+            sockets.display().to_string(),
+        ),
+    ]
 }
 
 impl NodeProcess {

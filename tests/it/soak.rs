@@ -64,18 +64,7 @@ fn soak_the_default_job_and_100_feeds_hold_steady() {
     let data = sandbox.dir.join("data");
     let jobfile = sandbox.dir.join("job.json");
     std::fs::write(&jobfile, job(&data)).unwrap();
-    let mut node = NodeProcess::start_program(
-        node(),
-        &jobfile,
-        &[
-            ("CL_DEVCHAIN_CMD".into(), devchain().to_string()),
-            ("CL_MEDIAN_CMD".into(), median().to_string()),
-            (
-                "PLUGIN_UNIX_SOCKET_DIR".into(),
-                sandbox.dir.display().to_string(),
-            ),
-        ],
-    );
+    let mut node = NodeProcess::start(&jobfile, &loopp_env(&sandbox.dir));
     let mut pids = std::collections::BTreeMap::new();
     while pids.len() < 2 {
         let line = node.wait_line(Duration::from_secs(30), |l| running_line(l).is_some());
