@@ -93,45 +93,6 @@ fn hostname() -> Option<String> {
         .map(str::to_string)
 }
 
-/// File descriptors kept for everything but HTTP clients (plugins, their
-/// sockets and pipes, chain files, the metrics proxy).
-pub const RESERVED_FDS: u64 = 256;
-
-/// Raises the soft open-file limit to the hard one (as Go programs do at
-/// start) and returns `wanted` connections, or fewer (with a warning) if
-/// they would not fit with [`RESERVED_FDS`] for the rest.
-pub fn fit_to_open_files(wanted: usize) -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return wanted;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    let room = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(1);
-    if wanted as u64 > room {
-        log::warn!(
-            "http.max_connections {wanted} does not fit the open-file limit {} (with {RESERVED_FDS} kept for plugins); serving at most {room} connections (raise `ulimit -n` or LimitNOFILE=)",
-            lim.rlim_cur
-        );
-        room as usize
-    } else {
-        wanted
-    }
-}
-
 static AGENT: LazyLock<ureq::Agent> = LazyLock::new(|| {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -145,8 +106,7 @@ pub fn serve(config: NodeHttpConfig, plugins: Arc<Plugins>) -> std::io::Result<H
     let port_holder = Arc::new(std::sync::OnceLock::<u16>::new());
     let ph = port_holder.clone();
     let cfg = config.clone();
-    let mut limits = config.limits.clone();
-    limits.max_connections = fit_to_open_files(limits.max_connections);
+    let limits = config.limits.clone();
     let server = HttpServer::start_on(
         HttpServer::bind(&config.listen)?,
         config.workers,

@@ -23,6 +23,7 @@ pub mod keystore;
 pub mod kinds;
 pub mod loopenv;
 pub mod metrics;
+pub mod openfiles;
 pub mod ports;
 pub mod registry;
 pub mod supervisor;
@@ -159,13 +160,48 @@ pub struct Node {
     scheduler: Option<crate::node::feeds::scheduler::Scheduler>,
 }
 
+/// How the job's feeds and plugins load the node's open files.
+fn open_file_load(config: &NodeConfig) -> crate::node::openfiles::NodeLoad {
+    let loopp = |name: &str| {
+        config
+            .plugins
+            .iter()
+            .any(|p| p.name == name && matches!(p.mode, Mode::Loopp { .. }))
+    };
+    let mut load = crate::node::openfiles::NodeLoad {
+        loopps: config.plugins.iter().filter(|p| loopp(&p.name)).count(),
+        ..Default::default()
+    };
+    for f in &config.feeds {
+        let own_median =
+            loopp(&f.median) && config.feeds.iter().filter(|g| g.median == f.median).count() == 1;
+        if own_median {
+            load.process_feeds += 1;
+        } else if loopp(&f.median) || loopp(&f.relay) {
+            load.loopp_feeds += 1;
+        } else {
+            load.in_process_feeds += 1;
+        }
+    }
+    load
+}
+
 impl Node {
     /// Starts the HTTP server (when configured) and every plugin of `config`
     /// (out-of-process ones in the background). Fails, with nothing left
-    /// running, if the data directory cannot be written (with feeds), or
-    /// the HTTP address or a metrics port cannot be had.
+    /// running, if the job needs more open files than the limit allows
+    /// (see [`crate::node::openfiles`]), the data directory cannot be
+    /// written (with feeds), or the HTTP address or a metrics port cannot
+    /// be had.
     pub fn start(config: &NodeConfig) -> std::io::Result<Node> {
         // What plugins or an earlier node that were SIGKILLed left behind.
+        // A job too big for the open-file limit fails here, not feed by
+        // feed with EMFILE; HTTP clients get what the job leaves.
+        let room = crate::node::openfiles::room_for_http(
+            &open_file_load(config),
+            crate::node::openfiles::raise_soft_limit(),
+        )
+        .map_err(std::io::Error::other)?;
         let stale = crate::goplugin::sockdir::remove_stale_in_default();
         if stale > 0 {
             log::info!("removed {stale} socket directories of processes that are gone");
@@ -239,8 +275,16 @@ impl Node {
         // HTTP first: a bad address fails before any plugin starts.
         let http = match &config.http {
             Some(listen) => {
+                let mut limits = config.http_limits.clone();
+                if limits.max_connections as u64 > room {
+                    log::warn!(
+                        "http.max_connections {} does not fit the open-file limit with the job's feeds and plugins; serving at most {room} connections (raise `ulimit -n` or LimitNOFILE=)",
+                        limits.max_connections
+                    );
+                    limits.max_connections = room as usize;
+                }
                 let server = crate::node::http::serve(
-                    NodeHttpConfig::from_env(listen, config.http_limits.clone()),
+                    NodeHttpConfig::from_env(listen, limits),
                     plugins.clone(),
                 )?;
                 log::info!(

@@ -586,6 +586,89 @@ fn run_node(
     )
 }
 
+/// A LOOPP feed holds sockets of its own in every process. A job that
+/// needs more open files than the node's limit is refused at start, naming
+/// the figures and what to raise, before any plugin starts; the most feeds
+/// the same limit takes all transmit, with nothing failing for want of a
+/// file descriptor (the plugins inherit the limit).
+#[test]
+fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_transmit() {
+    const LIMIT: u64 = 1024;
+    // (LIMIT - 16 for HTTP - 256 reserved - 2 LOOPPs x 8) / 19 per feed.
+    const MOST: usize = 38;
+    let sb = Sandbox::new("open-files");
+    let data = sb.dir.join("data");
+    let job_of = |feeds: usize| {
+        let job = sb.dir.join(format!("job-{feeds}.json"));
+        let entries: Vec<String> = (0..feeds)
+            .map(|i| feed_entry(&format!("f{i}"), "devchain", 1_000_000).replace("150ms", "1s"))
+            .collect();
+        std::fs::write(
+            &job,
+            format!(
+                r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                    "feeds":[{}],"http":{{"listen":"127.0.0.1:0"}},"data_dir":{}}}"#,
+                entries.join(","),
+                serde_json::Value::String(data.display().to_string())
+            ),
+        )
+        .unwrap();
+        job
+    };
+    let env = loopp_env(&sb.dir);
+
+    let mut over = NodeProcess::start_with_open_files(&job_of(MOST + 1), &env, LIMIT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = over.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node still runs after 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The reader thread ends with the node's stderr.
+    let said: Vec<String> = over.lines.iter().collect();
+    let said = said.join("\n");
+    assert_eq!(status.code(), Some(2), "{said}");
+    for want in [
+        "the job needs about 1013 open files in the node",
+        "39 feeds with a shared LOOPP",
+        "its open-file limit is 1024",
+        "LimitNOFILE=",
+        "run fewer feeds in this node",
+    ] {
+        assert!(said.contains(want), "missing {want:?} in:\n{said}");
+    }
+    assert!(!said.contains("running (pid"), "a plugin started:\n{said}");
+
+    let mut most = NodeProcess::start_with_open_files(&job_of(MOST), &env, LIMIT);
+    let chain = |i: usize| data.join(format!("devchain/f{i}.jsonl"));
+    let transmitted = |i: usize| {
+        loopp::devchain::store::Chain::open(&chain(i)).is_ok_and(|c| !c.transmissions().is_empty())
+    };
+    let all_transmitted = wait_until(Duration::from_secs(60), || (0..MOST).all(transmitted));
+    let pid = most.pid();
+    let fds = figures(pid).fds;
+    let done = (0..MOST).filter(|&i| transmitted(i)).count();
+    let lines = most.lines.clone();
+    let mut seen = std::mem::take(&mut most.seen);
+    most.stop();
+    // What the node said to its end (its stderr closes as it exits).
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    let said = seen.join("\n");
+    println!("{MOST} feeds under {LIMIT} open files: the node held {fds}; {done} transmitted");
+    assert!(
+        all_transmitted,
+        "{done} of {MOST} feeds transmitted:\n{said}"
+    );
+    assert!(
+        !said.contains("Too many open files") && !said.contains("EMFILE"),
+        "{said}"
+    );
+}
+
 /// A data directory the node cannot write is a configuration error at
 /// start, naming the directory and what to do, before any plugin starts.
 /// Root ignores permission bits, so the cases are ones that hold for root

@@ -39,7 +39,41 @@ impl NodeProcess {
 
     /// [`NodeProcess::start`] with another `loopp-node` executable.
     pub fn start_program(program: &str, job: &Path, env: &[(String, String)]) -> NodeProcess {
+        NodeProcess::spawn(program, job, env, None)
+    }
+
+    /// [`NodeProcess::start`] under an open-file limit (soft and hard).
+    pub fn start_with_open_files(
+        job: &Path,
+        env: &[(String, String)],
+        open_files: u64,
+    ) -> NodeProcess {
+        NodeProcess::spawn(node(), job, env, Some(open_files))
+    }
+
+    fn spawn(
+        program: &str,
+        job: &Path,
+        env: &[(String, String)],
+        open_files: Option<u64>,
+    ) -> NodeProcess {
+        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(program);
+        if let Some(n) = open_files {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+        }
         cmd.args(["run", "--config"])
             .arg(job)
             .env("RUST_LOG", "info")

@@ -323,6 +323,7 @@ impl NodeConfig {
         }
         let mut feeds = feeds::resolve(&job.feeds, &plugins, env, &mut problems);
         split_per_feed(&per_feed, &mut plugins, &mut feeds, &mut problems);
+        check_open_files(&plugins, &feeds, &mut problems);
         let data_dir = PathBuf::from(job.data_dir.clone().unwrap_or_else(|| "loopp-data".into()));
         let http = match job.http.listen.as_deref() {
             None => Some(crate::node::http::DEFAULT_LISTEN.to_string()),
@@ -405,6 +406,40 @@ fn split_per_feed(
                 });
             }
             feed.median = own;
+        }
+    }
+}
+
+/// A LOOPP's `limits.open_files` must fit the feeds it serves: each holds
+/// sockets of its own in the plugin (see [`crate::node::openfiles`]).
+fn check_open_files(
+    plugins: &[PluginConfig],
+    feeds: &[crate::node::feeds::FeedConfig],
+    problems: &mut Vec<String>,
+) {
+    use crate::node::openfiles::{plugin_need, plugin_per_feed, PLUGIN_BASE};
+    for p in plugins
+        .iter()
+        .filter(|p| matches!(p.mode, Mode::Loopp { .. }))
+    {
+        let Some(limit) = p.limits.iter().find_map(|l| match l {
+            Limit::OpenFiles(n) => Some(*n),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let served = feeds
+            .iter()
+            .filter(|f| f.median == p.name || f.relay == p.name)
+            .count();
+        let need = plugin_need(p.kind.name, served);
+        if served > 0 && limit < need {
+            problems.push(format!(
+                "plugin {:?}: limits.open_files {limit} is too few for the {served} feed(s) it serves: a {} LOOPP holds about {} open files per feed and {PLUGIN_BASE} of its own; give at least {need}, or remove the limit",
+                p.name,
+                p.kind.name,
+                plugin_per_feed(p.kind.name),
+            ));
         }
     }
 }

@@ -539,7 +539,7 @@ mod tests {
             let feeds: Vec<String> = feeds.iter().map(|f| feed(f)).collect();
             format!(
                 r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},
-                    {{"name":"median","kind":"median","processes":"{processes}","limits":{{"open_files":64}}}}],
+                    {{"name":"median","kind":"median","processes":"{processes}","limits":{{"open_files":128}}}}],
                     "feeds":[{}]}}"#,
                 feeds.join(",")
             )
@@ -555,7 +555,7 @@ mod tests {
             assert!(
                 matches!(&p.mode, Mode::Loopp { command, .. } if command == Path::new("/bin/true"))
             );
-            assert_eq!(p.limits, vec![Limit::OpenFiles(64)]);
+            assert_eq!(p.limits, vec![Limit::OpenFiles(128)]);
         }
         // Shared (the default) keeps one plugin for both feeds.
         let c = NodeConfig::from_json("job", &job("shared", &["a", "b"]), &loopp).unwrap();
@@ -589,5 +589,45 @@ mod tests {
             err.contains("plugins[0].processes: only a plugin of kind \"median\""),
             "{err}"
         );
+    }
+
+    /// A LOOPP's open-file limit must hold the sockets of the feeds it
+    /// serves; per feed, a median process of its own needs far fewer.
+    #[test]
+    fn a_loopps_open_file_limit_must_fit_its_feeds() {
+        let job = |processes: &str, feeds: usize, open_files: u64| {
+            let feeds: Vec<String> = (0..feeds)
+                .map(|i| {
+                    format!(
+                        r#"{{"name":"f{i}","relay":"devchain","median":"median","source":{{"type":"static","value":1}}}}"#
+                    )
+                })
+                .collect();
+            format!(
+                r#"{{"plugins":[{{"name":"devchain","kind":"relayer","limits":{{"open_files":{open_files}}}}},
+                    {{"name":"median","kind":"median","processes":"{processes}","limits":{{"open_files":{open_files}}}}}],
+                    "feeds":[{}]}}"#,
+                feeds.join(",")
+            )
+        };
+        let loopp = env_of(&[
+            ("PATH", "/bin"),
+            ("CL_MEDIAN_CMD", "true"),
+            ("CL_DEVCHAIN_CMD", "true"),
+        ]);
+        // 10 feeds: the median needs 40 + 10 x 15, the relayer 40 + 10 x 6.
+        let err = NodeConfig::from_json("job", &job("shared", 10, 150), &loopp)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugin \"median\": limits.open_files 150 is too few for the 10 feed(s) it serves: a median LOOPP holds about 15 open files per feed and 40 of its own; give at least 190, or remove the limit"),
+            "{err}"
+        );
+        assert!(!err.contains("plugin \"devchain\""), "{err}");
+        assert!(NodeConfig::from_json("job", &job("shared", 10, 190), &loopp).is_ok());
+        // A process per feed: each needs 55, the relayer still 100.
+        assert!(NodeConfig::from_json("job", &job("per_feed", 10, 100), &loopp).is_ok());
+        // In-process, there is no process to limit.
+        assert!(NodeConfig::from_json("job", &job("shared", 10, 16), &env_of(&[])).is_ok());
     }
 }
