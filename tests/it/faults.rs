@@ -556,7 +556,6 @@ fn run_node(
     env: &[(String, String)],
     file_size_limit: Option<u64>,
 ) -> (Option<i32>, String) {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(job)
@@ -565,19 +564,7 @@ fn run_node(
         cmd.env(k, v);
     }
     if let Some(limit) = file_size_limit {
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-        unsafe {
-            cmd.pre_exec(move || {
-                let l = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
+        set_rlimit(&mut cmd, libc::RLIMIT_FSIZE, limit);
     }
     let out = run_bounded(&mut cmd, Duration::from_secs(20));
     (

@@ -31,6 +31,24 @@ pub fn loopp_env(sockets: &Path) -> Vec<(String, String)> {
     ]
 }
 
+/// Sets `resource` (soft and hard) to `n` in the process `cmd` starts.
+pub fn set_rlimit(cmd: &mut Command, resource: libc::__rlimit_resource_t, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+    unsafe {
+        cmd.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(resource, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
 impl NodeProcess {
     /// Starts `loopp-node run --config JOB` with `env` added.
     pub fn start(job: &Path, env: &[(String, String)]) -> NodeProcess {
@@ -57,22 +75,9 @@ impl NodeProcess {
         env: &[(String, String)],
         open_files: Option<u64>,
     ) -> NodeProcess {
-        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(program);
         if let Some(n) = open_files {
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let l = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
+            set_rlimit(&mut cmd, libc::RLIMIT_NOFILE, n);
         }
         cmd.args(["run", "--config"])
             .arg(job)
