@@ -478,6 +478,44 @@ fn main() {
             );
         }
     }
+    // What `Node::start` and the job check count a job's open files as
+    // (node/openfiles.rs) against what each process holds: the count must
+    // not fall short, or a job that passes the check would run out.
+    for &n in &ns {
+        for (mode, load) in [
+            (
+                Mode::Loopp,
+                loopp::node::openfiles::NodeLoad {
+                    loopps: 2,
+                    loopp_feeds: n,
+                    ..Default::default()
+                },
+            ),
+            (
+                Mode::InProcess,
+                loopp::node::openfiles::NodeLoad {
+                    in_process_feeds: n,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let Some(r) = get(n, mode) else { continue };
+            for (name, f) in &r.procs {
+                let counted = match name.as_str() {
+                    "node" => load.need(),
+                    "median" => loopp::node::openfiles::plugin_need("median", n),
+                    "devchain" => loopp::node::openfiles::plugin_need("relayer", n),
+                    _ => continue,
+                };
+                println!(
+                    "{}",
+                    json!({"compare": "scale_fds_within_the_checked_need", "feeds": n, "mode": mode.name(),
+                           "process": name, "fds": f.fds, "counted": counted,
+                           "all_feeds_set_up": r.ready == r.n, "met": f.fds <= counted})
+                );
+            }
+        }
+    }
     // The two LOOPP modes side by side: what a median process per feed
     // costs against one for all.
     for &n in &ns {
