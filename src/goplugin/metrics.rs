@@ -271,6 +271,7 @@ struct Process {
     rss: IntGauge,
     vsize: IntGauge,
     fds: IntGauge,
+    max_fds: IntGauge,
     threads: IntGauge,
     start: prometheus::Gauge,
 }
@@ -298,6 +299,13 @@ static PROCESS: LazyLock<Process> = LazyLock::new(|| Process {
         .unwrap(),
     ),
     fds: register(IntGauge::new("process_open_fds", "Number of open file descriptors.").unwrap()),
+    max_fds: register(
+        IntGauge::new(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+        )
+        .unwrap(),
+    ),
     threads: register(IntGauge::new("process_threads", "Number of OS threads.").unwrap()),
     start: register(
         prometheus::Gauge::new(
@@ -377,6 +385,26 @@ fn refresh_process() {
         p.start.set(boot + f.start_after_boot);
     }
     p.fds.set(f.fds as i64);
+    if let Some(max) = max_fds() {
+        p.max_fds.set(max);
+    }
+}
+
+/// The soft open-file limit, as Prometheus's process collector reports
+/// it (so `process_open_fds / process_max_fds` alerts work alike for Go
+/// and loopp processes); None when unlimited.
+fn max_fds() -> Option<i64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    i64::try_from(lim.rlim_cur).ok()
 }
 
 fn boot_time() -> Option<f64> {
@@ -416,6 +444,7 @@ mod tests {
         for want in [
             "process_resident_memory_bytes ",
             "process_open_fds ",
+            "process_max_fds ",
             "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"/t.S/M\"} 1",
             "loopp_rpc_deadline_exceeded_total{method=\"/t.S/M\",plugin=\"p\"} 1",
             "loopp_rpc_duration_seconds_bucket{method=\"/t.S/M\",plugin=\"p\",le=\"0.005\"} 1",

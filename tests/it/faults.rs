@@ -629,6 +629,15 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     assert!(!said.contains("running (pid"), "a plugin started:\n{said}");
 
     let mut most = NodeProcess::start_with_open_files(&job_of(MOST), &env, LIMIT);
+    let http = most.wait_line(Duration::from_secs(20), |l| {
+        l.contains("HTTP on http://127.0.0.1:")
+    });
+    let port = http
+        .split("HTTP on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
     let chain = |i: usize| data.join(format!("devchain/f{i}.jsonl"));
     let transmitted = |i: usize| {
         loopp::devchain::store::Chain::open(&chain(i)).is_ok_and(|c| !c.transmissions().is_empty())
@@ -636,6 +645,19 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     let all_transmitted = wait_until(Duration::from_secs(60), || (0..MOST).all(transmitted));
     let pid = most.pid();
     let fds = figures(pid).fds;
+    // The limit is on /metrics as Prometheus's process collector names it.
+    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == format!("process_max_fds {LIMIT}")),
+        "{metrics}"
+    );
     let done = (0..MOST).filter(|&i| transmitted(i)).count();
     let lines = most.lines.clone();
     let mut seen = std::mem::take(&mut most.seen);
