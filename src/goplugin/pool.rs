@@ -158,7 +158,12 @@ impl Pool {
 pub struct Lane(Arc<LaneInner>);
 
 struct LaneInner {
+    /// How errors call it.
+    what: String,
+    /// Its `plugin` label in metrics.
     name: String,
+    /// What to raise when the lane is full.
+    remedy: String,
     running_max: usize,
     queued_max: usize,
     state: Mutex<LaneState>,
@@ -175,8 +180,10 @@ struct LaneState {
 /// Why a lane refused a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Busy {
-    /// The lane (the plugin's name).
+    /// The lane (the plugin's name, or `process`).
     pub lane: String,
+    /// What to raise.
+    pub remedy: String,
     /// Jobs running in it.
     pub running: usize,
     /// Jobs waiting in it.
@@ -187,9 +194,8 @@ impl std::fmt::Display for Busy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "plugin {}: {} calls to what the node serves it are running and {} waiting, its bound; \
-             retry later, or raise the plugin's rpc.concurrent_calls / rpc.queued_calls",
-            self.lane, self.running, self.queued
+            "{}: {} running and {} waiting, its bound; retry later, or raise {}",
+            self.lane, self.running, self.queued, self.remedy
         )
     }
 }
@@ -216,10 +222,31 @@ impl Drop for Entered {
 }
 
 impl Lane {
-    /// A lane named `name` (in errors and metrics) running at most
-    /// `running` jobs (at least 1) with at most `queued` waiting.
+    /// The lane of what the node serves plugin `name` (in errors and
+    /// metrics), running at most `running` jobs (at least 1) with at most
+    /// `queued` waiting.
     pub fn new(name: &str, running: usize, queued: usize) -> Lane {
+        Lane::with_remedy(
+            &format!("plugin {name}'s calls to what the node serves it"),
+            name,
+            "the plugin's rpc.concurrent_calls / rpc.queued_calls",
+            running,
+            queued,
+        )
+    }
+
+    /// A lane called `what` in errors and `name` in metrics; a full one
+    /// names `remedy` as what to raise.
+    pub fn with_remedy(
+        what: &str,
+        name: &str,
+        remedy: &str,
+        running: usize,
+        queued: usize,
+    ) -> Lane {
         Lane(Arc::new(LaneInner {
+            what: what.to_string(),
+            remedy: remedy.to_string(),
             name: name.to_string(),
             running_max: running.max(1),
             queued_max: queued,
@@ -254,7 +281,8 @@ impl Lane {
         } else {
             crate::goplugin::metrics::lane_rejected(&self.0.name);
             return Err(Busy {
-                lane: self.0.name.clone(),
+                lane: self.0.what.clone(),
+                remedy: self.0.remedy.clone(),
                 running: st.running,
                 queued: st.queued,
             });
@@ -362,7 +390,9 @@ mod tests {
         let (_, busy) = &refused[0];
         assert_eq!((busy.running, busy.queued), (2, 3));
         assert!(
-            busy.to_string().contains("plugin lane-test: 2 calls"),
+            busy.to_string().contains(
+                "plugin lane-test's calls to what the node serves it: 2 running and 3 waiting"
+            ),
             "{busy}"
         );
         // Both runners started (and no third), then all are let go.

@@ -2,11 +2,12 @@
 //! and servers with a message bound (16 MiB by default, where go-plugin
 //! allows 2 GiB), the named timeouts, and the helper that runs blocking
 //! handler code off grpcio's completion-queue threads (in the caller's lane,
-//! if any).
+//! else the process's).
 //!
 //! Invariants: every channel and server is built here (so limits and
 //! `SO_REUSEPORT` are set once); no handler blocks a completion-queue thread on
-//! plugin code: [`respond_blocking`] moves that work to a [`crate::goplugin::pool`] thread.
+//! plugin code: [`respond_blocking`] moves that work to a [`crate::goplugin::pool`] thread,
+//! and always within a lane's bound, never one thread per call a peer sends.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -159,19 +160,74 @@ pub fn server_builder_bounded(max_message: usize) -> ServerBuilder {
         .requests_slot_per_cq(REQUEST_SLOTS)
 }
 
+/// The environment variable that bounds the blocking calls a process runs
+/// at once for all its servers' callers together (default
+/// [`DEFAULT_CONCURRENT_CALLS`]).
+pub const CONCURRENT_CALLS_VAR: &str = "LOOPP_MAX_CONCURRENT_CALLS";
+
+/// The environment variable that bounds the blocking calls waiting for a
+/// place (default [`DEFAULT_QUEUED_CALLS`]); beyond, RESOURCE_EXHAUSTED.
+pub const QUEUED_CALLS_VAR: &str = "LOOPP_MAX_QUEUED_CALLS";
+
+/// Blocking calls a process runs at once when [`CONCURRENT_CALLS_VAR`] is
+/// not set: each holds a pool thread. The node sends its median plugin at
+/// most `feed_threads` x oracles (256 by default) at once.
+pub const DEFAULT_CONCURRENT_CALLS: usize = 1024;
+
+/// Blocking calls waiting when [`QUEUED_CALLS_VAR`] is not set.
+pub const DEFAULT_QUEUED_CALLS: usize = 4096;
+
+/// A bound from the environment: `var` when it is a number in `range`
+/// (else a warning), else `default`.
+fn bound_from_env(var: &str, range: std::ops::RangeInclusive<usize>, default: usize) -> usize {
+    match std::env::var(var) {
+        Err(_) => default,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                log::warn!(
+                    "{var}={v:?}: give a number from {} to {}; using {default}",
+                    range.start(),
+                    range.end()
+                );
+                default
+            }
+        },
+    }
+}
+
+/// The lane of every blocking call this process serves outside a lane of
+/// its own: in a plugin, all of them. So a host (or anything that reaches
+/// the socket) that sends more slow calls than this at once gets
+/// RESOURCE_EXHAUSTED, instead of a thread per call. Named `process` in
+/// the `loopp_served_calls_*` metrics.
+pub fn process_lane() -> &'static crate::goplugin::pool::Lane {
+    static LANE: OnceLock<crate::goplugin::pool::Lane> = OnceLock::new();
+    LANE.get_or_init(|| {
+        crate::goplugin::pool::Lane::with_remedy(
+            "this process's served calls",
+            "process",
+            &format!("{CONCURRENT_CALLS_VAR} / {QUEUED_CALLS_VAR}"),
+            bound_from_env(CONCURRENT_CALLS_VAR, 1..=65_536, DEFAULT_CONCURRENT_CALLS),
+            bound_from_env(QUEUED_CALLS_VAR, 0..=1 << 20, DEFAULT_QUEUED_CALLS),
+        )
+    })
+}
+
 /// Runs `f` on a [`crate::goplugin::pool`] thread and answers the call with its result, so plugin
 /// code that blocks (on I/O, on another RPC, on a broker dial) never holds a
 /// completion-queue thread. In a service created inside a
 /// [`crate::goplugin::pool::Lane`] (what the node serves a plugin), `f`
-/// runs in that lane, and a call over the lane's bound is answered
-/// RESOURCE_EXHAUSTED at once.
+/// runs in that lane, else in the [`process_lane`]; a call over the lane's
+/// bound is answered RESOURCE_EXHAUSTED at once.
 pub fn respond_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, f: F)
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
 {
-    let admitted = match crate::goplugin::pool::Lane::ambient().map(|l| l.admit()) {
-        Some(Err(busy)) => {
+    let lane = crate::goplugin::pool::Lane::ambient().unwrap_or_else(|| process_lane().clone());
+    let admitted = match lane.admit() {
+        Err(busy) => {
             let method = String::from_utf8_lossy(ctx.method()).into_owned();
             let status = status(
                 RpcStatusCode::RESOURCE_EXHAUSTED,
@@ -179,8 +235,7 @@ where
             );
             return respond(ctx, sink, Err(status));
         }
-        Some(Ok(admitted)) => Some(admitted),
-        None => None,
+        Ok(admitted) => admitted,
     };
     // The reply is sent from the completion-queue thread: the pool thread
     // hands its result over and is free at once, instead of waiting for
@@ -212,14 +267,7 @@ where
     let job = move || {
         let _ = tx.send(f());
     };
-    match admitted {
-        Some(admitted) => admitted.start(job),
-        None => {
-            if let Err(e) = crate::goplugin::pool::spawn(job) {
-                log::error!("cannot spawn a handler thread: {e}");
-            }
-        }
-    }
+    admitted.start(job);
 }
 
 /// Answers a call at once on the completion-queue thread (for cheap handlers).

@@ -163,7 +163,7 @@ fn a_plugin_over_its_call_bound_gets_resource_exhausted_and_others_do_not_notice
         assert!(
             e.contains("RESOURCE_EXHAUSTED")
                 && e.contains(
-                    "plugin greedy: 2 calls to what the node serves it are running and 3 waiting"
+                    "plugin greedy's calls to what the node serves it: 2 running and 3 waiting"
                 )
                 && e.contains("rpc.concurrent_calls"),
             "{e}"
@@ -185,4 +185,49 @@ fn a_plugin_over_its_call_bound_gets_resource_exhausted_and_others_do_not_notice
     assert!(again.iter().all(Result::is_ok), "{again:?}");
     greedy.kill();
     other.kill();
+}
+
+/// The other way round: a plugin bounds the blocking calls it serves, all
+/// callers together (`LOOPP_MAX_CONCURRENT_CALLS` running,
+/// `LOOPP_MAX_QUEUED_CALLS` waiting), so a host that sends more slow calls
+/// at once gets RESOURCE_EXHAUSTED for the rest instead of a plugin thread
+/// each. Here each CallEcho blocks in the plugin on a 1 s call back to the
+/// host; the host's own bound is far away.
+#[test]
+fn a_host_over_a_plugins_call_bound_gets_resource_exhausted_and_the_plugin_runs_its_bound() {
+    let sandbox = Sandbox::new("bounds-plugin");
+    let mut config = test_plugin("bounded", "serve", &sandbox);
+    config.concurrent_calls = 64;
+    config
+        .env
+        .push((rpc::CONCURRENT_CALLS_VAR.into(), "2".into()));
+    config.env.push((rpc::QUEUED_CALLS_VAR.into(), "3".into()));
+    let mut client = Client::start(&config).expect("start");
+    let slow = SlowEcho {
+        running: Arc::new(AtomicUsize::new(0)),
+        peak: Arc::new(AtomicUsize::new(0)),
+    };
+    let results = call_back(&client, &slow, 12);
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(ok, 5, "{results:?}");
+    assert_eq!(refused.len(), 7, "{results:?}");
+    for e in &refused {
+        assert!(
+            e.contains("RESOURCE_EXHAUSTED")
+                && e.contains("this process's served calls: 2 running and 3 waiting")
+                && e.contains("LOOPP_MAX_CONCURRENT_CALLS / LOOPP_MAX_QUEUED_CALLS"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        slow.peak.load(Ordering::SeqCst),
+        2,
+        "the plugin ran more calls at once than its bound"
+    );
+    // Drained, the plugin takes its full bound again and still answers.
+    let again = call_back(&client, &slow, 5);
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    client.ping().expect("the plugin still answers");
+    client.kill();
 }
