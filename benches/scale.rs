@@ -49,17 +49,31 @@ struct Figures {
     rss_kib: u64,
     threads: u64,
     fds: u64,
+    /// Threads of gRPC's event-engine pool (the C core's own, elastic: it
+    /// grows while work waits and ends spare threads after 30 s idle).
+    grpc_pool: u64,
     /// Processes summed up (a median per feed).
     processes: u64,
 }
 
 fn figures(pid: u32) -> Figures {
     let f = loopp::goplugin::metrics::process_figures(Some(pid)).unwrap_or_default();
+    let grpc_pool = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with("event_engine"))
+                })
+                .count() as u64
+        })
+        .unwrap_or(0);
     Figures {
         cpu_s: f.cpu_seconds,
         rss_kib: f.rss_bytes / 1024,
         threads: f.threads,
         fds: f.fds,
+        grpc_pool,
         processes: 1,
     }
 }
@@ -345,6 +359,7 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
         sum.rss_kib += f.rss_kib;
         sum.threads += f.threads;
         sum.fds += f.fds;
+        sum.grpc_pool += f.grpc_pool;
         sum.processes += 1;
     }
     drop(node);
@@ -513,6 +528,45 @@ fn main() {
                            "process": name, "fds": f.fds, "counted": counted,
                            "all_feeds_set_up": r.ready == r.n, "met": f.fds <= counted})
                 );
+            }
+        }
+    }
+    // Threads against the bounds the README states (Scale), from the
+    // job's settings, whatever the number of feeds: the node's own (about
+    // 48 with gRPC's fixed ones and HTTP's workers), 8 per LOOPP, the feed
+    // timer, `feed_threads` round threads, pool threads for a round's
+    // parallel calls (oracles - 1 per round thread) and for what it serves
+    // each LOOPP (`rpc.concurrent_calls`); a plugin's own (about 32) and
+    // what it serves at once, at most what the node sends it (a round
+    // thread's calls to every oracle, and the median's re-served calls)
+    // and at most LOOPP_MAX_CONCURRENT_CALLS. gRPC's event-engine pool is
+    // the C core's and elastic: printed apart, not bounded here.
+    {
+        let feed_threads = loopp::node::feeds::scheduler::DEFAULT_THREADS as u64;
+        let oracles = 4u64;
+        let calls = loopp::goplugin::host::DEFAULT_CONCURRENT_CALLS as u64;
+        let plugin_cap = loopp::goplugin::rpc::DEFAULT_CONCURRENT_CALLS as u64;
+        let rounds = 1 + feed_threads + (oracles - 1) * feed_threads;
+        for &n in &ns {
+            for mode in [Mode::Loopp, Mode::InProcess] {
+                let Some(r) = get(n, mode) else { continue };
+                for (name, f) in &r.procs {
+                    let bound = match (mode, name.as_str()) {
+                        (Mode::Loopp, "node") => 48 + 8 * 2 + rounds + 2 * calls,
+                        (Mode::InProcess, "node") => 48 + rounds,
+                        (_, "median") => 32 + (feed_threads * oracles).min(plugin_cap),
+                        (_, "devchain") => 32 + (feed_threads * oracles + calls).min(plugin_cap),
+                        _ => continue,
+                    };
+                    let own = f.threads - f.grpc_pool;
+                    println!(
+                        "{}",
+                        json!({"compare": "scale_threads_within_the_stated_bound", "feeds": n,
+                               "mode": mode.name(), "process": name, "threads": own,
+                               "grpc_pool_threads": f.grpc_pool, "bound": bound,
+                               "all_feeds_set_up": r.ready == r.n, "met": own <= bound})
+                    );
+                }
             }
         }
     }
