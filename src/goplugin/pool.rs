@@ -180,7 +180,7 @@ struct LaneState {
 /// Why a lane refused a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Busy {
-    /// The lane (the plugin's name, or `process`).
+    /// What the lane is called in errors.
     pub lane: String,
     /// What to raise.
     pub remedy: String,

@@ -104,6 +104,29 @@ fn call_back(client: &Client, slow: &SlowEcho, n: usize) -> Vec<Result<String, S
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
+/// 12 calls back at once against a bound of 2 running and 3 waiting: 5
+/// answered, never more than 2 together, and 7 refused at once with
+/// RESOURCE_EXHAUSTED and every text of `wants`.
+#[track_caller]
+fn twelve_against_two_and_three(client: &Client, slow: &SlowEcho, wants: &[&str]) {
+    let results = call_back(client, slow, 12);
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(ok, 5, "{results:?}");
+    assert_eq!(refused.len(), 7, "{results:?}");
+    for e in &refused {
+        assert!(e.contains("RESOURCE_EXHAUSTED"), "{e}");
+        for want in wants {
+            assert!(e.contains(want), "missing {want:?} in {e}");
+        }
+    }
+    assert_eq!(
+        slow.peak.load(Ordering::SeqCst),
+        2,
+        "more calls ran at once than the bound"
+    );
+}
+
 fn rejected(plugin: &str) -> f64 {
     let (page, _) = loopp::goplugin::metrics::encode();
     let page = String::from_utf8(page).unwrap();
@@ -153,26 +176,14 @@ fn a_plugin_over_its_call_bound_gets_resource_exhausted_and_others_do_not_notice
                 .collect::<Vec<_>>()
         })
     };
-    let results = call_back(&greedy, &slow, 12);
-    let ok = results.iter().filter(|r| r.is_ok()).count();
-    let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     // 2 ran, 3 waited and ran; the other 7 were refused at once, by name.
-    assert_eq!(ok, 5, "{results:?}");
-    assert_eq!(refused.len(), 7, "{results:?}");
-    for e in &refused {
-        assert!(
-            e.contains("RESOURCE_EXHAUSTED")
-                && e.contains(
-                    "plugin greedy's calls to what the node serves it: 2 running and 3 waiting"
-                )
-                && e.contains("rpc.concurrent_calls"),
-            "{e}"
-        );
-    }
-    assert_eq!(
-        slow.peak.load(Ordering::SeqCst),
-        2,
-        "the lane ran more than its bound"
+    twelve_against_two_and_three(
+        &greedy,
+        &slow,
+        &[
+            "plugin greedy's calls to what the node serves it: 2 running and 3 waiting",
+            "rpc.concurrent_calls",
+        ],
     );
     assert_eq!(rejected("greedy") - before, 7.0);
     // The calm plugin's calls all went through.
@@ -207,23 +218,13 @@ fn a_host_over_a_plugins_call_bound_gets_resource_exhausted_and_the_plugin_runs_
         running: Arc::new(AtomicUsize::new(0)),
         peak: Arc::new(AtomicUsize::new(0)),
     };
-    let results = call_back(&client, &slow, 12);
-    let ok = results.iter().filter(|r| r.is_ok()).count();
-    let refused: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(ok, 5, "{results:?}");
-    assert_eq!(refused.len(), 7, "{results:?}");
-    for e in &refused {
-        assert!(
-            e.contains("RESOURCE_EXHAUSTED")
-                && e.contains("this process's served calls: 2 running and 3 waiting")
-                && e.contains("LOOPP_MAX_CONCURRENT_CALLS / LOOPP_MAX_QUEUED_CALLS"),
-            "{e}"
-        );
-    }
-    assert_eq!(
-        slow.peak.load(Ordering::SeqCst),
-        2,
-        "the plugin ran more calls at once than its bound"
+    twelve_against_two_and_three(
+        &client,
+        &slow,
+        &[
+            "this process's served calls: 2 running and 3 waiting",
+            "LOOPP_MAX_CONCURRENT_CALLS / LOOPP_MAX_QUEUED_CALLS",
+        ],
     );
     // Drained, the plugin takes its full bound again and still answers.
     let again = call_back(&client, &slow, 5);

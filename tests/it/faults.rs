@@ -629,15 +629,7 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     assert!(!said.contains("running (pid"), "a plugin started:\n{said}");
 
     let mut most = NodeProcess::start_with_open_files(&job_of(MOST), &env, LIMIT);
-    let http = most.wait_line(Duration::from_secs(20), |l| {
-        l.contains("HTTP on http://127.0.0.1:")
-    });
-    let port = http
-        .split("HTTP on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .unwrap()
-        .to_string();
+    let port = most.wait_http_port(Duration::from_secs(20));
     let chain = |i: usize| data.join(format!("devchain/f{i}.jsonl"));
     let transmitted = |i: usize| {
         loopp::devchain::store::Chain::open(&chain(i)).is_ok_and(|c| !c.transmissions().is_empty())

@@ -90,13 +90,7 @@ fn ten_thousand_hostile_connections_leave_the_node_serving_on_bounded_threads() 
         ],
     );
     let pid = node.pid();
-    let http = node.wait_line(BOUND, |l| l.contains("HTTP on http://127.0.0.1:"));
-    let port: u16 = http
-        .split("HTTP on http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap();
+    let port = node.wait_http_port(BOUND);
     node.wait_line(BOUND, |l| running_line(l).is_some());
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // Warm: each endpoint once, so lazily started pieces are counted.

@@ -132,6 +132,18 @@ impl NodeProcess {
         }
     }
 
+    /// Waits for the node's "HTTP on" line (bounded) and returns its port.
+    #[track_caller]
+    pub fn wait_http_port(&mut self, timeout: Duration) -> u16 {
+        const ON: &str = "HTTP on http://127.0.0.1:";
+        let line = self.wait_line(timeout, |l| l.contains(ON));
+        line.split(ON)
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
+    }
+
     /// SIGTERM, then a bounded wait for the exit.
     pub fn stop(mut self) {
         // SAFETY: signalling the node this test started.
