@@ -172,10 +172,12 @@ fn open_file_load(config: &NodeConfig) -> crate::node::openfiles::NodeLoad {
         loopps: config.plugins.iter().filter(|p| loopp(&p.name)).count(),
         ..Default::default()
     };
+    let mut feeds_of = std::collections::HashMap::<&str, usize>::new();
     for f in &config.feeds {
-        let own_median =
-            loopp(&f.median) && config.feeds.iter().filter(|g| g.median == f.median).count() == 1;
-        if own_median {
+        *feeds_of.entry(f.median.as_str()).or_default() += 1;
+    }
+    for f in &config.feeds {
+        if loopp(&f.median) && feeds_of[f.median.as_str()] == 1 {
             load.process_feeds += 1;
         } else if loopp(&f.median) || loopp(&f.relay) {
             load.loopp_feeds += 1;

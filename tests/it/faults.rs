@@ -613,8 +613,11 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
         assert!(Instant::now() < deadline, "the node still runs after 20 s");
         std::thread::sleep(Duration::from_millis(20));
     };
-    // The reader thread ends with the node's stderr.
-    let said: Vec<String> = over.lines.iter().collect();
+    // What the node said to its end (its stderr closes as it exits).
+    let mut said = Vec::new();
+    while let Ok(line) = over.lines.recv_timeout(Duration::from_secs(5)) {
+        said.push(line);
+    }
     let said = said.join("\n");
     assert_eq!(status.code(), Some(2), "{said}");
     for want in [
