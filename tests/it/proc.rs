@@ -189,6 +189,10 @@ pub struct Figures {
 /// elastic pools' threads.
 pub const GRPC_POOLS: [&str; 2] = ["event_engine", "grpc_global_tim"];
 
+/// Names of the gRPC core's executors' threads: each grows from 1 up to
+/// twice the cores while work waits, and keeps them (grpc's executor.cc).
+pub const GRPC_EXECUTORS: [&str; 2] = ["default-executo", "resolver-execut"];
+
 pub fn figures(pid: u32) -> Figures {
     let f = loopp::goplugin::metrics::process_figures(Some(pid))
         .unwrap_or_else(|| panic!("no process {pid}"));
