@@ -142,16 +142,21 @@ fn thousand_crashes(name: &str, served: bool) {
     );
     let took = t0.elapsed();
     // Tolerances: our own threads back to the baseline, give or take one
-    // (a job in flight at every sample); gRPC's pools up to 2 more (see
-    // `Figures`: timer threads made under load stay); one fd; RSS within
-    // 4 MiB (allocator slack), where a leak of even 4 KiB a crash would
-    // show 4 MiB. The event engine's pool may have grown under load (other
-    // tests, the other agents' builds): it ends its spare threads after
-    // 30 s idle, so wait for that, bounded.
+    // (a job in flight at every sample); one fd; RSS within 4 MiB
+    // (allocator slack), where a leak of even 4 KiB a crash would show
+    // 4 MiB. gRPC's pools (see `Figures`) follow peak load, not crashes:
+    // timer threads made under load stay, and the event engine's pool
+    // ends a spare thread only after 30 s without a wake-up, which the
+    // node's health checks (every second, each waking one waiting thread
+    // in turn) never leave it. CI, loaded by the tests beside this one,
+    // saw them grow by 4 (2 -> 5 event engine, 1 -> 2 timer). So they may
+    // grow by up to GRPC_POOL_SLACK: a leak of one thread in 125 crashes
+    // still fails. Wait for the pools to settle anyway, bounded.
+    const GRPC_POOL_SLACK: usize = 8;
     let own = |f: &Figures| f.threads - f.grpc_pool_threads;
     let back = |a: &Figures| {
         own(a) <= own(&before) + 1
-            && a.grpc_pool_threads <= before.grpc_pool_threads + 2
+            && a.grpc_pool_threads <= before.grpc_pool_threads + GRPC_POOL_SLACK
             && a.fds <= before.fds + 1
     };
     let t1 = Instant::now();
@@ -180,7 +185,8 @@ fn thousand_crashes(name: &str, served: bool) {
     assert!(restarts > CRASHES, "every crash was a restart: {restarts}");
     assert!(pid_exists(pid));
     assert!(
-        own(&after) <= own(&before) + 1 && after.grpc_pool_threads <= before.grpc_pool_threads + 2,
+        own(&after) <= own(&before) + 1
+            && after.grpc_pool_threads <= before.grpc_pool_threads + GRPC_POOL_SLACK,
         "threads: {before:?} -> {after:?}; by name {names_before:?} -> {names_after:?}"
     );
     assert!(after.fds <= before.fds + 1, "fds: {before:?} -> {after:?}");

@@ -177,7 +177,7 @@ pub struct Figures {
     pub threads: usize,
     /// The gRPC C core's elastic pools' threads (of `threads`): the event
     /// engine's pool grows under load and ends a spare thread after 30 s
-    /// idle; timer threads are never ended once made ("the number of timer
+    /// without a wake-up; timer threads are never ended once made ("the number of timer
     /// threads is always increasing", grpc's timer_manager.cc). Their number
     /// follows peak concurrency, not the number of crashes.
     pub grpc_pool_threads: usize,
