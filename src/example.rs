@@ -35,8 +35,8 @@ impl ExampleServer {
     }
 
     /// As a grpcio service.
-    pub fn service(self) -> grpcio::Service {
-        example_grpc::create_example(self)
+    pub fn service(self) -> crate::goplugin::route::Offer {
+        example_grpc::offer_example(self)
     }
 }
 

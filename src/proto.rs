@@ -1,7 +1,10 @@
 //! Generated code: protobuf messages (protobuf-codegen) and grpcio service glue
 //! (our `build.rs`) for every file in `proto/`. Module `x` holds the messages of
 //! `proto/x.proto`, module `x_grpc` its services: `XClient` (every method takes
-//! a timeout), the server trait `X` and `create_x`.
+//! a timeout, on a channel or a routed `goplugin::route::Conn`), the server
+//! trait `X`, `create_x` (a grpcio service), `offer_x` (for a broker id,
+//! served on a server of its own or routed) and `route_x` (the routed
+//! server's side); `routers` lists every service's `route_x`.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 include!(concat!(env!("OUT_DIR"), "/proto/mod.rs"));

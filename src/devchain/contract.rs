@@ -181,9 +181,14 @@ impl Contract {
         })
     }
 
-    /// Every transmission so far.
-    pub fn transmissions(&self) -> Vec<Transmission> {
-        self.chain.lock().unwrap().transmissions().to_vec()
+    /// How many transmissions the chain holds.
+    pub fn transmitted(&self) -> u64 {
+        self.chain.lock().unwrap().transmitted()
+    }
+
+    /// Every transmission so far, read back from the chain file.
+    pub fn transmissions(&self) -> std::io::Result<Vec<Transmission>> {
+        self.chain.lock().unwrap().transmissions()
     }
 
     /// Accepts a report for `(digest, epoch, round)` after the contract's
@@ -302,7 +307,7 @@ mod tests {
         let (d, latest) = c.latest_transmission().unwrap();
         assert_eq!(d, hex(&digest));
         assert_eq!((latest.epoch, latest.round, latest.answer), (2, 0, 7));
-        assert_eq!(c.transmissions().len(), 2);
+        assert_eq!(c.transmissions().unwrap().len(), 2);
         assert_eq!(c.latest_block_height(), 3);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -160,7 +160,7 @@ impl Relayer for DevchainRelayer {
         let c = &self.contract;
         let config = serde_json::json!({
             "height": c.latest_block_height(),
-            "transmissions": c.transmissions().len(),
+            "transmissions": c.transmitted(),
             "configDigest": c.latest_config().map(|(_, cfg)| cfg.digest),
         });
         Ok(ChainStatus {

@@ -72,7 +72,10 @@ pub struct Chain {
     path: PathBuf,
     file: File,
     config: Option<ContractConfig>,
-    transmissions: Vec<Transmission>,
+    /// The newest transmission and how many there are: the chain's state.
+    /// Older ones stay on file only, so memory does not grow with the chain.
+    latest: Option<Transmission>,
+    transmitted: u64,
     height: u64,
     config_block: u64,
     head_hash: [u8; 32],
@@ -107,7 +110,8 @@ impl Chain {
             path: path.to_path_buf(),
             file: file.try_clone()?,
             config: None,
-            transmissions: Vec::new(),
+            latest: None,
+            transmitted: 0,
             height: 0,
             config_block: 0,
             head_hash: [0; 32],
@@ -169,7 +173,10 @@ impl Chain {
                 self.config = Some(c);
                 self.config_block = self.height;
             }
-            Record::Transmission(t) => self.transmissions.push(t),
+            Record::Transmission(t) => {
+                self.latest = Some(t);
+                self.transmitted += 1;
+            }
         }
     }
 
@@ -229,14 +236,35 @@ impl Chain {
         self.config.as_ref()
     }
 
-    /// Every transmission, oldest first.
-    pub fn transmissions(&self) -> &[Transmission] {
-        &self.transmissions
+    /// Every transmission acknowledged so far, oldest first, read back from
+    /// the file (the chain keeps only the newest in memory).
+    pub fn transmissions(&self) -> io::Result<Vec<Transmission>> {
+        let file = File::open(&self.path)?;
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
+            let line = line?;
+            at += line.len() as u64 + 1;
+            if at > self.len {
+                break;
+            }
+            match serde_json::from_slice::<Record>(&line) {
+                Ok(Record::Transmission(t)) => out.push(t),
+                Ok(Record::Config(_)) => {}
+                Err(e) => return Err(corrupt(&self.path, i + 1, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many transmissions the chain holds.
+    pub fn transmitted(&self) -> u64 {
+        self.transmitted
     }
 
     /// The latest transmission.
     pub fn latest(&self) -> Option<&Transmission> {
-        self.transmissions.last()
+        self.latest.as_ref()
     }
 
     /// The block in which the current config was set (0: none).
@@ -321,7 +349,7 @@ mod tests {
         let c = Chain::open(&path).unwrap();
         assert_eq!(c.height(), 3);
         assert_eq!(c.config().unwrap().max_answer, i128::MAX);
-        assert_eq!(c.transmissions().len(), 2);
+        assert_eq!(c.transmissions().unwrap().len(), 2);
         assert_eq!(c.latest().unwrap().median, i128::MIN);
         assert_eq!(c.dropped_tail, 0);
     }
@@ -343,13 +371,14 @@ mod tests {
             bytes.extend_from_slice(&last[..cut]);
             std::fs::write(&path, &bytes).unwrap();
             let mut c = Chain::open(&path).unwrap();
-            assert_eq!(c.transmissions().len(), 2, "cut at {cut}");
+            assert_eq!(c.transmissions().unwrap().len(), 2, "cut at {cut}");
             assert_eq!(c.dropped_tail, cut as u64);
             c.append(tx(4, 4)).unwrap();
             drop(c);
             let c = Chain::open(&path).unwrap();
             assert_eq!(
                 c.transmissions()
+                    .unwrap()
                     .iter()
                     .map(|t| t.round)
                     .collect::<Vec<_>>(),
@@ -381,13 +410,13 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("the record was not written"), "{err}");
         assert_eq!((c.height(), c.head_hash()), (height, head));
-        assert_eq!(c.transmissions().len(), 1);
+        assert_eq!(c.transmissions().unwrap().len(), 1);
         c.file = writable;
         c.append(tx(3, 3)).unwrap();
         drop(c);
         let c = Chain::open(&path).unwrap();
         assert_eq!(c.dropped_tail, 0, "nothing torn was left");
-        let rounds: Vec<u8> = c.transmissions().iter().map(|t| t.round).collect();
+        let rounds: Vec<u8> = c.transmissions().unwrap().iter().map(|t| t.round).collect();
         assert_eq!(rounds, [1, 3]);
     }
 

@@ -7,6 +7,11 @@
 //! a deadline) for the other side's announcement of an id and connects to it.
 //! This is how sub-services (providers, data sources, callbacks) cross processes.
 //!
+//! Routed (see [`crate::goplugin::route`]; both sides loopp, agreed at the
+//! handshake): every id is served on one shared server per broker and
+//! announced at its address; [`Broker::dial`] keeps one channel per address
+//! and returns a [`Conn`] that names the id in each call's header.
+//!
 //! Threads: one sender and one receiver per stream, both ending when the stream
 //! or the broker closes. Invariants: announcements received but never dialed are
 //! capped at [`MAX_PENDING`]; every socket a broker created is removed by
@@ -15,15 +20,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use futures_util::{SinkExt, StreamExt};
-use grpcio::{Channel, Server, ServerCredentials, Service, WriteFlags};
+use grpcio::{Channel, Server, ServerCredentials, WriteFlags};
 
 use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::Network;
+use crate::goplugin::metrics::BROKER_OBJECTS;
+use crate::goplugin::route::{Conn, Offer, Table};
 use crate::goplugin::rpc;
 use crate::goplugin::sockdir::SocketDir;
 use crate::proto::grpc_broker::ConnInfo;
@@ -47,7 +54,7 @@ pub struct Lease {
 
 impl Lease {
     /// Serves `services` on a fresh id held by this lease; returns the id.
-    pub fn serve(&mut self, services: Vec<Service>) -> Result<u32> {
+    pub fn serve(&mut self, services: Vec<Offer>) -> Result<u32> {
         let id = self.broker.next_id();
         self.broker.serve(id, services)?;
         self.ids.push(id);
@@ -91,6 +98,17 @@ struct State {
     /// The current stream's sender thread, fed by `outbox`.
     stream_tx: Option<Sender<ConnInfo>>,
     servers: Vec<(u32, Server, PathBuf)>,
+    /// Set once both sides agreed to route.
+    routing: Option<Routing>,
+}
+
+/// A routed broker's shared server and the channels it dialed.
+struct Routing {
+    table: Table,
+    /// Started at the first [`Broker::serve`].
+    server: Option<(Server, PathBuf)>,
+    /// One channel per address the other side announced.
+    channels: HashMap<String, Channel>,
 }
 
 impl Broker {
@@ -107,6 +125,8 @@ impl Broker {
         max_message: usize,
         lane: Option<crate::goplugin::pool::Lane>,
     ) -> Broker {
+        // Shown from the start, at 0.
+        LazyLock::force(&BROKER_OBJECTS);
         Broker {
             inner: Arc::new(Inner {
                 next_id: AtomicU32::new(1),
@@ -119,6 +139,7 @@ impl Broker {
                     outbox: Vec::new(),
                     stream_tx: None,
                     servers: Vec::new(),
+                    routing: None,
                 }),
                 announced: Condvar::new(),
                 sockets,
@@ -139,20 +160,95 @@ impl Broker {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Serves `services` on a new socket and announces it as `id`. The server
-    /// runs until [`Broker::stop`] of that id or [`Broker::close`].
-    pub fn serve(&self, id: u32, services: Vec<Service>) -> Result<()> {
-        let path = self
-            .inner
+    /// Routes every id this broker serves or dials from now on (see
+    /// [`crate::goplugin::route`]): both sides agreed at the handshake.
+    /// Call it before the first [`Broker::serve`] or [`Broker::dial`].
+    pub fn route(&self) {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.routing.is_none() {
+            st.routing = Some(Routing {
+                table: Table::default(),
+                server: None,
+                channels: HashMap::new(),
+            });
+        }
+    }
+
+    /// Whether this broker routes.
+    pub fn routed(&self) -> bool {
+        self.inner.state.lock().unwrap().routing.is_some()
+    }
+
+    /// Serves `services` as `id` and announces it: on a new socket, or
+    /// routed on the shared server. It is served until [`Broker::stop`] of
+    /// that id or [`Broker::close`].
+    pub fn serve(&self, id: u32, services: Vec<Offer>) -> Result<()> {
+        if self.routed() {
+            return self.serve_routed(id, services);
+        }
+        let path = self.socket(&format!("broker-{id}.sock"))?;
+        let server = self.start_server(
+            services.into_iter().map(Offer::into_service).collect(),
+            &path,
+            &format!("id {id}"),
+        )?;
+        let mut st = self.inner.state.lock().unwrap();
+        if st.closed {
+            drop(st);
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::BrokerClosed);
+        }
+        st.servers.push((id, server, path.clone()));
+        BROKER_OBJECTS.inc();
+        announce(&mut st, id, &path);
+        Ok(())
+    }
+
+    fn serve_routed(&self, id: u32, services: Vec<Offer>) -> Result<()> {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.closed {
+            return Err(Error::BrokerClosed);
+        }
+        let routing = st.routing.as_mut().expect("a routed broker");
+        let path = match &routing.server {
+            Some((_, path)) => path.clone(),
+            None => {
+                // Once per broker, under the lock: a second serve waits for
+                // the server rather than starting another.
+                let path = self.socket("broker.sock")?;
+                let server =
+                    self.start_server(routing.table.services(), &path, "its routed objects")?;
+                routing.server = Some((server, path.clone()));
+                path
+            }
+        };
+        if routing.table.insert(id, services) {
+            BROKER_OBJECTS.inc();
+        }
+        announce(&mut st, id, &path);
+        Ok(())
+    }
+
+    fn socket(&self, name: &str) -> Result<PathBuf> {
+        self.inner
             .sockets
-            .path(&format!("broker-{id}.sock"))
-            .map_err(|e| Error::io("broker: no socket directory", e))?;
+            .path(name)
+            .map_err(|e| Error::io("broker: no socket directory", e))
+    }
+
+    /// A started server of `services` on the unix socket `path`.
+    fn start_server(
+        &self,
+        services: Vec<grpcio::Service>,
+        path: &Path,
+        what: &str,
+    ) -> Result<Server> {
         let mut builder = rpc::server_builder_bounded(self.inner.max_message);
         for s in services {
             builder = builder.register_service(s);
         }
         let mut server = builder.build().map_err(|e| Error::Serve {
-            what: format!("broker: cannot build server for id {id}"),
+            what: format!("broker: cannot build the server for {what}"),
             source: Some(Box::new(e)),
         })?;
         let target = rpc::target(Network::Unix, &path.to_string_lossy());
@@ -163,54 +259,57 @@ impl Broker {
                 source: Some(Box::new(e)),
             })?;
         server.start();
-        let info = ConnInfo {
-            service_id: id,
-            network: "unix".to_string(),
-            address: path.to_string_lossy().into_owned(),
-            ..Default::default()
-        };
-        let mut st = self.inner.state.lock().unwrap();
-        if st.closed {
-            drop(st);
-            let _ = std::fs::remove_file(&path);
-            return Err(Error::BrokerClosed);
-        }
-        st.servers.push((id, server, path));
-        match &st.stream_tx {
-            Some(tx) if tx.send(info.clone()).is_ok() => {}
-            _ => st.outbox.push(info),
-        }
-        Ok(())
+        Ok(server)
     }
 
     /// The socket of the server this side serves as `id`, if any.
     pub fn served_address(&self, id: u32) -> Option<PathBuf> {
         let st = self.inner.state.lock().unwrap();
+        if let Some(r) = &st.routing {
+            return r
+                .server
+                .as_ref()
+                .filter(|_| r.table.contains(id))
+                .map(|(_, p)| p.clone());
+        }
         st.servers
             .iter()
             .find(|(sid, _, _)| *sid == id)
             .map(|(_, _, p)| p.clone())
     }
 
-    /// A channel to this side's own server `id` (tests dial it directly).
+    /// A connection to this side's own object `id` (tests dial it directly).
     #[cfg(test)]
-    pub(crate) fn local_channel(&self, id: u32) -> Channel {
+    pub(crate) fn local_channel(&self, id: u32) -> Conn {
         let path = self.served_address(id).expect("a server on that id");
-        rpc::connect_bounded(
+        let channel = rpc::connect_bounded(
             Network::Unix,
             &path.to_string_lossy(),
             self.inner.max_message,
-        )
+        );
+        if self.routed() {
+            Conn::routed(channel, id)
+        } else {
+            channel.into()
+        }
     }
 
-    /// Stops the server announced as `id` and removes its socket.
+    /// Stops serving `id`: stops its server and removes its socket, or
+    /// (routed) drops its routes, so calls for it fail UNAVAILABLE.
     pub fn stop(&self, id: u32) {
         let found = {
             let mut st = self.inner.state.lock().unwrap();
+            if let Some(r) = &st.routing {
+                if r.table.remove(id) {
+                    BROKER_OBJECTS.dec();
+                }
+                return;
+            }
             let i = st.servers.iter().position(|(sid, _, _)| *sid == id);
             i.map(|i| st.servers.swap_remove(i))
         };
         if let Some((_, server, path)) = found {
+            BROKER_OBJECTS.dec();
             shutdown_server(server, &path);
         }
     }
@@ -223,13 +322,23 @@ impl Broker {
         }
     }
 
-    /// Waits up to `timeout` for the other side to announce `id`, then connects.
-    pub fn dial(&self, id: u32, timeout: Duration) -> Result<Channel> {
+    /// Waits up to `timeout` for the other side to announce `id`, then
+    /// connects (routed: on the one channel to that address).
+    pub fn dial(&self, id: u32, timeout: Duration) -> Result<Conn> {
         let deadline = Instant::now() + timeout;
         let mut st = self.inner.state.lock().unwrap();
         loop {
             if let Some(info) = st.pending.remove(&id) {
                 st.order.retain(|i| *i != id);
+                if let Some(r) = &mut st.routing {
+                    let max = self.inner.max_message;
+                    let channel = r
+                        .channels
+                        .entry(info.address.clone())
+                        .or_insert_with(|| rpc::connect_bounded(Network::Unix, &info.address, max))
+                        .clone();
+                    return Ok(Conn::routed(channel, id));
+                }
                 drop(st);
                 let network = Network::parse(&info.network).ok_or_else(|| Error::Unsupported {
                     plugin: "broker".into(),
@@ -238,11 +347,9 @@ impl Broker {
                         info.network
                     ),
                 })?;
-                return Ok(rpc::connect_bounded(
-                    network,
-                    &info.address,
-                    self.inner.max_message,
-                ));
+                return Ok(
+                    rpc::connect_bounded(network, &info.address, self.inner.max_message).into(),
+                );
             }
             if st.closed {
                 return Err(Error::BrokerClosed);
@@ -274,7 +381,16 @@ impl Broker {
             st.closed = true;
             st.stream_tx = None;
             st.outbox.clear();
-            std::mem::take(&mut st.servers)
+            let mut servers = std::mem::take(&mut st.servers);
+            BROKER_OBJECTS.sub(servers.len() as i64);
+            if let Some(r) = &mut st.routing {
+                BROKER_OBJECTS.sub(r.table.clear() as i64);
+                r.channels.clear();
+                if let Some((server, path)) = r.server.take() {
+                    servers.push((0, server, path));
+                }
+            }
+            servers
         };
         self.inner.announced.notify_all();
         let mut paths = Vec::new();
@@ -328,7 +444,15 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap();
         let mut paths = Vec::new();
-        let servers = std::mem::take(&mut st.servers)
+        let mut servers = std::mem::take(&mut st.servers);
+        BROKER_OBJECTS.sub(servers.len() as i64);
+        if let Some(r) = &mut st.routing {
+            BROKER_OBJECTS.sub(r.table.clear() as i64);
+            if let Some((server, path)) = r.server.take() {
+                servers.push((0, server, path));
+            }
+        }
+        let servers = servers
             .into_iter()
             .map(|(_, server, path)| {
                 paths.push(path);
@@ -339,6 +463,21 @@ impl Drop for Inner {
         for path in paths {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Announces `id` at `path`, now if a stream carries announcements, else
+/// when one does.
+fn announce(st: &mut State, id: u32, path: &Path) {
+    let info = ConnInfo {
+        service_id: id,
+        network: "unix".to_string(),
+        address: path.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    match &st.stream_tx {
+        Some(tx) if tx.send(info.clone()).is_ok() => {}
+        _ => st.outbox.push(info),
     }
 }
 
@@ -386,6 +525,103 @@ fn shutdown_server(server: Server, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::health::{
+        health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
+    };
+    use crate::proto::health_grpc::{offer_health, Health, HealthClient};
+
+    /// Answers SERVING for the service named `name`, UNKNOWN otherwise: a
+    /// call reaching the wrong object shows.
+    #[derive(Clone)]
+    struct Named(&'static str);
+
+    impl Health for Named {
+        fn check(
+            &mut self,
+            ctx: grpcio::RpcContext,
+            req: HealthCheckRequest,
+            sink: grpcio::UnarySink<HealthCheckResponse>,
+        ) {
+            let mut r = HealthCheckResponse::new();
+            r.status = if req.service == self.0 {
+                ServingStatus::SERVING
+            } else {
+                ServingStatus::UNKNOWN
+            }
+            .into();
+            ctx.spawn(async move {
+                let _ = sink.success(r).await;
+            });
+        }
+    }
+
+    fn check(conn: Conn, service: &str) -> grpcio::Result<ServingStatus> {
+        let mut req = HealthCheckRequest::new();
+        req.service = service.into();
+        HealthClient::new(conn)
+            .check(&req, Duration::from_secs(5))
+            .map(|r| r.status.enum_value_or_default())
+    }
+
+    #[test]
+    fn a_routed_broker_serves_every_id_on_one_socket_and_each_call_reaches_its_own() {
+        let dir = SocketDir::create().unwrap();
+        let broker = Broker::new(dir.clone());
+        broker.route();
+        let ids: Vec<u32> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let id = broker.next_id();
+                broker.serve(id, vec![offer_health(Named(name))]).unwrap();
+                id
+            })
+            .collect();
+        let sockets: Vec<PathBuf> = ids
+            .iter()
+            .map(|id| broker.served_address(*id).unwrap())
+            .collect();
+        assert!(sockets.iter().all(|p| *p == sockets[0]), "{sockets:?}");
+        let files = std::fs::read_dir(dir.dir().unwrap()).unwrap().count();
+        assert!(files <= 2, "one socket (and the owner file): {files}");
+        // One connection for all three, each call on its own object.
+        let channel = rpc::connect(Network::Unix, &sockets[0].to_string_lossy());
+        for (id, name) in ids.iter().zip(["a", "b", "c"]) {
+            let conn = Conn::routed(channel.clone(), *id);
+            assert_eq!(check(conn.clone(), name).unwrap(), ServingStatus::SERVING);
+            assert_eq!(check(conn, "x").unwrap(), ServingStatus::UNKNOWN);
+        }
+        // Without the header: a clear refusal naming it.
+        match check(channel.clone().into(), "a") {
+            Err(grpcio::Error::RpcFailure(s)) => {
+                assert_eq!(s.code(), grpcio::RpcStatusCode::INVALID_ARGUMENT);
+                assert!(
+                    s.message().contains(crate::goplugin::route::ROUTE_HEADER),
+                    "{}",
+                    s.message()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A stopped id is gone; the others still answer.
+        broker.stop(ids[1]);
+        match check(Conn::routed(channel.clone(), ids[1]), "b") {
+            Err(grpcio::Error::RpcFailure(s)) => {
+                assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE);
+                assert!(
+                    s.message().contains(&format!("broker id {}", ids[1])),
+                    "{}",
+                    s.message()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            check(Conn::routed(channel.clone(), ids[2]), "c").unwrap(),
+            ServingStatus::SERVING
+        );
+        broker.close();
+        assert!(!sockets[0].exists(), "the shared socket removed");
+    }
 
     #[test]
     fn a_lease_stops_its_servers_and_removes_their_sockets_when_dropped() {

@@ -129,6 +129,9 @@ pub struct Handshake {
     pub server_cert: Option<String>,
     /// Whether the plugin agreed to gRPC multiplexing (7th field).
     pub multiplex: bool,
+    /// Whether the plugin, a loopp plugin offered it, routes its brokered
+    /// objects (8th field: [`crate::goplugin::route::HANDSHAKE_FIELD`]).
+    pub routed: bool,
 }
 
 /// Why a handshake line was refused. Each names the field and what was expected.
@@ -222,12 +225,16 @@ impl Handshake {
             .filter(|c| !c.is_empty())
             .map(|c| c.to_string());
         let multiplex = fields.get(6).is_some_and(|m| *m == "true");
+        let routed = fields
+            .get(7)
+            .is_some_and(|r| r.trim() == crate::goplugin::route::HANDSHAKE_FIELD);
         Ok(Handshake {
             app_version,
             network,
             address,
             server_cert,
             multiplex,
+            routed,
         })
     }
 }
@@ -243,8 +250,11 @@ impl fmt::Display for Handshake {
             self.address,
             self.server_cert.as_deref().unwrap_or("")
         )?;
-        if self.multiplex {
-            f.write_str("|true")?;
+        if self.multiplex || self.routed {
+            write!(f, "|{}", self.multiplex)?;
+        }
+        if self.routed {
+            write!(f, "|{}", crate::goplugin::route::HANDSHAKE_FIELD)?;
         }
         Ok(())
     }
@@ -333,6 +343,7 @@ mod tests {
             address: "[::1]:12345".into(),
             server_cert: None,
             multiplex: false,
+            routed: false,
         };
         let line = h.to_string();
         assert_eq!(line, "1|7|tcp|[::1]:12345|grpc|");

@@ -80,6 +80,18 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| Server {
     ),
 });
 
+/// Objects this process serves on its brokers now (both modes: servers of
+/// their own, or routed): what a leak of brokered objects shows on.
+pub static BROKER_OBJECTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "loopp_broker_objects",
+            "Objects this process serves the other side on its brokers (broker ids), now.",
+        )
+        .unwrap(),
+    )
+});
+
 thread_local! {
     static CURRENT: Cell<Option<(&'static str, Instant)>> = const { Cell::new(None) };
 }

@@ -21,6 +21,7 @@ pub mod logline;
 pub mod metrics;
 pub mod plugin;
 pub mod pool;
+pub mod route;
 pub mod rpc;
 pub mod signals;
 pub mod sockdir;

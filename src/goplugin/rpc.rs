@@ -357,3 +357,44 @@ pub fn observed<T>(
     );
     r.map_err(|e| crate::goplugin::error::Error::rpc(plugin, method, &e).to_string())
 }
+
+/// Answers a call with `status` before its handler runs (a request that is
+/// not a valid message, a routed object that is gone), and records it in
+/// the server metrics.
+pub fn fail_call<S: FailSink>(ctx: &grpcio::RpcContext, sink: S, status: grpcio::RpcStatus) {
+    let code = crate::goplugin::error::status_code_name(status.code());
+    let call = crate::goplugin::metrics::server_call();
+    let f = sink.fail_with(status);
+    ctx.spawn(async move {
+        let _ = f.await;
+        call.finish(code);
+    });
+}
+
+/// The sinks of the four kinds of call, failed alike by [`fail_call`].
+pub trait FailSink {
+    /// Sends `status` as the call's answer.
+    fn fail_with(
+        self,
+        status: grpcio::RpcStatus,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = grpcio::Result<()>> + Send>>;
+}
+
+macro_rules! fail_sink {
+    ($($sink:ident),*) => {$(
+        impl<T: 'static> FailSink for grpcio::$sink<T> {
+            fn fail_with(
+                self,
+                status: grpcio::RpcStatus,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = grpcio::Result<()>> + Send>> {
+                Box::pin(self.fail(status))
+            }
+        }
+    )*};
+}
+fail_sink!(
+    UnarySink,
+    ServerStreamingSink,
+    ClientStreamingSink,
+    DuplexSink
+);

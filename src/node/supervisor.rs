@@ -323,7 +323,7 @@ impl Actor {
     fn close(&self, client: &Client) {
         let svc = ServiceClient::new(
             &self.host.name,
-            client.channel().clone(),
+            client.channel().clone().into(),
             self.sup.rpc_timeout,
         );
         if let Err(e) = svc.close() {

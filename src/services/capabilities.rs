@@ -14,8 +14,8 @@ use crate::proto::capabilities_registry::*;
 use crate::proto::capabilities_registry_grpc as svc;
 
 /// The empty registry as a gRPC service, to serve on a broker id.
-pub fn empty_registry_server() -> grpcio::Service {
-    svc::create_capabilities_registry(EmptyRegistry)
+pub fn empty_registry_server() -> crate::goplugin::route::Offer {
+    svc::offer_capabilities_registry(EmptyRegistry)
 }
 
 #[derive(Clone)]

@@ -20,8 +20,8 @@ pub const SERVE_BOUND: Duration = Duration::from_secs(10);
 
 /// A data source as the `loop.DataSource` gRPC service (served by the node to
 /// plugins on a broker id).
-pub fn server(source: std::sync::Arc<dyn DataSource>) -> grpcio::Service {
-    crate::proto::median_datasource_grpc::create_data_source(Server(source))
+pub fn server(source: std::sync::Arc<dyn DataSource>) -> crate::goplugin::route::Offer {
+    crate::proto::median_datasource_grpc::offer_data_source(Server(source))
 }
 
 #[derive(Clone)]
@@ -62,7 +62,7 @@ pub struct DataSourceClient {
 
 impl DataSourceClient {
     /// The data source served on `channel`, named `name` in errors and metrics.
-    pub fn new(name: &str, channel: grpcio::Channel) -> DataSourceClient {
+    pub fn new(name: &str, channel: crate::goplugin::route::Conn) -> DataSourceClient {
         DataSourceClient {
             name: name.to_string(),
             client: crate::proto::median_datasource_grpc::DataSourceClient::new(channel),

@@ -47,8 +47,8 @@ impl Keystore for NoKeys {
 }
 
 /// Serves a keystore as `loop.Keystore`.
-pub fn keystore_server(ks: std::sync::Arc<dyn Keystore>) -> grpcio::Service {
-    keystore_grpc::create_keystore(KeystoreServer(ks))
+pub fn keystore_server(ks: std::sync::Arc<dyn Keystore>) -> crate::goplugin::route::Offer {
+    keystore_grpc::offer_keystore(KeystoreServer(ks))
 }
 
 #[derive(Clone)]
@@ -101,7 +101,7 @@ pub struct KeystoreClient {
 
 impl KeystoreClient {
     /// The keystore served on `channel`.
-    pub fn new(channel: grpcio::Channel, timeout: Duration) -> KeystoreClient {
+    pub fn new(channel: crate::goplugin::route::Conn, timeout: Duration) -> KeystoreClient {
         KeystoreClient {
             client: keystore_grpc::KeystoreClient::new(channel),
             timeout,
@@ -177,8 +177,8 @@ impl ErrorLog for LogErrors {
 }
 
 /// Serves an error log as `loop.ErrorLog`.
-pub fn error_log_server(log: std::sync::Arc<dyn ErrorLog>) -> grpcio::Service {
-    error_log_grpc::create_error_log(ErrorLogServer(log))
+pub fn error_log_server(log: std::sync::Arc<dyn ErrorLog>) -> crate::goplugin::route::Offer {
+    error_log_grpc::offer_error_log(ErrorLogServer(log))
 }
 
 #[derive(Clone)]
@@ -203,7 +203,7 @@ pub struct ErrorLogClient {
 
 impl ErrorLogClient {
     /// The error log served on `channel`.
-    pub fn new(channel: grpcio::Channel, timeout: Duration) -> ErrorLogClient {
+    pub fn new(channel: crate::goplugin::route::Conn, timeout: Duration) -> ErrorLogClient {
         ErrorLogClient {
             client: error_log_grpc::ErrorLogClient::new(channel),
             timeout,

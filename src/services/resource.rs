@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use grpcio::{Channel, RpcContext, UnarySink};
+use crate::goplugin::route::Conn as Channel;
+use grpcio::{RpcContext, UnarySink};
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::broker::Broker;
@@ -27,9 +28,13 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves `services` for the other side on a fresh id of `broker`, with a
 /// `loop.Service` named `name` whose `Close` stops them; returns the id.
-pub fn serve(broker: &Broker, name: &str, mut services: Vec<grpcio::Service>) -> Result<u32> {
+pub fn serve(
+    broker: &Broker,
+    name: &str,
+    mut services: Vec<crate::goplugin::route::Offer>,
+) -> Result<u32> {
     let id = broker.next_id();
-    services.push(loop_service_grpc::create_service(Resource {
+    services.push(loop_service_grpc::offer_service(Resource {
         name: name.to_string(),
         broker: broker.clone(),
         id,

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{Channel, RpcContext, RpcStatusCode, UnarySink};
+use crate::goplugin::route::Conn as Channel;
+use grpcio::{RpcContext, RpcStatusCode, UnarySink};
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::error::Error;
@@ -98,7 +99,7 @@ impl Closer for CloseOnce {
 /// What a LOOP plugin serves: its `loop.Service` (closed once: by the
 /// host's Close call, or when serving ends if the host, a Go host say,
 /// never called it) and its own gRPC services.
-pub fn served(svc: Arc<dyn Service>, grpc: Vec<grpcio::Service>) -> Served {
+pub fn served(svc: Arc<dyn Service>, grpc: Vec<crate::goplugin::route::Offer>) -> Served {
     let once = Arc::new(CloseOnce::new(svc));
     let mut all = vec![server(once.clone())];
     all.extend(grpc);
@@ -109,8 +110,8 @@ pub fn served(svc: Arc<dyn Service>, grpc: Vec<grpcio::Service>) -> Served {
 }
 
 /// The gRPC service for a [`Service`], to register on a plugin's server.
-pub fn server(svc: Arc<dyn Service>) -> grpcio::Service {
-    loop_service_grpc::create_service(ServiceServer(svc))
+pub fn server(svc: Arc<dyn Service>) -> crate::goplugin::route::Offer {
+    loop_service_grpc::offer_service(ServiceServer(svc))
 }
 
 #[derive(Clone)]
@@ -247,7 +248,7 @@ impl LinkedService {
     fn client(&self) -> std::result::Result<ServiceClient, String> {
         self.link
             .channel(&self.name)
-            .map(|ch| ServiceClient::new(&self.name, ch, self.timeout))
+            .map(|ch| ServiceClient::new(&self.name, ch.into(), self.timeout))
             .map_err(|e| e.to_string())
     }
 }

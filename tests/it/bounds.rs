@@ -11,7 +11,7 @@ use loopp::example::{echo, text};
 use loopp::goplugin::host::Client;
 use loopp::goplugin::rpc;
 use loopp::proto::example::{BrokerId, Text};
-use loopp::proto::example_grpc::{create_example, Example, ExampleClient};
+use loopp::proto::example_grpc::{offer_example, Example, ExampleClient};
 
 use crate::util::*;
 
@@ -75,7 +75,7 @@ fn serve_slow(client: &Client, slow: &SlowEcho) -> u32 {
     let _lane = broker.enter_lane();
     let id = broker.next_id();
     broker
-        .serve(id, vec![create_example(slow.clone())])
+        .serve(id, vec![offer_example(slow.clone())])
         .expect("serve");
     id
 }

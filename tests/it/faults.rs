@@ -458,7 +458,12 @@ fn chain_file_fault(name: &str, fault: DiskFault, in_process: bool) {
     node.shutdown();
     let chain = loopp::devchain::store::Chain::open(&f_file).expect("the file reopens");
     assert_eq!(chain.dropped_tail, 0, "no torn record was left");
-    let epochs: Vec<u32> = chain.transmissions().iter().map(|t| t.epoch).collect();
+    let epochs: Vec<u32> = chain
+        .transmissions()
+        .unwrap()
+        .iter()
+        .map(|t| t.epoch)
+        .collect();
     assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
     let acked = acknowledged("f");
     let lost: Vec<&u32> = acked.iter().filter(|e| !epochs.contains(e)).collect();
@@ -641,7 +646,8 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     let port = most.wait_http_port(Duration::from_secs(20));
     let chain = |i: usize| data.join(format!("devchain/f{i}.jsonl"));
     let transmitted = |i: usize| {
-        loopp::devchain::store::Chain::open(&chain(i)).is_ok_and(|c| !c.transmissions().is_empty())
+        loopp::devchain::store::Chain::open(&chain(i))
+            .is_ok_and(|c| !c.transmissions().unwrap().is_empty())
     };
     let all_transmitted = wait_until(Duration::from_secs(60), || (0..MOST).all(transmitted));
     let pid = most.pid();

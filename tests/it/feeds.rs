@@ -50,6 +50,7 @@ fn transmissions(sandbox: &Sandbox) -> Vec<(u32, i128)> {
     match Chain::open(&path) {
         Ok(c) => c
             .transmissions()
+            .unwrap_or_default()
             .iter()
             .map(|t| (t.epoch, t.median))
             .collect(),
@@ -199,7 +200,13 @@ fn two_feeds(text: &str) -> String {
 /// The medians a feed transmitted, on its devchain contract.
 fn medians(sb: &Sandbox, feed: &str) -> Vec<i128> {
     Chain::open(&sb.dir.join(format!("data/devchain/{feed}.jsonl")))
-        .map(|c| c.transmissions().iter().map(|t| t.median).collect())
+        .map(|c| {
+            c.transmissions()
+                .unwrap()
+                .iter()
+                .map(|t| t.median)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

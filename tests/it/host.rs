@@ -57,7 +57,7 @@ fn start_call_and_graceful_shutdown() {
         loopp::goplugin::error::rpc_status_text(&unknown).starts_with("NOT_FOUND"),
         "{unknown:?}"
     );
-    let svc = ServiceClient::new("lifecycle", client.channel().clone(), T);
+    let svc = ServiceClient::new("lifecycle", client.channel().clone().into(), T);
     assert_eq!(svc.try_name().unwrap(), "example");
     assert_eq!(svc.ready(), Ok(()));
     assert_eq!(

@@ -56,6 +56,8 @@ pub fn devchain_provider(c: &Arc<Contract>) -> MedianProvider {
 pub struct MedianLoopp {
     pub client: Client,
     pub oracles: Vec<Oracle>,
+    /// Its `CL_PROMETHEUS_PORT`.
+    pub metrics_port: u16,
     // Keeps the host's servers for the plugin (provider, sources) up.
     _factory: Arc<dyn ReportingPluginFactory>,
 }
@@ -93,8 +95,9 @@ pub fn median_plugin(
     let mut c = HostConfig::new("median", command, Cookie::median());
     c.socket_dir = Some(sandbox.dir.clone());
     // TMPDIR: go-plugin 1.0.1 leaves its socket file there.
+    let metrics_port = free_port();
     c.env = loopp::node::loopenv::plugin_env(
-        free_port(),
+        metrics_port,
         &[("TMPDIR".into(), sandbox.dir.clone().into())],
     );
     let client = Client::start(&c).expect("the median plugin starts");
@@ -148,6 +151,7 @@ pub fn median_plugin(
     MedianLoopp {
         client,
         oracles,
+        metrics_port,
         _factory: factory,
     }
 }
@@ -235,7 +239,12 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
             Outcome::Failed(e) => panic!("epoch {epoch}: {e}"),
         }
     }
-    let on_chain: Vec<i128> = contract.transmissions().iter().map(|t| t.median).collect();
+    let on_chain: Vec<i128> = contract
+        .transmissions()
+        .unwrap()
+        .iter()
+        .map(|t| t.median)
+        .collect();
     assert!(on_chain.len() >= 3, "{on_chain:?}");
     assert_eq!(on_chain, expected);
     assert!(m_loopp.client.kill().graceful);
@@ -283,6 +292,6 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
         "cut at the deadline, not the source's 3 s"
     );
     m_loopp.client.ping().expect("the plugin keeps running");
-    assert!(contract.transmissions().is_empty());
+    assert!(contract.transmissions().unwrap().is_empty());
     m_loopp.client.kill();
 }

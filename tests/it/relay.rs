@@ -40,18 +40,21 @@ fn median_args() -> RelayArgs {
 struct DevchainLoopp {
     client: Client,
     plugin: PluginRelayerClient,
+    metrics_port: u16,
 }
 
 fn devchain_loopp(sandbox: &Sandbox) -> DevchainLoopp {
     let mut c = HostConfig::new("devchain", devchain(), Cookie::relayer());
     c.socket_dir = Some(sandbox.dir.clone());
+    let metrics_port = free_port();
     c.env
-        .push(("CL_PROMETHEUS_PORT".into(), free_port().to_string().into()));
+        .push(("CL_PROMETHEUS_PORT".into(), metrics_port.to_string().into()));
     let client = Client::start(&c).expect("loopp-devchain starts");
     let link = Link::connected(client.channel().clone(), client.broker().clone());
     DevchainLoopp {
         plugin: PluginRelayerClient::new("devchain", link, T),
         client,
+        metrics_port,
     }
 }
 
@@ -135,7 +138,12 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
     assert!(median.client.kill().graceful);
     assert!(devchain.client.kill().graceful);
     let chain = Chain::open(&path).unwrap();
-    let on_file: Vec<i128> = chain.transmissions().iter().map(|t| t.median).collect();
+    let on_file: Vec<i128> = chain
+        .transmissions()
+        .unwrap()
+        .iter()
+        .map(|t| t.median)
+        .collect();
     assert_eq!(
         on_file, transmitted,
         "the chain file holds every transmission, once"
@@ -331,7 +339,12 @@ fn killing_the_relayer_mid_transmit_leaves_a_valid_file_with_every_acknowledged_
         drop(devchain);
         // The file is valid after every kill, and a new relayer continues it.
         let chain = Chain::open(&path).expect("the chain file is valid after the kill");
-        let on_file: Vec<u32> = chain.transmissions().iter().map(|t| t.epoch).collect();
+        let on_file: Vec<u32> = chain
+            .transmissions()
+            .unwrap()
+            .iter()
+            .map(|t| t.epoch)
+            .collect();
         let lost: Vec<&u32> = acknowledged
             .iter()
             .filter(|e| !on_file.contains(e))
@@ -373,12 +386,56 @@ fn broker_sockets(dir: &std::path::Path) -> usize {
     n
 }
 
+/// `loopp_broker_objects` in an exposition.
+fn broker_objects_in(text: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("loopp_broker_objects "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no loopp_broker_objects in:\n{text}"))
+}
+
+/// The objects a plugin serves on its broker, from its `/metrics`.
+fn plugin_broker_objects(port: u16) -> i64 {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .expect("the plugin's /metrics")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    broker_objects_in(&text)
+}
+
+/// The objects this (host) process serves on its brokers.
+fn host_broker_objects() -> i64 {
+    let (text, _) = loopp::goplugin::metrics::encode();
+    broker_objects_in(&String::from_utf8(text).unwrap())
+}
+
+/// With go-plugin's brokering (one server and socket per object, as with a
+/// Go peer): dropping a setup removes every socket served for it.
 #[test]
 fn dropping_a_setup_closes_everything_served_for_it_on_both_sides() {
+    // Before any thread: this host offers no routing (see goplugin::route).
+    std::env::set_var(loopp::goplugin::route::OFFER_VAR, "0");
+    dropping_a_setup(false);
+}
+
+/// With routed brokering (loopp on both sides: every object on one shared
+/// server per side): dropping a setup ends every route served for it, and
+/// no per-object socket is ever made.
+#[test]
+fn dropping_a_routed_setup_closes_everything_served_for_it_on_both_sides() {
+    dropping_a_setup(true);
+}
+
+fn dropping_a_setup(routed: bool) {
     let sandbox = Sandbox::new("relay-close");
     let (path, digest) = configured_chain(&sandbox);
     let devchain = devchain_loopp(&sandbox);
+    assert_eq!(devchain.client.broker().routed(), routed);
     let baseline = broker_sockets(&sandbox.dir);
+    let host_before = host_broker_objects();
+    let relayer_before = plugin_broker_objects(devchain.metrics_port);
     for round in 0..3 {
         // What the node builds for a feed: relayer (with the node's
         // keystore), provider, config provider, the median factory and
@@ -391,17 +448,42 @@ fn dropping_a_setup_closes_everything_served_for_it_on_both_sides() {
         let walk: Arc<dyn DataSource> =
             Arc::from(sources::build(&Spec::Static { value: 1 }).unwrap());
         let median = median_loopp(&sandbox, &provider, &digest, walk, &max(1000));
-        let open = broker_sockets(&sandbox.dir);
+        assert_eq!(median.client.broker().routed(), routed);
+        let median_port = median.metrics_port;
         // relayer, provider, config provider and keystore; factory, 4
         // plugins, and the node's provider, sources and error log.
-        assert!(open >= baseline + 4 + 5 + 4, "round {round}: {open} open");
+        let open = broker_sockets(&sandbox.dir);
+        let served = host_broker_objects() - host_before
+            + plugin_broker_objects(devchain.metrics_port)
+            - relayer_before
+            + plugin_broker_objects(median_port);
+        println!(
+            "round {round}: {served} objects served, {open} sockets for them ({baseline} before)"
+        );
+        assert!(
+            served >= 4 + 5 + 4,
+            "round {round}: {served} objects served"
+        );
+        if routed {
+            assert_eq!(open, baseline, "routed: no socket of its own per object");
+        } else {
+            assert!(open >= baseline + 4 + 5 + 4, "round {round}: {open} open");
+        }
         let mut client = median.into_client();
         drop((relayer, provider, cp));
+        let all_closed = || {
+            broker_sockets(&sandbox.dir) == baseline
+                && host_broker_objects() == host_before
+                && plugin_broker_objects(devchain.metrics_port) == relayer_before
+                && plugin_broker_objects(median_port) == 0
+        };
         assert!(
-            wait_until(Duration::from_secs(10), || broker_sockets(&sandbox.dir)
-                == baseline),
-            "round {round}: {} brokered sockets left, {baseline} before",
-            broker_sockets(&sandbox.dir)
+            wait_until(Duration::from_secs(10), all_closed),
+            "round {round}: {} brokered sockets left, {baseline} before; objects: host {} (was {host_before}), relayer {} (was {relayer_before}), median {}",
+            broker_sockets(&sandbox.dir),
+            host_broker_objects(),
+            plugin_broker_objects(devchain.metrics_port),
+            plugin_broker_objects(median_port),
         );
         client.kill();
     }

@@ -141,6 +141,9 @@ impl HostConfig {
                 self.max_message.to_string().into(),
             ),
         ];
+        if crate::goplugin::route::host_offers() {
+            env.push((crate::goplugin::route::OFFER_VAR.into(), "1".into()));
+        }
         if let Some(dir) = &self.socket_dir {
             env.push(("PLUGIN_UNIX_SOCKET_DIR".into(), dir.clone().into()));
         }
@@ -273,6 +276,9 @@ impl Client {
             started_in: Duration::ZERO,
             exit: None,
         };
+        if client.handshake.routed {
+            client.broker.route();
+        }
         if let Err(e) = client.ping() {
             client.kill();
             return Err(match e {

@@ -103,7 +103,7 @@ pub struct Plugin {
 /// What the plugin serves.
 pub struct Served {
     /// The plugin's own gRPC services.
-    pub grpc: Vec<grpcio::Service>,
+    pub grpc: Vec<crate::goplugin::route::Offer>,
     /// Closed once when serving ends (e.g. the plugin's `loop.Service`: see
     /// `crate::services::service::served`), bounded by the grace period.
     pub closer: Option<Arc<dyn Closer>>,
@@ -216,6 +216,11 @@ where
     let sockets =
         SocketDir::create().map_err(|e| serve_err("cannot create the socket directory", e))?;
     let broker = Broker::new(sockets.clone());
+    // A loopp host offered routing: accept (see `goplugin::route`).
+    let routed = crate::goplugin::route::plugin_offered();
+    if routed {
+        broker.route();
+    }
     let plugin = Plugin {
         app_version,
         broker: broker.clone(),
@@ -244,7 +249,7 @@ where
             stdio: stdio.clone(),
         }));
     for s in served.grpc {
-        builder = builder.register_service(s);
+        builder = builder.register_service(s.into_service());
     }
     let mut server = builder
         .build()
@@ -273,6 +278,7 @@ where
         address: address.clone(),
         server_cert: None,
         multiplex: false,
+        routed,
     }
     .to_string();
     stdio

@@ -358,7 +358,12 @@ mod tests {
             }
         }
         assert!(!transmitted.is_empty());
-        let on_chain: Vec<i128> = c.transmissions().iter().map(|t| t.median).collect();
+        let on_chain: Vec<i128> = c
+            .transmissions()
+            .unwrap()
+            .iter()
+            .map(|t| t.median)
+            .collect();
         assert_eq!(
             on_chain, transmitted,
             "every transmitted median is on the chain, once"
@@ -403,7 +408,7 @@ mod tests {
         assert_eq!(round(&plugins, 3), Outcome::Transmitted(60));
         // A stale round is not transmitted again.
         assert!(matches!(round(&plugins, 3), Outcome::NoReport(_)));
-        assert_eq!(c.transmissions().len(), 2);
+        assert_eq!(c.transmissions().unwrap().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
@@ -543,7 +548,11 @@ mod grpc_tests {
                 );
             }
             broker.close();
-            c.transmissions().iter().map(|t| t.median).collect()
+            c.transmissions()
+                .unwrap()
+                .iter()
+                .map(|t| t.median)
+                .collect()
         };
         let local = run("local", false);
         assert!(local.len() >= 3, "{local:?}");

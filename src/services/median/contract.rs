@@ -20,8 +20,8 @@ use crate::proto::median::{
 use crate::proto::median_grpc;
 
 /// Serves `contract` as `loop.MedianContract`.
-pub fn server(contract: Arc<dyn MedianContract>) -> grpcio::Service {
-    median_grpc::create_median_contract(Server(contract))
+pub fn server(contract: Arc<dyn MedianContract>) -> crate::goplugin::route::Offer {
+    median_grpc::offer_median_contract(Server(contract))
 }
 
 #[derive(Clone)]
@@ -107,7 +107,11 @@ pub struct MedianContractClient {
 
 impl MedianContractClient {
     /// The contract view served on `channel`.
-    pub fn new(name: &str, channel: grpcio::Channel, timeout: Duration) -> MedianContractClient {
+    pub fn new(
+        name: &str,
+        channel: crate::goplugin::route::Conn,
+        timeout: Duration,
+    ) -> MedianContractClient {
         MedianContractClient {
             name: name.to_string(),
             client: median_grpc::MedianContractClient::new(channel),

@@ -101,8 +101,11 @@ pub fn config_from_wire(c: &pb::ReportingPluginConfig) -> Result<ReportingPlugin
 
 /// Serves `median` as `loop.PluginMedian` for a plugin whose broker is
 /// `broker`.
-pub fn plugin_median_server(broker: Broker, median: Arc<dyn PluginMedian>) -> grpcio::Service {
-    svc::create_plugin_median(PluginMedianServer { broker, median })
+pub fn plugin_median_server(
+    broker: Broker,
+    median: Arc<dyn PluginMedian>,
+) -> crate::goplugin::route::Offer {
+    svc::offer_plugin_median(PluginMedianServer { broker, median })
 }
 
 #[derive(Clone)]
@@ -176,7 +179,7 @@ impl svc::PluginMedian for PluginMedianServer {
             let id = crate::services::resource::serve(
                 &this.broker,
                 "reporting plugin factory",
-                vec![svc::create_reporting_plugin_factory(FactoryServer {
+                vec![svc::offer_reporting_plugin_factory(FactoryServer {
                     broker: this.broker.clone(),
                     factory,
                 })],

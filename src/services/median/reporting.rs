@@ -20,8 +20,8 @@ use crate::services::wire::ReportTimestamp;
 pub const SERVE_BOUND: Duration = Duration::from_secs(10);
 
 /// Serves `plugin` as `loop.ReportingPlugin`.
-pub fn server(plugin: Arc<dyn ReportingPlugin>) -> grpcio::Service {
-    reporting_grpc::create_reporting_plugin(Server(plugin))
+pub fn server(plugin: Arc<dyn ReportingPlugin>) -> crate::goplugin::route::Offer {
+    reporting_grpc::offer_reporting_plugin(Server(plugin))
 }
 
 #[derive(Clone)]
@@ -159,7 +159,7 @@ pub struct ReportingPluginClient {
 impl ReportingPluginClient {
     /// The plugin instance served on `channel`, named `name` in errors and
     /// metrics.
-    pub fn new(name: &str, channel: grpcio::Channel) -> ReportingPluginClient {
+    pub fn new(name: &str, channel: crate::goplugin::route::Conn) -> ReportingPluginClient {
         ReportingPluginClient {
             name: name.to_string(),
             client: reporting_grpc::ReportingPluginClient::new(channel),

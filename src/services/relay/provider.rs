@@ -129,23 +129,23 @@ fn failed(e: String) -> grpcio::RpcStatus {
 }
 
 /// Serves a report codec.
-pub fn report_codec_server(c: Arc<dyn ReportCodec>) -> grpcio::Service {
-    svc::create_report_codec(Server(c))
+pub fn report_codec_server(c: Arc<dyn ReportCodec>) -> crate::goplugin::route::Offer {
+    svc::offer_report_codec(Server(c))
 }
 
 /// Serves an onchain config codec.
-pub fn onchain_codec_server(c: Arc<dyn OnchainConfigCodec>) -> grpcio::Service {
-    svc::create_onchain_config_codec(Server(c))
+pub fn onchain_codec_server(c: Arc<dyn OnchainConfigCodec>) -> crate::goplugin::route::Offer {
+    svc::offer_onchain_config_codec(Server(c))
 }
 
 /// Serves a config tracker.
-pub fn tracker_server(c: Arc<dyn ConfigTracker>) -> grpcio::Service {
-    svc::create_contract_config_tracker(Server(c))
+pub fn tracker_server(c: Arc<dyn ConfigTracker>) -> crate::goplugin::route::Offer {
+    svc::offer_contract_config_tracker(Server(c))
 }
 
 /// Serves a digester.
-pub fn digester_server(c: Arc<dyn Digester>) -> grpcio::Service {
-    svc::create_offchain_config_digester(Server(c))
+pub fn digester_server(c: Arc<dyn Digester>) -> crate::goplugin::route::Offer {
+    svc::offer_offchain_config_digester(Server(c))
 }
 
 struct Server<T: ?Sized>(Arc<T>);
@@ -382,14 +382,14 @@ impl svc::OffchainConfigDigester for Server<dyn Digester> {
 /// The provider's codecs and views over gRPC, each call with `timeout`.
 #[derive(Clone)]
 pub struct ProviderClient {
-    channel: grpcio::Channel,
+    channel: crate::goplugin::route::Conn,
     timeout: Duration,
     _remote: Option<Arc<crate::services::resource::Remote>>,
 }
 
 impl ProviderClient {
     /// The provider served on `channel`.
-    pub fn new(channel: grpcio::Channel, timeout: Duration) -> ProviderClient {
+    pub fn new(channel: crate::goplugin::route::Conn, timeout: Duration) -> ProviderClient {
         ProviderClient {
             channel,
             timeout,

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use grpcio::{CallOption, Channel, GrpcSlice, MessageReader, Method, MethodType, RpcStatusCode};
+use grpcio::{CallOption, GrpcSlice, MessageReader, Method, MethodType, RpcStatusCode};
+use loopp::goplugin::route::{Conn, Offer};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestCaseResult};
 use protobuf::reflect::{
@@ -265,7 +266,7 @@ trait World {
 /// then that the world is whole and `method` still answers `normal`.
 fn send_batch(
     world: &dyn World,
-    channel: &Channel,
+    channel: &Conn,
     method: &'static str,
     batch: &[Vec<u8>],
     normal: Option<&[u8]>,
@@ -273,12 +274,19 @@ fn send_batch(
 ) -> TestCaseResult {
     let desc = request_type(method);
     let m = raw(method);
-    let client = grpcio::Client::new(channel.clone());
+    let client = grpcio::Client::new(channel.channel.clone());
+    let opt = || {
+        let o = CallOption::default().timeout(DEADLINE);
+        match &channel.route {
+            Some(h) => o.headers(h.clone()),
+            None => o,
+        }
+    };
     let calls: Vec<_> = batch
         .iter()
         .map(|req| {
             client
-                .unary_call_async(&m, req, CallOption::default().timeout(DEADLINE))
+                .unary_call_async(&m, req, opt())
                 .map_err(|e| TestCaseError::fail(format!("{method}: cannot start a call: {e}")))
         })
         .collect::<Result<_, _>>()?;
@@ -332,11 +340,7 @@ fn send_batch(
         return Err(TestCaseError::fail(format!("{method}: {why}")));
     }
     if let Some(normal) = normal {
-        let r = client.unary_call(
-            &m,
-            &normal.to_vec(),
-            CallOption::default().timeout(DEADLINE),
-        );
+        let r = client.unary_call(&m, &normal.to_vec(), opt());
         if let Err(grpcio::Error::RpcFailure(s)) = &r {
             prop_assert!(
                 ![
@@ -359,7 +363,7 @@ fn send_batch(
 /// One method under test: where it is served and its valid requests.
 struct Target {
     method: &'static str,
-    channel: Channel,
+    channel: Conn,
     valid: Vec<Vec<u8>>,
     /// Whether a valid request may end what serves it (Close): then no
     /// normal call of the same method is expected to work afterwards.
@@ -370,10 +374,14 @@ struct Target {
 }
 
 impl Target {
-    fn new(method: &'static str, channel: &Channel, valid: Vec<Vec<u8>>) -> Target {
+    fn new(
+        method: &'static str,
+        channel: &(impl Clone + Into<Conn>),
+        valid: Vec<Vec<u8>>,
+    ) -> Target {
         Target {
             method,
-            channel: channel.clone(),
+            channel: channel.clone().into(),
             valid,
             ends: false,
             repeatable: true,
@@ -468,10 +476,15 @@ impl World for InProcess {
 }
 
 /// A host broker's server for `services`, and a channel to it.
-fn host_serve(broker: &Broker, lease: &mut Lease, services: Vec<grpcio::Service>) -> Channel {
+fn host_serve(broker: &Broker, lease: &mut Lease, services: Vec<Offer>) -> Conn {
     let id = lease.serve(services).expect("the host serves");
     let path = broker.served_address(id).expect("served");
-    rpc::connect(Network::Unix, &path.to_string_lossy())
+    let channel = rpc::connect(Network::Unix, &path.to_string_lossy());
+    if broker.routed() {
+        Conn::routed(channel, id)
+    } else {
+        channel.into()
+    }
 }
 
 fn report_timestamp(digest: &[u8], epoch: u32) -> proto::loop_types::ReportTimestamp {
@@ -494,7 +507,7 @@ fn big(v: i64) -> proto::loop_types::BigInt {
 
 /// The provider's methods (the node re-serves a relayer's provider to the
 /// median plugin; the relayer serves it to the node), with valid requests.
-fn provider_targets(ch: &Channel, digest: &[u8], report: &[u8]) -> Vec<Target> {
+fn provider_targets(ch: &Conn, digest: &[u8], report: &[u8]) -> Vec<Target> {
     use proto::provider as pv;
     use proto::relayer as rl;
     let mut cfg = pv::ContractConfig::new();
@@ -731,7 +744,7 @@ fn start(sandbox: &Sandbox, name: &str, program: &str, cookie: Cookie) -> Plugin
 }
 
 /// `loop.Service` of a served object (or a plugin), `Close` last.
-fn service_targets(ch: &Channel, closes: bool) -> Vec<Target> {
+fn service_targets(ch: &Conn, closes: bool) -> Vec<Target> {
     let mut v = vec![
         Target::new("/loop.Service/Name", ch, vec![]),
         Target::new("/loop.Service/Ready", ch, vec![]),
@@ -812,7 +825,7 @@ fn hostile_grpc_relayer_plugin_answers_any_bytes() {
     ];
     targets.extend(provider_targets(&provider, &digest, &a_report()));
     // The plugin's own loop.Service, then the provider's (closed last).
-    targets.extend(service_targets(&main, false));
+    targets.extend(service_targets(&main.clone().into(), false));
     targets.extend(service_targets(&provider, true));
     let done = fuzz(&plugin, targets);
     assert_covers(

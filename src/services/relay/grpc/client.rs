@@ -22,7 +22,7 @@ use crate::services::resource::Remote;
 /// every adapter holds it: the provider is closed when the last one goes.
 pub fn median_provider_client(
     name: &str,
-    channel: grpcio::Channel,
+    channel: crate::goplugin::route::Conn,
     timeout: Duration,
     remote: Option<Arc<Remote>>,
 ) -> MedianProvider {
@@ -81,7 +81,7 @@ impl PluginRelayer for PluginRelayerClient {
         let mut lease = broker.lease();
         // Every id is served, as a Go host serves them: a Go relayer dials
         // all three and fails NewRelayer on a missing one (never send 0).
-        let mut serve = |what: &str, service: grpcio::Service| {
+        let mut serve = |what: &str, service: crate::goplugin::route::Offer| {
             lease
                 .serve(vec![service])
                 .map_err(|e| format!("{}: serving the {what}: {e}", self.name))
@@ -139,7 +139,7 @@ pub struct RelayerClient {
 }
 
 impl RelayerClient {
-    fn dial(&self, what: &str, id: u32) -> Result<grpcio::Channel, String> {
+    fn dial(&self, what: &str, id: u32) -> Result<crate::goplugin::route::Conn, String> {
         self.broker
             .dial(id, self.timeout)
             .map_err(|e| format!("{}: the {what} (broker id {id}): {e}", self.name))
@@ -314,7 +314,7 @@ impl ContractTransmitterClient {
     /// The transmitter on `channel`; each call has `timeout`.
     pub fn new(
         name: &str,
-        channel: grpcio::Channel,
+        channel: crate::goplugin::route::Conn,
         timeout: Duration,
     ) -> ContractTransmitterClient {
         ContractTransmitterClient {

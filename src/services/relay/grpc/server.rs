@@ -21,7 +21,7 @@ fn status(code: RpcStatusCode, e: impl std::fmt::Display) -> grpcio::RpcStatus {
     rpc::status(code, e.to_string())
 }
 /// The services of a config provider, to serve on one broker id.
-pub fn config_provider_services(p: &ConfigProvider) -> Vec<grpcio::Service> {
+pub fn config_provider_services(p: &ConfigProvider) -> Vec<crate::goplugin::route::Offer> {
     vec![
         provider::digester_server(p.digester.clone()),
         provider::tracker_server(p.tracker.clone()),
@@ -29,7 +29,7 @@ pub fn config_provider_services(p: &ConfigProvider) -> Vec<grpcio::Service> {
 }
 
 /// The services of a median provider, to serve on one broker id.
-pub fn median_provider_services(p: &MedianProvider) -> Vec<grpcio::Service> {
+pub fn median_provider_services(p: &MedianProvider) -> Vec<crate::goplugin::route::Offer> {
     let mut services = config_provider_services(&p.config);
     services.extend([
         contract_transmitter_server(p.transmitter.clone()),
@@ -41,8 +41,11 @@ pub fn median_provider_services(p: &MedianProvider) -> Vec<grpcio::Service> {
 }
 /// Serves `relayer` as `loop.PluginRelayer` for a plugin whose broker is
 /// `broker`.
-pub fn plugin_relayer_server(broker: Broker, relayer: Arc<dyn PluginRelayer>) -> grpcio::Service {
-    svc::create_plugin_relayer(PluginRelayerServer { broker, relayer })
+pub fn plugin_relayer_server(
+    broker: Broker,
+    relayer: Arc<dyn PluginRelayer>,
+) -> crate::goplugin::route::Offer {
+    svc::offer_plugin_relayer(PluginRelayerServer { broker, relayer })
 }
 
 #[derive(Clone)]
@@ -87,7 +90,7 @@ impl svc::PluginRelayer for PluginRelayerServer {
             let id = resource::serve(
                 &this.broker,
                 "relayer",
-                vec![svc::create_relayer(RelayerServer {
+                vec![svc::offer_relayer(RelayerServer {
                     broker: this.broker.clone(),
                     relayer,
                 })],
@@ -108,7 +111,11 @@ struct RelayerServer {
 }
 
 impl RelayerServer {
-    fn serve(&self, name: &str, services: Vec<grpcio::Service>) -> Result<u32, grpcio::RpcStatus> {
+    fn serve(
+        &self,
+        name: &str,
+        services: Vec<crate::goplugin::route::Offer>,
+    ) -> Result<u32, grpcio::RpcStatus> {
         resource::serve(&self.broker, name, services)
             .map_err(|e| status(RpcStatusCode::UNAVAILABLE, e))
     }
@@ -317,8 +324,10 @@ fn head_wire(h: Head) -> pb::Head {
 }
 
 /// Serves `t` as `loop.ContractTransmitter`.
-pub fn contract_transmitter_server(t: Arc<dyn ContractTransmitter>) -> grpcio::Service {
-    svc::create_contract_transmitter(TransmitterServer(t))
+pub fn contract_transmitter_server(
+    t: Arc<dyn ContractTransmitter>,
+) -> crate::goplugin::route::Offer {
+    svc::offer_contract_transmitter(TransmitterServer(t))
 }
 
 #[derive(Clone)]

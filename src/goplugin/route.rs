@@ -1,0 +1,260 @@
+//! Routed brokering: every object a broker serves, on one shared server.
+//!
+//! In go-plugin every brokered object (a provider, a data source, a
+//! reporting plugin...) is a gRPC server of its own on a socket of its own,
+//! and the other side dials each with a connection of its own: a socket,
+//! two fds and some 54 KiB of transport state per object, on both sides.
+//! A median feed brokers about a dozen.
+//!
+//! When both sides are loopp they agree, at the handshake, to route instead:
+//! each broker runs one shared server that serves every service of `proto/`
+//! through a [`Table`] of the objects it serves by broker id, and announces
+//! every id at that one server's address. The dialing side keeps one channel
+//! per address and names the id in the [`ROUTE_HEADER`] of every call
+//! ([`Conn`]). Ids, announcements, `Close` and lifetimes are unchanged; only
+//! the transport is shared.
+//!
+//! Negotiation, so a Go peer never sees any of it: a loopp host sets
+//! [`OFFER_VAR`] in the plugin's environment (unless its own environment sets
+//! it to `0`); a loopp plugin that finds it appends [`HANDSHAKE_FIELD`] to its
+//! handshake line as an 8th field. A Go plugin ignores the variable and a Go
+//! host never sets it, so both keep go-plugin's one server per object.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use grpcio::{Channel, Metadata, MetadataBuilder, RpcContext, RpcStatus, RpcStatusCode, Service};
+
+use crate::goplugin::pool::Lane;
+
+/// The metadata header naming the broker id a routed call is for.
+pub const ROUTE_HEADER: &str = "loopp-broker-id";
+
+/// Set by a loopp host in a plugin's environment: the host can route.
+/// A host whose own environment sets it to `0` does not offer.
+pub const OFFER_VAR: &str = "LOOPP_BROKER_ROUTED";
+
+/// The handshake's 8th field by which a loopp plugin accepts the offer.
+pub const HANDSHAKE_FIELD: &str = "loopp-routed";
+
+/// Whether this process, as a host, offers routing to its plugins: yes
+/// unless [`OFFER_VAR`] is `0` in its environment.
+pub fn host_offers() -> bool {
+    std::env::var(OFFER_VAR).map_or(true, |v| v.trim() != "0")
+}
+
+/// Whether this process, as a plugin, was offered routing by its host.
+pub fn plugin_offered() -> bool {
+    std::env::var(OFFER_VAR).is_ok_and(|v| v.trim() == "1")
+}
+
+/// What a client calls: a channel, and for a routed object the header that
+/// names it. A plain [`Channel`] converts into one.
+#[derive(Clone)]
+pub struct Conn {
+    /// The connection.
+    pub channel: Channel,
+    /// The [`ROUTE_HEADER`] to send with every call, if routed.
+    pub route: Option<Metadata>,
+}
+
+impl Conn {
+    /// A connection to object `id` on a shared server reached by `channel`.
+    pub fn routed(channel: Channel, id: u32) -> Conn {
+        let mut b = MetadataBuilder::with_capacity(1);
+        b.add_str(ROUTE_HEADER, &id.to_string())
+            .expect("a valid header name and value");
+        Conn {
+            channel,
+            route: Some(b.build()),
+        }
+    }
+}
+
+impl From<Channel> for Conn {
+    fn from(channel: Channel) -> Conn {
+        Conn {
+            channel,
+            route: None,
+        }
+    }
+}
+
+/// One served implementation of service trait `T` (`dyn X + Send`), with
+/// the lane its calls run in. Calls take the lock only to dispatch: the
+/// handlers hand their work to the pool or answer at once.
+pub struct Routed<T: ?Sized> {
+    /// The lane that was ambient when it was offered.
+    pub lane: Option<Lane>,
+    inner: Mutex<Box<T>>,
+}
+
+impl<T: ?Sized> Routed<T> {
+    /// `inner`, whose calls run in `lane`.
+    pub fn new(lane: Option<Lane>, inner: Box<T>) -> Routed<T> {
+        Routed {
+            lane,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// The implementation, for one call.
+    pub fn lock(&self) -> MutexGuard<'_, Box<T>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Erased = Arc<dyn Any + Send + Sync>;
+
+/// By broker id: each service offered for it, by full name.
+type Routes = HashMap<u32, Vec<(&'static str, Erased)>>;
+
+/// A service implementation offered for a broker id, made by the generated
+/// `offer_<service>`: the broker serves it on a server of its own
+/// ([`Offer::into_service`]) or routes to it on its shared server.
+pub struct Offer {
+    service: &'static str,
+    routed: Erased,
+    direct: Box<dyn FnOnce() -> Service + Send>,
+}
+
+impl Offer {
+    /// `service` (its full name), served through `routed` (a
+    /// [`Routed`] of its trait) or as made by `direct`.
+    pub fn new(
+        service: &'static str,
+        routed: Erased,
+        direct: Box<dyn FnOnce() -> Service + Send>,
+    ) -> Offer {
+        Offer {
+            service,
+            routed,
+            direct,
+        }
+    }
+
+    /// The full name of the service offered (`package.Service`).
+    pub fn service_name(&self) -> &'static str {
+        self.service
+    }
+
+    /// The implementation as a grpcio service of its own.
+    pub fn into_service(self) -> Service {
+        (self.direct)()
+    }
+}
+
+/// The objects a shared server routes to, by broker id and service name.
+/// Cheap to clone; clones share the table.
+#[derive(Clone, Default)]
+pub struct Table {
+    routes: Arc<RwLock<Routes>>,
+}
+
+impl Table {
+    /// Routes `id` to `offers`, replacing whatever it routed to; whether
+    /// `id` is new.
+    pub fn insert(&self, id: u32, offers: Vec<Offer>) -> bool {
+        let entry = offers.into_iter().map(|o| (o.service, o.routed)).collect();
+        self.write().insert(id, entry).is_none()
+    }
+
+    /// Stops routing `id`; calls for it then fail UNAVAILABLE.
+    pub fn remove(&self, id: u32) -> bool {
+        self.write().remove(&id).is_some()
+    }
+
+    /// Stops routing every id; how many there were.
+    pub fn clear(&self) -> usize {
+        let mut routes = self.write();
+        let n = routes.len();
+        routes.clear();
+        n
+    }
+
+    /// Whether `id` is routed.
+    pub fn contains(&self, id: u32) -> bool {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id)
+    }
+
+    /// How many ids are routed.
+    pub fn len(&self) -> usize {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no id is routed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
+        self.routes.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The implementation of `service` that the call's route header names.
+    pub fn find<T: Any + Send + Sync>(
+        &self,
+        ctx: &RpcContext,
+        service: &str,
+    ) -> Result<Arc<T>, RpcStatus> {
+        let id = route_of(ctx)?;
+        let found = {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            routes
+                .get(&id)
+                .and_then(|e| e.iter().find(|(s, _)| *s == service))
+                .map(|(_, o)| o.clone())
+        };
+        let Some(obj) = found else {
+            return Err(RpcStatus::with_message(
+                RpcStatusCode::UNAVAILABLE,
+                format!("broker id {id} serves no {service} here: closed, or never served"),
+            ));
+        };
+        obj.downcast::<T>().map_err(|_| {
+            RpcStatus::with_message(
+                RpcStatusCode::INTERNAL,
+                format!("broker id {id}: {service} was offered with another type"),
+            )
+        })
+    }
+
+    /// The shared server's services: every service of `proto/`, routed here.
+    pub fn services(&self) -> Vec<Service> {
+        crate::proto::routers(self)
+    }
+}
+
+/// The broker id a call's [`ROUTE_HEADER`] names.
+fn route_of(ctx: &RpcContext) -> Result<u32, RpcStatus> {
+    let value = ctx
+        .request_headers()
+        .iter()
+        .find(|(k, _)| *k == ROUTE_HEADER)
+        .map(|(_, v)| v);
+    let Some(value) = value else {
+        return Err(RpcStatus::with_message(
+            RpcStatusCode::INVALID_ARGUMENT,
+            format!("this is a routed broker server: send the object's broker id in the {ROUTE_HEADER} header"),
+        ));
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            RpcStatus::with_message(
+                RpcStatusCode::INVALID_ARGUMENT,
+                format!(
+                    "{ROUTE_HEADER}: {:?} is not a broker id (a number)",
+                    String::from_utf8_lossy(value)
+                ),
+            )
+        })
+}
