@@ -291,6 +291,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_routed_field_is_the_eighth_and_only_a_loopp_plugin_prints_it() {
+        let go = Handshake::parse("1|1|unix|/tmp/p|grpc||true\n").unwrap();
+        assert!(go.multiplex && !go.routed);
+        let loopp = Handshake::parse("1|1|unix|/tmp/p|grpc||false|loopp-routed\n").unwrap();
+        assert!(!loopp.multiplex && loopp.routed);
+        assert_eq!(
+            loopp.to_string(),
+            "1|1|unix|/tmp/p|grpc||false|loopp-routed"
+        );
+        assert!(
+            !Handshake::parse("1|1|unix|/tmp/p|grpc||false|other")
+                .unwrap()
+                .routed
+        );
+        // Not offered: go-plugin's six fields, as before.
+        let plain = Handshake {
+            routed: false,
+            ..loopp
+        };
+        assert_eq!(plain.to_string(), "1|1|unix|/tmp/p|grpc|");
+    }
+
+    #[test]
     fn parses_go_plugin_lines() {
         let h = Handshake::parse("1|0|unix|/tmp/plugin123|grpc|\n").unwrap();
         assert_eq!(h.app_version, 0);
