@@ -134,11 +134,6 @@ impl Offer {
         }
     }
 
-    /// The full name of the service offered (`package.Service`).
-    pub fn service_name(&self) -> &'static str {
-        self.service
-    }
-
     /// The implementation as a grpcio service of its own.
     pub fn into_service(self) -> Service {
         (self.direct)()
