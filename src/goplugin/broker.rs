@@ -102,6 +102,23 @@ struct State {
     routing: Option<Routing>,
 }
 
+impl State {
+    /// Ends every object served (uncounting them) and the channels dialed;
+    /// returns the servers to stop, the shared one included.
+    fn take_servers(&mut self) -> Vec<(u32, Server, PathBuf)> {
+        let mut servers = std::mem::take(&mut self.servers);
+        BROKER_OBJECTS.sub(servers.len() as i64);
+        if let Some(r) = &mut self.routing {
+            BROKER_OBJECTS.sub(r.table.clear() as i64);
+            r.channels.clear();
+            if let Some((server, path)) = r.server.take() {
+                servers.push((0, server, path));
+            }
+        }
+        servers
+    }
+}
+
 /// A routed broker's shared server and the channels it dialed.
 struct Routing {
     table: Table,
@@ -278,9 +295,9 @@ impl Broker {
             .map(|(_, _, p)| p.clone())
     }
 
-    /// A connection to this side's own object `id` (tests dial it directly).
-    #[cfg(test)]
-    pub(crate) fn local_channel(&self, id: u32) -> Conn {
+    /// A connection to this side's own object `id`, as the other side
+    /// reaches it (tests call their own objects with it).
+    pub fn local_channel(&self, id: u32) -> Conn {
         let path = self.served_address(id).expect("a server on that id");
         let channel = rpc::connect_bounded(
             Network::Unix,
@@ -381,16 +398,7 @@ impl Broker {
             st.closed = true;
             st.stream_tx = None;
             st.outbox.clear();
-            let mut servers = std::mem::take(&mut st.servers);
-            BROKER_OBJECTS.sub(servers.len() as i64);
-            if let Some(r) = &mut st.routing {
-                BROKER_OBJECTS.sub(r.table.clear() as i64);
-                r.channels.clear();
-                if let Some((server, path)) = r.server.take() {
-                    servers.push((0, server, path));
-                }
-            }
-            servers
+            st.take_servers()
         };
         self.inner.announced.notify_all();
         let mut paths = Vec::new();
@@ -442,17 +450,12 @@ impl Broker {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap();
         let mut paths = Vec::new();
-        let mut servers = std::mem::take(&mut st.servers);
-        BROKER_OBJECTS.sub(servers.len() as i64);
-        if let Some(r) = &mut st.routing {
-            BROKER_OBJECTS.sub(r.table.clear() as i64);
-            if let Some((server, path)) = r.server.take() {
-                servers.push((0, server, path));
-            }
-        }
-        let servers = servers
+        let servers = self
+            .state
+            .get_mut()
+            .unwrap()
+            .take_servers()
             .into_iter()
             .map(|(_, server, path)| {
                 paths.push(path);

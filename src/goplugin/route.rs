@@ -176,19 +176,6 @@ impl Table {
             .contains_key(&id)
     }
 
-    /// How many ids are routed.
-    pub fn len(&self) -> usize {
-        self.routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether no id is routed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
         self.routes.write().unwrap_or_else(PoisonError::into_inner)
     }

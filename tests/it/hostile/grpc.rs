@@ -37,9 +37,8 @@ use protobuf::reflect::{
 use protobuf::{Message, MessageDyn, MessageField};
 
 use loopp::goplugin::broker::{Broker, Lease};
-use loopp::goplugin::handshake::{Cookie, Network};
+use loopp::goplugin::handshake::Cookie;
 use loopp::goplugin::host::{Client, HostConfig};
-use loopp::goplugin::rpc;
 use loopp::goplugin::sockdir::SocketDir;
 use loopp::proto;
 
@@ -478,13 +477,7 @@ impl World for InProcess {
 /// A host broker's server for `services`, and a channel to it.
 fn host_serve(broker: &Broker, lease: &mut Lease, services: Vec<Offer>) -> Conn {
     let id = lease.serve(services).expect("the host serves");
-    let path = broker.served_address(id).expect("served");
-    let channel = rpc::connect(Network::Unix, &path.to_string_lossy());
-    if broker.routed() {
-        Conn::routed(channel, id)
-    } else {
-        channel.into()
-    }
+    broker.local_channel(id)
 }
 
 fn report_timestamp(digest: &[u8], epoch: u32) -> proto::loop_types::ReportTimestamp {
