@@ -495,14 +495,23 @@ fn main() {
     }
     // What `Node::start` and the job check count a job's open files as
     // (node/openfiles.rs) against what each process holds: the count must
-    // not fall short, or a job that passes the check would run out.
+    // not fall short, or a job that passes the check would run out. The
+    // LOOPPs here are loopp's own links, so they route.
     for &n in &ns {
         for (mode, load) in [
             (
                 Mode::Loopp,
                 loopp::node::openfiles::NodeLoad {
                     loopps: 2,
-                    loopp_feeds: n,
+                    routed_feeds: n,
+                    ..Default::default()
+                },
+            ),
+            (
+                Mode::PerFeed,
+                loopp::node::openfiles::NodeLoad {
+                    loopps: n + 1,
+                    routed_feeds: n,
                     ..Default::default()
                 },
             ),
@@ -518,8 +527,12 @@ fn main() {
             for (name, f) in &r.procs {
                 let counted = match name.as_str() {
                     "node" => load.need(),
-                    "median" => loopp::node::openfiles::plugin_need("median", n),
-                    "devchain" => loopp::node::openfiles::plugin_need("relayer", n),
+                    // Per feed: n processes of one feed each.
+                    "median" if mode == Mode::PerFeed => {
+                        loopp::node::openfiles::plugin_need("median", 1, true) * n as u64
+                    }
+                    "median" => loopp::node::openfiles::plugin_need("median", n, true),
+                    "devchain" => loopp::node::openfiles::plugin_need("relayer", n, true),
                     _ => continue,
                 };
                 println!(

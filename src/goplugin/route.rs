@@ -44,6 +44,17 @@ pub fn host_offers() -> bool {
     std::env::var(OFFER_VAR).map_or(true, |v| v.trim() != "0")
 }
 
+/// Whether a plugin given `env` beyond what its host sets is offered
+/// routing: its own [`OFFER_VAR`], if set, else the host's offer.
+pub fn offered_with(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == OFFER_VAR)
+        .map_or_else(host_offers, |(_, v)| {
+            v.to_str().is_some_and(|v| v.trim() == "1")
+        })
+}
+
 /// Whether this process, as a plugin, was offered routing by its host.
 pub fn plugin_offered() -> bool {
     std::env::var(OFFER_VAR).is_ok_and(|v| v.trim() == "1")

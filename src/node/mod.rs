@@ -162,14 +162,24 @@ pub struct Node {
 
 /// How the job's feeds and plugins load the node's open files.
 fn open_file_load(config: &NodeConfig) -> crate::node::openfiles::NodeLoad {
-    let loopp = |name: &str| {
-        config
-            .plugins
-            .iter()
-            .any(|p| p.name == name && matches!(p.mode, Mode::Loopp { .. }))
-    };
+    // Each plugin: whether it is a LOOPP, and whether it will route.
+    let plugins: std::collections::HashMap<&str, (bool, bool)> = config
+        .plugins
+        .iter()
+        .map(|p| {
+            let facts = match &p.mode {
+                Mode::Loopp { command, env } => {
+                    (true, crate::node::openfiles::will_route(command, env))
+                }
+                Mode::InProcess => (false, true),
+            };
+            (p.name.as_str(), facts)
+        })
+        .collect();
+    let loopp = |name: &str| plugins.get(name).is_some_and(|f| f.0);
+    let routes = |name: &str| plugins.get(name).is_none_or(|f| f.1);
     let mut load = crate::node::openfiles::NodeLoad {
-        loopps: config.plugins.iter().filter(|p| loopp(&p.name)).count(),
+        loopps: plugins.values().filter(|f| f.0).count(),
         ..Default::default()
     };
     let mut feeds_of = std::collections::HashMap::<&str, usize>::new();
@@ -177,12 +187,14 @@ fn open_file_load(config: &NodeConfig) -> crate::node::openfiles::NodeLoad {
         *feeds_of.entry(f.median.as_str()).or_default() += 1;
     }
     for f in &config.feeds {
-        if loopp(&f.median) && feeds_of[f.median.as_str()] == 1 {
-            load.process_feeds += 1;
-        } else if loopp(&f.median) || loopp(&f.relay) {
-            load.loopp_feeds += 1;
-        } else {
+        if !loopp(&f.median) && !loopp(&f.relay) {
             load.in_process_feeds += 1;
+        } else if routes(&f.median) && routes(&f.relay) {
+            load.routed_feeds += 1;
+        } else if loopp(&f.median) && feeds_of[f.median.as_str()] == 1 {
+            load.process_feeds += 1;
+        } else {
+            load.loopp_feeds += 1;
         }
     }
     load

@@ -10,6 +10,13 @@
 //! 20,000 carries 1,000 feeds (19,020 open); [`NODE_RESERVED`] is the
 //! margin. A plugin's figures are rounded up: its limit is the job's.
 //!
+//! Between loopp processes brokering is routed (see
+//! [`crate::goplugin::route`]): every object rides one shared server and
+//! connection per side, so a feed costs the transport no fds. Which LOOPPs
+//! will route is known before they start for one kind only: this very
+//! executable (the multi-call binary's links), offered routing
+//! ([`will_route`]). Any other plugin (a Go one) is counted as go-plugin's.
+//!
 //! Invariant: the node's need is checked against its soft limit after
 //! raising it to the hard one, as Go programs do at start; the HTTP server
 //! gets what is left.
@@ -34,22 +41,46 @@ pub const NODE_PER_PROCESS_FEED: u64 = 14;
 /// chain file, 1 measured.
 pub const NODE_PER_FEED: u64 = 2;
 
+/// Open files the node holds per feed whose LOOPPs all route: none for
+/// the transport (25 in all at 100, 300 and 1,000 feeds, measured), and
+/// the chain file when the relayer runs in the node. A routed median
+/// process of the feed's own costs only [`NODE_PER_LOOPP`] (619 measured
+/// for 100 such feeds and their 101 processes).
+pub const NODE_PER_ROUTED_FEED: u64 = 2;
+
 /// Open files a loopp plugin process holds with no feed: 22 to 36 measured.
 pub const PLUGIN_BASE: u64 = 40;
 
-/// Open files a plugin of `kind` holds per feed it serves: a median plugin
-/// 14 measured, a relayer 5 (its chain file included).
-pub fn plugin_per_feed(kind: &str) -> u64 {
-    match kind {
-        "median" => 15,
-        "relayer" => 6,
+/// Open files a plugin of `kind` holds per feed it serves: with go-plugin's
+/// brokering a median plugin 14 measured, a relayer 5 (its chain file
+/// included); routed, a median none (25 in all at 100 to 1,000 feeds), a
+/// relayer its chain file (1).
+pub fn plugin_per_feed(kind: &str, routed: bool) -> u64 {
+    match (kind, routed) {
+        ("median", false) => 15,
+        ("relayer", false) => 6,
+        ("relayer", true) => 2,
         _ => 0,
     }
 }
 
 /// What a LOOPP of `kind` serving `feeds` feeds needs.
-pub fn plugin_need(kind: &str, feeds: usize) -> u64 {
-    PLUGIN_BASE + plugin_per_feed(kind) * feeds as u64
+pub fn plugin_need(kind: &str, feeds: usize, routed: bool) -> u64 {
+    PLUGIN_BASE + plugin_per_feed(kind, routed) * feeds as u64
+}
+
+/// Whether a LOOPP started as `command` with `env` (beyond what the node
+/// sets) will route its brokered objects: it is this very executable, so
+/// it accepts the offer, and it is offered
+/// ([`crate::goplugin::route::offered_with`]).
+pub fn will_route(
+    command: &std::path::Path,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    crate::goplugin::route::offered_with(env)
+        && id(command).is_some_and(|c| Some(c) == id(std::path::Path::new("/proc/self/exe")))
 }
 
 /// The node's feeds, by how they run.
@@ -63,6 +94,9 @@ pub struct NodeLoad {
     pub process_feeds: usize,
     /// Feeds with both plugins in-process.
     pub in_process_feeds: usize,
+    /// Feeds with LOOPPs (shared, or a median process of their own), every
+    /// one of which routes.
+    pub routed_feeds: usize,
 }
 
 impl NodeLoad {
@@ -73,6 +107,7 @@ impl NodeLoad {
             + NODE_PER_LOOPP_FEED * self.loopp_feeds as u64
             + NODE_PER_PROCESS_FEED * self.process_feeds as u64
             + NODE_PER_FEED * self.in_process_feeds as u64
+            + NODE_PER_ROUTED_FEED * self.routed_feeds as u64
     }
 }
 
@@ -112,8 +147,12 @@ pub fn room_for_http(load: &NodeLoad, limit: u64) -> Result<u64, String> {
     // HTTP needs at least a few clients (a scrape, a health check).
     if need + 16 > limit {
         return Err(format!(
-            "the job needs about {need} open files in the node ({} feeds with a shared LOOPP at {NODE_PER_LOOPP_FEED}, {} with a median process of their own at {NODE_PER_PROCESS_FEED}, {} in-process at {NODE_PER_FEED}, {} LOOPPs at {NODE_PER_LOOPP}, {NODE_RESERVED} for the rest) and 16 more for HTTP, but its open-file limit is {limit}: raise it (`ulimit -n`, LimitNOFILE= in the unit, --ulimit nofile= for a container) or run fewer feeds in this node",
-            load.loopp_feeds, load.process_feeds, load.in_process_feeds, load.loopps
+            "the job needs about {need} open files in the node ({} feeds with a shared LOOPP at {NODE_PER_LOOPP_FEED}, {} with a median process of their own at {NODE_PER_PROCESS_FEED}, {} with routed LOOPPs at {NODE_PER_ROUTED_FEED}, {} in-process at {NODE_PER_FEED}, {} LOOPPs at {NODE_PER_LOOPP}, {NODE_RESERVED} for the rest) and 16 more for HTTP, but its open-file limit is {limit}: raise it (`ulimit -n`, LimitNOFILE= in the unit, --ulimit nofile= for a container) or run fewer feeds in this node",
+            load.loopp_feeds,
+            load.process_feeds,
+            load.routed_feeds,
+            load.in_process_feeds,
+            load.loopps
         ));
     }
     Ok(limit - need)
@@ -146,9 +185,37 @@ mod tests {
             ..NodeLoad::default()
         };
         assert_eq!(per_feed.need(), 64 + 808 + 1400);
-        assert_eq!(plugin_need("median", 100), 40 + 1500);
-        assert_eq!(plugin_need("relayer", 0), 40);
-        assert_eq!(plugin_need("example", 1000), 40);
+        assert_eq!(plugin_need("median", 100, false), 40 + 1500);
+        assert_eq!(plugin_need("relayer", 0, false), 40);
+        assert_eq!(plugin_need("example", 1000, false), 40);
+        // Routed: the scale benchmark counted 25 in the node and the median
+        // at 1,000 feeds, and the relayer 24 plus its chain files.
+        let routed = NodeLoad {
+            loopps: 2,
+            routed_feeds: 1000,
+            ..NodeLoad::default()
+        };
+        assert_eq!(routed.need(), 64 + 16 + 2000);
+        assert_eq!(plugin_need("median", 1000, true), 40);
+        assert_eq!(plugin_need("relayer", 1000, true), 40 + 2000);
+    }
+
+    #[test]
+    fn only_this_executable_offered_routing_is_counted_as_routing() {
+        let me = std::fs::read_link("/proc/self/exe").unwrap();
+        let off = [(
+            crate::goplugin::route::OFFER_VAR.into(),
+            std::ffi::OsString::from("0"),
+        )];
+        // This process's environment does not turn the offer off.
+        assert!(crate::goplugin::route::host_offers());
+        assert!(will_route(&me, &[]));
+        assert!(!will_route(&me, &off), "turned off in the plugin's env");
+        assert!(
+            !will_route(std::path::Path::new("/bin/sh"), &[]),
+            "another program"
+        );
+        assert!(!will_route(std::path::Path::new("/nonexistent/loopp"), &[]));
     }
 
     #[test]

@@ -584,11 +584,32 @@ fn run_node(
     )
 }
 
-/// A LOOPP feed holds sockets of its own in every process. A job that
-/// needs more open files than the node's limit is refused at start, naming
-/// the figures and what to raise, before any plugin starts; the most feeds
-/// the same limit takes all transmit, with nothing failing for want of a
-/// file descriptor (the plugins inherit the limit).
+/// A job of `feeds` LOOPP feeds (devchain and median) in `sb`, writing
+/// chains under `data`.
+fn loopp_feeds_job(sb: &Sandbox, data: &Path, feeds: usize) -> std::path::PathBuf {
+    let job = sb.dir.join(format!("job-{feeds}.json"));
+    let entries: Vec<String> = (0..feeds)
+        .map(|i| feed_entry(&format!("f{i}"), "devchain", 1_000_000).replace("150ms", "1s"))
+        .collect();
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                "feeds":[{}],"http":{{"listen":"127.0.0.1:0"}},"data_dir":{}}}"#,
+            entries.join(","),
+            serde_json::Value::String(data.display().to_string())
+        ),
+    )
+    .unwrap();
+    job
+}
+
+/// With go-plugin's brokering (as with a Go plugin; here loopp's with
+/// routing off), a LOOPP feed holds sockets of its own in every process. A
+/// job that needs more open files than the node's limit is refused at
+/// start, naming the figures and what to raise, before any plugin starts;
+/// the most feeds the same limit takes all transmit, with nothing failing
+/// for want of a file descriptor (the plugins inherit the limit).
 #[test]
 fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_transmit() {
     const LIMIT: u64 = 1024;
@@ -596,24 +617,9 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     const MOST: usize = 48;
     let sb = Sandbox::new("open-files");
     let data = sb.dir.join("data");
-    let job_of = |feeds: usize| {
-        let job = sb.dir.join(format!("job-{feeds}.json"));
-        let entries: Vec<String> = (0..feeds)
-            .map(|i| feed_entry(&format!("f{i}"), "devchain", 1_000_000).replace("150ms", "1s"))
-            .collect();
-        std::fs::write(
-            &job,
-            format!(
-                r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
-                    "feeds":[{}],"http":{{"listen":"127.0.0.1:0"}},"data_dir":{}}}"#,
-                entries.join(","),
-                serde_json::Value::String(data.display().to_string())
-            ),
-        )
-        .unwrap();
-        job
-    };
-    let env = loopp_env(&sb.dir);
+    let job_of = |feeds: usize| loopp_feeds_job(&sb, &data, feeds);
+    let mut env = loopp_env(&sb.dir);
+    env.push((loopp::goplugin::route::OFFER_VAR.into(), "0".into()));
 
     let mut over = NodeProcess::start_with_open_files(&job_of(MOST + 1), &env, LIMIT);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -678,6 +684,50 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     assert!(
         all_transmitted,
         "{done} of {MOST} feeds transmitted:\n{said}"
+    );
+    assert!(
+        !said.contains("Too many open files") && !said.contains("EMFILE"),
+        "{said}"
+    );
+}
+
+/// Routed (loopp's LOOPPs, the default), a feed costs the transport no
+/// open files: under the same limit of 1,024, a job of 100 LOOPP feeds,
+/// which go-plugin's brokering would need about 1,996 for and be refused,
+/// starts, every feed transmits, and the node holds fewer than 100.
+#[test]
+fn routed_loopp_feeds_hold_no_open_files_of_their_own() {
+    const LIMIT: u64 = 1024;
+    const FEEDS: usize = 100;
+    let sb = Sandbox::new("open-files-routed");
+    let data = sb.dir.join("data");
+    let job = loopp_feeds_job(&sb, &data, FEEDS);
+    let mut node = NodeProcess::start_with_open_files(&job, &loopp_env(&sb.dir), LIMIT);
+    node.wait_http_port(Duration::from_secs(20));
+    let transmitted = |i: usize| {
+        loopp::devchain::store::Chain::open(&data.join(format!("devchain/f{i}.jsonl")))
+            .is_ok_and(|c| c.transmitted() > 0)
+    };
+    let all_transmitted = wait_until(Duration::from_secs(90), || (0..FEEDS).all(transmitted));
+    let fds = figures(node.pid()).fds;
+    let done = (0..FEEDS).filter(|&i| transmitted(i)).count();
+    let lines = node.lines.clone();
+    let mut seen = std::mem::take(&mut node.seen);
+    node.stop();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    let said = seen.join("\n");
+    println!(
+        "{FEEDS} routed feeds under {LIMIT} open files: the node held {fds}; {done} transmitted"
+    );
+    assert!(
+        all_transmitted,
+        "{done} of {FEEDS} feeds transmitted:\n{said}"
+    );
+    assert!(
+        fds < 100,
+        "the node held {fds} open files for {FEEDS} routed feeds"
     );
     assert!(
         !said.contains("Too many open files") && !said.contains("EMFILE"),

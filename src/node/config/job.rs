@@ -417,11 +417,12 @@ fn check_open_files(
     feeds: &[crate::node::feeds::FeedConfig],
     problems: &mut Vec<String>,
 ) {
-    use crate::node::openfiles::{plugin_need, plugin_per_feed, PLUGIN_BASE};
-    for p in plugins
-        .iter()
-        .filter(|p| matches!(p.mode, Mode::Loopp { .. }))
-    {
+    use crate::node::openfiles::{plugin_need, plugin_per_feed, will_route, PLUGIN_BASE};
+    for p in plugins {
+        let Mode::Loopp { command, env } = &p.mode else {
+            continue;
+        };
+        let routed = will_route(command, env);
         let Some(limit) = p.limits.iter().find_map(|l| match l {
             Limit::OpenFiles(n) => Some(*n),
             _ => None,
@@ -432,13 +433,13 @@ fn check_open_files(
             .iter()
             .filter(|f| f.median == p.name || f.relay == p.name)
             .count();
-        let need = plugin_need(p.kind.name, served);
+        let need = plugin_need(p.kind.name, served, routed);
         if served > 0 && limit < need {
             problems.push(format!(
                 "plugin {:?}: limits.open_files {limit} is too few for the {served} feed(s) it serves: a {} LOOPP holds about {} open files per feed and {PLUGIN_BASE} of its own; give at least {need}, or remove the limit",
                 p.name,
                 p.kind.name,
-                plugin_per_feed(p.kind.name),
+                plugin_per_feed(p.kind.name, routed),
             ));
         }
     }
