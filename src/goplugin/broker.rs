@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use futures_util::{SinkExt, StreamExt};
-use grpcio::{Channel, Server, ServerCredentials, WriteFlags};
+use grpcio::{Server, ServerCredentials, WriteFlags};
 
 use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::Network;
@@ -124,8 +124,8 @@ struct Routing {
     table: Table,
     /// Started at the first [`Broker::serve`].
     server: Option<(Server, PathBuf)>,
-    /// One channel per address the other side announced.
-    channels: HashMap<String, Channel>,
+    /// One client (channel) per address the other side announced.
+    channels: HashMap<String, grpcio::Client>,
 }
 
 impl Broker {
@@ -305,7 +305,7 @@ impl Broker {
             self.inner.max_message,
         );
         if self.routed() {
-            Conn::routed(channel, id)
+            Conn::routed(grpcio::Client::new(channel), id)
         } else {
             channel.into()
         }
@@ -352,7 +352,13 @@ impl Broker {
                     let channel = r
                         .channels
                         .entry(info.address.clone())
-                        .or_insert_with(|| rpc::connect_bounded(Network::Unix, &info.address, max))
+                        .or_insert_with(|| {
+                            grpcio::Client::new(rpc::connect_bounded(
+                                Network::Unix,
+                                &info.address,
+                                max,
+                            ))
+                        })
                         .clone();
                     return Ok(Conn::routed(channel, id));
                 }
@@ -589,7 +595,7 @@ mod tests {
         // One connection for all three, each call on its own object.
         let channel = rpc::connect(Network::Unix, &sockets[0].to_string_lossy());
         for (id, name) in ids.iter().zip(["a", "b", "c"]) {
-            let conn = Conn::routed(channel.clone(), *id);
+            let conn = Conn::routed(grpcio::Client::new(channel.clone()), *id);
             assert_eq!(check(conn.clone(), name).unwrap(), ServingStatus::SERVING);
             assert_eq!(check(conn, "x").unwrap(), ServingStatus::UNKNOWN);
         }
@@ -607,7 +613,10 @@ mod tests {
         }
         // A stopped id is gone; the others still answer.
         broker.stop(ids[1]);
-        match check(Conn::routed(channel.clone(), ids[1]), "b") {
+        match check(
+            Conn::routed(grpcio::Client::new(channel.clone()), ids[1]),
+            "b",
+        ) {
             Err(grpcio::Error::RpcFailure(s)) => {
                 assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE);
                 assert!(
@@ -619,7 +628,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            check(Conn::routed(channel.clone(), ids[2]), "c").unwrap(),
+            check(
+                Conn::routed(grpcio::Client::new(channel.clone()), ids[2]),
+                "c"
+            )
+            .unwrap(),
             ServingStatus::SERVING
         );
         broker.close();

@@ -24,7 +24,9 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use grpcio::{Channel, Metadata, MetadataBuilder, RpcContext, RpcStatus, RpcStatusCode, Service};
+use grpcio::{
+    Channel, Client, Metadata, MetadataBuilder, RpcContext, RpcStatus, RpcStatusCode, Service,
+};
 
 use crate::goplugin::pool::Lane;
 
@@ -60,24 +62,29 @@ pub fn plugin_offered() -> bool {
     std::env::var(OFFER_VAR).is_ok_and(|v| v.trim() == "1")
 }
 
-/// What a client calls: a channel, and for a routed object the header that
-/// names it. A plain [`Channel`] converts into one.
+/// What a client calls: a channel's client, and for a routed object the
+/// header that names it. A plain [`Channel`] converts into one.
+///
+/// Generated clients made from one `Conn` (or its clones) share its
+/// `grpcio::Client`: each `grpcio::Client::new` makes a gRPC call object of
+/// its own (to wake its completion queue), kilobytes that a client per
+/// object, per call or per feed would multiply.
 #[derive(Clone)]
 pub struct Conn {
-    /// The connection.
-    pub channel: Channel,
+    /// The connection's client.
+    pub client: Client,
     /// The [`ROUTE_HEADER`] to send with every call, if routed.
     pub route: Option<Metadata>,
 }
 
 impl Conn {
-    /// A connection to object `id` on a shared server reached by `channel`.
-    pub fn routed(channel: Channel, id: u32) -> Conn {
+    /// A connection to object `id` on a shared server reached by `client`.
+    pub fn routed(client: Client, id: u32) -> Conn {
         let mut b = MetadataBuilder::with_capacity(1);
         b.add_str(ROUTE_HEADER, &id.to_string())
             .expect("a valid header name and value");
         Conn {
-            channel,
+            client,
             route: Some(b.build()),
         }
     }
@@ -86,7 +93,7 @@ impl Conn {
 impl From<Channel> for Conn {
     fn from(channel: Channel) -> Conn {
         Conn {
-            channel,
+            client: Client::new(channel),
             route: None,
         }
     }

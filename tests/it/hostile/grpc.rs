@@ -273,7 +273,7 @@ fn send_batch(
 ) -> TestCaseResult {
     let desc = request_type(method);
     let m = raw(method);
-    let client = grpcio::Client::new(channel.channel.clone());
+    let client = channel.client.clone();
     let opt = || {
         let o = CallOption::default().timeout(DEADLINE);
         match &channel.route {
