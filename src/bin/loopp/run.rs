@@ -38,6 +38,11 @@ data_dir (default ./loopp-data). A median plugin with \"processes\":
 Chainlink node runs one per job; the default, \"shared\", one for all.
 CL_MIN_OCR2_MAX_DURATION_QUERY is the floor of the Query deadline (100ms).
 The data dir must be writable: the node checks it before anything starts.
+Between loopp processes every brokered object rides one shared server and
+connection per side (routed brokering, agreed at the handshake; Go plugins
+keep go-plugin's server and socket per object); LOOPP_BROKER_ROUTED=0 in
+the node's environment, or in one plugin's env file, turns it off. The
+node checks the job's open files against its limit before anything starts.
 
 Bounds, from the job file: a LOOPP's plugins[].rpc (max_message_bytes,
 default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
