@@ -584,6 +584,25 @@ fn run_node(
     )
 }
 
+/// Whether feed `f{i}` of a [`loopp_feeds_job`] has a transmission on its
+/// chain file under `data`.
+fn feed_transmitted(data: &Path, i: usize) -> bool {
+    loopp::devchain::store::Chain::open(&data.join(format!("devchain/f{i}.jsonl")))
+        .is_ok_and(|c| c.transmitted() > 0)
+}
+
+/// Stops `node` and returns everything it logged, to its end (its stderr
+/// closes as it exits; each line waited for at most 5 s).
+fn stop_and_hear(mut node: NodeProcess) -> String {
+    let lines = node.lines.clone();
+    let mut seen = std::mem::take(&mut node.seen);
+    node.stop();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    seen.join("\n")
+}
+
 /// A job of `feeds` LOOPP feeds (devchain and median) in `sb`, writing
 /// chains under `data`.
 fn loopp_feeds_job(sb: &Sandbox, data: &Path, feeds: usize) -> std::path::PathBuf {
@@ -650,11 +669,7 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
 
     let mut most = NodeProcess::start_with_open_files(&job_of(MOST), &env, LIMIT);
     let port = most.wait_http_port(Duration::from_secs(20));
-    let chain = |i: usize| data.join(format!("devchain/f{i}.jsonl"));
-    let transmitted = |i: usize| {
-        loopp::devchain::store::Chain::open(&chain(i))
-            .is_ok_and(|c| !c.transmissions().unwrap().is_empty())
-    };
+    let transmitted = |i: usize| feed_transmitted(&data, i);
     let all_transmitted = wait_until(Duration::from_secs(60), || (0..MOST).all(transmitted));
     let pid = most.pid();
     let fds = figures(pid).fds;
@@ -672,14 +687,7 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
         "{metrics}"
     );
     let done = (0..MOST).filter(|&i| transmitted(i)).count();
-    let lines = most.lines.clone();
-    let mut seen = std::mem::take(&mut most.seen);
-    most.stop();
-    // What the node said to its end (its stderr closes as it exits).
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
-        seen.push(line);
-    }
-    let said = seen.join("\n");
+    let said = stop_and_hear(most);
     println!("{MOST} feeds under {LIMIT} open files: the node held {fds}; {done} transmitted");
     assert!(
         all_transmitted,
@@ -704,20 +712,11 @@ fn routed_loopp_feeds_hold_no_open_files_of_their_own() {
     let job = loopp_feeds_job(&sb, &data, FEEDS);
     let mut node = NodeProcess::start_with_open_files(&job, &loopp_env(&sb.dir), LIMIT);
     node.wait_http_port(Duration::from_secs(20));
-    let transmitted = |i: usize| {
-        loopp::devchain::store::Chain::open(&data.join(format!("devchain/f{i}.jsonl")))
-            .is_ok_and(|c| c.transmitted() > 0)
-    };
+    let transmitted = |i: usize| feed_transmitted(&data, i);
     let all_transmitted = wait_until(Duration::from_secs(90), || (0..FEEDS).all(transmitted));
     let fds = figures(node.pid()).fds;
     let done = (0..FEEDS).filter(|&i| transmitted(i)).count();
-    let lines = node.lines.clone();
-    let mut seen = std::mem::take(&mut node.seen);
-    node.stop();
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
-        seen.push(line);
-    }
-    let said = seen.join("\n");
+    let said = stop_and_hear(node);
     println!(
         "{FEEDS} routed feeds under {LIMIT} open files: the node held {fds}; {done} transmitted"
     );
