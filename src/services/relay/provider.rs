@@ -384,17 +384,35 @@ impl svc::OffchainConfigDigester for Server<dyn Digester> {
 pub struct ProviderClient {
     channel: crate::goplugin::route::Conn,
     timeout: Duration,
+    /// Who serves it, in errors and the `loopp_rpc_*` metrics.
+    name: String,
     _remote: Option<Arc<crate::services::resource::Remote>>,
 }
 
 impl ProviderClient {
-    /// The provider served on `channel`.
+    /// The provider served on `channel`, named `provider`.
     pub fn new(channel: crate::goplugin::route::Conn, timeout: Duration) -> ProviderClient {
         ProviderClient {
             channel,
             timeout,
+            name: "provider".into(),
             _remote: None,
         }
+    }
+
+    /// Names who serves it (the relayer plugin) in errors and metrics.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// One call of `method` on the channel, counted in the metrics.
+    fn call<T>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce(crate::goplugin::route::Conn) -> grpcio::Result<T>,
+    ) -> Result<T, String> {
+        crate::goplugin::rpc::observed(&self.name, method, || f(self.channel.clone()))
     }
 
     /// Keeps the remote object alive while this client lives (see
@@ -403,10 +421,6 @@ impl ProviderClient {
         self._remote = Some(remote);
         self
     }
-}
-
-fn rpc_err(what: &str, e: grpcio::Error) -> String {
-    format!("{what}: {}", crate::goplugin::error::rpc_status_text(&e))
 }
 
 impl ReportCodec for ProviderClient {
@@ -425,10 +439,10 @@ impl ReportCodec for ProviderClient {
                 .collect(),
             ..Default::default()
         };
-        svc::ReportCodecClient::new(self.channel.clone())
-            .build_report(&req, self.timeout)
-            .map(|r| r.report)
-            .map_err(|e| rpc_err("ReportCodec/BuildReport", e))
+        self.call("/loop.ReportCodec/BuildReport", |c| {
+            svc::ReportCodecClient::new(c).build_report(&req, self.timeout)
+        })
+        .map(|r| r.report)
     }
 
     fn median_from_report(&self, report: &[u8]) -> Result<i128, String> {
@@ -436,9 +450,9 @@ impl ReportCodec for ProviderClient {
             report: report.to_vec(),
             ..Default::default()
         };
-        let r = svc::ReportCodecClient::new(self.channel.clone())
-            .median_from_report(&req, self.timeout)
-            .map_err(|e| rpc_err("ReportCodec/MedianFromReport", e))?;
+        let r = self.call("/loop.ReportCodec/MedianFromReport", |c| {
+            svc::ReportCodecClient::new(c).median_from_report(&req, self.timeout)
+        })?;
         from_big(r.median.as_ref().ok_or("no median")?)
     }
 
@@ -447,10 +461,10 @@ impl ReportCodec for ProviderClient {
             n: n as i64,
             ..Default::default()
         };
-        svc::ReportCodecClient::new(self.channel.clone())
-            .max_report_length(&req, self.timeout)
-            .map(|r| r.max.max(0) as usize)
-            .map_err(|e| rpc_err("ReportCodec/MaxReportLength", e))
+        self.call("/loop.ReportCodec/MaxReportLength", |c| {
+            svc::ReportCodecClient::new(c).max_report_length(&req, self.timeout)
+        })
+        .map(|r| r.max.max(0) as usize)
     }
 }
 
@@ -464,10 +478,10 @@ impl OnchainConfigCodec for ProviderClient {
             }),
             ..Default::default()
         };
-        svc::OnchainConfigCodecClient::new(self.channel.clone())
-            .encode(&req, self.timeout)
-            .map(|r| r.encoded)
-            .map_err(|e| rpc_err("OnchainConfigCodec/Encode", e))
+        self.call("/loop.OnchainConfigCodec/Encode", |c| {
+            svc::OnchainConfigCodecClient::new(c).encode(&req, self.timeout)
+        })
+        .map(|r| r.encoded)
     }
 
     fn decode(&self, encoded: &[u8]) -> Result<Bounds, String> {
@@ -475,9 +489,9 @@ impl OnchainConfigCodec for ProviderClient {
             encoded: encoded.to_vec(),
             ..Default::default()
         };
-        let r = svc::OnchainConfigCodecClient::new(self.channel.clone())
-            .decode(&req, self.timeout)
-            .map_err(|e| rpc_err("OnchainConfigCodec/Decode", e))?;
+        let r = self.call("/loop.OnchainConfigCodec/Decode", |c| {
+            svc::OnchainConfigCodecClient::new(c).decode(&req, self.timeout)
+        })?;
         let c = r.onchainConfig.as_ref().ok_or("no onchainConfig")?;
         Ok(Bounds {
             min: from_big(c.min.as_ref().ok_or("no min")?)?,
@@ -488,10 +502,11 @@ impl OnchainConfigCodec for ProviderClient {
 
 impl ConfigTracker for ProviderClient {
     fn latest_config_details(&self) -> Result<(u64, Vec<u8>), String> {
-        svc::ContractConfigTrackerClient::new(self.channel.clone())
-            .latest_config_details(&pb::LatestConfigDetailsRequest::new(), self.timeout)
-            .map(|r| (r.changedInBlock, r.configDigest))
-            .map_err(|e| rpc_err("ContractConfigTracker/LatestConfigDetails", e))
+        self.call("/loop.ContractConfigTracker/LatestConfigDetails", |c| {
+            svc::ContractConfigTrackerClient::new(c)
+                .latest_config_details(&pb::LatestConfigDetailsRequest::new(), self.timeout)
+        })
+        .map(|r| (r.changedInBlock, r.configDigest))
     }
 
     fn latest_config(&self, changed_in_block: u64) -> Result<ContractConfig, String> {
@@ -499,17 +514,18 @@ impl ConfigTracker for ProviderClient {
             changedInBlock: changed_in_block,
             ..Default::default()
         };
-        let r = svc::ContractConfigTrackerClient::new(self.channel.clone())
-            .latest_config(&req, self.timeout)
-            .map_err(|e| rpc_err("ContractConfigTracker/LatestConfig", e))?;
+        let r = self.call("/loop.ContractConfigTracker/LatestConfig", |c| {
+            svc::ContractConfigTrackerClient::new(c).latest_config(&req, self.timeout)
+        })?;
         ContractConfig::from_wire(r.contractConfig.as_ref().ok_or("no contractConfig")?)
     }
 
     fn latest_block_height(&self) -> Result<u64, String> {
-        svc::ContractConfigTrackerClient::new(self.channel.clone())
-            .latest_block_height(&pb::LatestBlockHeightRequest::new(), self.timeout)
-            .map(|r| r.blockHeight)
-            .map_err(|e| rpc_err("ContractConfigTracker/LatestBlockHeight", e))
+        self.call("/loop.ContractConfigTracker/LatestBlockHeight", |c| {
+            svc::ContractConfigTrackerClient::new(c)
+                .latest_block_height(&pb::LatestBlockHeightRequest::new(), self.timeout)
+        })
+        .map(|r| r.blockHeight)
     }
 }
 
@@ -519,16 +535,17 @@ impl Digester for ProviderClient {
             contractConfig: MessageField::some(config.to_wire()),
             ..Default::default()
         };
-        svc::OffchainConfigDigesterClient::new(self.channel.clone())
-            .config_digest(&req, self.timeout)
-            .map(|r| r.configDigest)
-            .map_err(|e| rpc_err("OffchainConfigDigester/ConfigDigest", e))
+        self.call("/loop.OffchainConfigDigester/ConfigDigest", |c| {
+            svc::OffchainConfigDigesterClient::new(c).config_digest(&req, self.timeout)
+        })
+        .map(|r| r.configDigest)
     }
 
     fn config_digest_prefix(&self) -> Result<u16, String> {
-        let r = svc::OffchainConfigDigesterClient::new(self.channel.clone())
-            .config_digest_prefix(&pb::ConfigDigestPrefixRequest::new(), self.timeout)
-            .map_err(|e| rpc_err("OffchainConfigDigester/ConfigDigestPrefix", e))?;
+        let r = self.call("/loop.OffchainConfigDigester/ConfigDigestPrefix", |c| {
+            svc::OffchainConfigDigesterClient::new(c)
+                .config_digest_prefix(&pb::ConfigDigestPrefixRequest::new(), self.timeout)
+        })?;
         u16::try_from(r.configDigestPrefix)
             .map_err(|_| format!("digest prefix {} is not a uint16", r.configDigestPrefix))
     }

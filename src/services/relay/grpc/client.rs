@@ -26,7 +26,7 @@ pub fn median_provider_client(
     timeout: Duration,
     remote: Option<Arc<Remote>>,
 ) -> MedianProvider {
-    let mut codec = ProviderClient::new(channel.clone(), timeout);
+    let mut codec = ProviderClient::new(channel.clone(), timeout).named(name);
     let mut transmitter = ContractTransmitterClient::new(name, channel.clone(), timeout);
     let mut contract =
         crate::services::median::contract::MedianContractClient::new(name, channel, timeout);
@@ -157,7 +157,11 @@ impl Relayer for RelayerClient {
         })?;
         let ch = self.dial("config provider", r.configProviderID)?;
         let remote = Arc::new(Remote::new(&self.name, ch.clone()));
-        let c = Arc::new(ProviderClient::new(ch, self.timeout).holding(remote));
+        let c = Arc::new(
+            ProviderClient::new(ch, self.timeout)
+                .named(&self.name)
+                .holding(remote),
+        );
         Ok(ConfigProvider {
             digester: c.clone(),
             tracker: c,
