@@ -21,7 +21,7 @@
 //! added) at most 100 KB in each process; threads and fds not growing with
 //! N (at most 16 more at the largest N than at the smallest); CPU per round
 //! of LOOPP within 3x of in-process plus the floor of its RPCs (RPCs per
-//! round, counted on the node, times the CPU of a one-byte round trip over
+//! round, served by the node and its plugins, times the CPU of a one-byte round trip over
 //! a unix socket pair, measured first in the same run). A comparison with
 //! a run whose feeds were not all set up within the 120 s is never `met`.
 
@@ -104,15 +104,41 @@ fn plugins_of(node: u32) -> Vec<(String, u32)> {
 
 /// The node's `/metrics` page.
 fn scrape(port: u16) -> String {
+    get(port, "/metrics")
+}
+
+/// A page of the node's HTTP server.
+fn get(port: u16, path: &str) -> String {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .new_agent();
     agent
-        .get(&format!("http://127.0.0.1:{port}/metrics"))
+        .get(&format!("http://127.0.0.1:{port}{path}"))
         .call()
         .and_then(|mut r| r.body_mut().with_config().limit(256 << 20).read_to_string())
         .unwrap_or_default()
+}
+
+/// RPCs served so far by the node and every LOOPP (each RPC is served by
+/// exactly one of them; a median plugin calls a forwarded provider on the
+/// relayer, so the node is not at one end of every RPC): the sum of their
+/// `grpc_server_handled_total`, the plugins' read through the node's
+/// metrics proxy, as `/discovery` lists them.
+fn rpcs_served(port: u16) -> f64 {
+    let handled = |page: &str| -> f64 {
+        page.lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let groups: Vec<serde_json::Value> =
+        serde_json::from_str(&get(port, "/discovery")).unwrap_or_default();
+    groups
+        .iter()
+        .filter_map(|g| g["labels"]["__metrics_path__"].as_str())
+        .map(|path| handled(&get(port, path)))
+        .sum()
 }
 
 /// What the round metrics say: rounds by outcome (all feeds), the feeds
@@ -122,9 +148,6 @@ struct Rounds {
     by_outcome: BTreeMap<String, f64>,
     feeds_done: usize,
     buckets: Vec<(f64, f64)>,
-    /// RPCs the node made or served: every RPC of a LOOPP round has the
-    /// node at one end (it re-serves the relayer's provider to the median).
-    rpcs: f64,
 }
 
 fn rounds(page: &str) -> Rounds {
@@ -146,10 +169,6 @@ fn rounds(page: &str) -> Rounds {
                 feeds.insert(feed);
             }
             *r.by_outcome.entry(outcome).or_default() += v;
-        } else if line.starts_with("loopp_rpc_total{")
-            || line.starts_with("grpc_server_handled_total{")
-        {
-            r.rpcs += value().unwrap_or(0.0);
         } else if let Some(rest) =
             line.strip_prefix("loopp_feed_round_duration_seconds_bucket{le=\"")
         {
@@ -343,6 +362,7 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
         before = rounds(&scrape(port));
     }
     let ready = before.feeds_done;
+    let rpcs_before = rpcs_served(port);
     let mut pids = plugins_of(pid);
     pids.push(("node".into(), pid));
     let cpu0: Vec<f64> = pids.iter().map(|(_, p)| figures(*p).cpu_s).collect();
@@ -362,6 +382,8 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
         sum.grpc_pool += f.grpc_pool;
         sum.processes += 1;
     }
+    // After the figures: reading every plugin's page costs CPU too.
+    let rpcs_after = rpcs_served(port);
     drop(node);
     let delta = |k: &str| {
         after.by_outcome.get(k).copied().unwrap_or(0.0)
@@ -378,7 +400,7 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     let (tx, invalid, dup) = check_chains(&data.join("devchain"));
     let cpu_total: f64 = procs.values().map(|f| f.cpu_s).sum();
     let cpu_per_round_ms = cpu_total * took / done.max(1.0) * 1e3;
-    let rpcs_per_round = (after.rpcs - before.rpcs) / all.max(1.0);
+    let rpcs_per_round = (rpcs_after - rpcs_before) / all.max(1.0);
     let mut line = json!({
         "bench": "scale", "feeds": n, "mode": mode.name(),
         "ready_feeds": ready, "secs": took, "rounds_per_s": all / took, "done_rounds": done,

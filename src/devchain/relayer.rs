@@ -153,6 +153,7 @@ impl Relayer for DevchainRelayer {
             contract: self.contract.clone(),
             report_codec: Arc::new(DevchainCodec),
             onchain_codec: Arc::new(DevchainCodec),
+            remote: None,
         })
     }
 

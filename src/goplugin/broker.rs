@@ -30,7 +30,7 @@ use grpcio::{Server, ServerCredentials, WriteFlags};
 use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::Network;
 use crate::goplugin::metrics::BROKER_OBJECTS;
-use crate::goplugin::route::{Conn, Offer, Table};
+use crate::goplugin::route::{Conn, Endpoint, Offer, Table};
 use crate::goplugin::rpc;
 use crate::goplugin::sockdir::SocketDir;
 use crate::proto::grpc_broker::ConnInfo;
@@ -58,6 +58,13 @@ impl Lease {
         let id = self.broker.next_id();
         self.broker.serve(id, services)?;
         self.ids.push(id);
+        Ok(id)
+    }
+
+    /// Announces a fresh id for the object at `at` ([`Broker::forward`]).
+    pub fn forward(&mut self, at: &Endpoint) -> Result<u32> {
+        let id = self.broker.next_id();
+        self.broker.forward(id, at)?;
         Ok(id)
     }
 }
@@ -331,6 +338,37 @@ impl Broker {
         }
     }
 
+    /// Announces `id` as the object at `at`, another process's routed
+    /// object this side dialed (see [`crate::goplugin::route`]): the other
+    /// side calls it there, not through this process. Only a routed broker
+    /// forwards (its peer knows the field that says so); nothing is served
+    /// here, so [`Broker::stop`] of `id` has nothing to stop.
+    pub fn forward(&self, id: u32, at: &Endpoint) -> Result<()> {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.closed {
+            return Err(Error::BrokerClosed);
+        }
+        if st.routing.is_none() {
+            return Err(Error::Unsupported {
+                plugin: "broker".into(),
+                what: format!(
+                    "forwarding broker id {id}: the other side does not route, so it can only dial what this side serves"
+                ),
+            });
+        }
+        send(
+            &mut st,
+            ConnInfo {
+                service_id: id,
+                network: "unix".to_string(),
+                address: at.address.clone(),
+                loopp_route_id: at.id,
+                ..Default::default()
+            },
+        );
+        Ok(())
+    }
+
     /// A [`Lease`] on this broker.
     pub fn lease(&self) -> Lease {
         Lease {
@@ -360,7 +398,15 @@ impl Broker {
                             ))
                         })
                         .clone();
-                    return Ok(Conn::routed(channel, id));
+                    // A forwarded object has an id of its own there.
+                    let at = Endpoint {
+                        id: match info.loopp_route_id {
+                            0 => id,
+                            there => there,
+                        },
+                        address: info.address,
+                    };
+                    return Ok(Conn::routed_at(channel, at));
                 }
                 drop(st);
                 let network = Network::parse(&info.network).ok_or_else(|| Error::Unsupported {
@@ -484,6 +530,11 @@ fn announce(st: &mut State, id: u32, path: &Path) {
         address: path.to_string_lossy().into_owned(),
         ..Default::default()
     };
+    send(st, info);
+}
+
+/// Sends `info` on the stream, or keeps it for the next one.
+fn send(st: &mut State, info: ConnInfo) {
     match &st.stream_tx {
         Some(tx) if tx.send(info.clone()).is_ok() => {}
         _ => st.outbox.push(info),
@@ -637,6 +688,76 @@ mod tests {
         );
         broker.close();
         assert!(!sockets[0].exists(), "the shared socket removed");
+    }
+
+    /// Joins two brokers as a plugin's StartStream joins host and plugin:
+    /// what one announces, the other can dial.
+    fn join(a: &Broker, b: &Broker) {
+        use futures_util::StreamExt;
+        type Tx = futures_channel::mpsc::UnboundedSender<ConnInfo>;
+        let sink = |tx: Tx| {
+            Box::pin(futures_util::sink::unfold(
+                tx,
+                |tx, (info, _): (ConnInfo, WriteFlags)| async move {
+                    tx.unbounded_send(info)
+                        .map_err(|_| grpcio::Error::RemoteStopped)?;
+                    Ok::<_, grpcio::Error>(tx)
+                },
+            ))
+        };
+        let (a_tx, b_rx) = futures_channel::mpsc::unbounded::<ConnInfo>();
+        let (b_tx, a_rx) = futures_channel::mpsc::unbounded::<ConnInfo>();
+        a.attach(sink(a_tx), a_rx.map(Ok));
+        b.attach(sink(b_tx), b_rx.map(Ok));
+    }
+
+    #[test]
+    fn a_host_forwards_another_plugins_routed_object_and_the_plugin_calls_it_there() {
+        // A relayer's object, routed on its shared server.
+        let relayer = Broker::new(SocketDir::create().unwrap());
+        relayer.route();
+        let id = relayer.next_id();
+        relayer
+            .serve(id, vec![offer_health(Named("relayer"))])
+            .unwrap();
+        let address = relayer.served_address(id).unwrap();
+        let at = Endpoint {
+            address: address.to_string_lossy().into_owned(),
+            id,
+        };
+        let host = Broker::new(SocketDir::create().unwrap());
+        let plugin = Broker::new(SocketDir::create().unwrap());
+        // A peer that does not route could not tell where to call: refused.
+        match host.forward(host.next_id(), &at) {
+            Err(e) => assert!(e.to_string().contains("does not route"), "{e}"),
+            Ok(()) => panic!("forwarded to a peer that does not route"),
+        }
+        host.route();
+        plugin.route();
+        join(&host, &plugin);
+        let mut lease = host.lease();
+        let forwarded = lease.forward(&at).unwrap();
+        assert_ne!(forwarded, id, "an id of the host's own");
+        let conn = plugin.dial(forwarded, Duration::from_secs(5)).unwrap();
+        assert_eq!(conn.endpoint.as_ref(), Some(&at), "dialed where it is");
+        assert_eq!(
+            check(conn.clone(), "relayer").unwrap(),
+            ServingStatus::SERVING
+        );
+        assert_eq!(host.served_address(forwarded), None, "the host serves none");
+        // The relayer's object ends: the plugin's calls find it gone.
+        relayer.stop(id);
+        match check(conn, "relayer") {
+            Err(grpcio::Error::RpcFailure(s)) => {
+                assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE, "{s:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(lease);
+        for b in [&plugin, &host, &relayer] {
+            b.close();
+        }
+        assert!(!address.exists(), "the relayer's socket removed");
     }
 
     #[test]

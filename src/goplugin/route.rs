@@ -14,6 +14,16 @@
 //! ([`Conn`]). Ids, announcements, `Close` and lifetimes are unchanged; only
 //! the transport is shared.
 //!
+//! A host can also hand on an object it dialed from one plugin to another
+//! ([`Broker::forward`](crate::goplugin::broker::Broker::forward)): it
+//! announces the [`Endpoint`] it reached it at (the first plugin's shared
+//! server and id there), and the second plugin calls the first directly,
+//! instead of through an object the host serves again and every call
+//! crossing the host twice. The node does this with a LOOPP relayer's
+//! median provider for a LOOPP median plugin, when both route; a host
+//! whose environment sets [`FORWARD_VAR`] to `0` serves it again, as
+//! go-plugin and Chainlink do.
+//!
 //! Negotiation, so a Go peer never sees any of it: a loopp host sets
 //! [`OFFER_VAR`] in the plugin's environment (unless its own environment sets
 //! it to `0`); a loopp plugin that finds it appends [`HANDSHAKE_FIELD`] to its
@@ -39,6 +49,16 @@ pub const OFFER_VAR: &str = "LOOPP_BROKER_ROUTED";
 
 /// The handshake's 8th field by which a loopp plugin accepts the offer.
 pub const HANDSHAKE_FIELD: &str = "loopp-routed";
+
+/// Set to `0` in a host's environment: the host serves again what it would
+/// forward (see [`Endpoint`]), so plugins reach each other only through it.
+pub const FORWARD_VAR: &str = "LOOPP_BROKER_FORWARD";
+
+/// Whether this process, as a host, forwards routed objects from one
+/// plugin to another: yes unless [`FORWARD_VAR`] is `0`.
+pub fn host_forwards() -> bool {
+    std::env::var(FORWARD_VAR).map_or(true, |v| v.trim() != "0")
+}
 
 /// Whether this process, as a host, offers routing to its plugins: yes
 /// unless [`OFFER_VAR`] is `0` in its environment.
@@ -75,6 +95,19 @@ pub struct Conn {
     pub client: Client,
     /// The [`ROUTE_HEADER`] to send with every call, if routed.
     pub route: Option<Metadata>,
+    /// Where the routed object is, when the broker dialed it: what a host
+    /// announces to forward it.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// A routed object's place: the shared server's unix socket and the
+/// object's id there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The shared server's socket.
+    pub address: String,
+    /// The object's id on that server.
+    pub id: u32,
 }
 
 impl Conn {
@@ -86,6 +119,15 @@ impl Conn {
         Conn {
             client,
             route: Some(b.build()),
+            endpoint: None,
+        }
+    }
+
+    /// As [`Conn::routed`], to `at` (reached by `client`), which it keeps.
+    pub fn routed_at(client: Client, at: Endpoint) -> Conn {
+        Conn {
+            endpoint: Some(at.clone()),
+            ..Conn::routed(client, at.id)
         }
     }
 }
@@ -95,6 +137,7 @@ impl From<Channel> for Conn {
         Conn {
             client: Client::new(channel),
             route: None,
+            endpoint: None,
         }
     }
 }

@@ -54,12 +54,14 @@ pub const PLUGIN_BASE: u64 = 40;
 /// Open files a plugin of `kind` holds per feed it serves: with go-plugin's
 /// brokering a median plugin 14 measured, a relayer 5 (its chain file
 /// included); routed, a median none (25 in all at 100 to 1,000 feeds), a
-/// relayer its chain file (1).
+/// relayer its chain file (1) and, when the feed has a median process of
+/// its own, that process's connection (the node forwards the relayer's
+/// provider to it: `goplugin::route`).
 pub fn plugin_per_feed(kind: &str, routed: bool) -> u64 {
     match (kind, routed) {
         ("median", false) => 15,
         ("relayer", false) => 6,
-        ("relayer", true) => 2,
+        ("relayer", true) => 3,
         _ => 0,
     }
 }
@@ -197,7 +199,7 @@ mod tests {
         };
         assert_eq!(routed.need(), 64 + 16 + 2000);
         assert_eq!(plugin_need("median", 1000, true), 40);
-        assert_eq!(plugin_need("relayer", 1000, true), 40 + 2000);
+        assert_eq!(plugin_need("relayer", 1000, true), 40 + 3000);
     }
 
     #[test]

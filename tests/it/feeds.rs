@@ -359,3 +359,79 @@ fn eighty_feeds_transmit_on_two_round_threads() {
     );
     node.stop();
 }
+
+/// With both plugins as LOOPPs that route, the node forwards the relayer's
+/// median provider to the median plugin (`goplugin::route`): the median
+/// plugin reads the contract and the report codec from the relayer itself,
+/// none of those calls crosses the node, and the feed transmits.
+#[test]
+fn a_routing_median_plugin_reads_the_loopp_relayers_provider_directly() {
+    forwarding(true);
+}
+
+/// With `LOOPP_BROKER_FORWARD=0` the node serves the relayer's provider to
+/// the median plugin itself, as go-plugin and Chainlink do: every call of
+/// the median plugin to it crosses the node.
+#[test]
+fn with_forwarding_off_the_node_serves_the_provider_again() {
+    // Before any thread: this process's node reads it when it serves.
+    std::env::set_var(loopp::goplugin::route::FORWARD_VAR, "0");
+    forwarding(false);
+}
+
+fn forwarding(on: bool) {
+    let sb = Sandbox::new(if on {
+        "feed-forward"
+    } else {
+        "feed-no-forward"
+    });
+    let text = job(&sb.dir.join("data")).replace(
+        r#""http":{"listen":"off"}"#,
+        r#""http":{"listen":"127.0.0.1:0"}"#,
+    );
+    let config =
+        NodeConfig::from_json("fwd", &text, &env(&sb, true)).unwrap_or_else(|e| panic!("{e}"));
+    let n = Node::start(&config).expect("node starts");
+    let base = format!("http://{}", n.http_addr().unwrap());
+    let scrape = |path: &str| -> String {
+        ureq::get(&format!("{base}{path}"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default()
+    };
+    // Calls served with `method`, summed over codes.
+    let served = |page: &str, method: &str| -> u64 {
+        page.lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains(method))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let reads = "/loop.MedianContract/LatestTransmissionDetails";
+    let decodes = "/loop.ReportCodec/MedianFromReport";
+    let mut node_page = String::new();
+    let mut relayer_page = String::new();
+    let counted = wait_until(Duration::from_secs(30), || {
+        node_page = scrape("/metrics");
+        relayer_page = scrape("/plugins/devchain/metrics");
+        transmissions(&sb).len() >= 3 && served(&relayer_page, reads) > 0
+    });
+    n.shutdown();
+    assert!(
+        counted,
+        "3 transmissions and the relayer serving {reads}; node:\n{node_page}\nrelayer:\n{relayer_page}"
+    );
+    // The relayer answered the median plugin's reads either way.
+    assert!(served(&relayer_page, decodes) > 0, "{relayer_page}");
+    for method in [reads, decodes] {
+        let through_node = served(&node_page, method);
+        println!("forwarding {on}: the node served {through_node} {method}");
+        if on {
+            assert_eq!(through_node, 0, "{method} crossed the node:\n{node_page}");
+        } else {
+            assert!(
+                through_node > 0,
+                "{method} not served by the node:\n{node_page}"
+            );
+        }
+    }
+}

@@ -49,6 +49,7 @@ pub fn devchain_provider(c: &Arc<Contract>) -> MedianProvider {
         contract: c.clone(),
         report_codec: Arc::new(DevchainCodec),
         onchain_codec: Arc::new(DevchainCodec),
+        remote: None,
     }
 }
 

@@ -41,8 +41,11 @@ The data dir must be writable: the node checks it before anything starts.
 Between loopp processes every brokered object rides one shared server and
 connection per side (routed brokering, agreed at the handshake; Go plugins
 keep go-plugin's server and socket per object); LOOPP_BROKER_ROUTED=0 in
-the node's environment, or in one plugin's env file, turns it off. The
-node checks the job's open files against its limit before anything starts.
+the node's environment, or in one plugin's env file, turns it off. Then
+the median plugin also calls the relayer's provider directly, which the
+node forwards it; LOOPP_BROKER_FORWARD=0 keeps every such call through the
+node. The node checks the job's open files against its limit before
+anything starts.
 
 Bounds, from the job file: a LOOPP's plugins[].rpc (max_message_bytes,
 default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to

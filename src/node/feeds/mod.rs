@@ -14,8 +14,10 @@
 //! 2. `new_median_factory(provider, data source, juels and gas price
 //!    sources, error log, deviation function)`
 //!    → `new_reporting_plugin` per oracle. For a median LOOPP the node
-//!    serves the provider on the median plugin's broker: a LOOPP relayer's
-//!    provider is proxied through the node, plugins never talk to each other.
+//!    serves the provider on the median plugin's broker; a LOOPP relayer's
+//!    provider is forwarded instead when both plugins route (the median
+//!    plugin calls the relayer's object itself, see `goplugin::route`), else
+//!    proxied through the node.
 //!
 //! The node never opens a relayer's files: the feed's contract (its oracles,
 //! f and bounds) is deployed by the relayer itself, from the `deploy`

@@ -9,9 +9,11 @@
 //!
 //! Host side: [`PluginMedianClient`] implements [`PluginMedian`] through a
 //! supervisor [`Link`]: it serves the provider (any implementation: the
-//! node re-serves a LOOPP relayer's provider this way, so plugins never talk
-//! to each other), the data sources and the error log on the host's broker,
-//! for as long as the factory client it returns lives.
+//! node re-serves a LOOPP relayer's provider this way), the data sources and
+//! the error log on the host's broker, for as long as the factory client it
+//! returns lives. A provider another routing process serves as one object
+//! ([`MedianProvider::remote`](crate::services::relay::MedianProvider::remote))
+//! is forwarded to a routing plugin instead: the plugin calls it there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,18 +273,34 @@ impl PluginMedian for PluginMedianClient {
         // What is served for the plugin runs in its lane (its bound).
         let _lane = broker.enter_lane();
         let mut lease = broker.lease();
+        // A LOOPP relayer's provider goes to a routing median plugin as
+        // it is: the plugin calls the relayer, not this process (unless
+        // this process's LOOPP_BROKER_FORWARD is 0). Anything else is
+        // served here.
+        let forwarded = match &args.provider.remote {
+            Some(at) if broker.routed() && crate::goplugin::route::host_forwards() => Some(
+                lease
+                    .forward(at)
+                    .map_err(|e| format!("{}: forwarding the provider: {e}", self.name))?,
+            ),
+            _ => None,
+        };
         let mut serve = |what: &str, services| {
             lease
                 .serve(services)
                 .map_err(|e| format!("{}: serving the {what}: {e}", self.name))
         };
-        // Every id is served, as a Go host serves them: a Go median plugin
-        // dials all five and fails on a missing one (never send 0).
-        let req = pb::NewMedianFactoryRequest {
-            medianProviderID: serve(
+        let provider_id = match forwarded {
+            Some(id) => id,
+            None => serve(
                 "provider",
                 crate::services::relay::grpc::median_provider_services(&args.provider),
             )?,
+        };
+        // Every id is served, as a Go host serves them: a Go median plugin
+        // dials all five and fails on a missing one (never send 0).
+        let req = pb::NewMedianFactoryRequest {
+            medianProviderID: provider_id,
             contractID: args.contract_id.clone(),
             dataSourceID: serve(
                 "data source",

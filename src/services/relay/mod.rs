@@ -202,4 +202,9 @@ pub struct MedianProvider {
     pub report_codec: Arc<dyn ReportCodec>,
     /// The chain's encoding of the contract's bounds.
     pub onchain_codec: Arc<dyn OnchainConfigCodec>,
+    /// Where another process serves all of the above as one routed object,
+    /// when every field is a client of it (a LOOPP relayer's provider): a
+    /// host may then forward that object to a median plugin instead of
+    /// serving these again. `None` for anything else.
+    pub remote: Option<crate::goplugin::route::Endpoint>,
 }

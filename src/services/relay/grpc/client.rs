@@ -26,6 +26,7 @@ pub fn median_provider_client(
     timeout: Duration,
     remote: Option<Arc<Remote>>,
 ) -> MedianProvider {
+    let remote_at = channel.endpoint.clone();
     let mut codec = ProviderClient::new(channel.clone(), timeout).named(name);
     let mut transmitter = ContractTransmitterClient::new(name, channel.clone(), timeout);
     let mut contract =
@@ -45,6 +46,7 @@ pub fn median_provider_client(
         contract: Arc::new(contract),
         report_codec: codec.clone(),
         onchain_codec: codec,
+        remote: remote_at,
     }
 }
 /// A relayer LOOPP's `loop.PluginRelayer`, as a [`PluginRelayer`]: each
