@@ -118,6 +118,10 @@ impl DataSource for Static {
     fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
         Ok(self.0)
     }
+
+    fn observe_now(&self, _ts: &ReportTimestamp) -> Option<Result<i128, String>> {
+        Some(Ok(self.0))
+    }
 }
 
 struct RandomWalk {
@@ -133,6 +137,11 @@ struct RandomWalk {
 /// broken timestamp must not hold the source, and the thread serving it, for
 /// minutes.
 const MAX_WALK: u64 = 1 << 20;
+
+/// Steps a randomwalk computes at once, on the thread that received the
+/// call ([`DataSource::observe_now`]): rounds move one step at a time;
+/// more (a restart, a hostile timestamp) goes to a pool thread.
+const NOW_WALK: u64 = 64;
 
 /// Parts per million in one.
 const PPM: u32 = 1_000_000;
@@ -154,8 +163,16 @@ impl RandomWalk {
     /// ahead (any epoch up to 2^32 comes over the wire) is an error, and the
     /// steps done are kept, so asking again goes on from there.
     fn at(&self, n: u64) -> Result<i128, String> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.walk(&mut last, n)
+    }
+
+    /// [`RandomWalk::at`], with `last` (the walk's place) held.
+    fn walk(&self, last: &mut (u64, i128), n: u64) -> Result<i128, String> {
         let span = (self.step_ppm * 2 + 1) as u64;
-        let mut last = self.last.lock().unwrap();
         let (mut i, mut v) = if n >= last.0 { *last } else { (0, self.start) };
         let stop = n.min(i.saturating_add(MAX_WALK));
         while i < stop {
@@ -178,8 +195,23 @@ impl DataSource for RandomWalk {
     /// One step per round: the step number is the round's epoch plus its
     /// round (the node runs one round an epoch).
     fn observe(&self, ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
-        self.at(u64::from(ts.epoch) + u64::from(ts.round))
+        self.at(step(ts))
     }
+
+    /// At once when the step is at most [`NOW_WALK`] ahead of the last one
+    /// and nobody else is walking.
+    fn observe_now(&self, ts: &ReportTimestamp) -> Option<Result<i128, String>> {
+        let n = step(ts);
+        let mut last = self.last.try_lock().ok()?;
+        let near = n >= last.0 && n - last.0 <= NOW_WALK;
+        near.then(|| self.walk(&mut last, n))
+    }
+}
+
+/// A round's step: its epoch plus its round (the node runs one round an
+/// epoch).
+fn step(ts: &ReportTimestamp) -> u64 {
+    u64::from(ts.epoch) + u64::from(ts.round)
 }
 
 struct Http {
@@ -294,6 +326,28 @@ mod tests {
         assert!(e.contains("ask again"), "{e}");
         // The steps walked are kept; going back starts over, same values.
         assert_eq!(a.observe(&ts(10), D), fresh.observe(&ts(10), D));
+    }
+
+    /// A step at hand (near the last one, nobody walking) is answered at
+    /// once, with the value `observe` gives; a far one is left to
+    /// `observe`, which still answers it.
+    #[test]
+    fn randomwalk_answers_near_steps_at_once_and_leaves_far_ones() {
+        let spec = Spec::Randomwalk {
+            seed: 42,
+            start: 1_000_000,
+            step_ppm: 5000,
+        };
+        let (a, fresh) = (build(&spec).unwrap(), build(&spec).unwrap());
+        for n in [1, 2, 2, 40, 40 + NOW_WALK] {
+            assert_eq!(a.observe_now(&ts(n)), Some(fresh.observe(&ts(n), D)), "{n}");
+        }
+        let far = 100 + 2 * NOW_WALK;
+        assert_eq!(a.observe_now(&ts(far)), None);
+        assert_eq!(a.observe_now(&ts(3)), None, "behind: starts over");
+        assert_eq!(a.observe(&ts(far), D), fresh.observe(&ts(far), D));
+        let s = build(&Spec::Static { value: -7 }).unwrap();
+        assert_eq!(s.observe_now(&ts(9)), Some(Ok(-7)));
     }
 
     #[test]

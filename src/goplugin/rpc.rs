@@ -8,6 +8,9 @@
 //! `SO_REUSEPORT` are set once); no handler blocks a completion-queue thread on
 //! plugin code: [`respond_blocking`] moves that work to a [`crate::goplugin::pool`] thread,
 //! and always within a lane's bound, never one thread per call a peer sends.
+//! What [`respond`] answers on the completion-queue thread is at hand by
+//! contract (a health status, a value a source has in memory:
+//! `DataSource::observe_now`), never I/O, a call or a wait.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -12,6 +12,16 @@ pub use crate::services::wire::ReportTimestamp;
 pub trait DataSource: Send + Sync {
     /// The value for the round `ts`, within `deadline`.
     fn observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String>;
+
+    /// The value for `ts` if it is at hand: computed from memory in
+    /// microseconds, without I/O, a call, or waiting for a lock. `None`
+    /// (the default): ask [`DataSource::observe`]. The gRPC [`server`]
+    /// answers such a call on the completion-queue thread that received
+    /// it, without handing it to a pool thread and back.
+    fn observe_now(&self, ts: &ReportTimestamp) -> Option<Result<i128, String>> {
+        let _ = ts;
+        None
+    }
 }
 
 /// How long the server side lets one Observe run (the caller's own deadline
@@ -34,23 +44,28 @@ impl crate::proto::median_datasource_grpc::DataSource for Server {
         req: crate::proto::median_datasource::ObserveRequest,
         sink: grpcio::UnarySink<crate::proto::median_datasource::ObserveReply>,
     ) {
-        let source = self.0.clone();
-        crate::goplugin::rpc::respond_blocking(&ctx, sink, move || {
-            let invalid = |e: String| {
-                crate::goplugin::rpc::status(grpcio::RpcStatusCode::INVALID_ARGUMENT, e)
-            };
-            let ts = match req.reportTimestamp.as_ref() {
-                Some(t) => ReportTimestamp::from_wire(t).map_err(invalid)?,
-                None => return Err(invalid("ObserveRequest without reportTimestamp".into())),
-            };
-            let value = source
-                .observe(&ts, SERVE_BOUND)
-                .map_err(|e| crate::goplugin::rpc::status(grpcio::RpcStatusCode::UNAVAILABLE, e))?;
+        use crate::goplugin::rpc;
+        let invalid = |e: String| rpc::status(grpcio::RpcStatusCode::INVALID_ARGUMENT, e);
+        let ts = match req.reportTimestamp.as_ref() {
+            Some(t) => ReportTimestamp::from_wire(t).map_err(invalid),
+            None => Err(invalid("ObserveRequest without reportTimestamp".into())),
+        };
+        let ts = match ts {
+            Ok(ts) => ts,
+            Err(status) => return rpc::respond(&ctx, sink, Err(status)),
+        };
+        let reply = |value: Result<i128, String>| {
+            let value = value.map_err(|e| rpc::status(grpcio::RpcStatusCode::UNAVAILABLE, e))?;
             Ok(crate::proto::median_datasource::ObserveReply {
                 value: protobuf::MessageField::some(crate::services::wire::to_big(value)),
                 ..Default::default()
             })
-        });
+        };
+        if let Some(value) = self.0.observe_now(&ts) {
+            return rpc::respond(&ctx, sink, reply(value));
+        }
+        let source = self.0.clone();
+        rpc::respond_blocking(&ctx, sink, move || reply(source.observe(&ts, SERVE_BOUND)));
     }
 }
 
@@ -148,6 +163,62 @@ mod grpc_tests {
             t.elapsed() < Duration::from_secs(2),
             "the caller's deadline, not the source's pace"
         );
+        broker.close();
+    }
+
+    /// Answers at once when `now`, else only through `observe`; each
+    /// keeps the name of the thread it ran on.
+    struct Threads {
+        now: bool,
+        ran_on: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Threads {
+        fn record(&self) {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.ran_on.lock().unwrap().push(name);
+        }
+    }
+
+    impl DataSource for Threads {
+        fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
+            self.record();
+            Ok(1)
+        }
+
+        fn observe_now(&self, _ts: &ReportTimestamp) -> Option<Result<i128, String>> {
+            self.now.then(|| {
+                self.record();
+                Ok(2)
+            })
+        }
+    }
+
+    /// A value at hand is answered by the thread that received the call,
+    /// not handed to a pool thread; any other goes to a pool thread.
+    #[test]
+    fn a_value_at_hand_is_answered_without_a_pool_thread() {
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        let ts = ReportTimestamp {
+            config_digest: vec![9; 32],
+            epoch: 1,
+            round: 0,
+        };
+        for (id, now, value) in [(1, true, 2), (2, false, 1)] {
+            let source = Arc::new(Threads {
+                now,
+                ran_on: Default::default(),
+            });
+            broker.serve(id, vec![server(source.clone())]).unwrap();
+            let client = DataSourceClient::new("feed", broker.local_channel(id));
+            assert_eq!(client.observe(&ts, D), Ok(value));
+            let ran_on = source.ran_on.lock().unwrap().clone();
+            assert_eq!(ran_on.len(), 1, "{ran_on:?}");
+            let pooled = ran_on[0].starts_with("loopp-pool");
+            assert_eq!(pooled, !now, "at hand {now}: ran on {ran_on:?}");
+        }
         broker.close();
     }
 
