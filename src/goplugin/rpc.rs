@@ -361,6 +361,37 @@ pub fn observed<T>(
     r.map_err(|e| crate::goplugin::error::Error::rpc(plugin, method, &e).to_string())
 }
 
+/// A reply on its way, as [`observed_async`] gives it.
+pub type Reply<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<T, String>> + Send>>;
+
+/// [`observed`] for a call sent without waiting (a generated client's
+/// `<method>_async`): `start` sends it, and the future returned gives the
+/// reply and records it when it comes. Several such calls are waited for
+/// together by one thread.
+pub fn observed_async<T: Send + Unpin + 'static>(
+    plugin: &str,
+    method: &'static str,
+    start: impl FnOnce() -> grpcio::Result<grpcio::ClientUnaryReceiver<T>>,
+) -> Reply<T> {
+    let t0 = std::time::Instant::now();
+    let plugin = plugin.to_string();
+    let started = start();
+    Box::pin(async move {
+        let r = match started {
+            Ok(reply) => reply.await,
+            Err(e) => Err(e),
+        };
+        crate::goplugin::metrics::client_observe(
+            &plugin,
+            method,
+            crate::goplugin::metrics::code_of(&r),
+            t0.elapsed(),
+        );
+        r.map_err(|e| crate::goplugin::error::Error::rpc(&plugin, method, &e).to_string())
+    })
+}
+
 /// Answers a call with `status` before its handler runs (a request that is
 /// not a valid message, a routed object that is gone), and records it in
 /// the server metrics.

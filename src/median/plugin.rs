@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::libocr::{Observation, OffchainConfig};
 use super::math;
-use crate::services::datasource::{DataSource, ReportTimestamp};
+use crate::services::datasource::{DataSource, Observing, ReportTimestamp};
 use crate::services::keystore::ErrorLog;
 use crate::services::median::plugin::{MedianContract, ReportingPlugin};
 use crate::services::median::value::I192;
@@ -161,7 +161,9 @@ impl ReportingPlugin for MedianPlugin {
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
         empty_query(query)?;
-        // One deadline for all sources, each asked in the time left.
+        // One deadline for all sources, each asked in the time left; the
+        // three are asked together (a source behind gRPC is sent its call
+        // and waited for with the others), as libocr asks them at once.
         let until = Instant::now() + deadline;
         let left = || {
             until
@@ -169,19 +171,20 @@ impl ReportingPlugin for MedianPlugin {
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| format!("no time left of the {deadline:?} observation deadline"))
         };
-        let observed = left()
-            .and_then(|d| self.source.observe(ts, d))
-            .and_then(|v| {
-                left()
-                    .and_then(|d| self.juels.observe(ts, d))
-                    .map(|j| (v, j))
-            })
-            .and_then(|(v, j)| match &self.gas_price {
-                Some(g) => left()
-                    .and_then(|d| g.observe(ts, d))
-                    .map(|g| (v, j, Some(g))),
-                None => Ok((v, j, None)),
-            });
+        let observed = (|| {
+            let mut asked = vec![
+                self.source.start_observe(ts, left()?),
+                self.juels.start_observe(ts, left()?),
+            ];
+            if let Some(g) = &self.gas_price {
+                asked.push(g.start_observe(ts, left()?));
+            }
+            let mut got = Observing::wait_all(asked).into_iter();
+            let mut next = || got.next().transpose();
+            let value = next()?.ok_or("no value observed")?;
+            let juels = next()?.ok_or("no juels per fee coin observed")?;
+            Ok::<_, String>((value, juels, next()?))
+        })();
         let (value, juels, gas) = match observed {
             Ok(v) => v,
             Err(e) => {
@@ -418,6 +421,78 @@ mod tests {
         );
         let report = report_with(Some((7, 5, 2))).unwrap().expect("a report");
         assert_eq!(DevchainCodec.median_from_report(&report), Ok(100));
+    }
+
+    /// A source that answers only once all `of` sources sharing `arrived`
+    /// have been asked (each waits up to 5 s): asked one after another,
+    /// the first would answer an error.
+    struct Meeting {
+        arrived: Arc<(Mutex<usize>, std::sync::Condvar)>,
+        of: usize,
+        value: i128,
+    }
+
+    impl DataSource for Meeting {
+        fn observe(&self, _ts: &ReportTimestamp, _d: Duration) -> Result<i128, String> {
+            let (count, all_here) = &*self.arrived;
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            all_here.notify_all();
+            let (n, _) = all_here
+                .wait_timeout_while(n, Duration::from_secs(5), |n| *n < self.of)
+                .unwrap();
+            if *n < self.of {
+                return Err(format!("asked alone: {} of {} sources asked", *n, self.of));
+            }
+            Ok(self.value)
+        }
+    }
+
+    /// The value, juels and gas price sources behind gRPC (on a real
+    /// socket, as the node serves them) are asked together, as libocr
+    /// asks them.
+    #[test]
+    fn the_three_sources_behind_grpc_are_asked_together() {
+        use crate::services::datasource::{server, DataSourceClient};
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        let arrived = Arc::new((Mutex::new(0), std::sync::Condvar::new()));
+        let client = |id: u32, value: i128| -> Arc<dyn DataSource> {
+            let source = Meeting {
+                arrived: arrived.clone(),
+                of: 3,
+                value,
+            };
+            broker.serve(id, vec![server(Arc::new(source))]).unwrap();
+            Arc::new(DataSourceClient::new("source", broker.local_channel(id)))
+        };
+        let plugin = MedianPlugin::new(
+            0,
+            1,
+            Bounds { min: 0, max: 1000 },
+            FeedSettings {
+                deviation_ppb: 0,
+                heartbeat: Duration::from_secs(3600),
+            },
+            client(1, 100),
+            client(2, 7),
+            Arc::new(Requested(Mutex::new(None))),
+            Arc::new(DevchainCodec),
+        )
+        .with_gas_price(client(3, 3));
+        let ts = ReportTimestamp {
+            config_digest: vec![7; 32],
+            epoch: 1,
+            round: 0,
+        };
+        let encoded = plugin.observation(&ts, &[], Duration::from_secs(10));
+        broker.close();
+        let o = Observation::decode(&encoded.unwrap()).unwrap();
+        assert_eq!(
+            (o.value, o.juels_per_fee_coin, o.gas_price_subunits),
+            (I192::from(100), I192::from(7), Some(I192::from(3)))
+        );
     }
 
     /// Keeps what it was asked to build a report from.

@@ -22,6 +22,36 @@ pub trait DataSource: Send + Sync {
         let _ = ts;
         None
     }
+
+    /// Starts observing `ts`, to be waited for with others
+    /// ([`Observing::wait_all`]): a source behind gRPC sends its call and
+    /// returns, so one thread asks several sources at once. The default
+    /// observes here and now.
+    fn start_observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Observing {
+        Observing::Done(self.observe(ts, deadline))
+    }
+}
+
+/// An observation asked for with [`DataSource::start_observe`].
+pub enum Observing {
+    /// Answered already.
+    Done(Result<i128, String>),
+    /// On its way.
+    Sent(crate::goplugin::rpc::Reply<i128>),
+}
+
+impl Observing {
+    /// Waits for all of `asked` together; their values, in order.
+    pub fn wait_all(asked: Vec<Observing>) -> Vec<Result<i128, String>> {
+        futures_executor::block_on(futures_util::future::join_all(asked.into_iter().map(
+            |o| async move {
+                match o {
+                    Observing::Done(r) => r,
+                    Observing::Sent(reply) => reply.await,
+                }
+            },
+        )))
+    }
 }
 
 /// How long the server side lets one Observe run (the caller's own deadline
@@ -85,20 +115,42 @@ impl DataSourceClient {
     }
 }
 
+const OBSERVE: &str = "/loop.DataSource/Observe";
+
+fn observe_request(ts: &ReportTimestamp) -> crate::proto::median_datasource::ObserveRequest {
+    crate::proto::median_datasource::ObserveRequest {
+        reportTimestamp: protobuf::MessageField::some(ts.to_wire()),
+        ..Default::default()
+    }
+}
+
+/// The value of `reply`, from the source named `name`.
+fn value_of(
+    name: &str,
+    reply: &crate::proto::median_datasource::ObserveReply,
+) -> Result<i128, String> {
+    match reply.value.as_ref() {
+        Some(v) => crate::services::wire::from_big(v),
+        None => Err(format!("{name}: {OBSERVE} answered without a value")),
+    }
+}
+
 impl DataSource for DataSourceClient {
     fn observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<i128, String> {
-        const METHOD: &str = "/loop.DataSource/Observe";
-        let req = crate::proto::median_datasource::ObserveRequest {
-            reportTimestamp: protobuf::MessageField::some(ts.to_wire()),
-            ..Default::default()
-        };
-        let reply = crate::goplugin::rpc::observed(&self.name, METHOD, || {
+        let req = observe_request(ts);
+        let reply = crate::goplugin::rpc::observed(&self.name, OBSERVE, || {
             self.client.observe(&req, deadline)
         })?;
-        match reply.value.as_ref() {
-            Some(v) => crate::services::wire::from_big(v),
-            None => Err(format!("{}: {METHOD} answered without a value", self.name)),
-        }
+        value_of(&self.name, &reply)
+    }
+
+    fn start_observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Observing {
+        let req = observe_request(ts);
+        let reply = crate::goplugin::rpc::observed_async(&self.name, OBSERVE, || {
+            self.client.observe_async(&req, deadline)
+        });
+        let name = self.name.clone();
+        Observing::Sent(Box::pin(async move { value_of(&name, &reply.await?) }))
     }
 }
 
