@@ -5,6 +5,10 @@
 //! A transmission is accepted only if it is for the current config digest,
 //! newer (epoch, round) than the latest, and its median is within the config's
 //! bounds; it is durable (fsynced) before `transmit` returns.
+//!
+//! Reads of the latest config and transmission never wait for a write:
+//! they answer from a copy published after each write completes (under the
+//! chain's lock, so in order), as a chain shows a block once it is made.
 
 use std::io;
 use std::path::Path;
@@ -100,14 +104,65 @@ impl std::fmt::Display for Refused {
 /// The contract, shared by the relayer's provider services.
 pub struct Contract {
     chain: Mutex<Chain>,
+    /// The latest config and transmission as of the last completed write:
+    /// what reads answer, without waiting for a write and its fsync.
+    seen: Mutex<Seen>,
+}
+
+/// What reads see.
+#[derive(Default)]
+struct Seen {
+    /// `(block it was set in, config)`.
+    config: Option<(u64, ContractConfig)>,
+    /// `(config digest, latest)` of the latest transmission.
+    latest: Option<(String, crate::services::median::Latest)>,
+}
+
+impl Seen {
+    fn of(chain: &Chain) -> Seen {
+        Seen {
+            config: chain.config().map(|c| (chain.config_block(), c.clone())),
+            latest: chain.latest().map(|t| {
+                (
+                    t.digest.clone(),
+                    crate::services::median::Latest {
+                        epoch: t.epoch,
+                        round: t.round,
+                        answer: t.median,
+                        timestamp: t.observations_timestamp,
+                    },
+                )
+            }),
+        }
+    }
 }
 
 impl Contract {
     /// Opens the chain file at `path`.
     pub fn open(path: &Path) -> io::Result<Contract> {
+        let chain = Chain::open(path)?;
         Ok(Contract {
-            chain: Mutex::new(Chain::open(path)?),
+            seen: Mutex::new(Seen::of(&chain)),
+            chain: Mutex::new(chain),
         })
+    }
+
+    /// Publishes what `chain` (locked by the caller) holds to readers.
+    fn publish(&self, chain: &Chain) {
+        *self.seen.lock().unwrap() = Seen::of(chain);
+    }
+
+    /// The latest config's digest and the latest transmission, read
+    /// together without waiting for a write.
+    pub(crate) fn with_seen<T>(
+        &self,
+        f: impl FnOnce(
+            Option<&(u64, ContractConfig)>,
+            Option<&(String, crate::services::median::Latest)>,
+        ) -> T,
+    ) -> T {
+        let seen = self.seen.lock().unwrap();
+        f(seen.config.as_ref(), seen.latest.as_ref())
     }
 
     /// Sets a new config; returns its digest.
@@ -124,6 +179,7 @@ impl Contract {
             min_answer: input.min_answer,
             max_answer: input.max_answer,
         }))?;
+        self.publish(&chain);
         Ok(digest)
     }
 
@@ -147,8 +203,7 @@ impl Contract {
 
     /// `(block the config was set in, config)`, if any.
     pub fn latest_config(&self) -> Option<(u64, ContractConfig)> {
-        let chain = self.chain.lock().unwrap();
-        chain.config().map(|c| (chain.config_block(), c.clone()))
+        self.with_seen(|config, _| config.cloned())
     }
 
     /// The current block height.
@@ -167,18 +222,7 @@ impl Contract {
 
     /// What the median plugin compares against: the latest transmission.
     pub fn latest_transmission(&self) -> Option<(String, crate::services::median::Latest)> {
-        let chain = self.chain.lock().unwrap();
-        chain.latest().map(|t| {
-            (
-                t.digest.clone(),
-                crate::services::median::Latest {
-                    epoch: t.epoch,
-                    round: t.round,
-                    answer: t.median,
-                    timestamp: t.observations_timestamp,
-                },
-            )
-        })
+        self.with_seen(|_, latest| latest.cloned())
     }
 
     /// How many transmissions the chain holds.
@@ -230,7 +274,9 @@ impl Contract {
                 observations_timestamp: u64::from(r.observations_timestamp),
                 juels_per_fee_coin: r.juels_per_fee_coin,
             }))
-            .map_err(|e| Refused::Io(e.to_string()))
+            .map_err(|e| Refused::Io(e.to_string()))?;
+        self.publish(&chain);
+        Ok(())
     }
 }
 
@@ -309,6 +355,39 @@ mod tests {
         assert_eq!((latest.epoch, latest.round, latest.answer), (2, 0, 7));
         assert_eq!(c.transmissions().unwrap().len(), 2);
         assert_eq!(c.latest_block_height(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A read answers while a write holds the chain (as one does through
+    /// its fsync), with what the last completed write published.
+    #[test]
+    fn reads_never_wait_for_a_write() {
+        use crate::services::median::plugin::MedianContract;
+        let dir = crate::testutil::fresh_dir("contract-reads");
+        let c = std::sync::Arc::new(Contract::open(&dir.join("chain.jsonl")).unwrap());
+        let digest = c.set_config(&input()).unwrap();
+        assert_eq!(c.transmit(&digest, 1, 0, &report(5)), Ok(()));
+        let (held_tx, held_rx) = crossbeam_channel::bounded::<()>(0);
+        let (read_tx, read_rx) = crossbeam_channel::bounded::<()>(1);
+        let writer = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let _chain = c.chain.lock().unwrap();
+                held_tx.send(()).unwrap();
+                // Held until the read is done, or 5 s: a read that waited
+                // for the chain would only end after that.
+                read_rx
+                    .recv_timeout(std::time::Duration::from_secs(5))
+                    .is_ok()
+            })
+        };
+        held_rx.recv().unwrap();
+        let latest = c.latest_transmission_details().unwrap().unwrap();
+        read_tx.send(()).unwrap();
+        assert!(writer.join().unwrap(), "the read waited for the writer");
+        assert_eq!(latest.0, digest.to_vec());
+        assert_eq!((latest.1.epoch, latest.1.answer), (1, 5));
+        assert!(c.answers_at_once());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

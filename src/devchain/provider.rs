@@ -26,6 +26,11 @@ impl ReportCodec for DevchainCodec {
         codec::build_report(obs)
     }
 
+    /// Pure computation on the message.
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+
     fn median_from_report(&self, report: &[u8]) -> Result<i128, String> {
         codec::median_from_report(report)
     }
@@ -112,28 +117,33 @@ impl MedianContract for Contract {
     /// config, else 0 and 0 (a new config starts over); the latest answer
     /// and its time either way. Before any config: none (a zero digest).
     fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
-        let Some((_, config)) = self.latest_config() else {
-            return Ok(None);
-        };
-        let digest = crate::services::wire::unhex(&config.digest);
-        let zero = Latest {
-            epoch: 0,
-            round: 0,
-            answer: 0,
-            timestamp: 0,
-        };
-        Ok(Some(match self.latest_transmission() {
-            Some((d, l)) if d == config.digest => (digest, l),
-            Some((_, l)) => (
-                digest,
-                Latest {
-                    epoch: 0,
-                    round: 0,
-                    ..l
-                },
-            ),
-            None => (digest, zero),
+        Ok(self.with_seen(|config, latest| {
+            let (_, config) = config?;
+            let digest = crate::services::wire::unhex(&config.digest);
+            let zero = Latest {
+                epoch: 0,
+                round: 0,
+                answer: 0,
+                timestamp: 0,
+            };
+            Some(match latest {
+                Some((d, l)) if *d == config.digest => (digest, *l),
+                Some((_, l)) => (
+                    digest,
+                    Latest {
+                        epoch: 0,
+                        round: 0,
+                        ..*l
+                    },
+                ),
+                None => (digest, zero),
+            })
         }))
+    }
+
+    /// Reads what the last write published: never a wait for a write.
+    fn answers_at_once(&self) -> bool {
+        true
     }
 
     /// Nobody requests rounds on the devchain.

@@ -273,6 +273,21 @@ where
     admitted.start(job);
 }
 
+/// Answers with `f` at once on the completion-queue thread when `at_hand`
+/// (the implementation answers from memory, by its own contract), else on
+/// a pool thread ([`respond_blocking`]).
+pub fn respond_at_hand_or_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, at_hand: bool, f: F)
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
+{
+    if at_hand {
+        respond(ctx, sink, f())
+    } else {
+        respond_blocking(ctx, sink, f)
+    }
+}
+
 /// Answers a call at once on the completion-queue thread (for cheap handlers).
 pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Result<T, RpcStatus>) {
     let call = crate::goplugin::metrics::server_call();

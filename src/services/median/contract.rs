@@ -35,7 +35,8 @@ impl median_grpc::MedianContract for Server {
         sink: UnarySink<LatestTransmissionDetailsReply>,
     ) {
         let c = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
+        let at_hand = c.answers_at_once();
+        rpc::respond_at_hand_or_blocking(&ctx, sink, at_hand, move || {
             let latest = c
                 .latest_transmission_details()
                 .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e))?;
@@ -71,7 +72,8 @@ impl median_grpc::MedianContract for Server {
         sink: UnarySink<LatestRoundRequestedReply>,
     ) {
         let c = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
+        let at_hand = c.answers_at_once();
+        rpc::respond_at_hand_or_blocking(&ctx, sink, at_hand, move || {
             let lookback = Duration::from_nanos(u64::try_from(req.lookback).map_err(|_| {
                 rpc::status(
                     RpcStatusCode::INVALID_ARGUMENT,
@@ -250,6 +252,64 @@ mod tests {
         );
         broker.close();
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Answers nothing; records the thread each call ran on.
+    struct Where {
+        at_once: bool,
+        ran_on: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Where {
+        fn record(&self) {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.ran_on.lock().unwrap().push(name);
+        }
+    }
+
+    impl MedianContract for Where {
+        fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+            self.record();
+            Ok(None)
+        }
+
+        fn latest_round_requested(&self, _: Duration) -> Result<Option<RoundRequested>, String> {
+            self.record();
+            Ok(None)
+        }
+
+        fn answers_at_once(&self) -> bool {
+            self.at_once
+        }
+    }
+
+    /// A contract that answers at once is answered by the thread that
+    /// received the call; any other on a pool thread.
+    #[test]
+    fn a_contract_that_answers_at_once_is_served_without_a_pool_thread() {
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        for (id, at_once) in [(1, true), (2, false)] {
+            let c = Arc::new(Where {
+                at_once,
+                ran_on: Default::default(),
+            });
+            broker.serve(id, vec![server(c.clone())]).unwrap();
+            let client = MedianContractClient::new(
+                "relay",
+                broker.local_channel(id),
+                Duration::from_secs(5),
+            );
+            assert_eq!(client.latest_transmission_details(), Ok(None));
+            assert_eq!(client.latest_round_requested(Duration::ZERO), Ok(None));
+            let ran_on = c.ran_on.lock().unwrap().clone();
+            assert_eq!(ran_on.len(), 2, "{ran_on:?}");
+            for name in &ran_on {
+                assert_eq!(name.starts_with("loopp-pool"), !at_once, "{ran_on:?}");
+            }
+        }
+        broker.close();
     }
 
     /// Answers a fixed request; records the lookback it was asked for.

@@ -60,6 +60,14 @@ pub trait MedianContract: Send + Sync {
     /// The latest round a client requested on chain within `lookback`, None
     /// if there is none.
     fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String>;
+
+    /// Whether every call answers from memory in microseconds, without I/O,
+    /// a call, or waiting for a lock held across either: then its gRPC
+    /// server answers on the completion-queue thread that received the
+    /// call, not on a pool thread. No by default.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
 }
 
 /// A round requested on chain (`LatestRoundRequested`).
