@@ -1,5 +1,6 @@
 //! Helpers for the unit tests: a tiny deterministic PRNG for property tests,
-//! fresh temporary directories and a configured devchain contract.
+//! fresh temporary directories, a configured devchain contract and the
+//! names of the threads a call ran on.
 
 /// xorshift64*: deterministic, good enough to generate test inputs.
 pub struct Rng(u64);
@@ -68,5 +69,23 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The names of the threads something ran on, in order: whether a
+/// served call ran on a pool thread or on the thread that received it.
+#[derive(Default)]
+pub struct ThreadNames(std::sync::Mutex<Vec<String>>);
+
+impl ThreadNames {
+    /// Notes the current thread.
+    pub fn record(&self) {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        self.0.lock().unwrap().push(name);
+    }
+
+    /// Every thread noted so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
     }
 }

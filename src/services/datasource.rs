@@ -222,25 +222,18 @@ mod grpc_tests {
     /// keeps the name of the thread it ran on.
     struct Threads {
         now: bool,
-        ran_on: std::sync::Mutex<Vec<String>>,
-    }
-
-    impl Threads {
-        fn record(&self) {
-            let name = std::thread::current().name().unwrap_or("").to_string();
-            self.ran_on.lock().unwrap().push(name);
-        }
+        ran_on: crate::testutil::ThreadNames,
     }
 
     impl DataSource for Threads {
         fn observe(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<i128, String> {
-            self.record();
+            self.ran_on.record();
             Ok(1)
         }
 
         fn observe_now(&self, _ts: &ReportTimestamp) -> Option<Result<i128, String>> {
             self.now.then(|| {
-                self.record();
+                self.ran_on.record();
                 Ok(2)
             })
         }
@@ -266,7 +259,7 @@ mod grpc_tests {
             broker.serve(id, vec![server(source.clone())]).unwrap();
             let client = DataSourceClient::new("feed", broker.local_channel(id));
             assert_eq!(client.observe(&ts, D), Ok(value));
-            let ran_on = source.ran_on.lock().unwrap().clone();
+            let ran_on = source.ran_on.seen();
             assert_eq!(ran_on.len(), 1, "{ran_on:?}");
             let pooled = ran_on[0].starts_with("loopp-pool");
             assert_eq!(pooled, !now, "at hand {now}: ran on {ran_on:?}");

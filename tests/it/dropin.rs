@@ -274,11 +274,6 @@ fn a_go_node_runs_loopps_from_a_fresh_contract() {
         serde_json::json!({"final": true, "epoch": 4, "answer": "4242"})
     );
     let chain = loopp::devchain::store::Chain::open(&sb.dir.join("chain.jsonl")).unwrap();
-    let epochs: Vec<u32> = chain
-        .transmissions()
-        .unwrap()
-        .iter()
-        .map(|t| t.epoch)
-        .collect();
+    let epochs = on_chain(chain.transmissions(), |t| t.epoch);
     assert_eq!(epochs, vec![1, 2, 3, 4]);
 }

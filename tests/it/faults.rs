@@ -458,12 +458,7 @@ fn chain_file_fault(name: &str, fault: DiskFault, in_process: bool) {
     node.shutdown();
     let chain = loopp::devchain::store::Chain::open(&f_file).expect("the file reopens");
     assert_eq!(chain.dropped_tail, 0, "no torn record was left");
-    let epochs: Vec<u32> = chain
-        .transmissions()
-        .unwrap()
-        .iter()
-        .map(|t| t.epoch)
-        .collect();
+    let epochs = on_chain(chain.transmissions(), |t| t.epoch);
     assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{epochs:?}");
     let acked = acknowledged("f");
     let lost: Vec<&u32> = acked.iter().filter(|e| !epochs.contains(e)).collect();

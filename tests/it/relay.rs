@@ -138,12 +138,7 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
     assert!(median.client.kill().graceful);
     assert!(devchain.client.kill().graceful);
     let chain = Chain::open(&path).unwrap();
-    let on_file: Vec<i128> = chain
-        .transmissions()
-        .unwrap()
-        .iter()
-        .map(|t| t.median)
-        .collect();
+    let on_file = on_chain(chain.transmissions(), |t| t.median);
     assert_eq!(
         on_file, transmitted,
         "the chain file holds every transmission, once"
@@ -339,12 +334,7 @@ fn killing_the_relayer_mid_transmit_leaves_a_valid_file_with_every_acknowledged_
         drop(devchain);
         // The file is valid after every kill, and a new relayer continues it.
         let chain = Chain::open(&path).expect("the chain file is valid after the kill");
-        let on_file: Vec<u32> = chain
-            .transmissions()
-            .unwrap()
-            .iter()
-            .map(|t| t.epoch)
-            .collect();
+        let on_file = on_chain(chain.transmissions(), |t| t.epoch);
         let lost: Vec<&u32> = acknowledged
             .iter()
             .filter(|e| !on_file.contains(e))

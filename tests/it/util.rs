@@ -296,3 +296,15 @@ pub fn test_plugin_env(dir: &Path, name: &str, mode: &str) -> PathBuf {
     .unwrap();
     envfile
 }
+
+/// One field of each transmission a chain (or contract) reads back from
+/// its file, in order.
+pub fn on_chain<T>(
+    read: std::io::Result<Vec<loopp::devchain::store::Transmission>>,
+    field: impl Fn(&loopp::devchain::store::Transmission) -> T,
+) -> Vec<T> {
+    read.expect("the chain file reads back")
+        .iter()
+        .map(field)
+        .collect()
+}

@@ -257,24 +257,17 @@ mod tests {
     /// Answers nothing; records the thread each call ran on.
     struct Where {
         at_once: bool,
-        ran_on: std::sync::Mutex<Vec<String>>,
-    }
-
-    impl Where {
-        fn record(&self) {
-            let name = std::thread::current().name().unwrap_or("").to_string();
-            self.ran_on.lock().unwrap().push(name);
-        }
+        ran_on: crate::testutil::ThreadNames,
     }
 
     impl MedianContract for Where {
         fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
-            self.record();
+            self.ran_on.record();
             Ok(None)
         }
 
         fn latest_round_requested(&self, _: Duration) -> Result<Option<RoundRequested>, String> {
-            self.record();
+            self.ran_on.record();
             Ok(None)
         }
 
@@ -303,7 +296,7 @@ mod tests {
             );
             assert_eq!(client.latest_transmission_details(), Ok(None));
             assert_eq!(client.latest_round_requested(Duration::ZERO), Ok(None));
-            let ran_on = c.ran_on.lock().unwrap().clone();
+            let ran_on = c.ran_on.seen();
             assert_eq!(ran_on.len(), 2, "{ran_on:?}");
             for name in &ran_on {
                 assert_eq!(name.starts_with("loopp-pool"), !at_once, "{ran_on:?}");
