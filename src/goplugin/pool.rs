@@ -294,6 +294,21 @@ impl Lane {
         })
     }
 
+    /// Takes a running place, if one is free now, for work that needs no
+    /// thread (a future answered on the completion queue); it counts
+    /// against the lane's bound like a running job until the [`Held`]
+    /// drops. None when the lane is at its bound: the caller then admits
+    /// the work as a job ([`Lane::admit`]), which may wait or be refused.
+    pub fn try_hold(&self) -> Option<Held> {
+        let mut st = self.0.state.lock().unwrap();
+        if st.running >= self.0.running_max {
+            return None;
+        }
+        st.running += 1;
+        self.publish(&st);
+        Some(Held(self.clone()))
+    }
+
     fn publish(&self, st: &LaneState) {
         crate::goplugin::metrics::lane_state(&self.0.name, st.running, st.queued);
     }
@@ -327,6 +342,31 @@ impl Lane {
             let mut st = self.0.state.lock().unwrap();
             st.running -= 1;
             self.publish(&st);
+        }
+    }
+}
+
+/// A running place in a lane held without a thread ([`Lane::try_hold`]):
+/// a call answered by a future on the completion queue. Dropping it frees
+/// the place, or hands it to the first job waiting in the lane.
+#[must_use]
+pub struct Held(Lane);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let lane = &self.0;
+        let mut st = lane.0.state.lock().unwrap();
+        match st.queue.pop_front() {
+            Some(next) => {
+                st.queued -= 1;
+                lane.publish(&st);
+                drop(st);
+                lane.clone().run(next);
+            }
+            None => {
+                st.running -= 1;
+                lane.publish(&st);
+            }
         }
     }
 }
@@ -425,6 +465,34 @@ mod tests {
         for a in again.into_iter().flatten() {
             a.start(|| {});
         }
+    }
+
+    /// A place held without a thread counts against the lane's bound, and
+    /// when it drops, the job waiting in the lane runs on that place.
+    #[test]
+    fn a_held_place_counts_against_the_bound_and_passes_to_a_waiting_job() {
+        let lane = Lane::new("hold-test", 1, 1);
+        let held = lane.try_hold().expect("a free place");
+        assert!(lane.try_hold().is_none(), "the one place is held");
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        lane.admit()
+            .expect("room to wait")
+            .start(move || tx.send(()).unwrap());
+        assert!(lane.admit().is_err(), "running and waiting are full");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the waiting job has no place while one is held"
+        );
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the waiting job ran on the freed place");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lane.0.state.lock().unwrap().running > 0 {
+            assert!(Instant::now() < deadline, "the place was never freed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(lane.try_hold().expect("free again"));
+        assert_eq!(lane.0.state.lock().unwrap().running, 0);
     }
 
     #[test]

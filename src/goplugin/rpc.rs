@@ -246,14 +246,29 @@ where
     // tenth of a LOOPP round's context switches).
     let (tx, rx) = futures_channel::oneshot::channel::<Result<T, RpcStatus>>();
     let method = String::from_utf8_lossy(ctx.method()).into_owned();
+    let gone =
+        format!("{method}: the handler ended without an answer (it panicked or could not start)");
+    reply_when(ctx, sink, async move {
+        rx.await
+            .unwrap_or_else(|_| Err(status(RpcStatusCode::INTERNAL, gone)))
+    });
+    let job = move || {
+        let _ = tx.send(f());
+    };
+    admitted.start(job);
+}
+
+/// Answers the call with what `outcome` gives, on the completion-queue
+/// thread, and records it in the server metrics.
+fn reply_when<T, Fut>(ctx: &RpcContext, sink: UnarySink<T>, outcome: Fut)
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
+{
+    let method = String::from_utf8_lossy(ctx.method()).into_owned();
     let call = crate::goplugin::metrics::server_call();
     ctx.spawn(async move {
-        let outcome = rx.await.unwrap_or_else(|_| {
-            Err(status(
-                RpcStatusCode::INTERNAL,
-                format!("{method}: the handler ended without an answer (it panicked or could not start)"),
-            ))
-        });
+        let outcome = outcome.await;
         let code = code_name(&outcome);
         let sent = match outcome {
             Ok(resp) => sink.success(resp).await,
@@ -267,10 +282,39 @@ where
             );
         }
     });
-    let job = move || {
-        let _ = tx.send(f());
-    };
-    admitted.start(job);
+}
+
+/// A running place in the caller's lane (the ambient one, else the
+/// process's) for an answer that needs no thread, if one is free now
+/// ([`crate::goplugin::pool::Lane::try_hold`]): give it to [`respond_async`].
+/// None: the lane is at its bound; answer with [`respond_blocking`],
+/// which queues or refuses the call.
+pub fn async_place() -> Option<crate::goplugin::pool::Held> {
+    crate::goplugin::pool::Lane::ambient()
+        .unwrap_or_else(|| process_lane().clone())
+        .try_hold()
+}
+
+/// Answers with what `work` gives, run on the completion-queue thread with
+/// no pool thread; `place` ([`async_place`]) is held until it ends, so
+/// such calls count against the lane's bound like blocking ones. `work`
+/// must never block the thread that polls it: its waits are calls sent
+/// without waiting (`<method>_async`) and values at hand. A handler that
+/// calls other services this way costs no thread hand-off at all.
+pub fn respond_async<T, Fut>(
+    ctx: &RpcContext,
+    sink: UnarySink<T>,
+    place: crate::goplugin::pool::Held,
+    work: Fut,
+) where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
+{
+    reply_when(ctx, sink, async move {
+        let outcome = work.await;
+        drop(place);
+        outcome
+    });
 }
 
 /// Answers with `f` at once on the completion-queue thread when `at_hand`
@@ -380,6 +424,73 @@ pub fn observed<T>(
 pub type Reply<T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<T, String>> + Send>>;
 
+/// A [`Reply`] that is at hand already.
+pub fn ready<T: Send + 'static>(r: std::result::Result<T, String>) -> Reply<T> {
+    Box::pin(std::future::ready(r))
+}
+
+/// What `f` gives, as a [`Reply`]: `f` runs on a pool thread at once, so a
+/// future that needs something only a blocking call gives (an
+/// implementation that cannot answer otherwise) still never blocks the
+/// thread polling it. It costs what a blocking handler costs: a hand-off
+/// to a pool thread and back.
+pub fn blocking<T, F>(f: F) -> Reply<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> std::result::Result<T, String> + Send + 'static,
+{
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let started = crate::goplugin::pool::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Box::pin(async move {
+        if let Err(e) = started {
+            return Err(format!("cannot start a thread: {e}"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the blocking call ended without an answer".into()))
+    })
+}
+
+/// Waits on this thread for `replies` until `until` at most; each one's
+/// result, in order, None for those not done by then. Replies are polled
+/// as their answers come, each once more per wake-up: for a handful of
+/// calls sent together (one per oracle), not for thousands.
+pub fn wait_until<T>(
+    replies: Vec<Reply<T>>,
+    until: std::time::Instant,
+) -> Vec<Option<std::result::Result<T, String>>> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut out: Vec<Option<std::result::Result<T, String>>> = Vec::new();
+    out.resize_with(replies.len(), || None);
+    let mut waiting: Vec<(usize, Reply<T>)> = replies.into_iter().enumerate().collect();
+    loop {
+        waiting.retain_mut(|(i, reply)| match reply.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => {
+                out[*i] = Some(r);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        let now = std::time::Instant::now();
+        if waiting.is_empty() || now >= until {
+            return out;
+        }
+        // A wake-up before this park makes it return at once: none is lost.
+        std::thread::park_timeout(until - now);
+    }
+}
+
 /// [`observed`] for a call sent without waiting (a generated client's
 /// `<method>_async`): `start` sends it, and the future returned gives the
 /// reply and records it when it comes. Several such calls are waited for
@@ -447,3 +558,43 @@ fail_sink!(
     ClientStreamingSink,
     DuplexSink
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Replies are waited for together until the deadline: those done by
+    /// then give their results, in order, the rest None; a blocking job
+    /// runs on a pool thread, not on the waiting one.
+    #[test]
+    fn replies_are_waited_for_until_the_deadline_and_blocking_work_runs_on_the_pool() {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let t0 = Instant::now();
+        let got = wait_until(
+            vec![
+                ready(Ok(1)),
+                blocking(|| match std::thread::current().name() {
+                    Some("loopp-pool") => Ok(11),
+                    _ => Ok(12),
+                }),
+                blocking(move || {
+                    let _ = rx.recv_timeout(Duration::from_secs(5));
+                    Ok(3)
+                }),
+                ready(Err("no".to_string())),
+            ],
+            Instant::now() + Duration::from_millis(300),
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(300));
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "not past the deadline"
+        );
+        assert_eq!(
+            got,
+            vec![Some(Ok(1)), Some(Ok(11)), None, Some(Err("no".into()))]
+        );
+        tx.send(()).unwrap();
+    }
+}
