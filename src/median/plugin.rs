@@ -10,11 +10,12 @@
 //! [`crate::services::median::factory_grpc`].
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::libocr::{Observation, OffchainConfig};
 use super::math;
-use crate::services::datasource::{DataSource, Observing, ReportTimestamp};
+use crate::goplugin::rpc::{ready, Reply};
+use crate::services::datasource::{DataSource, ReportTimestamp};
 use crate::services::keystore::ErrorLog;
 use crate::services::median::plugin::{MedianContract, ReportingPlugin};
 use crate::services::median::value::I192;
@@ -58,7 +59,7 @@ pub struct MedianPlugin {
     codec: Arc<dyn ReportCodec>,
     max_report_length: usize,
     /// The latest report this oracle accepted: its (epoch, round) and median.
-    accepted: Mutex<((u32, u8), i128)>,
+    accepted: Arc<Mutex<((u32, u8), i128)>>,
 }
 
 /// The median's leader queries nothing; libocr refuses anything else.
@@ -86,7 +87,45 @@ fn latest_of(
     }
 }
 
+/// An observation from the answers of the value, juels-per-fee-coin and
+/// (if asked) gas price sources, in that order.
+fn encode_observation(answers: Vec<Result<i128, String>>) -> Result<Vec<u8>, String> {
+    let mut got = answers.into_iter();
+    let mut next = || got.next().transpose();
+    let value = next()?.ok_or("no value observed")?;
+    let juels = next()?.ok_or("no juels per fee coin observed")?;
+    let gas = next()?;
+    Ok(Observation {
+        timestamp: now_since_epoch().as_secs() as u32,
+        value: I192::from(value),
+        juels_per_fee_coin: I192::from(juels),
+        gas_price_subunits: gas.map(I192::from),
+    }
+    .encode())
+}
+
+/// What the error log is told when oracle `oracle`'s observation for `ts`
+/// failed with `e`.
+fn failure_text(oracle: u8, ts: &ReportTimestamp, e: &str) -> String {
+    format!(
+        "oracle {oracle} epoch {} round {}: observation failed: {e}",
+        ts.epoch, ts.round
+    )
+}
+
 impl MedianPlugin {
+    /// The sources an observation asks, in its order: value,
+    /// juels-per-fee-coin, and gas price when there is one.
+    fn sources(&self) -> impl Iterator<Item = &Arc<dyn DataSource>> {
+        [
+            Some(&self.source),
+            Some(&self.juels),
+            self.gas_price.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// Oracle `oracle` of a feed with `f` faulty oracles tolerated, the
     /// contract's `bounds` and offchain `config`; reports are built with
     /// `codec`, the provider's (the median plugin knows no chain's report
@@ -116,7 +155,7 @@ impl MedianPlugin {
             // Unbounded until the factory sets the codec's figure: asking
             // the codec here would be a second call for the same answer.
             max_report_length: usize::MAX,
-            accepted: Mutex::new(((0, 0), 0)),
+            accepted: Arc::new(Mutex::new(((0, 0), 0))),
         }
     }
 
@@ -144,81 +183,14 @@ impl MedianPlugin {
     pub fn oracle(&self) -> u8 {
         self.oracle
     }
-}
 
-impl ReportingPlugin for MedianPlugin {
-    /// Query: the median's leader asks nothing.
-    fn query(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<Vec<u8>, String> {
-        Ok(Vec::new())
-    }
-
-    /// Observation: the value, juels-per-fee-coin and gas price, all within
-    /// `deadline`; any source failing fails the observation.
-    fn observation(
+    /// The observations that decode (at least f+1), in the order Go's
+    /// sort.Slice gives by value, as libocr sorts: equal values of 13 or
+    /// more observations must land where Go puts them.
+    fn valid_observations(
         &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        deadline: Duration,
-    ) -> Result<Vec<u8>, String> {
-        empty_query(query)?;
-        // One deadline for all sources, each asked in the time left; the
-        // three are asked together (a source behind gRPC is sent its call
-        // and waited for with the others), as libocr asks them at once.
-        let until = Instant::now() + deadline;
-        let left = || {
-            until
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("no time left of the {deadline:?} observation deadline"))
-        };
-        let observed = (|| {
-            let mut asked = vec![
-                self.source.start_observe(ts, left()?),
-                self.juels.start_observe(ts, left()?),
-            ];
-            if let Some(g) = &self.gas_price {
-                asked.push(g.start_observe(ts, left()?));
-            }
-            let mut got = Observing::wait_all(asked).into_iter();
-            let mut next = || got.next().transpose();
-            let value = next()?.ok_or("no value observed")?;
-            let juels = next()?.ok_or("no juels per fee coin observed")?;
-            Ok::<_, String>((value, juels, next()?))
-        })();
-        let (value, juels, gas) = match observed {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(log) = &self.errors {
-                    let _ = log.save_error(&format!(
-                        "oracle {} epoch {} round {}: observation failed: {e}",
-                        self.oracle, ts.epoch, ts.round
-                    ));
-                }
-                return Err(e);
-            }
-        };
-        Ok(Observation {
-            timestamp: now_since_epoch().as_secs() as u32,
-            value: I192::from(value),
-            juels_per_fee_coin: I192::from(juels),
-            gas_price_subunits: gas.map(I192::from),
-        }
-        .encode())
-    }
-
-    /// Report, as libocr decides: the valid observations (at least f+1)
-    /// sorted by value, their median checked against the contract's bounds;
-    /// a report when this is the config's first round, the median deviates
-    /// from the contract's answer by alphaReport, the answer is older than
-    /// deltaC, or a round requested on chain is unanswered.
-    fn report(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
         observations: &[(u8, Vec<u8>)],
-        _deadline: Duration,
-    ) -> Result<Option<Vec<u8>>, String> {
-        empty_query(query)?;
+    ) -> Result<Vec<ParsedObservation>, String> {
         let mut valid: Vec<ParsedObservation> = observations
             .iter()
             .filter_map(|(oracle, bytes)| {
@@ -242,82 +214,269 @@ impl ReportingPlugin for MedianPlugin {
                 self.f + 1
             ));
         }
-        // In the order Go's sort.Slice gives, as libocr sorts: equal values
-        // of 13 or more observations must land where Go puts them.
         super::gosort::sort_like_go(&mut valid, |a, b| a.value < b.value);
-        let answer = valid[valid.len() / 2].value;
-        let (digest, latest, latest_answer, latest_time) =
-            latest_of(self.contract.latest_transmission_details()?);
-        let requested = self.contract.latest_round_requested(self.config.delta_c)?;
-        if !self.bounds.contains(answer) {
-            return Ok(None);
-        }
-        let initial_round = digest == ts.config_digest && latest == (0, 0);
-        let deviation = !self.config.alpha_report_infinite
-            && math::deviates(latest_answer, answer, self.config.alpha_report_ppb);
-        let delta_c_elapsed =
-            Duration::from_secs(latest_time) + self.config.delta_c < now_since_epoch();
-        let unfulfilled = requested
-            .is_some_and(|r| r.config_digest == ts.config_digest && (r.epoch, r.round) >= latest);
-        if !(initial_round || deviation || delta_c_elapsed || unfulfilled) {
-            return Ok(None);
-        }
-        let report = self.codec.build_report(&valid)?;
-        if report.len() > self.max_report_length {
-            return Err(format!(
-                "report of {} bytes, more than the {} the codec allows",
-                report.len(),
-                self.max_report_length
-            ));
-        }
-        Ok(Some(report))
+        Ok(valid)
+    }
+}
+
+/// A contract read as a future: sent without waiting when the contract
+/// can, else on a pool thread.
+fn read<T: Send + 'static>(
+    contract: &Arc<dyn MedianContract>,
+    sent: impl FnOnce(&dyn MedianContract) -> Option<Reply<T>>,
+    call: impl FnOnce(&dyn MedianContract) -> Result<T, String> + Send + 'static,
+) -> Reply<T> {
+    sent(&**contract).unwrap_or_else(|| {
+        let c = contract.clone();
+        crate::goplugin::rpc::blocking(move || call(&*c))
+    })
+}
+
+/// libocr's numerical median plugin, each call a future that never blocks
+/// the thread polling it ([`ReportingPlugin::observation_async`] and the
+/// others): the sources, contract and codec are asked without waiting
+/// when they can (over gRPC, or at hand), else on a pool thread. The
+/// blocking calls wait for the same futures.
+impl ReportingPlugin for MedianPlugin {
+    /// Query: the median's leader asks nothing.
+    fn query(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<Vec<u8>, String> {
+        Ok(Vec::new())
     }
 
-    /// Accept, as libocr decides: only reports newer than this oracle's
-    /// last accepted one and the contract's latest, under the contract's
-    /// config; then when the median deviates from the last accepted one by
-    /// alphaAccept, or nothing accepted is still pending on chain.
+    fn observation(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, String> {
+        block_on(self.observation_async(ts, query, deadline))
+    }
+
+    fn report(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        observations: &[(u8, Vec<u8>)],
+        deadline: Duration,
+    ) -> Result<Option<Vec<u8>>, String> {
+        block_on(self.report_async(ts, query, observations, deadline))
+    }
+
     fn should_accept_finalized_report(
         &self,
         ts: &ReportTimestamp,
         report: &[u8],
-        _deadline: Duration,
+        deadline: Duration,
     ) -> Result<bool, String> {
-        let this = (ts.epoch, ts.round);
-        let mut accepted = self.accepted.lock().unwrap();
-        if accepted.0 >= this {
-            return Ok(false);
-        }
-        let (digest, latest, _, _) = latest_of(self.contract.latest_transmission_details()?);
-        if digest != ts.config_digest || latest >= this || report.len() > self.max_report_length {
-            return Ok(false);
-        }
-        let median = self.codec.median_from_report(report)?;
-        let deviates = !self.config.alpha_accept_infinite
-            && math::deviates(accepted.1, median, self.config.alpha_accept_ppb);
-        let nothing_pending = latest >= accepted.0;
-        let accept = deviates || nothing_pending;
-        if accept {
-            *accepted = (this, median);
-        }
-        Ok(accept)
+        block_on(self.should_accept_finalized_report_async(ts, report, deadline))
     }
 
-    /// Transmit, as libocr decides: when the contract has not moved past the
-    /// report under the same config.
     fn should_transmit_accepted_report(
         &self,
         ts: &ReportTimestamp,
-        _report: &[u8],
-        _deadline: Duration,
+        report: &[u8],
+        deadline: Duration,
     ) -> Result<bool, String> {
-        let (digest, latest, _, _) = latest_of(self.contract.latest_transmission_details()?);
-        Ok(digest == ts.config_digest && latest < (ts.epoch, ts.round))
+        block_on(self.should_transmit_accepted_report_async(ts, report, deadline))
     }
 
     fn close(&self) -> Result<(), String> {
         Ok(())
     }
+
+    fn query_async(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Option<Reply<Vec<u8>>> {
+        Some(ready(Ok(Vec::new())))
+    }
+
+    /// Observation: the value, juels-per-fee-coin and gas price, asked
+    /// together as libocr asks them, each within `deadline`; any source
+    /// failing fails the observation, and the failure is saved to the
+    /// error log (when there is one) before the answer.
+    fn observation_async(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        deadline: Duration,
+    ) -> Option<Reply<Vec<u8>>> {
+        if let Err(e) = empty_query(query) {
+            return Some(ready(Err(e)));
+        }
+        let asked: Vec<Reply<i128>> = self
+            .sources()
+            .map(|source| {
+                source.observe_async(ts, deadline).unwrap_or_else(|| {
+                    let (source, ts) = (source.clone(), ts.clone());
+                    crate::goplugin::rpc::blocking(move || source.observe(&ts, deadline))
+                })
+            })
+            .collect();
+        let (errors, oracle, ts) = (self.errors.clone(), self.oracle, ts.clone());
+        Some(Box::pin(async move {
+            let observed = encode_observation(futures_util::future::join_all(asked).await);
+            if let (Err(e), Some(log)) = (&observed, errors) {
+                let message = failure_text(oracle, &ts, e);
+                let saved = log.save_error_async(&message).unwrap_or_else(|| {
+                    crate::goplugin::rpc::blocking(move || log.save_error(&message))
+                });
+                let _ = saved.await;
+            }
+            observed
+        }))
+    }
+
+    /// Report, as libocr decides: the valid observations (at least f+1)
+    /// sorted by value, their median checked against the contract's bounds;
+    /// a report when this is the config's first round, the median deviates
+    /// from the contract's answer by alphaReport, the answer is older than
+    /// deltaC, or a round requested on chain is unanswered. The contract's
+    /// latest transmission and requested round are read together.
+    fn report_async(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        observations: &[(u8, Vec<u8>)],
+        _deadline: Duration,
+    ) -> Option<Reply<Option<Vec<u8>>>> {
+        if let Err(e) = empty_query(query) {
+            return Some(ready(Err(e)));
+        }
+        let valid = match self.valid_observations(observations) {
+            Ok(valid) => valid,
+            Err(e) => return Some(ready(Err(e))),
+        };
+        let delta_c = self.config.delta_c;
+        let details = read(
+            &self.contract,
+            |c| c.latest_transmission_details_async(),
+            |c| c.latest_transmission_details(),
+        );
+        let requested = read(
+            &self.contract,
+            |c| c.latest_round_requested_async(delta_c),
+            move |c| c.latest_round_requested(delta_c),
+        );
+        let (codec, config, bounds) = (self.codec.clone(), self.config, self.bounds);
+        let (max, ts) = (self.max_report_length, ts.clone());
+        Some(Box::pin(async move {
+            let (details, requested) = futures_util::future::join(details, requested).await;
+            let answer = valid[valid.len() / 2].value;
+            if !report_due(&ts, answer, bounds, &config, details?, requested?) {
+                return Ok(None);
+            }
+            let report = match codec.build_report_async(&valid) {
+                Some(sent) => sent.await?,
+                None => crate::goplugin::rpc::blocking(move || codec.build_report(&valid)).await?,
+            };
+            if report.len() > max {
+                return Err(format!(
+                    "report of {} bytes, more than the {max} the codec allows",
+                    report.len()
+                ));
+            }
+            Ok(Some(report))
+        }))
+    }
+
+    /// Accept, as libocr decides: only reports newer than this oracle's
+    /// last accepted one and the contract's latest, under the contract's
+    /// config; then when the median deviates from the last accepted one by
+    /// alphaAccept, or nothing accepted is still pending on chain. The
+    /// contract and the report's median are read together.
+    fn should_accept_finalized_report_async(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        _deadline: Duration,
+    ) -> Option<Reply<bool>> {
+        let this = (ts.epoch, ts.round);
+        if self.accepted.lock().unwrap().0 >= this || report.len() > self.max_report_length {
+            return Some(ready(Ok(false)));
+        }
+        let details = read(
+            &self.contract,
+            |c| c.latest_transmission_details_async(),
+            |c| c.latest_transmission_details(),
+        );
+        let median = self
+            .codec
+            .median_from_report_async(report)
+            .unwrap_or_else(|| {
+                let (codec, report) = (self.codec.clone(), report.to_vec());
+                crate::goplugin::rpc::blocking(move || codec.median_from_report(&report))
+            });
+        let (accepted, config, digest) =
+            (self.accepted.clone(), self.config, ts.config_digest.clone());
+        Some(Box::pin(async move {
+            let (details, median) = futures_util::future::join(details, median).await;
+            let (on_chain, latest, _, _) = latest_of(details?);
+            if on_chain != digest || latest >= this {
+                return Ok(false);
+            }
+            let median = median?;
+            let mut accepted = accepted.lock().unwrap();
+            // Another call may have accepted a newer report meanwhile.
+            if accepted.0 >= this {
+                return Ok(false);
+            }
+            let deviates = !config.alpha_accept_infinite
+                && math::deviates(accepted.1, median, config.alpha_accept_ppb);
+            let nothing_pending = latest >= accepted.0;
+            let accept = deviates || nothing_pending;
+            if accept {
+                *accepted = (this, median);
+            }
+            Ok(accept)
+        }))
+    }
+
+    /// Transmit, as libocr decides: when the contract has not moved past the
+    /// report under the same config.
+    fn should_transmit_accepted_report_async(
+        &self,
+        ts: &ReportTimestamp,
+        _report: &[u8],
+        _deadline: Duration,
+    ) -> Option<Reply<bool>> {
+        let details = read(
+            &self.contract,
+            |c| c.latest_transmission_details_async(),
+            |c| c.latest_transmission_details(),
+        );
+        let ts = ts.clone();
+        Some(Box::pin(async move {
+            let (digest, latest, _, _) = latest_of(details.await?);
+            Ok(digest == ts.config_digest && latest < (ts.epoch, ts.round))
+        }))
+    }
+}
+
+/// Waits here for what an `_async` method of the plugin gives (always
+/// one).
+fn block_on<T>(reply: Option<Reply<T>>) -> Result<T, String> {
+    futures_executor::block_on(reply.expect("the median plugin answers every call as a future"))
+}
+
+/// Whether libocr's median reports `answer` for `ts`, given the contract's
+/// latest transmission and requested round.
+fn report_due(
+    ts: &ReportTimestamp,
+    answer: i128,
+    bounds: Bounds,
+    config: &OffchainConfig,
+    details: Option<(Vec<u8>, crate::services::median::Latest)>,
+    requested: Option<crate::services::median::plugin::RoundRequested>,
+) -> bool {
+    let (digest, latest, latest_answer, latest_time) = latest_of(details);
+    if !bounds.contains(answer) {
+        return false;
+    }
+    let initial_round = digest == ts.config_digest && latest == (0, 0);
+    let deviation = !config.alpha_report_infinite
+        && math::deviates(latest_answer, answer, config.alpha_report_ppb);
+    let delta_c_elapsed = Duration::from_secs(latest_time) + config.delta_c < now_since_epoch();
+    let unfulfilled = requested
+        .is_some_and(|r| r.config_digest == ts.config_digest && (r.epoch, r.round) >= latest);
+    initial_round || deviation || delta_c_elapsed || unfulfilled
 }
 
 #[cfg(test)]
@@ -493,6 +652,127 @@ mod tests {
             (o.value, o.juels_per_fee_coin, o.gas_price_subunits),
             (I192::from(100), I192::from(7), Some(I192::from(3)))
         );
+    }
+
+    /// A source, at hand or not, that notes the threads it is asked on.
+    struct Noting {
+        value: i128,
+        at_hand: bool,
+        ran_on: Arc<crate::testutil::ThreadNames>,
+    }
+
+    impl DataSource for Noting {
+        fn observe(&self, _ts: &ReportTimestamp, _d: Duration) -> Result<i128, String> {
+            self.ran_on.record();
+            Ok(self.value)
+        }
+
+        fn observe_now(&self, ts: &ReportTimestamp) -> Option<Result<i128, String>> {
+            self.at_hand
+                .then(|| self.observe(ts, Duration::from_secs(1)))
+        }
+    }
+
+    /// A contract, answering at once or not, that notes the threads it is
+    /// read on: 100 transmitted at epoch 1 round 0.
+    struct NotingContract {
+        at_once: bool,
+        ran_on: Arc<crate::testutil::ThreadNames>,
+    }
+
+    impl MedianContract for NotingContract {
+        fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+            self.ran_on.record();
+            Ok(Some((
+                vec![7; 32],
+                Latest {
+                    epoch: 1,
+                    round: 0,
+                    answer: 100,
+                    timestamp: now_since_epoch().as_secs(),
+                },
+            )))
+        }
+
+        fn latest_round_requested(&self, _: Duration) -> Result<Option<RoundRequested>, String> {
+            self.ran_on.record();
+            Ok(None)
+        }
+
+        fn answers_at_once(&self) -> bool {
+            self.at_once
+        }
+    }
+
+    /// Served over a real socket, the plugin answers every phase on the
+    /// thread that received the call when its sources and contract answer
+    /// at once (no pool thread, no hand-off), and reads those that do not
+    /// on pool threads; the answers are the same either way.
+    #[test]
+    fn served_phases_run_on_the_receiving_thread_when_their_parts_answer_at_once() {
+        use crate::services::median::reporting::{server, ReportingPluginClient};
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        for (id, at_hand) in [(1, true), (2, false)] {
+            let ran_on = Arc::new(crate::testutil::ThreadNames::default());
+            let source = |value| -> Arc<dyn DataSource> {
+                Arc::new(Noting {
+                    value,
+                    at_hand,
+                    ran_on: ran_on.clone(),
+                })
+            };
+            let plugin = MedianPlugin::new(
+                0,
+                1,
+                Bounds { min: 0, max: 1000 },
+                FeedSettings {
+                    deviation_ppb: 0,
+                    heartbeat: Duration::from_secs(3600),
+                },
+                source(200),
+                source(7),
+                Arc::new(NotingContract {
+                    at_once: at_hand,
+                    ran_on: ran_on.clone(),
+                }),
+                Arc::new(DevchainCodec),
+            );
+            broker.serve(id, vec![server(Arc::new(plugin))]).unwrap();
+            let client = ReportingPluginClient::new("median", broker.local_channel(id));
+            let ts = ReportTimestamp {
+                config_digest: vec![7; 32],
+                epoch: 2,
+                round: 1,
+            };
+            let d = Duration::from_secs(5);
+            assert_eq!(client.query(&ts, d), Ok(Vec::new()));
+            let obs: Vec<(u8, Vec<u8>)> = (0..2)
+                .map(|o| (o, client.observation(&ts, &[], d).unwrap()))
+                .collect();
+            let report = client
+                .report(&ts, &[], &obs, d)
+                .unwrap()
+                .expect("200 deviates from 100: a report");
+            assert_eq!(DevchainCodec.median_from_report(&report), Ok(200));
+            assert_eq!(
+                client.should_accept_finalized_report(&ts, &report, d),
+                Ok(true)
+            );
+            assert_eq!(
+                client.should_transmit_accepted_report(&ts, &report, d),
+                Ok(true)
+            );
+            // 2 observations of 2 sources; Report reads the contract twice,
+            // ShouldAccept and ShouldTransmit once each.
+            let seen = ran_on.seen();
+            assert_eq!(seen.len(), 8, "{seen:?}");
+            for name in &seen {
+                assert_eq!(name.starts_with("loopp-pool"), !at_hand, "{seen:?}");
+            }
+        }
+        broker.close();
     }
 
     /// Keeps what it was asked to build a report from.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::goplugin::rpc::Reply;
 pub use crate::services::wire::ReportTimestamp;
 
 /// One observation's source. Served to plugins over gRPC (`loop.DataSource`)
@@ -23,34 +24,14 @@ pub trait DataSource: Send + Sync {
         None
     }
 
-    /// Starts observing `ts`, to be waited for with others
-    /// ([`Observing::wait_all`]): a source behind gRPC sends its call and
-    /// returns, so one thread asks several sources at once. The default
-    /// observes here and now.
-    fn start_observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Observing {
-        Observing::Done(self.observe(ts, deadline))
-    }
-}
-
-/// An observation asked for with [`DataSource::start_observe`].
-pub enum Observing {
-    /// Answered already.
-    Done(Result<i128, String>),
-    /// On its way.
-    Sent(crate::goplugin::rpc::Reply<i128>),
-}
-
-impl Observing {
-    /// Waits for all of `asked` together; their values, in order.
-    pub fn wait_all(asked: Vec<Observing>) -> Vec<Result<i128, String>> {
-        futures_executor::block_on(futures_util::future::join_all(asked.into_iter().map(
-            |o| async move {
-                match o {
-                    Observing::Done(r) => r,
-                    Observing::Sent(reply) => reply.await,
-                }
-            },
-        )))
+    /// [`DataSource::observe`] as a future that never blocks the thread
+    /// polling it: a source behind gRPC sends its call and returns; a
+    /// value at hand ([`DataSource::observe_now`], the default) is ready.
+    /// None: not at hand, call `observe` on a thread that may block.
+    /// Dropping the future unawaited costs at most the call sent.
+    fn observe_async(&self, ts: &ReportTimestamp, deadline: Duration) -> Option<Reply<i128>> {
+        let _ = deadline;
+        self.observe_now(ts).map(crate::goplugin::rpc::ready)
     }
 }
 
@@ -144,13 +125,13 @@ impl DataSource for DataSourceClient {
         value_of(&self.name, &reply)
     }
 
-    fn start_observe(&self, ts: &ReportTimestamp, deadline: Duration) -> Observing {
+    fn observe_async(&self, ts: &ReportTimestamp, deadline: Duration) -> Option<Reply<i128>> {
         let req = observe_request(ts);
         let reply = crate::goplugin::rpc::observed_async(&self.name, OBSERVE, || {
             self.client.observe_async(&req, deadline)
         });
         let name = self.name.clone();
-        Observing::Sent(Box::pin(async move { value_of(&name, &reply.await?) }))
+        Some(Box::pin(async move { value_of(&name, &reply.await?) }))
     }
 }
 

@@ -161,6 +161,14 @@ impl Keystore for KeystoreClient {
 pub trait ErrorLog: Send + Sync {
     /// Records one error.
     fn save_error(&self, message: &str) -> Result<(), String>;
+
+    /// [`ErrorLog::save_error`] as a future that never blocks the thread
+    /// polling it (a call sent without waiting, or work done at once);
+    /// None (the default): call `save_error` on a thread that may block.
+    fn save_error_async(&self, message: &str) -> Option<crate::goplugin::rpc::Reply<()>> {
+        let _ = message;
+        None
+    }
 }
 
 /// The node's error log: each error is logged under `source` at error level.
@@ -173,6 +181,10 @@ impl ErrorLog for LogErrors {
     fn save_error(&self, message: &str) -> Result<(), String> {
         log::error!(target: &self.source, "{message}");
         Ok(())
+    }
+
+    fn save_error_async(&self, message: &str) -> Option<crate::goplugin::rpc::Reply<()>> {
+        Some(crate::goplugin::rpc::ready(self.save_error(message)))
     }
 }
 
@@ -211,20 +223,37 @@ impl ErrorLogClient {
     }
 }
 
+fn save_request(message: &str) -> SaveErrorRequest {
+    SaveErrorRequest {
+        message: message.to_string(),
+        ..Default::default()
+    }
+}
+
+fn save_failed(e: &grpcio::Error) -> String {
+    format!(
+        "ErrorLog/SaveError: {}",
+        crate::goplugin::error::rpc_status_text(e)
+    )
+}
+
 impl ErrorLog for ErrorLogClient {
     fn save_error(&self, message: &str) -> Result<(), String> {
-        let req = SaveErrorRequest {
-            message: message.to_string(),
-            ..Default::default()
-        };
         self.client
-            .save_error(&req, self.timeout)
+            .save_error(&save_request(message), self.timeout)
             .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "ErrorLog/SaveError: {}",
-                    crate::goplugin::error::rpc_status_text(&e)
-                )
-            })
+            .map_err(|e| save_failed(&e))
+    }
+
+    fn save_error_async(&self, message: &str) -> Option<crate::goplugin::rpc::Reply<()>> {
+        let sent = self
+            .client
+            .save_error_async(&save_request(message), self.timeout);
+        Some(Box::pin(async move {
+            match sent {
+                Ok(reply) => reply.await.map(|_| ()).map_err(|e| save_failed(&e)),
+                Err(e) => Err(save_failed(&e)),
+            }
+        }))
     }
 }

@@ -9,8 +9,9 @@
 //! round only.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::goplugin::rpc::Reply;
 use crate::services::datasource::ReportTimestamp;
 use crate::services::median::deadlines::Deadlines;
 use crate::services::median::plugin::ReportingPlugin;
@@ -28,55 +29,86 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Runs `f` for `plugin` within `deadline` (see [`each`]).
-fn within<T: Send + 'static>(
-    call: &str,
-    deadline: Duration,
-    plugin: &Arc<dyn ReportingPlugin>,
-    f: impl FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    let mut out = each(vec![(plugin.clone(), f)], deadline);
+/// One call within `deadline` (see [`each`]), its error named `call`.
+fn within<T: Send + 'static>(call: &str, deadline: Duration, c: Call<T>) -> Result<T, String> {
+    let mut out = each(vec![c], deadline);
     out.pop()
-        .expect("one result per job")
+        .expect("one result per call")
         .map_err(|e| format!("{call}: {e}"))
 }
 
-/// Runs each job with its plugin, in parallel, and collects the results in
-/// order; a job not done within `deadline` is a DEADLINE_EXCEEDED error.
-/// Jobs run on pool threads, except the last one whose plugin ends its
-/// calls by their deadlines itself (over gRPC): that one runs on this
-/// thread, a hand-off less per phase, which over gRPC is a good part of a
-/// short call's cost.
-fn each<T: Send + 'static, F>(
-    jobs: Vec<(Arc<dyn ReportingPlugin>, F)>,
-    deadline: Duration,
-) -> Vec<Result<T, String>>
-where
-    F: FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
-{
-    let until = std::time::Instant::now() + deadline;
-    let inline = jobs.iter().rposition(|(p, _)| p.ends_by_deadline());
-    let mut here = None;
-    let mut pending = Vec::with_capacity(jobs.len());
-    for (i, (plugin, f)) in jobs.into_iter().enumerate() {
-        if Some(i) == inline {
-            here = Some((plugin, f));
-            pending.push(None);
-        } else {
-            let started = crate::goplugin::pool::run(move || f(&*plugin));
-            pending.push(Some(started.map_err(|e| format!("cannot start: {e}"))));
+/// One oracle's call in a phase.
+enum Call<T> {
+    /// Sent already: a future that never blocks the thread polling it
+    /// (a call over gRPC, or work the plugin answers so).
+    Sent(Reply<T>),
+    /// Work that may block: run on a pool thread, waited for until the
+    /// phase's deadline.
+    Run(Box<dyn FnOnce() -> Result<T, String> + Send>),
+}
+
+impl<T: Send + 'static> Call<T> {
+    /// `plugin`'s call: what `send` sends without waiting
+    /// (`<call>_async`), else `run` on a pool thread.
+    fn to(
+        plugin: &Arc<dyn ReportingPlugin>,
+        send: impl FnOnce(&dyn ReportingPlugin) -> Option<Reply<T>>,
+        run: impl FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
+    ) -> Call<T> {
+        match send(&**plugin) {
+            Some(reply) => Call::Sent(reply),
+            None => {
+                let p = plugin.clone();
+                Call::Run(Box::new(move || run(&*p)))
+            }
         }
     }
-    let mut inline_out = here.map(|(plugin, f)| f(&*plugin));
-    pending
-        .into_iter()
-        .map(|p| match p {
-            Some(Ok(p)) => p
-                .wait_until(until)
-                .unwrap_or_else(|| Err(format!("DEADLINE_EXCEEDED after {deadline:?}"))),
-            Some(Err(e)) => Err(e),
-            None => inline_out.take().expect("the inline job's result"),
-        })
+}
+
+/// The result of a job started on a pool thread, waited for until `until`.
+fn waited<T>(
+    started: std::io::Result<crate::goplugin::pool::Pending<Result<T, String>>>,
+    until: Instant,
+    deadline: Duration,
+) -> Result<T, String> {
+    match started {
+        Ok(p) => p
+            .wait_until(until)
+            .unwrap_or_else(|| Err(format!("DEADLINE_EXCEEDED after {deadline:?}"))),
+        Err(e) => Err(format!("cannot start: {e}")),
+    }
+}
+
+/// Runs the calls in parallel and collects their results in order; a call
+/// not done within `deadline` is a DEADLINE_EXCEEDED error. Calls sent
+/// without waiting (every call to a plugin over gRPC, and the median
+/// plugin's in-process) are waited for together on this thread, with no
+/// pool thread and no hand-off; the rest run on pool threads.
+fn each<T: Send + 'static>(calls: Vec<Call<T>>, deadline: Duration) -> Vec<Result<T, String>> {
+    let until = Instant::now() + deadline;
+    let (mut sent, mut sent_at, mut running) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, call) in calls.into_iter().enumerate() {
+        match call {
+            Call::Sent(reply) => {
+                sent.push(reply);
+                sent_at.push(i);
+            }
+            // Started now, all together; each waited for below.
+            Call::Run(f) => running.push((i, crate::goplugin::pool::run(f))),
+        }
+    }
+    let late = || Err(format!("DEADLINE_EXCEEDED after {deadline:?}"));
+    let mut out: Vec<Option<Result<T, String>>> = Vec::new();
+    out.resize_with(sent.len() + running.len(), || None);
+    let answers = crate::goplugin::rpc::wait_until(sent, until);
+    for (i, r) in sent_at.into_iter().zip(answers) {
+        out[i] = Some(r.unwrap_or_else(late));
+    }
+    for (i, started) in running {
+        out[i] = Some(waited(started, until, deadline));
+    }
+    out.into_iter()
+        .map(|r| r.expect("one result per call"))
         .collect()
 }
 
@@ -152,25 +184,34 @@ fn play(
 ) -> Outcome {
     let d = deadlines.0;
     let lead = oracles[leader % oracles.len()].1.clone();
-    let query = match within("Query", d.query, &lead, {
-        let t = ts.clone();
-        move |p| p.query(&t, d.query)
-    }) {
+    let query = match within(
+        "Query",
+        d.query,
+        Call::to(&lead, |p| p.query_async(ts, d.query), {
+            let t = ts.clone();
+            move |p| p.query(&t, d.query)
+        }),
+    ) {
         Ok(q) => q,
         Err(e) => return round.fail("Query", e),
     };
     // Observations in parallel; one that misses its deadline is left out.
-    let jobs = oracles
+    let calls = oracles
         .iter()
         .map(|(id, o)| {
             let (id, t, q, dl) = (*id, ts.clone(), query.clone(), d.observation);
-            (o.clone(), move |p: &dyn ReportingPlugin| {
-                p.observation(&t, &q, dl).map(|obs| (id, obs))
-            })
+            let tagged = |r: Reply<Vec<u8>>| -> Reply<(u8, Vec<u8>)> {
+                Box::pin(async move { r.await.map(|obs| (id, obs)) })
+            };
+            Call::to(
+                o,
+                |p| p.observation_async(ts, &query, dl).map(tagged),
+                move |p| p.observation(&t, &q, dl).map(|obs| (id, obs)),
+            )
         })
         .collect();
     let mut observations: Vec<(u8, Vec<u8>)> = Vec::new();
-    for r in each(jobs, d.observation) {
+    for r in each(calls, d.observation) {
         match r {
             Ok(observation) => observations.push(observation),
             Err(e) if !missed(&e) => {}
@@ -185,10 +226,18 @@ fn play(
             2 * f
         ));
     }
-    let report = match within("Report", d.report, &lead, {
-        let (t, q) = (ts.clone(), query.clone());
-        move |p| p.report(&t, &q, &observations, d.report)
-    }) {
+    let report = match within(
+        "Report",
+        d.report,
+        Call::to(
+            &lead,
+            |p| p.report_async(ts, &query, &observations, d.report),
+            {
+                let (t, q, o) = (ts.clone(), query.clone(), observations.clone());
+                move |p| p.report(&t, &q, &o, d.report)
+            },
+        ),
+    ) {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Outcome::NoReport(
@@ -199,17 +248,19 @@ fn play(
     };
     round.reported = true;
     // Every oracle decides in parallel, within one deadline.
-    let jobs = oracles
+    let calls = oracles
         .iter()
         .map(|(_, o)| {
-            let (t, r) = (ts.clone(), report.clone());
-            (o.clone(), move |p: &dyn ReportingPlugin| {
-                p.should_accept_finalized_report(&t, &r, d.should_accept)
-            })
+            let (t, r, dl) = (ts.clone(), report.clone(), d.should_accept);
+            Call::to(
+                o,
+                |p| p.should_accept_finalized_report_async(ts, &report, dl),
+                move |p| p.should_accept_finalized_report(&t, &r, dl),
+            )
         })
         .collect();
     let mut accepts = 0;
-    for r in each(jobs, d.should_accept) {
+    for r in each(calls, d.should_accept) {
         match r {
             Ok(true) => accepts += 1,
             Ok(false) => {}
@@ -223,10 +274,18 @@ fn play(
             2 * f
         ));
     }
-    match within("ShouldTransmitAcceptedReport", d.should_transmit, &lead, {
-        let (t, r) = (ts.clone(), report.clone());
-        move |p| p.should_transmit_accepted_report(&t, &r, d.should_transmit)
-    }) {
+    match within(
+        "ShouldTransmitAcceptedReport",
+        d.should_transmit,
+        Call::to(
+            &lead,
+            |p| p.should_transmit_accepted_report_async(ts, &report, d.should_transmit),
+            {
+                let (t, r) = (ts.clone(), report.clone());
+                move |p| p.should_transmit_accepted_report(&t, &r, d.should_transmit)
+            },
+        ),
+    ) {
         Ok(true) => {}
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
         Err(e) => return round.fail("ShouldTransmitAcceptedReport", e),

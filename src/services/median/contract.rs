@@ -12,7 +12,7 @@ use protobuf::MessageField;
 use super::plugin::MedianContract;
 use super::plugin::RoundRequested;
 use super::Latest;
-use crate::goplugin::rpc;
+use crate::goplugin::rpc::{self, Reply};
 use crate::proto::median::{
     LatestRoundRequestedReply, LatestRoundRequestedRequest, LatestTransmissionDetailsReply,
     LatestTransmissionDetailsRequest,
@@ -130,54 +130,88 @@ impl MedianContractClient {
     }
 }
 
-impl MedianContract for MedianContractClient {
-    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
-        const METHOD: &str = "/loop.MedianContract/LatestTransmissionDetails";
-        let reply = rpc::observed(&self.name, METHOD, || {
-            self.client
-                .latest_transmission_details(&LatestTransmissionDetailsRequest::new(), self.timeout)
-        })?;
-        if reply.configDigest.iter().all(|b| *b == 0) {
-            return Ok(None);
-        }
-        let answer = match reply.latestAnswer.as_ref() {
-            Some(b) => crate::services::wire::from_big(b)?,
-            None => 0,
-        };
-        Ok(Some((
-            reply.configDigest,
-            Latest {
-                epoch: reply.epoch,
-                round: u8::try_from(reply.round)
-                    .map_err(|_| format!("round {} is not a uint8", reply.round))?,
-                answer,
-                timestamp: reply
-                    .latestTimestamp
-                    .as_ref()
-                    .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
-            },
-        )))
-    }
+const DETAILS: &str = "/loop.MedianContract/LatestTransmissionDetails";
+const REQUESTED: &str = "/loop.MedianContract/LatestRoundRequested";
 
-    fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String> {
-        let req = LatestRoundRequestedRequest {
-            lookback: i64::try_from(lookback.as_nanos()).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
-        let reply = rpc::observed(
-            &self.name,
-            "/loop.MedianContract/LatestRoundRequested",
-            || self.client.latest_round_requested(&req, self.timeout),
-        )?;
-        if reply.configDigest.iter().all(|b| *b == 0) {
-            return Ok(None);
-        }
-        Ok(Some(RoundRequested {
-            config_digest: reply.configDigest,
+/// The latest transmission in a reply: None when its digest is zero (no
+/// config yet).
+fn details_of(reply: LatestTransmissionDetailsReply) -> Result<Option<(Vec<u8>, Latest)>, String> {
+    if reply.configDigest.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    let answer = match reply.latestAnswer.as_ref() {
+        Some(b) => crate::services::wire::from_big(b)?,
+        None => 0,
+    };
+    Ok(Some((
+        reply.configDigest,
+        Latest {
             epoch: reply.epoch,
             round: u8::try_from(reply.round)
                 .map_err(|_| format!("round {} is not a uint8", reply.round))?,
-        }))
+            answer,
+            timestamp: reply
+                .latestTimestamp
+                .as_ref()
+                .map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0)),
+        },
+    )))
+}
+
+fn requested_request(lookback: Duration) -> LatestRoundRequestedRequest {
+    LatestRoundRequestedRequest {
+        lookback: i64::try_from(lookback.as_nanos()).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// The requested round in a reply: None when its digest is zero.
+fn requested_of(reply: LatestRoundRequestedReply) -> Result<Option<RoundRequested>, String> {
+    if reply.configDigest.iter().all(|b| *b == 0) {
+        return Ok(None);
+    }
+    Ok(Some(RoundRequested {
+        config_digest: reply.configDigest,
+        epoch: reply.epoch,
+        round: u8::try_from(reply.round)
+            .map_err(|_| format!("round {} is not a uint8", reply.round))?,
+    }))
+}
+
+impl MedianContract for MedianContractClient {
+    fn latest_transmission_details(&self) -> Result<Option<(Vec<u8>, Latest)>, String> {
+        details_of(rpc::observed(&self.name, DETAILS, || {
+            self.client
+                .latest_transmission_details(&LatestTransmissionDetailsRequest::new(), self.timeout)
+        })?)
+    }
+
+    fn latest_round_requested(&self, lookback: Duration) -> Result<Option<RoundRequested>, String> {
+        requested_of(rpc::observed(&self.name, REQUESTED, || {
+            self.client
+                .latest_round_requested(&requested_request(lookback), self.timeout)
+        })?)
+    }
+
+    fn latest_transmission_details_async(&self) -> Option<Reply<super::plugin::Details>> {
+        let reply = rpc::observed_async(&self.name, DETAILS, || {
+            self.client.latest_transmission_details_async(
+                &LatestTransmissionDetailsRequest::new(),
+                self.timeout,
+            )
+        });
+        Some(Box::pin(async move { details_of(reply.await?) }))
+    }
+
+    fn latest_round_requested_async(
+        &self,
+        lookback: Duration,
+    ) -> Option<Reply<Option<RoundRequested>>> {
+        let reply = rpc::observed_async(&self.name, REQUESTED, || {
+            self.client
+                .latest_round_requested_async(&requested_request(lookback), self.timeout)
+        });
+        Some(Box::pin(async move { requested_of(reply.await?) }))
     }
 }
 

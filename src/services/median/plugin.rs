@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::Latest;
+use crate::goplugin::rpc::{ready, Reply};
 use crate::services::wire::ReportTimestamp;
 
 /// An OCR2 reporting plugin instance: the same trait in-process
@@ -45,13 +46,70 @@ pub trait ReportingPlugin: Send + Sync {
     ) -> Result<bool, String>;
     /// Releases the instance.
     fn close(&self) -> Result<(), String>;
-    /// Whether every call returns by its deadline on its own (a gRPC call
-    /// carries it), so a caller may make it on its own thread rather than
-    /// wait for it on another. False for code that may block past it.
-    fn ends_by_deadline(&self) -> bool {
-        false
+
+    /// [`ReportingPlugin::query`] as a future, as
+    /// [`ReportingPlugin::observation_async`].
+    fn query_async(&self, ts: &ReportTimestamp, deadline: Duration) -> Option<Reply<Vec<u8>>> {
+        let _ = (ts, deadline);
+        None
+    }
+
+    /// [`ReportingPlugin::observation`] as a future that never blocks the
+    /// thread polling it (its waits are calls sent without waiting, or
+    /// values at hand), so one thread can wait for many: a client sends
+    /// its call; the median plugin asks its sources so. None (the
+    /// default): call `observation`, on a thread that may block.
+    fn observation_async(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        deadline: Duration,
+    ) -> Option<Reply<Vec<u8>>> {
+        let _ = (ts, query, deadline);
+        None
+    }
+
+    /// [`ReportingPlugin::report`] as a future, as
+    /// [`ReportingPlugin::observation_async`].
+    fn report_async(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        observations: &[(u8, Vec<u8>)],
+        deadline: Duration,
+    ) -> Option<Reply<Option<Vec<u8>>>> {
+        let _ = (ts, query, observations, deadline);
+        None
+    }
+
+    /// [`ReportingPlugin::should_transmit_accepted_report`] as a future,
+    /// as [`ReportingPlugin::observation_async`].
+    fn should_transmit_accepted_report_async(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Option<Reply<bool>> {
+        let _ = (ts, report, deadline);
+        None
+    }
+
+    /// [`ReportingPlugin::should_accept_finalized_report`] as a future, as
+    /// [`ReportingPlugin::observation_async`].
+    fn should_accept_finalized_report_async(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Option<Reply<bool>> {
+        let _ = (ts, report, deadline);
+        None
     }
 }
+
+/// The contract's latest transmission: `(config digest, latest)`, None
+/// before the first one.
+pub type Details = Option<(Vec<u8>, Latest)>;
 
 /// What the median plugin reads from the contract.
 pub trait MedianContract: Send + Sync {
@@ -67,6 +125,26 @@ pub trait MedianContract: Send + Sync {
     /// call, not on a pool thread. No by default.
     fn answers_at_once(&self) -> bool {
         false
+    }
+
+    /// [`MedianContract::latest_transmission_details`] as a future that
+    /// never blocks the thread polling it: a client sends its call; by
+    /// default, the answer when the contract [answers at
+    /// once](MedianContract::answers_at_once), else None (call the
+    /// blocking method).
+    fn latest_transmission_details_async(&self) -> Option<Reply<Details>> {
+        self.answers_at_once()
+            .then(|| ready(self.latest_transmission_details()))
+    }
+
+    /// [`MedianContract::latest_round_requested`] as a future, as
+    /// [`MedianContract::latest_transmission_details_async`].
+    fn latest_round_requested_async(
+        &self,
+        lookback: Duration,
+    ) -> Option<Reply<Option<RoundRequested>>> {
+        self.answers_at_once()
+            .then(|| ready(self.latest_round_requested(lookback)))
     }
 }
 

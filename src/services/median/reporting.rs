@@ -41,18 +41,66 @@ fn failed(e: String) -> RpcStatus {
     rpc::status(RpcStatusCode::UNKNOWN, e)
 }
 
+/// Answers one call of `plugin` with `args`: with the future `sent` gives,
+/// on the completion-queue thread, when the plugin answers without
+/// blocking and the lane has a place ([`rpc::async_place`]: the median
+/// plugin, whose sources, contract and codec are the node's and the
+/// relayer's, over gRPC); else with `run` on a pool thread.
+fn serve<A, R, T>(
+    ctx: &RpcContext,
+    sink: UnarySink<T>,
+    plugin: Arc<dyn ReportingPlugin>,
+    args: A,
+    sent: impl FnOnce(&dyn ReportingPlugin, &A) -> Option<rpc::Reply<R>>,
+    run: impl FnOnce(&dyn ReportingPlugin, &A) -> Result<R, String> + Send + 'static,
+    reply: fn(R) -> T,
+) where
+    A: Send + 'static,
+    R: Send + 'static,
+    T: Send + 'static,
+{
+    let answer = move |r: Result<R, String>| r.map(reply).map_err(failed);
+    if let Some(place) = rpc::async_place() {
+        if let Some(sent) = sent(&*plugin, &args) {
+            return rpc::respond_async(ctx, sink, place, async move { answer(sent.await) });
+        }
+    }
+    rpc::respond_blocking(ctx, sink, move || answer(run(&*plugin, &args)));
+}
+
+/// The call's report timestamp, or its answer already sent: the request
+/// has none, or an invalid one.
+fn ts_or_fail<T: Send + 'static>(
+    ctx: &RpcContext,
+    t: &MessageField<crate::proto::loop_types::ReportTimestamp>,
+    sink: UnarySink<T>,
+) -> Result<(ReportTimestamp, UnarySink<T>), ()> {
+    match ts_of(t) {
+        Ok(ts) => Ok((ts, sink)),
+        Err(status) => {
+            rpc::respond(ctx, sink, Err(status));
+            Err(())
+        }
+    }
+}
+
 impl reporting_grpc::ReportingPlugin for Server {
     fn query(&mut self, ctx: RpcContext, req: QueryRequest, sink: UnarySink<QueryReply>) {
-        let p = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let q = p
-                .query(&ts_of(&req.reportTimestamp)?, SERVE_BOUND)
-                .map_err(failed)?;
-            Ok(QueryReply {
-                query: q,
+        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
+            return;
+        };
+        serve(
+            &ctx,
+            sink,
+            self.0.clone(),
+            ts,
+            |p, ts| p.query_async(ts, SERVE_BOUND),
+            |p, ts| p.query(ts, SERVE_BOUND),
+            |query| QueryReply {
+                query,
                 ..Default::default()
-            })
-        });
+            },
+        );
     }
 
     fn observation(
@@ -61,40 +109,51 @@ impl reporting_grpc::ReportingPlugin for Server {
         req: ObservationRequest,
         sink: UnarySink<ObservationReply>,
     ) {
-        let p = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let o = p
-                .observation(&ts_of(&req.reportTimestamp)?, &req.query, SERVE_BOUND)
-                .map_err(failed)?;
-            Ok(ObservationReply {
-                observation: o,
+        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
+            return;
+        };
+        serve(
+            &ctx,
+            sink,
+            self.0.clone(),
+            (ts, req.query),
+            |p, (ts, q)| p.observation_async(ts, q, SERVE_BOUND),
+            |p, (ts, q)| p.observation(ts, q, SERVE_BOUND),
+            |observation| ObservationReply {
+                observation,
                 ..Default::default()
-            })
-        });
+            },
+        );
     }
 
     fn report(&mut self, ctx: RpcContext, req: ReportRequest, sink: UnarySink<ReportReply>) {
-        let p = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let mut obs = Vec::with_capacity(req.observations.len());
-            for o in &req.observations {
-                let observer = u8::try_from(o.observer).map_err(|_| {
-                    rpc::status(
-                        RpcStatusCode::INVALID_ARGUMENT,
-                        format!("observer {} is not a uint8", o.observer),
-                    )
-                })?;
-                obs.push((observer, o.observation.clone()));
-            }
-            let r = p
-                .report(&ts_of(&req.reportTimestamp)?, &req.query, &obs, SERVE_BOUND)
-                .map_err(failed)?;
-            Ok(ReportReply {
+        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
+            return;
+        };
+        let mut obs = Vec::with_capacity(req.observations.len());
+        for o in &req.observations {
+            let Ok(observer) = u8::try_from(o.observer) else {
+                let status = rpc::status(
+                    RpcStatusCode::INVALID_ARGUMENT,
+                    format!("observer {} is not a uint8", o.observer),
+                );
+                return rpc::respond(&ctx, sink, Err(status));
+            };
+            obs.push((observer, o.observation.clone()));
+        }
+        serve(
+            &ctx,
+            sink,
+            self.0.clone(),
+            (ts, req.query, obs),
+            |p, (ts, q, obs)| p.report_async(ts, q, obs, SERVE_BOUND),
+            |p, (ts, q, obs)| p.report(ts, q, obs, SERVE_BOUND),
+            |r| ReportReply {
                 shouldReport: r.is_some(),
                 report: r.unwrap_or_default(),
                 ..Default::default()
-            })
-        });
+            },
+        );
     }
 
     fn should_accept_finalized_report(
@@ -103,20 +162,21 @@ impl reporting_grpc::ReportingPlugin for Server {
         req: ShouldAcceptFinalizedReportRequest,
         sink: UnarySink<ShouldAcceptFinalizedReportReply>,
     ) {
-        let p = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let yes = p
-                .should_accept_finalized_report(
-                    &ts_of(&req.reportTimestamp)?,
-                    &req.report,
-                    SERVE_BOUND,
-                )
-                .map_err(failed)?;
-            Ok(ShouldAcceptFinalizedReportReply {
+        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
+            return;
+        };
+        serve(
+            &ctx,
+            sink,
+            self.0.clone(),
+            (ts, req.report),
+            |p, (ts, r)| p.should_accept_finalized_report_async(ts, r, SERVE_BOUND),
+            |p, (ts, r)| p.should_accept_finalized_report(ts, r, SERVE_BOUND),
+            |yes| ShouldAcceptFinalizedReportReply {
                 shouldAccept: yes,
                 ..Default::default()
-            })
-        });
+            },
+        );
     }
 
     fn should_transmit_accepted_report(
@@ -125,20 +185,21 @@ impl reporting_grpc::ReportingPlugin for Server {
         req: ShouldTransmitAcceptedReportRequest,
         sink: UnarySink<ShouldTransmitAcceptedReportReply>,
     ) {
-        let p = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let yes = p
-                .should_transmit_accepted_report(
-                    &ts_of(&req.reportTimestamp)?,
-                    &req.report,
-                    SERVE_BOUND,
-                )
-                .map_err(failed)?;
-            Ok(ShouldTransmitAcceptedReportReply {
+        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
+            return;
+        };
+        serve(
+            &ctx,
+            sink,
+            self.0.clone(),
+            (ts, req.report),
+            |p, (ts, r)| p.should_transmit_accepted_report_async(ts, r, SERVE_BOUND),
+            |p, (ts, r)| p.should_transmit_accepted_report(ts, r, SERVE_BOUND),
+            |yes| ShouldTransmitAcceptedReportReply {
                 shouldTransmit: yes,
                 ..Default::default()
-            })
-        });
+            },
+        );
     }
 
     fn close(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
@@ -181,18 +242,31 @@ impl ReportingPluginClient {
     ) -> Result<T, String> {
         rpc::observed(&self.name, method, f)
     }
+
+    /// A call sent without waiting, counted in the metrics when it ends.
+    fn send<T: Send + Unpin + 'static, R: Send + 'static>(
+        &self,
+        method: &'static str,
+        start: impl FnOnce(
+            &reporting_grpc::ReportingPluginClient,
+        ) -> grpcio::Result<grpcio::ClientUnaryReceiver<T>>,
+        answer: impl FnOnce(T) -> R + Send + 'static,
+    ) -> Option<rpc::Reply<R>> {
+        let reply = rpc::observed_async(&self.name, method, || start(&self.client));
+        Some(Box::pin(async move { reply.await.map(answer) }))
+    }
 }
 
+/// Waits here for a call a client sent.
+fn wait<T>(sent: Option<rpc::Reply<T>>) -> Result<T, String> {
+    futures_executor::block_on(sent.expect("the client sends every call"))
+}
+
+/// Every phase's call is sent without waiting (`<call>_async`); the
+/// blocking methods wait for the same calls here.
 impl ReportingPlugin for ReportingPluginClient {
     fn query(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String> {
-        let req = QueryRequest {
-            reportTimestamp: MessageField::some(ts.to_wire()),
-            ..Default::default()
-        };
-        self.call("/loop.ReportingPlugin/Query", || {
-            self.client.query(&req, deadline)
-        })
-        .map(|r| r.query)
+        wait(self.query_async(ts, deadline))
     }
 
     fn observation(
@@ -201,15 +275,7 @@ impl ReportingPlugin for ReportingPluginClient {
         query: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, String> {
-        let req = ObservationRequest {
-            reportTimestamp: MessageField::some(ts.to_wire()),
-            query: query.to_vec(),
-            ..Default::default()
-        };
-        self.call("/loop.ReportingPlugin/Observation", || {
-            self.client.observation(&req, deadline)
-        })
-        .map(|r| r.observation)
+        wait(self.observation_async(ts, query, deadline))
     }
 
     fn report(
@@ -219,6 +285,72 @@ impl ReportingPlugin for ReportingPluginClient {
         observations: &[(u8, Vec<u8>)],
         deadline: Duration,
     ) -> Result<Option<Vec<u8>>, String> {
+        wait(self.report_async(ts, query, observations, deadline))
+    }
+
+    fn should_accept_finalized_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, String> {
+        wait(self.should_accept_finalized_report_async(ts, report, deadline))
+    }
+
+    fn should_transmit_accepted_report(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+        deadline: Duration,
+    ) -> Result<bool, String> {
+        wait(self.should_transmit_accepted_report_async(ts, report, deadline))
+    }
+
+    fn close(&self) -> Result<(), String> {
+        // Close has no phase of its own; one second is the LOOP host's bound.
+        self.call("/loop.ReportingPlugin/Close", || {
+            self.client.close(&Empty::new(), Duration::from_secs(1))
+        })
+        .map(|_| ())
+    }
+
+    fn query_async(&self, ts: &ReportTimestamp, deadline: Duration) -> Option<rpc::Reply<Vec<u8>>> {
+        let req = QueryRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            ..Default::default()
+        };
+        self.send(
+            "/loop.ReportingPlugin/Query",
+            |c| c.query_async(&req, deadline),
+            |r| r.query,
+        )
+    }
+
+    fn observation_async(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        deadline: Duration,
+    ) -> Option<rpc::Reply<Vec<u8>>> {
+        let req = ObservationRequest {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            query: query.to_vec(),
+            ..Default::default()
+        };
+        self.send(
+            "/loop.ReportingPlugin/Observation",
+            |c| c.observation_async(&req, deadline),
+            |r| r.observation,
+        )
+    }
+
+    fn report_async(
+        &self,
+        ts: &ReportTimestamp,
+        query: &[u8],
+        observations: &[(u8, Vec<u8>)],
+        deadline: Duration,
+    ) -> Option<rpc::Reply<Option<Vec<u8>>>> {
         let req = ReportRequest {
             reportTimestamp: MessageField::some(ts.to_wire()),
             query: query.to_vec(),
@@ -232,55 +364,46 @@ impl ReportingPlugin for ReportingPluginClient {
                 .collect(),
             ..Default::default()
         };
-        self.call("/loop.ReportingPlugin/Report", || {
-            self.client.report(&req, deadline)
-        })
-        .map(|r| r.shouldReport.then_some(r.report))
+        self.send(
+            "/loop.ReportingPlugin/Report",
+            |c| c.report_async(&req, deadline),
+            |r| r.shouldReport.then_some(r.report),
+        )
     }
 
-    fn should_accept_finalized_report(
+    fn should_accept_finalized_report_async(
         &self,
         ts: &ReportTimestamp,
         report: &[u8],
         deadline: Duration,
-    ) -> Result<bool, String> {
+    ) -> Option<rpc::Reply<bool>> {
         let req = ShouldAcceptFinalizedReportRequest {
             reportTimestamp: MessageField::some(ts.to_wire()),
             report: report.to_vec(),
             ..Default::default()
         };
-        self.call("/loop.ReportingPlugin/ShouldAcceptFinalizedReport", || {
-            self.client.should_accept_finalized_report(&req, deadline)
-        })
-        .map(|r| r.shouldAccept)
+        self.send(
+            "/loop.ReportingPlugin/ShouldAcceptFinalizedReport",
+            |c| c.should_accept_finalized_report_async(&req, deadline),
+            |r| r.shouldAccept,
+        )
     }
 
-    fn should_transmit_accepted_report(
+    fn should_transmit_accepted_report_async(
         &self,
         ts: &ReportTimestamp,
         report: &[u8],
         deadline: Duration,
-    ) -> Result<bool, String> {
+    ) -> Option<rpc::Reply<bool>> {
         let req = ShouldTransmitAcceptedReportRequest {
             reportTimestamp: MessageField::some(ts.to_wire()),
             report: report.to_vec(),
             ..Default::default()
         };
-        self.call("/loop.ReportingPlugin/ShouldTransmitAcceptedReport", || {
-            self.client.should_transmit_accepted_report(&req, deadline)
-        })
-        .map(|r| r.shouldTransmit)
-    }
-
-    fn close(&self) -> Result<(), String> {
-        // Close has no phase of its own; one second is the LOOP host's bound.
-        self.call("/loop.ReportingPlugin/Close", || {
-            self.client.close(&Empty::new(), Duration::from_secs(1))
-        })
-        .map(|_| ())
-    }
-
-    fn ends_by_deadline(&self) -> bool {
-        true
+        self.send(
+            "/loop.ReportingPlugin/ShouldTransmitAcceptedReport",
+            |c| c.should_transmit_accepted_report_async(&req, deadline),
+            |r| r.shouldTransmit,
+        )
     }
 }

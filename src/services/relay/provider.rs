@@ -11,7 +11,7 @@ use std::time::Duration;
 use grpcio::{RpcContext, RpcStatusCode, UnarySink};
 use protobuf::MessageField;
 
-use crate::goplugin::rpc;
+use crate::goplugin::rpc::{self, ready, Reply};
 use crate::proto::provider as pb;
 use crate::proto::provider_grpc as svc;
 use crate::services::median::Bounds;
@@ -49,6 +49,22 @@ pub trait ReportCodec: Send + Sync {
     /// call, not on a pool thread. No by default.
     fn answers_at_once(&self) -> bool {
         false
+    }
+
+    /// [`ReportCodec::build_report`] as a future that never blocks the
+    /// thread polling it: a client sends its call; by default, the answer
+    /// when the codec [answers at once](ReportCodec::answers_at_once), else
+    /// None (call the blocking method).
+    fn build_report_async(&self, obs: &[ParsedObservation]) -> Option<Reply<Vec<u8>>> {
+        self.answers_at_once()
+            .then(|| ready(self.build_report(obs)))
+    }
+
+    /// [`ReportCodec::median_from_report`] as a future, as
+    /// [`ReportCodec::build_report_async`].
+    fn median_from_report_async(&self, report: &[u8]) -> Option<Reply<i128>> {
+        self.answers_at_once()
+            .then(|| ready(self.median_from_report(report)))
     }
 }
 
@@ -434,37 +450,67 @@ impl ProviderClient {
     }
 }
 
+const BUILD_REPORT: &str = "/loop.ReportCodec/BuildReport";
+const MEDIAN_FROM_REPORT: &str = "/loop.ReportCodec/MedianFromReport";
+
+fn build_request(obs: &[ParsedObservation]) -> pb::BuildReportRequest {
+    pb::BuildReportRequest {
+        observations: obs
+            .iter()
+            .map(|o| pb::ParsedAttributedObservation {
+                timestamp: o.timestamp,
+                value: MessageField::some(to_big(o.value)),
+                julesPerFeeCoin: MessageField::some(to_big(o.juels_per_fee_coin)),
+                gasPriceSubunits: MessageField::some(to_big(o.gas_price_subunits)),
+                observer: u32::from(o.observer),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn median_request(report: &[u8]) -> pb::MedianFromReportRequest {
+    pb::MedianFromReportRequest {
+        report: report.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn median_of(reply: &pb::MedianFromReportReply) -> Result<i128, String> {
+    from_big(reply.median.as_ref().ok_or("no median")?)
+}
+
 impl ReportCodec for ProviderClient {
     fn build_report(&self, obs: &[ParsedObservation]) -> Result<Vec<u8>, String> {
-        let req = pb::BuildReportRequest {
-            observations: obs
-                .iter()
-                .map(|o| pb::ParsedAttributedObservation {
-                    timestamp: o.timestamp,
-                    value: MessageField::some(to_big(o.value)),
-                    julesPerFeeCoin: MessageField::some(to_big(o.juels_per_fee_coin)),
-                    gasPriceSubunits: MessageField::some(to_big(o.gas_price_subunits)),
-                    observer: u32::from(o.observer),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        };
-        self.call("/loop.ReportCodec/BuildReport", |c| {
+        let req = build_request(obs);
+        self.call(BUILD_REPORT, |c| {
             svc::ReportCodecClient::new(c).build_report(&req, self.timeout)
         })
         .map(|r| r.report)
     }
 
     fn median_from_report(&self, report: &[u8]) -> Result<i128, String> {
-        let req = pb::MedianFromReportRequest {
-            report: report.to_vec(),
-            ..Default::default()
-        };
-        let r = self.call("/loop.ReportCodec/MedianFromReport", |c| {
+        let req = median_request(report);
+        median_of(&self.call(MEDIAN_FROM_REPORT, |c| {
             svc::ReportCodecClient::new(c).median_from_report(&req, self.timeout)
-        })?;
-        from_big(r.median.as_ref().ok_or("no median")?)
+        })?)
+    }
+
+    fn build_report_async(&self, obs: &[ParsedObservation]) -> Option<Reply<Vec<u8>>> {
+        let reply = rpc::observed_async(&self.name, BUILD_REPORT, || {
+            svc::ReportCodecClient::new(self.channel.clone())
+                .build_report_async(&build_request(obs), self.timeout)
+        });
+        Some(Box::pin(async move { Ok(reply.await?.report) }))
+    }
+
+    fn median_from_report_async(&self, report: &[u8]) -> Option<Reply<i128>> {
+        let reply = rpc::observed_async(&self.name, MEDIAN_FROM_REPORT, || {
+            svc::ReportCodecClient::new(self.channel.clone())
+                .median_from_report_async(&median_request(report), self.timeout)
+        });
+        Some(Box::pin(async move { median_of(&reply.await?) }))
     }
 
     fn max_report_length(&self, n: usize) -> Result<usize, String> {
