@@ -36,8 +36,12 @@ impl PluginMedian for Median {
                 String::from_utf8_lossy(def)
             ));
         }
+        // The feed's oracles share one codec: the median of a report is
+        // asked once for all of them.
+        let mut provider = args.provider;
+        provider.report_codec = Arc::new(super::recent::RecentMedian::new(provider.report_codec));
         Ok(Arc::new(MedianFactory {
-            provider: args.provider,
+            provider,
             source: args.data_source,
             juels: args.juels_per_fee_coin,
             gas_price: args.gas_price_subunits,

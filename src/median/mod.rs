@@ -12,3 +12,4 @@ pub mod gosort;
 pub mod libocr;
 pub mod math;
 pub mod plugin;
+pub mod recent;
