@@ -570,7 +570,9 @@ fn main() {
     // job's settings, whatever the number of feeds: the node's own (about
     // 48 with gRPC's fixed ones and HTTP's workers), 8 per LOOPP, the feed
     // timer, `feed_threads` round threads, pool threads for a round's
-    // parallel calls (oracles - 1 per round thread) and for what it serves
+    // calls that can only block (in-process: at most a source's or the
+    // contract's three per oracle per round thread; none to a LOOPP,
+    // whose calls are sent and waited for together) and for what it serves
     // each LOOPP (`rpc.concurrent_calls`); a plugin's own (about 32) and
     // what it serves at once, at most what the node sends it (a round
     // thread's calls to every oracle, and the median's re-served calls)
@@ -581,14 +583,15 @@ fn main() {
         let oracles = 4u64;
         let calls = loopp::goplugin::host::DEFAULT_CONCURRENT_CALLS as u64;
         let plugin_cap = loopp::goplugin::rpc::DEFAULT_CONCURRENT_CALLS as u64;
-        let rounds = 1 + feed_threads + (oracles - 1) * feed_threads;
+        let rounds = 1 + feed_threads;
+        let blocking_parts = 3 * oracles * feed_threads;
         for &n in &ns {
             for mode in [Mode::Loopp, Mode::InProcess] {
                 let Some(r) = get(n, mode) else { continue };
                 for (name, f) in &r.procs {
                     let bound = match (mode, name.as_str()) {
                         (Mode::Loopp, "node") => 48 + 8 * 2 + rounds + 2 * calls,
-                        (Mode::InProcess, "node") => 48 + rounds,
+                        (Mode::InProcess, "node") => 48 + rounds + blocking_parts,
                         (_, "median") => 32 + (feed_threads * oracles).min(plugin_cap),
                         (_, "devchain") => 32 + (feed_threads * oracles + calls).min(plugin_cap),
                         _ => continue,

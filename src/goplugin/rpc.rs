@@ -163,9 +163,10 @@ pub fn server_builder_bounded(max_message: usize) -> ServerBuilder {
         .requests_slot_per_cq(REQUEST_SLOTS)
 }
 
-/// The environment variable that bounds the blocking calls a process runs
-/// at once for all its servers' callers together (default
-/// [`DEFAULT_CONCURRENT_CALLS`]).
+/// The environment variable that bounds the calls a process serves at
+/// once for all its servers' callers together, blocking ones on pool
+/// threads and answers given as futures ([`respond_async`]) alike
+/// (default [`DEFAULT_CONCURRENT_CALLS`]).
 pub const CONCURRENT_CALLS_VAR: &str = "LOOPP_MAX_CONCURRENT_CALLS";
 
 /// The environment variable that bounds the blocking calls waiting for a
@@ -433,7 +434,9 @@ pub fn ready<T: Send + 'static>(r: std::result::Result<T, String>) -> Reply<T> {
 /// future that needs something only a blocking call gives (an
 /// implementation that cannot answer otherwise) still never blocks the
 /// thread polling it. It costs what a blocking handler costs: a hand-off
-/// to a pool thread and back.
+/// to a pool thread and back. The thread is the pool's, outside any lane:
+/// the call it serves holds the lane's place ([`respond_async`]), and
+/// takes a few such steps at most (the median plugin: one per source).
 pub fn blocking<T, F>(f: F) -> Reply<T>
 where
     T: Send + 'static,
