@@ -238,52 +238,13 @@ fn read<T: Send + 'static>(
 /// when they can (over gRPC, or at hand), else on a pool thread. The
 /// blocking calls wait for the same futures.
 impl ReportingPlugin for MedianPlugin {
-    /// Query: the median's leader asks nothing.
-    fn query(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Result<Vec<u8>, String> {
-        Ok(Vec::new())
-    }
-
-    fn observation(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        deadline: Duration,
-    ) -> Result<Vec<u8>, String> {
-        block_on(self.observation_async(ts, query, deadline))
-    }
-
-    fn report(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        observations: &[(u8, Vec<u8>)],
-        deadline: Duration,
-    ) -> Result<Option<Vec<u8>>, String> {
-        block_on(self.report_async(ts, query, observations, deadline))
-    }
-
-    fn should_accept_finalized_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String> {
-        block_on(self.should_accept_finalized_report_async(ts, report, deadline))
-    }
-
-    fn should_transmit_accepted_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String> {
-        block_on(self.should_transmit_accepted_report_async(ts, report, deadline))
-    }
+    crate::services::median::plugin::blocking_phases_wait_for_futures!(block_on);
 
     fn close(&self) -> Result<(), String> {
         Ok(())
     }
 
+    /// Query: the median's leader asks nothing.
     fn query_async(&self, _ts: &ReportTimestamp, _deadline: Duration) -> Option<Reply<Vec<u8>>> {
         Some(ready(Ok(Vec::new())))
     }

@@ -107,6 +107,57 @@ pub trait ReportingPlugin: Send + Sync {
     }
 }
 
+/// The five blocking phase methods of a [`ReportingPlugin`] whose
+/// `<call>_async` methods always give a future: each waits here for it
+/// (`$wait`: `fn(Option<Reply<T>>) -> Result<T, String>`). Used inside the
+/// `impl` of a plugin answered as futures (the median plugin, the gRPC
+/// client), so the blocking calls cannot drift from the futures.
+macro_rules! blocking_phases_wait_for_futures {
+    ($wait:path) => {
+        fn query(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String> {
+            $wait(self.query_async(ts, deadline))
+        }
+
+        fn observation(
+            &self,
+            ts: &ReportTimestamp,
+            query: &[u8],
+            deadline: Duration,
+        ) -> Result<Vec<u8>, String> {
+            $wait(self.observation_async(ts, query, deadline))
+        }
+
+        fn report(
+            &self,
+            ts: &ReportTimestamp,
+            query: &[u8],
+            observations: &[(u8, Vec<u8>)],
+            deadline: Duration,
+        ) -> Result<Option<Vec<u8>>, String> {
+            $wait(self.report_async(ts, query, observations, deadline))
+        }
+
+        fn should_accept_finalized_report(
+            &self,
+            ts: &ReportTimestamp,
+            report: &[u8],
+            deadline: Duration,
+        ) -> Result<bool, String> {
+            $wait(self.should_accept_finalized_report_async(ts, report, deadline))
+        }
+
+        fn should_transmit_accepted_report(
+            &self,
+            ts: &ReportTimestamp,
+            report: &[u8],
+            deadline: Duration,
+        ) -> Result<bool, String> {
+            $wait(self.should_transmit_accepted_report_async(ts, report, deadline))
+        }
+    };
+}
+pub(crate) use blocking_phases_wait_for_futures;
+
 /// The contract's latest transmission: `(config digest, latest)`, None
 /// before the first one.
 pub type Details = Option<(Vec<u8>, Latest)>;

@@ -265,46 +265,7 @@ fn wait<T>(sent: Option<rpc::Reply<T>>) -> Result<T, String> {
 /// Every phase's call is sent without waiting (`<call>_async`); the
 /// blocking methods wait for the same calls here.
 impl ReportingPlugin for ReportingPluginClient {
-    fn query(&self, ts: &ReportTimestamp, deadline: Duration) -> Result<Vec<u8>, String> {
-        wait(self.query_async(ts, deadline))
-    }
-
-    fn observation(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        deadline: Duration,
-    ) -> Result<Vec<u8>, String> {
-        wait(self.observation_async(ts, query, deadline))
-    }
-
-    fn report(
-        &self,
-        ts: &ReportTimestamp,
-        query: &[u8],
-        observations: &[(u8, Vec<u8>)],
-        deadline: Duration,
-    ) -> Result<Option<Vec<u8>>, String> {
-        wait(self.report_async(ts, query, observations, deadline))
-    }
-
-    fn should_accept_finalized_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String> {
-        wait(self.should_accept_finalized_report_async(ts, report, deadline))
-    }
-
-    fn should_transmit_accepted_report(
-        &self,
-        ts: &ReportTimestamp,
-        report: &[u8],
-        deadline: Duration,
-    ) -> Result<bool, String> {
-        wait(self.should_transmit_accepted_report_async(ts, report, deadline))
-    }
+    super::plugin::blocking_phases_wait_for_futures!(wait);
 
     fn close(&self) -> Result<(), String> {
         // Close has no phase of its own; one second is the LOOP host's bound.
