@@ -65,20 +65,6 @@ impl<T: Send + 'static> Call<T> {
     }
 }
 
-/// The result of a job started on a pool thread, waited for until `until`.
-fn waited<T>(
-    started: std::io::Result<crate::goplugin::pool::Pending<Result<T, String>>>,
-    until: Instant,
-    deadline: Duration,
-) -> Result<T, String> {
-    match started {
-        Ok(p) => p
-            .wait_until(until)
-            .unwrap_or_else(|| Err(format!("DEADLINE_EXCEEDED after {deadline:?}"))),
-        Err(e) => Err(format!("cannot start: {e}")),
-    }
-}
-
 /// Runs the calls in parallel and collects their results in order; a call
 /// not done within `deadline` is a DEADLINE_EXCEEDED error. Calls sent
 /// without waiting (every call to a plugin over gRPC, and the median
@@ -105,7 +91,10 @@ fn each<T: Send + 'static>(calls: Vec<Call<T>>, deadline: Duration) -> Vec<Resul
         out[i] = Some(r.unwrap_or_else(late));
     }
     for (i, started) in running {
-        out[i] = Some(waited(started, until, deadline));
+        out[i] = Some(match started {
+            Ok(p) => p.wait_until(until).unwrap_or_else(late),
+            Err(e) => Err(format!("cannot start: {e}")),
+        });
     }
     out.into_iter()
         .map(|r| r.expect("one result per call"))

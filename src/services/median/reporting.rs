@@ -41,16 +41,17 @@ fn failed(e: String) -> RpcStatus {
     rpc::status(RpcStatusCode::UNKNOWN, e)
 }
 
-/// Answers one call of `plugin` with `args`: with the future `sent` gives,
-/// on the completion-queue thread, when the plugin answers without
-/// blocking and the lane has a place ([`rpc::async_place`]: the median
-/// plugin, whose sources, contract and codec are the node's and the
-/// relayer's, over gRPC); else with `run` on a pool thread.
+/// Answers one call of `plugin` with `args` (or their error, a request
+/// that is not valid, at once): with the future `sent` gives, on the
+/// completion-queue thread, when the plugin answers without blocking and
+/// the lane has a place ([`rpc::async_place`]: the median plugin, whose
+/// sources, contract and codec are the node's and the relayer's, over
+/// gRPC); else with `run` on a pool thread.
 fn serve<A, R, T>(
     ctx: &RpcContext,
     sink: UnarySink<T>,
     plugin: Arc<dyn ReportingPlugin>,
-    args: A,
+    args: Result<A, RpcStatus>,
     sent: impl FnOnce(&dyn ReportingPlugin, &A) -> Option<rpc::Reply<R>>,
     run: impl FnOnce(&dyn ReportingPlugin, &A) -> Result<R, String> + Send + 'static,
     reply: fn(R) -> T,
@@ -59,6 +60,10 @@ fn serve<A, R, T>(
     R: Send + 'static,
     T: Send + 'static,
 {
+    let args = match args {
+        Ok(args) => args,
+        Err(status) => return rpc::respond(ctx, sink, Err(status)),
+    };
     let answer = move |r: Result<R, String>| r.map(reply).map_err(failed);
     if let Some(place) = rpc::async_place() {
         if let Some(sent) = sent(&*plugin, &args) {
@@ -68,32 +73,13 @@ fn serve<A, R, T>(
     rpc::respond_blocking(ctx, sink, move || answer(run(&*plugin, &args)));
 }
 
-/// The call's report timestamp, or its answer already sent: the request
-/// has none, or an invalid one.
-fn ts_or_fail<T: Send + 'static>(
-    ctx: &RpcContext,
-    t: &MessageField<crate::proto::loop_types::ReportTimestamp>,
-    sink: UnarySink<T>,
-) -> Result<(ReportTimestamp, UnarySink<T>), ()> {
-    match ts_of(t) {
-        Ok(ts) => Ok((ts, sink)),
-        Err(status) => {
-            rpc::respond(ctx, sink, Err(status));
-            Err(())
-        }
-    }
-}
-
 impl reporting_grpc::ReportingPlugin for Server {
     fn query(&mut self, ctx: RpcContext, req: QueryRequest, sink: UnarySink<QueryReply>) {
-        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
-            return;
-        };
         serve(
             &ctx,
             sink,
             self.0.clone(),
-            ts,
+            ts_of(&req.reportTimestamp),
             |p, ts| p.query_async(ts, SERVE_BOUND),
             |p, ts| p.query(ts, SERVE_BOUND),
             |query| QueryReply {
@@ -109,14 +95,11 @@ impl reporting_grpc::ReportingPlugin for Server {
         req: ObservationRequest,
         sink: UnarySink<ObservationReply>,
     ) {
-        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
-            return;
-        };
         serve(
             &ctx,
             sink,
             self.0.clone(),
-            (ts, req.query),
+            ts_of(&req.reportTimestamp).map(|ts| (ts, req.query)),
             |p, (ts, q)| p.observation_async(ts, q, SERVE_BOUND),
             |p, (ts, q)| p.observation(ts, q, SERVE_BOUND),
             |observation| ObservationReply {
@@ -127,25 +110,25 @@ impl reporting_grpc::ReportingPlugin for Server {
     }
 
     fn report(&mut self, ctx: RpcContext, req: ReportRequest, sink: UnarySink<ReportReply>) {
-        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
-            return;
-        };
-        let mut obs = Vec::with_capacity(req.observations.len());
-        for o in &req.observations {
-            let Ok(observer) = u8::try_from(o.observer) else {
-                let status = rpc::status(
-                    RpcStatusCode::INVALID_ARGUMENT,
-                    format!("observer {} is not a uint8", o.observer),
-                );
-                return rpc::respond(&ctx, sink, Err(status));
-            };
-            obs.push((observer, o.observation.clone()));
-        }
+        let args = (|| {
+            let ts = ts_of(&req.reportTimestamp)?;
+            let mut obs = Vec::with_capacity(req.observations.len());
+            for o in &req.observations {
+                let observer = u8::try_from(o.observer).map_err(|_| {
+                    rpc::status(
+                        RpcStatusCode::INVALID_ARGUMENT,
+                        format!("observer {} is not a uint8", o.observer),
+                    )
+                })?;
+                obs.push((observer, o.observation.clone()));
+            }
+            Ok((ts, req.query, obs))
+        })();
         serve(
             &ctx,
             sink,
             self.0.clone(),
-            (ts, req.query, obs),
+            args,
             |p, (ts, q, obs)| p.report_async(ts, q, obs, SERVE_BOUND),
             |p, (ts, q, obs)| p.report(ts, q, obs, SERVE_BOUND),
             |r| ReportReply {
@@ -162,14 +145,11 @@ impl reporting_grpc::ReportingPlugin for Server {
         req: ShouldAcceptFinalizedReportRequest,
         sink: UnarySink<ShouldAcceptFinalizedReportReply>,
     ) {
-        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
-            return;
-        };
         serve(
             &ctx,
             sink,
             self.0.clone(),
-            (ts, req.report),
+            ts_of(&req.reportTimestamp).map(|ts| (ts, req.report)),
             |p, (ts, r)| p.should_accept_finalized_report_async(ts, r, SERVE_BOUND),
             |p, (ts, r)| p.should_accept_finalized_report(ts, r, SERVE_BOUND),
             |yes| ShouldAcceptFinalizedReportReply {
@@ -185,14 +165,11 @@ impl reporting_grpc::ReportingPlugin for Server {
         req: ShouldTransmitAcceptedReportRequest,
         sink: UnarySink<ShouldTransmitAcceptedReportReply>,
     ) {
-        let Ok((ts, sink)) = ts_or_fail(&ctx, &req.reportTimestamp, sink) else {
-            return;
-        };
         serve(
             &ctx,
             sink,
             self.0.clone(),
-            (ts, req.report),
+            ts_of(&req.reportTimestamp).map(|ts| (ts, req.report)),
             |p, (ts, r)| p.should_transmit_accepted_report_async(ts, r, SERVE_BOUND),
             |p, (ts, r)| p.should_transmit_accepted_report(ts, r, SERVE_BOUND),
             |yes| ShouldTransmitAcceptedReportReply {
