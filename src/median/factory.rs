@@ -36,15 +36,19 @@ impl PluginMedian for Median {
                 String::from_utf8_lossy(def)
             ));
         }
-        // The feed's oracles share one codec: the median of a report is
-        // asked once for all of them.
+        // The feed's oracles share one codec, one contract view and one set
+        // of sources: the median of a report, a source's value for a round
+        // and a contract read in flight are asked once for all of them.
+        use super::recent::{RecentContract, RecentMedian, RecentObservation};
+        let shared = |source| -> Arc<dyn DataSource> { Arc::new(RecentObservation::new(source)) };
         let mut provider = args.provider;
-        provider.report_codec = Arc::new(super::recent::RecentMedian::new(provider.report_codec));
+        provider.report_codec = Arc::new(RecentMedian::new(provider.report_codec));
+        provider.contract = Arc::new(RecentContract::new(provider.contract));
         Ok(Arc::new(MedianFactory {
             provider,
-            source: args.data_source,
-            juels: args.juels_per_fee_coin,
-            gas_price: args.gas_price_subunits,
+            source: shared(args.data_source),
+            juels: shared(args.juels_per_fee_coin),
+            gas_price: shared(args.gas_price_subunits),
             errors: args.error_log,
         }))
     }
