@@ -14,6 +14,11 @@
 //! The chain's state is a fold over the records: the contract config (the
 //! latest `Config`), the transmissions, and the block height (one block per
 //! record).
+//!
+//! The file is open only while it is read or written: a relayer holds a
+//! chain per feed, and its open files stay bounded by the calls in
+//! progress, not by the feeds (an open and a close per append cost
+//! microseconds next to its fsync).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -70,7 +75,9 @@ pub enum Record {
 /// The chain: its file and its state.
 pub struct Chain {
     path: PathBuf,
-    file: File,
+    /// How an append opens the file ([`open_to_append`]; a test opens it
+    /// read-only to make writes fail).
+    open: fn(&Path) -> io::Result<File>,
     config: Option<ContractConfig>,
     /// The newest transmission and how many there are: the chain's state.
     /// Older ones stay on file only, so memory does not grow with the chain.
@@ -86,6 +93,11 @@ pub struct Chain {
     /// A failed append may have left bytes past `len` that could not be
     /// cut off yet.
     dirty: bool,
+}
+
+/// Opens an existing chain file to append to it.
+fn open_to_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).open(path)
 }
 
 fn corrupt(path: &Path, line: usize, why: impl std::fmt::Display) -> io::Error {
@@ -108,7 +120,7 @@ impl Chain {
             .open(path)?;
         let mut chain = Chain {
             path: path.to_path_buf(),
-            file: file.try_clone()?,
+            open: open_to_append,
             config: None,
             latest: None,
             transmitted: 0,
@@ -186,18 +198,15 @@ impl Chain {
     pub fn append(&mut self, rec: Record) -> io::Result<()> {
         let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
         line.push(b'\n');
+        let mut file = (self.open)(&self.path).map_err(|e| self.failed("opening it", e))?;
         if self.dirty {
-            self.cut_back()
+            self.cut_back(&file)
                 .map_err(|e| self.failed("cutting off a failed write", e))?;
         }
-        if let Err(e) = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(e) = file.write_all(&line).and_then(|()| file.sync_data()) {
             // Not acknowledged: take back whatever part of it was written
             // (after a failed fsync, even all of it may be there).
-            if self.cut_back().is_err() {
+            if self.cut_back(&file).is_err() {
                 self.dirty = true;
             }
             return Err(self.failed("appending a record", e));
@@ -207,10 +216,10 @@ impl Chain {
         Ok(())
     }
 
-    /// Truncates the file to its acknowledged records.
-    fn cut_back(&mut self) -> io::Result<()> {
-        self.file.set_len(self.len)?;
-        self.file.sync_data()?;
+    /// Truncates the file (open as `file`) to its acknowledged records.
+    fn cut_back(&mut self, file: &File) -> io::Result<()> {
+        file.set_len(self.len)?;
+        file.sync_data()?;
         self.dirty = false;
         Ok(())
     }
@@ -220,6 +229,10 @@ impl Chain {
         let hint = match e.raw_os_error() {
             Some(libc::ENOSPC) | Some(libc::EDQUOT) => "free space on its disk",
             Some(libc::EFBIG) => "raise the file size limit (RLIMIT_FSIZE) or free space",
+            Some(libc::ENOENT) => "put the file back where it was (it was moved or removed)",
+            Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                "raise the open file limit (RLIMIT_NOFILE) or run fewer calls at once"
+            }
             _ => "check its disk",
         };
         io::Error::new(
@@ -398,7 +411,7 @@ mod tests {
         let mut c = Chain::open(&path).unwrap();
         c.append(tx(1, 1)).unwrap();
         let (height, head) = (c.height(), c.head_hash());
-        let writable = std::mem::replace(&mut c.file, File::open(&path).unwrap());
+        c.open = |path| File::open(path);
         // What a partial write leaves behind.
         OpenOptions::new()
             .append(true)
@@ -411,13 +424,40 @@ mod tests {
         assert!(err.contains("the record was not written"), "{err}");
         assert_eq!((c.height(), c.head_hash()), (height, head));
         assert_eq!(c.transmissions().unwrap().len(), 1);
-        c.file = writable;
+        c.open = open_to_append;
         c.append(tx(3, 3)).unwrap();
         drop(c);
         let c = Chain::open(&path).unwrap();
         assert_eq!(c.dropped_tail, 0, "nothing torn was left");
         let rounds: Vec<u8> = c.transmissions().unwrap().iter().map(|t| t.round).collect();
         assert_eq!(rounds, [1, 3]);
+    }
+
+    /// The chain holds its file open only while it reads or writes it:
+    /// a relayer's open files do not grow with its chains (feeds).
+    #[test]
+    fn a_chain_keeps_no_file_open_between_appends() {
+        let (_dir, path) = temp("closed");
+        let open_here = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target == &path)
+                .count()
+        };
+        let mut c = Chain::open(&path).unwrap();
+        assert_eq!(open_here(), 0, "after opening");
+        let held = File::open(&path).unwrap();
+        assert_eq!(open_here(), 1, "the check sees a file open");
+        drop(held);
+        c.append(tx(1, 1)).unwrap();
+        c.append(tx(2, 2)).unwrap();
+        assert_eq!(open_here(), 0, "after appending");
+        assert_eq!(c.transmissions().unwrap().len(), 2);
+        std::fs::remove_file(&path).unwrap();
+        let err = c.append(tx(3, 3)).unwrap_err().to_string();
+        assert!(err.contains("put the file back"), "{err}");
+        assert_eq!(c.height(), 2, "nothing acknowledged");
     }
 
     #[test]

@@ -38,12 +38,13 @@ pub const NODE_PER_LOOPP_FEED: u64 = 19;
 pub const NODE_PER_PROCESS_FEED: u64 = 14;
 
 /// Open files the node holds per feed with both plugins in-process: its
-/// chain file, 1 measured.
+/// chain file while a transmission writes it (at most one round a feed is
+/// in progress; none between appends, so about 0 measured).
 pub const NODE_PER_FEED: u64 = 2;
 
 /// Open files the node holds per feed whose LOOPPs all route: none for
 /// the transport (25 in all at 100, 300 and 1,000 feeds, measured), and
-/// the chain file when the relayer runs in the node. A routed median
+/// the chain file while it is written when the relayer runs in the node. A routed median
 /// process of the feed's own costs only [`NODE_PER_LOOPP`] (619 measured
 /// for 100 such feeds and their 101 processes).
 pub const NODE_PER_ROUTED_FEED: u64 = 2;
@@ -52,9 +53,10 @@ pub const NODE_PER_ROUTED_FEED: u64 = 2;
 pub const PLUGIN_BASE: u64 = 40;
 
 /// Open files a plugin of `kind` holds per feed it serves: with go-plugin's
-/// brokering a median plugin 14 measured, a relayer 5 (its chain file
-/// included); routed, a median none (25 in all at 100 to 1,000 feeds), a
-/// relayer its chain file (1) and, when the feed has a median process of
+/// brokering a median plugin 14 measured, a relayer 5 (its chain file,
+/// open only while a transmission writes it, included); routed, a median
+/// none (25 in all at 100 to 1,000 feeds), a relayer that chain file and,
+/// when the feed has a median process of
 /// its own, that process's connection (the node forwards the relayer's
 /// provider to it: `goplugin::route`).
 pub fn plugin_per_feed(kind: &str, routed: bool) -> u64 {
