@@ -113,6 +113,15 @@ fn channel_builder(max_message: usize) -> ChannelBuilder {
         // 57 KiB, and 100 LOOPP feeds 4-5 MB less in the node and 2-4 MB
         // less in the median plugin (scale benchmark, runs interleaved).
         .raw_cfg_int(std::ffi::CString::from(c"grpc.enable_channelz"), 0)
+        // gRPC's retry filter sits in every client call, keeping each sent
+        // message for a retry, though loopp configures no retry policy: it
+        // only ever retried a call that never reached the wire (a
+        // connection lost meanwhile), which without it fails UNAVAILABLE
+        // at once, as any call to a plugin that went away does (the
+        // supervisor restarts it; a feed's round fails and the next one
+        // runs). Off, a LOOPP round costs 8-17% less CPU (300 feeds, three
+        // interleaved pairs: 3.36/3.34/3.37 -> 3.10/3.08/2.79 ms).
+        .enable_retry(false)
 }
 
 /// The grpc target for a handshake address.
