@@ -12,7 +12,6 @@
 //!   the node's random walk and static sources are functions of it, and an
 //!   HTTP source's answer fetched once serves every oracle of the round
 //!   (one fetch a round, not one per oracle).
-//!
 //! - [`RecentContract`]: each oracle's ShouldAcceptFinalizedReport reads
 //!   the contract's latest transmission, all at once. A read still in
 //!   flight is shared; one asked after it answered is a new call.
@@ -153,9 +152,7 @@ impl RecentObservation {
             latest: Latest::new(),
         }
     }
-}
 
-impl RecentObservation {
     /// The value for `ts`: at hand from the wrapped source, else the latest
     /// round's call, shared, unless it failed; else a new call within
     /// `deadline`, which becomes the latest: sent without waiting, or, for
@@ -276,6 +273,11 @@ mod tests {
         }
     }
 
+    /// A broker serving over real sockets in a private directory.
+    fn broker() -> crate::goplugin::broker::Broker {
+        crate::goplugin::broker::Broker::new(crate::goplugin::sockdir::SocketDir::create().unwrap())
+    }
+
     fn report(value: i128) -> Vec<u8> {
         DevchainCodec
             .build_report(&[ParsedObservation {
@@ -293,9 +295,7 @@ mod tests {
     /// another; a failed answer is asked again, not kept.
     #[test]
     fn the_median_of_one_report_is_asked_once_for_all_oracles() {
-        let broker = crate::goplugin::broker::Broker::new(
-            crate::goplugin::sockdir::SocketDir::create().unwrap(),
-        );
+        let broker = broker();
         let counting = Arc::new(Counting {
             asked: AtomicUsize::new(0),
             fail: 1,
@@ -373,9 +373,7 @@ mod tests {
     /// Over a real socket, as a median LOOPP asks the node's sources.
     #[test]
     fn a_round_is_observed_once_for_all_oracles_over_grpc() {
-        let broker = crate::goplugin::broker::Broker::new(
-            crate::goplugin::sockdir::SocketDir::create().unwrap(),
-        );
+        let broker = broker();
         let counting = Arc::new(CountingSource {
             asked: AtomicUsize::new(0),
             fail: 1,
@@ -435,9 +433,7 @@ mod tests {
     /// is in flight share it; a read asked after it answered is a new one.
     #[test]
     fn a_contract_read_in_flight_is_shared_and_an_answered_one_is_not_kept() {
-        let broker = crate::goplugin::broker::Broker::new(
-            crate::goplugin::sockdir::SocketDir::create().unwrap(),
-        );
+        let broker = broker();
         let (go, wait) = crossbeam_channel::unbounded();
         let gated = Arc::new(Gated {
             reads: AtomicUsize::new(0),
