@@ -78,6 +78,10 @@ pub struct Chain {
     /// How an append opens the file ([`open_to_append`]; a test opens it
     /// read-only to make writes fail).
     open: fn(&Path) -> io::Result<File>,
+    /// The file's (device, inode) when the chain was read: an append to
+    /// another file at the same path (one put there meanwhile, or changed
+    /// by something else: see [`Chain::check`]) is refused.
+    id: (u64, u64),
     config: Option<ContractConfig>,
     /// The newest transmission and how many there are: the chain's state.
     /// Older ones stay on file only, so memory does not grow with the chain.
@@ -93,6 +97,13 @@ pub struct Chain {
     /// A failed append may have left bytes past `len` that could not be
     /// cut off yet.
     dirty: bool,
+}
+
+/// A file's (device, inode).
+fn file_id(file: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
 }
 
 /// Opens an existing chain file to append to it.
@@ -121,6 +132,7 @@ impl Chain {
         let mut chain = Chain {
             path: path.to_path_buf(),
             open: open_to_append,
+            id: file_id(&file)?,
             config: None,
             latest: None,
             transmitted: 0,
@@ -199,6 +211,7 @@ impl Chain {
         let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
         line.push(b'\n');
         let mut file = (self.open)(&self.path).map_err(|e| self.failed("opening it", e))?;
+        self.check(&file)?;
         if self.dirty {
             self.cut_back(&file)
                 .map_err(|e| self.failed("cutting off a failed write", e))?;
@@ -214,6 +227,25 @@ impl Chain {
         self.len += line.len() as u64;
         self.apply(rec, &line[..line.len() - 1]);
         Ok(())
+    }
+
+    /// Whether `file` is still this chain's: the same file, as long as
+    /// its acknowledged records (longer only after a write that could not
+    /// be cut off yet). Else an error naming it and what to do.
+    fn check(&self, file: &File) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata()?;
+        let same_file = (m.dev(), m.ino()) == self.id;
+        let same_len = m.len() == self.len || (self.dirty && m.len() > self.len);
+        if same_file && same_len {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "{}: the file is not the chain this relayer read ({} bytes, {} acknowledged): another file was put in its place or something else wrote to it; the record was not written: put the chain's file back, or restart the relayer to read the file as it is",
+            self.path.display(),
+            m.len(),
+            self.len
+        )))
     }
 
     /// Truncates the file (open as `file`) to its acknowledged records.
@@ -412,14 +444,15 @@ mod tests {
         c.append(tx(1, 1)).unwrap();
         let (height, head) = (c.height(), c.head_hash());
         c.open = |path| File::open(path);
-        // What a partial write leaves behind.
+        let err = c.append(tx(2, 2)).unwrap_err().to_string();
+        // What a partial write of it could have left behind (the handle
+        // could write nothing; a disk error midway would).
         OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap()
             .write_all(b"{\"transmission\":{\"dig")
             .unwrap();
-        let err = c.append(tx(2, 2)).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
         assert!(err.contains("the record was not written"), "{err}");
         assert_eq!((c.height(), c.head_hash()), (height, head));
@@ -434,7 +467,9 @@ mod tests {
     }
 
     /// The chain holds its file open only while it reads or writes it:
-    /// a relayer's open files do not grow with its chains (feeds).
+    /// a relayer's open files do not grow with its chains (feeds). A file
+    /// removed, or another one put in its place, is an error and nothing
+    /// is written.
     #[test]
     fn a_chain_keeps_no_file_open_between_appends() {
         let (_dir, path) = temp("closed");
@@ -454,9 +489,19 @@ mod tests {
         c.append(tx(2, 2)).unwrap();
         assert_eq!(open_here(), 0, "after appending");
         assert_eq!(c.transmissions().unwrap().len(), 2);
+        let kept = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let err = c.append(tx(3, 3)).unwrap_err().to_string();
         assert!(err.contains("put the file back"), "{err}");
+        // Another file in its place is not appended to.
+        std::fs::write(&path, &kept[..kept.len() / 2]).unwrap();
+        let err = c.append(tx(3, 3)).unwrap_err().to_string();
+        assert!(err.contains("another file was put in its place"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            &kept[..kept.len() / 2],
+            "the other file is untouched"
+        );
         assert_eq!(c.height(), 2, "nothing acknowledged");
     }
 
