@@ -51,7 +51,7 @@ Bounds, from the job file: a LOOPP's plugins[].rpc (max_message_bytes,
 default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
 what the node serves it, then RESOURCE_EXHAUSTED) and the HTTP server's
 http.max_connections (1024), header_timeout, idle_timeout, write_timeout;
-feed_threads (64): the threads that run every feed's rounds, started as
+feed_threads (128): the threads that run every feed's rounds, started as
 rounds need them.
 ";
 
