@@ -100,10 +100,9 @@ pub struct Chain {
 }
 
 /// A file's (device, inode).
-fn file_id(file: &File) -> io::Result<(u64, u64)> {
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
-    let m = file.metadata()?;
-    Ok((m.dev(), m.ino()))
+    (m.dev(), m.ino())
 }
 
 /// Opens an existing chain file to append to it.
@@ -132,7 +131,7 @@ impl Chain {
         let mut chain = Chain {
             path: path.to_path_buf(),
             open: open_to_append,
-            id: file_id(&file)?,
+            id: file_id(&file.metadata()?),
             config: None,
             latest: None,
             transmitted: 0,
@@ -233,9 +232,8 @@ impl Chain {
     /// its acknowledged records (longer only after a write that could not
     /// be cut off yet). Else an error naming it and what to do.
     fn check(&self, file: &File) -> io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
         let m = file.metadata()?;
-        let same_file = (m.dev(), m.ino()) == self.id;
+        let same_file = file_id(&m) == self.id;
         let same_len = m.len() == self.len || (self.dirty && m.len() > self.len);
         if same_file && same_len {
             return Ok(());
