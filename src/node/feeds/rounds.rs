@@ -279,14 +279,30 @@ fn play(
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
         Err(e) => return round.fail("ShouldTransmitAcceptedReport", e),
     }
-    match transmitter.transmit(ts, &report) {
-        Ok(()) => match codec.median_from_report(&report) {
-            Ok(m) => Outcome::Transmitted(m),
-            Err(e) => Outcome::Failed(format!("the transmitted report: {e}")),
-        },
-        Err(e) => round.fail("Transmit", format!("Transmit: {e}")),
+    // The median is read back for the outcome while the report is being
+    // transmitted: the codec only decodes the report, so its answer does
+    // not wait on the transmission, and a LOOPP round is one call shorter.
+    let median = codec.median_from_report_async(&report);
+    if let Err(e) = transmitter.transmit(ts, &report) {
+        return round.fail("Transmit", format!("Transmit: {e}"));
+    }
+    let median = match median {
+        Some(reply) => crate::goplugin::rpc::wait_until(vec![reply], Instant::now() + READ_BACK)
+            .pop()
+            .flatten()
+            .unwrap_or_else(|| Err(format!("no answer within {READ_BACK:?}"))),
+        None => codec.median_from_report(&report),
+    };
+    match median {
+        Ok(m) => Outcome::Transmitted(m),
+        Err(e) => Outcome::Failed(format!("the transmitted report: {e}")),
     }
 }
+
+/// How long a round waits for the transmitted report's median read back,
+/// at most. Only a backstop: the codec's call carries its own deadline
+/// (its client's call timeout), and an in-process codec answers at once.
+const READ_BACK: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -527,6 +543,110 @@ mod grpc_tests {
             std::thread::sleep(Duration::from_millis(1500));
             Ok(0)
         }
+    }
+
+    /// The devchain codec, saying when a median is asked of it.
+    struct Telling(crossbeam_channel::Sender<()>);
+
+    impl ReportCodec for Telling {
+        fn build_report(
+            &self,
+            obs: &[crate::services::relay::provider::ParsedObservation],
+        ) -> Result<Vec<u8>, String> {
+            crate::devchain::provider::DevchainCodec.build_report(obs)
+        }
+        fn median_from_report(&self, report: &[u8]) -> Result<i128, String> {
+            let _ = self.0.try_send(());
+            crate::devchain::provider::DevchainCodec.median_from_report(report)
+        }
+        fn max_report_length(&self, n: usize) -> Result<usize, String> {
+            crate::devchain::provider::DevchainCodec.max_report_length(n)
+        }
+    }
+
+    /// The contract, transmitting only once the codec has been asked for
+    /// the report's median (or after 5 s), and saying which it was.
+    struct Waiting {
+        contract: Arc<Contract>,
+        asked: crossbeam_channel::Receiver<()>,
+        saw_it: std::sync::atomic::AtomicBool,
+    }
+
+    impl ContractTransmitter for Waiting {
+        fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String> {
+            let asked = self.asked.recv_timeout(Duration::from_secs(5)).is_ok();
+            self.saw_it
+                .store(asked, std::sync::atomic::Ordering::SeqCst);
+            ContractTransmitter::transmit(&*self.contract, ts, report)
+        }
+        fn latest_config_digest_and_epoch(&self) -> Result<(Vec<u8>, u32), String> {
+            ContractTransmitter::latest_config_digest_and_epoch(&*self.contract)
+        }
+        fn from_account(&self) -> Result<String, String> {
+            ContractTransmitter::from_account(&*self.contract)
+        }
+    }
+
+    /// The node reads the transmitted report's median back from a codec
+    /// behind gRPC while the report is transmitted, not after: the codec
+    /// has the call before the transmission ends, and the outcome is the
+    /// median on the chain.
+    #[test]
+    fn the_median_is_read_back_while_the_report_is_transmitted() {
+        let dir = crate::testutil::fresh_dir("read-back");
+        let (c, digest) = contract(&dir);
+        let (tx, asked) = crossbeam_channel::bounded(1);
+        let broker = crate::goplugin::broker::Broker::new(
+            crate::goplugin::sockdir::SocketDir::create().unwrap(),
+        );
+        broker
+            .serve(
+                1,
+                vec![crate::services::relay::provider::report_codec_server(
+                    Arc::new(Telling(tx)),
+                )],
+            )
+            .unwrap();
+        let codec = crate::services::relay::provider::ProviderClient::new(
+            broker.local_channel(1),
+            Duration::from_secs(2),
+        );
+        let oracles: Vec<Oracle> = (0..4u8)
+            .map(|i| {
+                let v = Arc::from(
+                    build(&Spec::Static {
+                        value: 10 * (i as i64 + 1),
+                    })
+                    .unwrap(),
+                );
+                (i, plugin(&c, i, v))
+            })
+            .collect();
+        let transmitter = Waiting {
+            contract: c.clone(),
+            asked,
+            saw_it: std::sync::atomic::AtomicBool::new(false),
+        };
+        let ts = ReportTimestamp {
+            config_digest: digest,
+            epoch: 1,
+            round: 1,
+        };
+        let round = run_round(&oracles, 0, &ts, 1, &deadlines(2000), &transmitter, &codec);
+        let on_chain: Vec<i128> = c
+            .transmissions()
+            .unwrap()
+            .iter()
+            .map(|t| t.median)
+            .collect();
+        assert_eq!(on_chain.len(), 1, "{:?}", round.outcome);
+        assert_eq!(round.outcome, Outcome::Transmitted(on_chain[0]));
+        assert!(
+            transmitter.saw_it.load(std::sync::atomic::Ordering::SeqCst),
+            "the median was asked only after the transmission"
+        );
+        drop(broker);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// The same rounds, once with every oracle in-process and once with
