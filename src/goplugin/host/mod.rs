@@ -190,6 +190,10 @@ pub struct Client {
     process: Process,
     handshake: Handshake,
     channel: Channel,
+    /// The health client, made once: a `grpcio::Client` creates a call
+    /// object of its own when made, so one per check cost each check a
+    /// second call's set-up.
+    health: HealthClient,
     broker: Broker,
     sockets: SocketDir,
     handshake_in: Duration,
@@ -269,6 +273,7 @@ impl Client {
             config: config.clone(),
             process,
             handshake,
+            health: HealthClient::new(channel.clone()),
             channel,
             broker: Broker::bounded(sockets.clone(), config.max_message, Some(lane)),
             sockets,
@@ -326,7 +331,7 @@ impl Client {
             ..Default::default()
         };
         let t0 = Instant::now();
-        let result = HealthClient::new(self.channel.clone()).check(&req, timeout);
+        let result = self.health.check(&req, timeout);
         crate::goplugin::metrics::client_observe(
             &self.config.name,
             METHOD,
