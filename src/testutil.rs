@@ -55,6 +55,15 @@ pub fn configured_contract(
     (c, digest.to_vec())
 }
 
+/// The medians on `c`'s chain, in the order transmitted.
+pub fn medians_on_chain(c: &crate::devchain::contract::Contract) -> Vec<i128> {
+    c.transmissions()
+        .unwrap()
+        .iter()
+        .map(|t| t.median)
+        .collect()
+}
+
 /// A [`fresh_dir`] removed when dropped, so a test leaves nothing behind
 /// even when an assertion fails.
 pub struct TempDir(pub std::path::PathBuf);

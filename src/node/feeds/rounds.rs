@@ -422,12 +422,7 @@ mod tests {
             }
         }
         assert!(!transmitted.is_empty());
-        let on_chain: Vec<i128> = c
-            .transmissions()
-            .unwrap()
-            .iter()
-            .map(|t| t.median)
-            .collect();
+        let on_chain = crate::testutil::medians_on_chain(&c);
         assert_eq!(
             on_chain, transmitted,
             "every transmitted median is on the chain, once"
@@ -633,12 +628,7 @@ mod grpc_tests {
             round: 1,
         };
         let round = run_round(&oracles, 0, &ts, 1, &deadlines(2000), &transmitter, &codec);
-        let on_chain: Vec<i128> = c
-            .transmissions()
-            .unwrap()
-            .iter()
-            .map(|t| t.median)
-            .collect();
+        let on_chain = crate::testutil::medians_on_chain(&c);
         assert_eq!(on_chain.len(), 1, "{:?}", round.outcome);
         assert_eq!(round.outcome, Outcome::Transmitted(on_chain[0]));
         assert!(
@@ -716,11 +706,7 @@ mod grpc_tests {
                 );
             }
             broker.close();
-            c.transmissions()
-                .unwrap()
-                .iter()
-                .map(|t| t.median)
-                .collect()
+            crate::testutil::medians_on_chain(&c)
         };
         let local = run("local", false);
         assert!(local.len() >= 3, "{local:?}");
