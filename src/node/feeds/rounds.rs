@@ -588,8 +588,8 @@ mod grpc_tests {
     /// median on the chain.
     #[test]
     fn the_median_is_read_back_while_the_report_is_transmitted() {
-        let dir = crate::testutil::fresh_dir("read-back");
-        let (c, digest) = contract(&dir);
+        let dir = crate::testutil::TempDir::new("read-back");
+        let (c, digest) = contract(&dir.0);
         let (tx, asked) = crossbeam_channel::bounded(1);
         let broker = crate::goplugin::broker::Broker::new(
             crate::goplugin::sockdir::SocketDir::create().unwrap(),
@@ -636,7 +636,6 @@ mod grpc_tests {
             "the median was asked only after the transmission"
         );
         drop(broker);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// The same rounds, once with every oracle in-process and once with
