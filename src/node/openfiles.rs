@@ -44,9 +44,10 @@ pub const NODE_PER_FEED: u64 = 2;
 
 /// Open files the node holds per feed whose LOOPPs all route: none for
 /// the transport (25 in all at 100, 300 and 1,000 feeds, measured), and
-/// the chain file while it is written when the relayer runs in the node. A routed median
-/// process of the feed's own costs only [`NODE_PER_LOOPP`] (619 measured
-/// for 100 such feeds and their 101 processes).
+/// the chain file while it is written when the relayer runs in the node.
+/// A routed median process of the feed's own costs only
+/// [`NODE_PER_LOOPP`] (619 measured for 100 such feeds and their 101
+/// processes).
 pub const NODE_PER_ROUTED_FEED: u64 = 2;
 
 /// Open files a loopp plugin process holds with no feed: 22 to 36 measured.
@@ -56,9 +57,9 @@ pub const PLUGIN_BASE: u64 = 40;
 /// brokering a median plugin 14 measured, a relayer 5 (its chain file,
 /// open only while a transmission writes it, included); routed, a median
 /// none (25 in all at 100 to 1,000 feeds), a relayer that chain file and,
-/// when the feed has a median process of
-/// its own, that process's connection (the node forwards the relayer's
-/// provider to it: `goplugin::route`).
+/// when the feed has a median process of its own, that process's
+/// connection (the node forwards the relayer's provider to it:
+/// `goplugin::route`).
 pub fn plugin_per_feed(kind: &str, routed: bool) -> u64 {
     match (kind, routed) {
         ("median", false) => 15,

@@ -287,10 +287,9 @@ fn play(
         return round.fail("Transmit", format!("Transmit: {e}"));
     }
     let median = match median {
-        Some(reply) => crate::goplugin::rpc::wait_until(vec![reply], Instant::now() + READ_BACK)
+        Some(reply) => each(vec![Call::Sent(reply)], READ_BACK)
             .pop()
-            .flatten()
-            .unwrap_or_else(|| Err(format!("no answer within {READ_BACK:?}"))),
+            .expect("one result per call"),
         None => codec.median_from_report(&report),
     };
     match median {
