@@ -14,6 +14,7 @@
 
 mod link;
 pub mod process;
+mod spawn;
 mod stdio;
 
 use std::ffi::OsString;

@@ -12,14 +12,15 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::BufReader;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::spawn::{self, Rlimit};
 use crate::goplugin::handshake;
 use crate::goplugin::logline::{BoundedLines, Parser, Record};
 
@@ -108,10 +109,13 @@ fn resolve(program: &OsString) -> Option<std::path::PathBuf> {
     if p.components().count() > 1 || program.to_string_lossy().contains('/') {
         return Some(p.to_path_buf());
     }
+    // The first executable file of that name, as execvp takes.
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(p))
-            .find(|c| c.is_file())
+        std::env::split_paths(&paths).map(|d| d.join(p)).find(|c| {
+            use std::os::unix::fs::PermissionsExt;
+            c.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
     })
 }
 
@@ -133,47 +137,39 @@ impl Process {
             Some(expected) => Some(open_pinned(s.program, expected)?),
             None => None,
         };
-        let mut cmd = match &pinned {
+        // A pinned file is executed through its open descriptor.
+        let exec_path = match &pinned {
             Some(file) => {
                 use std::os::fd::AsRawFd;
-                let mut c = Command::new(format!("/proc/self/fd/{}", file.as_raw_fd()));
-                std::os::unix::process::CommandExt::arg0(&mut c, s.program);
-                c
+                OsString::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
             }
-            None => Command::new(s.program),
+            None => resolve(s.program)
+                .ok_or_else(|| {
+                    PinError::Io(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such executable (looked up on PATH)",
+                    ))
+                })?
+                .into_os_string(),
         };
-        cmd.args(s.args)
-            .envs(s.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let limits = s.limits.to_vec();
-        // SAFETY: the closure only makes async-signal-safe syscalls.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::setpgid(0, 0);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
-                for limit in &limits {
-                    let (resource, value) = match *limit {
-                        Limit::AddressSpace(v) => (libc::RLIMIT_AS, v),
-                        Limit::OpenFiles(v) => (libc::RLIMIT_NOFILE, v),
-                    };
-                    let rl = libc::rlimit {
-                        rlim_cur: value,
-                        rlim_max: value,
-                    };
-                    if libc::setrlimit(resource, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(PinError::Io)?;
+        let limits: Vec<Rlimit> = s
+            .limits
+            .iter()
+            .map(|limit| match *limit {
+                Limit::AddressSpace(v) => (libc::RLIMIT_AS, v),
+                Limit::OpenFiles(v) => (libc::RLIMIT_NOFILE, v),
+            })
+            .collect();
+        let started = spawn::spawn(&spawn::Spawn {
+            path: &exec_path,
+            arg0: s.program,
+            args: s.args,
+            env: s.env,
+            limits: &limits,
+        })
+        .map_err(PinError::Io)?;
         drop(pinned);
-        let pid = child.id() as libc::pid_t;
-        let stdout = child.stdout.take().expect("stdout piped");
-        let stderr = child.stderr.take().expect("stderr piped");
+        let (pid, stdout, stderr) = (started.pid, started.stdout, started.stderr);
         let state = Arc::new((Mutex::new(None), Condvar::new()));
         let (exited_tx, exited_rx) = crossbeam_channel::bounded::<()>(0);
         let (first_tx, first_line) = crossbeam_channel::bounded(1);
@@ -183,7 +179,7 @@ impl Process {
         let name = s.name.to_string();
         spawn_thread(&format!("{name}-wait"), {
             let state = state.clone();
-            move || wait_child(child, pid, &state, exited_tx)
+            move || wait_child(pid, &state, exited_tx)
         });
         spawn_thread(&format!("{name}-stdout"), {
             let name = name.clone();
@@ -292,12 +288,7 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-fn wait_child(
-    mut child: Child,
-    pid: libc::pid_t,
-    state: &(Mutex<Option<ExitStatus>>, Condvar),
-    exited: Sender<()>,
-) {
+fn wait_child(pid: libc::pid_t, state: &(Mutex<Option<ExitStatus>>, Condvar), exited: Sender<()>) {
     // Wait for the exit but leave the zombie, so the pid (and process group id)
     // cannot be reused while we still signal them.
     loop {
@@ -321,17 +312,29 @@ fn wait_child(
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     let (lock, cvar) = state;
     let mut st = lock.lock().unwrap();
-    let status = child.wait();
-    *st = Some(status.unwrap_or_else(|_| {
-        use std::os::unix::process::ExitStatusExt;
-        ExitStatus::from_raw(0)
-    }));
+    *st = Some(reap(pid));
     drop(st);
     cvar.notify_all();
     drop(exited);
 }
 
-fn read_stdout(name: &str, stdout: ChildStdout, first: Sender<FirstLine>) {
+/// Reaps the exited child (the waiter saw it exit): its status.
+fn reap(pid: libc::pid_t) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    loop {
+        let mut status = 0;
+        // SAFETY: reaping our own child, once, by the thread that waits for it.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return ExitStatus::from_raw(status);
+        }
+        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return ExitStatus::from_raw(0);
+        }
+    }
+}
+
+fn read_stdout(name: &str, stdout: File, first: Sender<FirstLine>) {
     let mut lines = BoundedLines::new(BufReader::new(stdout), handshake::MAX_LINE);
     match lines.next_line() {
         Ok(Some(l)) => {
@@ -359,7 +362,7 @@ fn read_stdout(name: &str, stdout: ChildStdout, first: Sender<FirstLine>) {
     }
 }
 
-fn read_stderr(name: &str, stderr: ChildStderr, tail: &Mutex<VecDeque<String>>, done: Sender<()>) {
+fn read_stderr(name: &str, stderr: File, tail: &Mutex<VecDeque<String>>, done: Sender<()>) {
     let mut lines = BoundedLines::new(BufReader::new(stderr), crate::goplugin::logline::MAX_LINE);
     let mut parser = Parser::new();
     while let Ok(Some(l)) = lines.next_line() {
