@@ -63,9 +63,11 @@ fn loopp_host(label: &str, program: &Path, starts: usize, calls: usize) -> Value
     let mut config = HostConfig::new("bench", program, Cookie::example());
     config.start_timeout = Duration::from_secs(10);
     let mut start_samples = Vec::with_capacity(starts);
+    let mut handshake_samples = Vec::with_capacity(starts);
     for _ in 0..starts {
         let mut c = Client::start(&config).expect("start");
         start_samples.push(c.started_in());
+        handshake_samples.push(c.handshake_in());
         c.kill();
     }
     let c = Client::start(&config).expect("start");
@@ -78,10 +80,14 @@ fn loopp_host(label: &str, program: &Path, starts: usize, calls: usize) -> Value
     }
     drop(c);
     let s = summarize(&mut start_samples);
+    let h = summarize(&mut handshake_samples);
     let r = summarize(&mut rpc);
     json!({
         "impl": label,
         "start_ms_p50": ms(s.p50), "start_ms_p99": ms(s.p99),
+        // Of the start: spawn to the handshake line; the rest is connecting
+        // and the first health check.
+        "handshake_ms_p50": ms(h.p50),
         "rpc_us_p50": us(r.p50), "rpc_us_p99": us(r.p99),
         "starts": starts, "calls": calls,
     })
