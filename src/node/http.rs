@@ -93,8 +93,12 @@ fn hostname() -> Option<String> {
         .map(str::to_string)
 }
 
+/// The metrics proxy's client. Its targets are plugins on loopback, so it
+/// takes no proxy from the environment (`http_proxy` and friends, which
+/// ureq would otherwise use for 127.0.0.1 too).
 static AGENT: LazyLock<ureq::Agent> = LazyLock::new(|| {
     ureq::Agent::config_builder()
+        .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(DEFAULT_SCRAPE_TIMEOUT))
         .build()

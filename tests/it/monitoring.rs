@@ -35,6 +35,7 @@ fn node_with(name: &str, plugins: &[(&str, &str)]) -> (Node, String, Sandbox) {
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .proxy(None)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
         .build()
@@ -103,6 +104,29 @@ fn discovery_lists_the_node_then_each_loopp_sorted() {
     );
     assert_eq!(groups[1]["labels"]["__meta_loopp_state"], "running");
     assert_eq!(groups[1]["labels"]["__meta_loopp_kind"], "example");
+    node.shutdown();
+}
+
+/// The metrics proxy reaches plugins on loopback directly, whatever proxy
+/// the node's environment names (ureq would take `http_proxy` for
+/// 127.0.0.1 too).
+#[test]
+fn the_metrics_proxy_does_not_go_through_a_proxy_in_the_environment() {
+    let trap = ProxyTrap::start();
+    // Set before anything in this test process starts a thread or a client
+    // (nextest runs each test in a process of its own).
+    for (k, v) in trap.env() {
+        std::env::set_var(k, v);
+    }
+    for k in ["no_proxy", "NO_PROXY", "no_grpc_proxy"] {
+        std::env::remove_var(k);
+    }
+    let (node, base, _sb) = node_with("envproxy", &[("p", "serve")]);
+    running_pid(&node, "p");
+    let (status, _, body) = get(&format!("{base}/plugins/p/metrics"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("loopp_test_plugin_up 1"), "{body}");
+    assert_eq!(trap.connections(), 0, "the scrape went through the proxy");
     node.shutdown();
 }
 

@@ -38,6 +38,48 @@ fn probes_the_example_plugin() {
     }
 }
 
+/// A proxy in the environment (`http_proxy` and friends, as behind a
+/// corporate gateway) is never used to reach a plugin: gRPC would take it
+/// for a TCP target, and the plugin on loopback would be unreachable.
+#[test]
+fn a_proxy_in_the_environment_is_not_used_to_reach_a_plugin() {
+    let trap = ProxyTrap::start();
+    let mut cmd = Command::new(node());
+    cmd.args([
+        "probe",
+        "--kind",
+        "example",
+        "--network",
+        "tcp",
+        "--calls",
+        "5",
+        "--json",
+        "--",
+        example(),
+    ])
+    .env_remove("no_proxy")
+    .env_remove("NO_PROXY")
+    .env_remove("no_grpc_proxy");
+    for (k, v) in trap.env() {
+        cmd.env(k, v);
+    }
+    let out = run_bounded(&mut cmd, BOUND);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["network"], "tcp", "{report}");
+    assert_eq!(
+        trap.connections(),
+        0,
+        "the plugin was reached through the proxy"
+    );
+}
+
 #[test]
 fn probes_a_go_plugin_as_json() {
     let (_, goplugin) = go_bins();
