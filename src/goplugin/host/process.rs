@@ -75,12 +75,16 @@ pub enum PinError {
     Mismatch([u8; 32], [u8; 32]),
 }
 
-/// Opens `path` (the command as `Command` would find it: a path, else on
-/// `PATH`) and checks its SHA-256; returns the open file to exec.
-fn open_pinned(path: &OsString, expected: [u8; 32]) -> Result<std::fs::File, PinError> {
+/// Opens `path` (the command as exec would find it with the plugin's `env`:
+/// see [`resolve`]) and checks its SHA-256; returns the open file to exec.
+fn open_pinned(
+    path: &OsString,
+    env: &[(OsString, OsString)],
+    expected: [u8; 32],
+) -> Result<std::fs::File, PinError> {
     use sha2::Digest;
     use std::io::Read;
-    let resolved = resolve(path).ok_or_else(|| {
+    let resolved = resolve(path, env).ok_or_else(|| {
         PinError::Io(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no such executable (looked up on PATH)",
@@ -103,14 +107,21 @@ fn open_pinned(path: &OsString, expected: [u8; 32]) -> Result<std::fs::File, Pin
     Ok(file)
 }
 
-/// `program` as exec would find it: itself if it has a `/`, else on `PATH`.
-fn resolve(program: &OsString) -> Option<std::path::PathBuf> {
+/// `program` as exec would find it: itself if it has a `/`, else on the
+/// `PATH` the plugin gets (its own, if its environment sets one, as
+/// `Command` looks it up), the first executable file of that name.
+fn resolve(program: &OsString, env: &[(OsString, OsString)]) -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(program);
     if p.components().count() > 1 || program.to_string_lossy().contains('/') {
         return Some(p.to_path_buf());
     }
-    // The first executable file of that name, as execvp takes.
-    std::env::var_os("PATH").and_then(|paths| {
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var_os("PATH"));
+    path.and_then(|paths| {
         std::env::split_paths(&paths).map(|d| d.join(p)).find(|c| {
             use std::os::unix::fs::PermissionsExt;
             c.metadata()
@@ -134,7 +145,7 @@ impl Process {
     /// file (`/proc/self/fd/N`), or not started ([`PinError`]).
     pub fn spawn(s: Spawn<'_>) -> Result<Process, PinError> {
         let pinned = match s.sha256 {
-            Some(expected) => Some(open_pinned(s.program, expected)?),
+            Some(expected) => Some(open_pinned(s.program, s.env, expected)?),
             None => None,
         };
         // A pinned file is executed through its open descriptor.
@@ -143,7 +154,7 @@ impl Process {
                 use std::os::fd::AsRawFd;
                 OsString::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
             }
-            None => resolve(s.program)
+            None => resolve(s.program, s.env)
                 .ok_or_else(|| {
                     PinError::Io(std::io::Error::new(
                         std::io::ErrorKind::NotFound,
@@ -398,4 +409,45 @@ pub fn emit(target: &str, rec: &Record) {
             .args(format_args!("{}", rec.display_text()))
             .build(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn spawn_named(program: &str, env: &[(OsString, OsString)]) -> Result<Process, PinError> {
+        Process::spawn(Spawn {
+            name: "t",
+            program: &OsString::from(program),
+            args: &[],
+            env,
+            limits: &[],
+            sha256: None,
+        })
+    }
+
+    #[test]
+    fn a_bare_name_is_looked_up_on_the_plugins_own_path() {
+        let dir = crate::testutil::TempDir::new("resolve");
+        let script = dir.0.join("loopp-resolve-test");
+        std::fs::write(&script, "#!/bin/sh\necho found\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = [("PATH".into(), dir.0.clone().into_os_string())];
+        let p = spawn_named("loopp-resolve-test", &env).unwrap_or_else(|_| panic!("not found"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (_keep, never) = crossbeam_channel::bounded::<()>(0);
+        match p.first_line(deadline, &never) {
+            Some(FirstLine::Line(l)) => assert_eq!(l.trim(), "found"),
+            other => panic!("{other:?}"),
+        }
+        assert!(p
+            .wait_timeout(Duration::from_secs(10))
+            .is_some_and(|s| s.success()));
+        // Not on the host's own PATH.
+        match spawn_named("loopp-resolve-test", &[]) {
+            Err(PinError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+            _ => panic!("found without the plugin's PATH"),
+        }
+    }
 }
