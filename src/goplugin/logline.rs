@@ -23,20 +23,20 @@ pub struct Line {
 /// more than `max` bytes of one line.
 pub struct BoundedLines<R> {
     inner: R,
-    max: usize,
+    split: LineSplitter,
 }
 
 impl<R: BufRead> BoundedLines<R> {
     /// Lines of `inner`, each cut to `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
-        BoundedLines { inner, max }
+        BoundedLines {
+            inner,
+            split: LineSplitter::new(max),
+        }
     }
 
     /// The next line, `None` at end of input. A last line without newline counts.
     pub fn next_line(&mut self) -> io::Result<Option<Line>> {
-        let mut bytes = Vec::new();
-        let mut dropped = 0usize;
-        let mut any = false;
         loop {
             let buf = match self.inner.fill_buf() {
                 Ok(b) => b,
@@ -44,25 +44,82 @@ impl<R: BufRead> BoundedLines<R> {
                 Err(e) => return Err(e),
             };
             if buf.is_empty() {
-                return Ok(any.then_some(Line { bytes, dropped }));
+                return Ok(self.split.finish());
             }
-            any = true;
-            let (chunk, used, done) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..i], i + 1, true),
-                None => (buf, buf.len(), false),
-            };
-            let room = self.max.saturating_sub(bytes.len());
-            let keep = chunk.len().min(room);
-            bytes.extend_from_slice(&chunk[..keep]);
-            dropped += chunk.len() - keep;
+            let (used, line) = self.split.take(buf);
             self.inner.consume(used);
-            if done {
-                if bytes.last() == Some(&b'\r') {
-                    bytes.pop();
-                }
-                return Ok(Some(Line { bytes, dropped }));
+            if line.is_some() {
+                return Ok(line);
             }
         }
+    }
+}
+
+/// The state of [`BoundedLines`], for bytes that arrive in pieces (a
+/// non-blocking pipe): the line so far, cut to `max` bytes.
+pub struct LineSplitter {
+    max: usize,
+    bytes: Vec<u8>,
+    dropped: usize,
+    any: bool,
+}
+
+impl LineSplitter {
+    /// Lines of at most `max` bytes.
+    pub fn new(max: usize) -> LineSplitter {
+        LineSplitter {
+            max,
+            bytes: Vec::new(),
+            dropped: 0,
+            any: false,
+        }
+    }
+
+    /// Takes `buf` up to and including its first newline: how many bytes
+    /// that was, and the line if it ended there.
+    pub fn take(&mut self, buf: &[u8]) -> (usize, Option<Line>) {
+        self.any |= !buf.is_empty();
+        let (chunk, used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = self.max.saturating_sub(self.bytes.len());
+        let keep = chunk.len().min(room);
+        self.bytes.extend_from_slice(&chunk[..keep]);
+        self.dropped += chunk.len() - keep;
+        if !done {
+            return (used, None);
+        }
+        if self.bytes.last() == Some(&b'\r') {
+            self.bytes.pop();
+        }
+        (used, self.line())
+    }
+
+    /// Every line `buf` ends, in order.
+    pub fn feed(&mut self, mut buf: &[u8], mut each: impl FnMut(Line)) {
+        while !buf.is_empty() {
+            let (used, line) = self.take(buf);
+            buf = &buf[used..];
+            if let Some(l) = line {
+                each(l);
+            }
+        }
+    }
+
+    /// At end of input: the last line, if it had no newline.
+    pub fn finish(&mut self) -> Option<Line> {
+        self.line()
+    }
+
+    fn line(&mut self) -> Option<Line> {
+        if !std::mem::take(&mut self.any) {
+            return None;
+        }
+        Some(Line {
+            bytes: std::mem::take(&mut self.bytes),
+            dropped: std::mem::take(&mut self.dropped),
+        })
     }
 }
 
@@ -236,6 +293,31 @@ mod tests {
         assert_eq!(ls.len(), 3);
         assert!(lines(b"", 4).is_empty());
         assert_eq!(lines(b"\n", 4)[0].bytes, b"");
+    }
+
+    /// Bytes that arrive in pieces (a non-blocking pipe) split into the
+    /// same lines as the whole stream read at once, wherever it is cut.
+    #[test]
+    fn pieces_split_into_the_lines_of_the_whole() {
+        let input: &[u8] = b"abcdef\nxy\r\n\n\nlonger line here\nq\r\nlast";
+        for max in [1, 4, 64] {
+            let whole = lines(input, max);
+            let mut rng = crate::testutil::Rng::new(max as u64);
+            for _ in 0..200 {
+                let mut split = LineSplitter::new(max);
+                let mut got = Vec::new();
+                let mut rest = input;
+                while !rest.is_empty() {
+                    let n = 1 + rng.below(rest.len().min(7));
+                    split.feed(&rest[..n], |l| got.push(l));
+                    rest = &rest[n..];
+                }
+                got.extend(split.finish());
+                assert_eq!(got, whole, "max {max}");
+            }
+        }
+        let mut split = LineSplitter::new(4);
+        assert_eq!(split.finish(), None, "nothing read, no line");
     }
 
     #[test]

@@ -1,19 +1,21 @@
-//! The plugin's OS process, host side: spawn, read its stdout and stderr on
-//! their own threads, signal it, wait for it with a bound, reap it.
+//! The plugin's OS process, host side: spawn, read its stdout and stderr and
+//! notice its exit on one thread, signal it, wait for it with a bound, reap it.
 //!
 //! Invariants:
 //! - the child gets its own process group and `PR_SET_PDEATHSIG(SIGTERM)`, so it
 //!   is told when the spawning thread (a supervisor, which outlives it) dies;
-//! - a waiter thread notices the exit without reaping (`waitid(WNOWAIT)`), kills
-//!   whatever is left in the child's process group, marks the process exited,
-//!   and only then reaps: signals are sent only while the pid is still ours;
+//! - its exit is noticed without reaping (a pidfd, or a waiter thread's
+//!   `waitid(WNOWAIT)` on kernels without pidfds); then whatever is left in
+//!   the child's process group is killed, the process marked exited, and only
+//!   then reaped: signals are sent only while the pid is still ours;
 //! - stdout and stderr are drained until EOF whatever the plugin writes, with
-//!   bounded memory (see [`crate::goplugin::logline`]).
+//!   bounded memory (see [`crate::goplugin::logline`]);
+//! - one thread per plugin does all of that (two without pidfds).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::BufReader;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +24,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::spawn::{self, Rlimit};
 use crate::goplugin::handshake;
-use crate::goplugin::logline::{BoundedLines, Parser, Record};
+use crate::goplugin::logline::{Line, LineSplitter, Parser, Record};
 
 /// Lines of stderr kept for error messages.
 const TAIL_LINES: usize = 20;
@@ -188,18 +190,31 @@ impl Process {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
 
         let name = s.name.to_string();
-        spawn_thread(&format!("{name}-wait"), {
-            let state = state.clone();
-            move || wait_child(pid, &state, exited_tx)
-        });
-        spawn_thread(&format!("{name}-stdout"), {
-            let name = name.clone();
-            move || read_stdout(&name, stdout, first_tx)
-        });
-        spawn_thread(&format!("{name}-stderr"), {
-            let (name, tail) = (name.clone(), tail.clone());
-            move || read_stderr(&name, stderr, &tail, stderr_done_tx)
-        });
+        // One thread per plugin reads its stdout and stderr and, through a
+        // pidfd in the same poll, notices its exit. Without pidfds (Linux
+        // before 5.3) a thread of its own waits for the exit.
+        let exit = match pidfd_open(pid) {
+            Some(fd) => Some((fd, exited_tx)),
+            None => {
+                spawn_thread(&format!("{name}-wait"), {
+                    let state = state.clone();
+                    move || wait_child(pid, &state, exited_tx)
+                });
+                None
+            }
+        };
+        let watch = Watch {
+            name: name.clone(),
+            pid,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            exit,
+            state: state.clone(),
+            first: Some(first_tx),
+            tail: tail.clone(),
+            stderr_done: Some(stderr_done_tx),
+        };
+        spawn_thread(&format!("{name}-io"), move || watch.run());
         Ok(Process {
             pid,
             name,
@@ -299,6 +314,16 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// The plugin's pidfd, if the kernel has them: readable once it exits.
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; our unreaped child's pid
+    // cannot have been reused.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh descriptor (close-on-exec, as pidfds are), ours alone.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits for the exit (without a pidfd), then [`exited`].
 fn wait_child(pid: libc::pid_t, state: &(Mutex<Option<ExitStatus>>, Condvar), exited: Sender<()>) {
     // Wait for the exit but leave the zombie, so the pid (and process group id)
     // cannot be reused while we still signal them.
@@ -318,7 +343,13 @@ fn wait_child(pid: libc::pid_t, state: &(Mutex<Option<ExitStatus>>, Condvar), ex
             break;
         }
     }
-    // Whatever the plugin left in its process group goes with it: no orphans.
+    self::exited(pid, state, exited);
+}
+
+/// The plugin has exited and is not reaped yet: whatever it left in its
+/// process group goes with it (no orphans; the group id is still ours),
+/// then it is reaped and marked exited.
+fn exited(pid: libc::pid_t, state: &(Mutex<Option<ExitStatus>>, Condvar), exited: Sender<()>) {
     // SAFETY: signalling our child's group while the leader is an unreaped zombie.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     let (lock, cvar) = state;
@@ -345,41 +376,119 @@ fn reap(pid: libc::pid_t) -> ExitStatus {
     }
 }
 
-fn read_stdout(name: &str, stdout: File, first: Sender<FirstLine>) {
-    let mut lines = BoundedLines::new(BufReader::new(stdout), handshake::MAX_LINE);
-    match lines.next_line() {
-        Ok(Some(l)) => {
-            let _ = first.send(FirstLine::Line(
-                String::from_utf8_lossy(&l.bytes).into_owned(),
-            ));
-        }
-        _ => {
-            let _ = first.send(FirstLine::Eof);
-            return;
-        }
-    }
-    // After the handshake, stdout is the plugin's own output: log it.
-    let target = format!("{name}::stdout");
-    while let Ok(Some(l)) = lines.next_line() {
-        let message = String::from_utf8_lossy(&l.bytes);
-        emit(
-            &target,
-            &Record {
-                level: log::Level::Info,
-                message: message.into_owned(),
-                fields: Vec::new(),
-            },
-        );
-    }
+/// A plugin's output and exit, served by one thread ([`Watch::run`]).
+struct Watch {
+    name: String,
+    pid: libc::pid_t,
+    /// Open until EOF.
+    stdout: Option<File>,
+    stderr: Option<File>,
+    /// The pidfd and the exit's sender, until the exit (None when a waiter
+    /// thread watches it).
+    exit: Option<(OwnedFd, Sender<()>)>,
+    state: Arc<(Mutex<Option<ExitStatus>>, Condvar)>,
+    /// The first stdout line's receiver, until it is sent.
+    first: Option<Sender<FirstLine>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Dropped at stderr's EOF.
+    stderr_done: Option<Sender<()>>,
 }
 
-fn read_stderr(name: &str, stderr: File, tail: &Mutex<VecDeque<String>>, done: Sender<()>) {
-    let mut lines = BoundedLines::new(BufReader::new(stderr), crate::goplugin::logline::MAX_LINE);
-    let mut parser = Parser::new();
-    while let Ok(Some(l)) = lines.next_line() {
+impl Watch {
+    /// Until both pipes are at EOF and the exit is handled: stdout's first
+    /// line is the handshake, its other lines and stderr's are logged
+    /// (stderr's parsed and kept in the tail), with bounded memory
+    /// whatever the plugin writes.
+    fn run(mut self) {
+        let mut out_lines = LineSplitter::new(handshake::MAX_LINE);
+        let mut err_lines = LineSplitter::new(crate::goplugin::logline::MAX_LINE);
+        let mut parser = Parser::new();
+        let stdout_target = format!("{}::stdout", self.name);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let fds = [
+                self.stdout.as_ref().map(|f| f.as_raw_fd()),
+                self.stderr.as_ref().map(|f| f.as_raw_fd()),
+                self.exit.as_ref().map(|(fd, _)| fd.as_raw_fd()),
+            ];
+            if fds.iter().all(Option::is_none) {
+                return;
+            }
+            let mut polled = fds.map(|fd| libc::pollfd {
+                fd: fd.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            // SAFETY: three valid pollfds (a negative fd is skipped); no timeout.
+            let r = unsafe { libc::poll(polled.as_mut_ptr(), 3, -1) };
+            if r < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!(
+                    "plugin {}: cannot poll its output: {}",
+                    self.name,
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+            if polled[0].revents != 0 {
+                // Readable or hung up: a read does not block.
+                match read_some(self.stdout.as_mut(), &mut buf) {
+                    Some(data) => out_lines.feed(data, |l| self.stdout_line(&stdout_target, l)),
+                    None => {
+                        if let Some(l) = out_lines.finish() {
+                            self.stdout_line(&stdout_target, l);
+                        }
+                        if let Some(first) = self.first.take() {
+                            let _ = first.send(FirstLine::Eof);
+                        }
+                        self.stdout = None;
+                    }
+                }
+            }
+            if polled[1].revents != 0 {
+                match read_some(self.stderr.as_mut(), &mut buf) {
+                    Some(data) => err_lines.feed(data, |l| self.stderr_line(&mut parser, l)),
+                    None => {
+                        if let Some(l) = err_lines.finish() {
+                            self.stderr_line(&mut parser, l);
+                        }
+                        self.stderr = None;
+                        self.stderr_done = None;
+                    }
+                }
+            }
+            if polled[2].revents != 0 {
+                if let Some((_pidfd, sender)) = self.exit.take() {
+                    exited(self.pid, &self.state, sender);
+                }
+            }
+        }
+    }
+
+    fn stdout_line(&mut self, target: &str, l: Line) {
+        let text = String::from_utf8_lossy(&l.bytes).into_owned();
+        match self.first.take() {
+            Some(first) => {
+                let _ = first.send(FirstLine::Line(text));
+            }
+            // After the handshake, stdout is the plugin's own output: log it.
+            None => emit(
+                target,
+                &Record {
+                    level: log::Level::Info,
+                    message: text,
+                    fields: Vec::new(),
+                },
+            ),
+        }
+    }
+
+    fn stderr_line(&self, parser: &mut Parser, l: Line) {
         let rec = parser.parse(&l);
-        emit(name, &rec);
-        let mut t = tail.lock().unwrap();
+        emit(&self.name, &rec);
+        let mut t = self.tail.lock().unwrap();
         if t.len() == TAIL_LINES {
             t.pop_front();
         }
@@ -394,7 +503,21 @@ fn read_stderr(name: &str, stderr: File, tail: &Mutex<VecDeque<String>>, done: S
         }
         t.push_back(text);
     }
-    drop(done);
+}
+
+/// What one read of a ready pipe gave: None at EOF (or an error, which
+/// ends the stream the same way).
+fn read_some<'a>(file: Option<&mut File>, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    use std::io::Read;
+    let file = file?;
+    loop {
+        match file.read(buf) {
+            Ok(0) => return None,
+            Ok(n) => return Some(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Sends a plugin's log record into the host's logger under `target`.
@@ -425,6 +548,62 @@ mod tests {
             limits: &[],
             sha256: None,
         })
+    }
+
+    fn threads_named(prefix: &str) -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .filter(|c| c.starts_with(prefix))
+            .collect()
+    }
+
+    /// One thread per plugin reads both its streams and notices its exit:
+    /// the handshake line, the stderr tail and the exit status all arrive.
+    #[test]
+    fn one_thread_serves_a_plugins_output_and_exit() {
+        let args = [
+            OsString::from("-c"),
+            OsString::from("echo hello; echo oops >&2; exec sleep 30"),
+        ];
+        let p = Process::spawn(Spawn {
+            name: "solo",
+            program: &OsString::from("/bin/sh"),
+            args: &args,
+            env: &[],
+            limits: &[],
+            sha256: None,
+        })
+        .unwrap_or_else(|_| panic!("spawn"));
+        let (_keep, never) = crossbeam_channel::bounded::<()>(0);
+        match p.first_line(Instant::now() + Duration::from_secs(10), &never) {
+            Some(FirstLine::Line(l)) => assert_eq!(l, "hello"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(threads_named("solo-"), ["solo-io"]);
+        assert!(p.signal(libc::SIGTERM));
+        let status = p
+            .wait_timeout(Duration::from_secs(10))
+            .expect("exit noticed");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(p.stderr_tail(Duration::from_secs(10)).contains("oops"));
+        assert!(
+            wait_gone("solo-"),
+            "the thread ends with the plugin's streams and exit"
+        );
+    }
+
+    fn wait_gone(prefix: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if threads_named(prefix).is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     #[test]
