@@ -565,7 +565,8 @@ mod tests {
     fn one_thread_serves_a_plugins_output_and_exit() {
         let args = [
             OsString::from("-c"),
-            OsString::from("echo hello; echo oops >&2; exec sleep 30"),
+            // stderr first: once "hello" is read, "oops" is in its pipe.
+            OsString::from("echo oops >&2; echo hello; exec sleep 30"),
         ];
         let p = Process::spawn(Spawn {
             name: "solo",

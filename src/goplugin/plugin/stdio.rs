@@ -2,14 +2,15 @@
 //!
 //! At the start of [`crate::goplugin::plugin::serve`], file descriptors 1 and 2 are
 //! replaced by pipes, so nothing the plugin writes can reach the real stdout
-//! before the handshake line. Two reader threads deliver what arrives:
+//! before the handshake line. One reader thread (both pipes, one poll) delivers
+//! what arrives:
 //! - to the host's `StreamStdio` subscriber, when there is one;
 //! - otherwise stderr goes to the real stderr (the host logs it), and stdout goes
 //!   to the real stdout after the handshake (buffered up to [`PRE_HANDSHAKE_MAX`]
 //!   until then).
 //!
 //! The JSON logger and the handshake write to the saved real descriptors, never
-//! through the pipes, so logs do not depend on the reader threads.
+//! through the pipes, so logs do not depend on the reader thread.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -76,7 +77,7 @@ fn redirect(target_fd: libc::c_int) -> io::Result<File> {
 
 impl Stdio {
     /// Saves the real stdout and stderr, puts pipes in their place and starts
-    /// the reader threads. Returns the capture and a handle on the real stderr
+    /// the reader thread. Returns the capture and a handle on the real stderr
     /// (for the logger).
     pub fn capture() -> io::Result<(Stdio, File)> {
         let real_stdout = dup_file(1)?;
@@ -96,26 +97,52 @@ impl Stdio {
                 real_stderr,
             })),
         };
-        for (read, channel, name) in [
-            (out_read, Channel::STDOUT, "stdio-out"),
-            (err_read, Channel::STDERR, "stdio-err"),
-        ] {
-            let s = stdio.clone();
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || s.pump(read, channel))?;
-        }
+        let s = stdio.clone();
+        std::thread::Builder::new()
+            .name("stdio".into())
+            .spawn(move || s.pump([(out_read, Channel::STDOUT), (err_read, Channel::STDERR)]))?;
         Ok((stdio, log_stderr))
     }
 
-    fn pump(&self, mut read: File, channel: Channel) {
+    /// One thread for both pipes: delivers what either has, until both
+    /// are at EOF.
+    fn pump(&self, pipes: [(File, Channel); 2]) {
+        use std::os::fd::AsRawFd;
+        let mut open = pipes.map(Some);
         let mut buf = vec![0u8; 32 * 1024];
         loop {
-            match read.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => self.deliver(channel, &buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+            let fds = open
+                .each_ref()
+                .map(|p| p.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()));
+            if fds.iter().all(|&fd| fd < 0) {
+                return;
+            }
+            let mut polled = fds.map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            // SAFETY: two valid pollfds (a negative fd is skipped); no timeout.
+            if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            for (slot, p) in open.iter_mut().zip(polled) {
+                if p.revents == 0 {
+                    continue;
+                }
+                let Some((read, channel)) = slot.as_mut() else {
+                    continue;
+                };
+                // Readable or hung up: a read does not block.
+                match read.read(&mut buf) {
+                    Ok(0) => *slot = None,
+                    Ok(n) => self.deliver(*channel, &buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => *slot = None,
+                }
             }
         }
     }
