@@ -173,7 +173,7 @@ impl Process {
                 Limit::OpenFiles(v) => (libc::RLIMIT_NOFILE, v),
             })
             .collect();
-        let started = spawn::spawn(&spawn::Spawn {
+        let started = spawn::spawn(&spawn::Exec {
             path: &exec_path,
             arg0: s.program,
             args: s.args,

@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// (soft and hard).
 pub type Rlimit = (libc::__rlimit_resource_t, u64);
 
-/// What to start.
-pub struct Spawn<'a> {
+/// What to exec, and how.
+pub struct Exec<'a> {
     /// The file to exec (a path: no `PATH` lookup here).
     pub path: &'a OsStr,
     /// `argv[0]`.
@@ -60,7 +60,7 @@ const STACK: usize = 64 * 1024;
 /// to the calling thread) and `s.limits`. Returns once the program is
 /// executing, or the error of the step that failed (the child is reaped
 /// then).
-pub fn spawn(s: &Spawn<'_>) -> io::Result<Started> {
+pub fn spawn(s: &Exec<'_>) -> io::Result<Started> {
     // Everything the child reads is made here, before the clone.
     let path = c_string(s.path)?;
     let argv_owned = std::iter::once(s.arg0)
@@ -343,7 +343,7 @@ mod tests {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let env: Vec<(OsString, OsString)> =
             env.iter().map(|(k, v)| (k.into(), v.into())).collect();
-        spawn(&Spawn {
+        spawn(&Exec {
             path: OsStr::new(path),
             arg0: OsStr::new(arg0),
             args: &args,
@@ -481,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_step_that_fails_is_the_error_and_starts_nothing() {
-        let missing = spawn(&Spawn {
+        let missing = spawn(&Exec {
             path: OsStr::new("/nonexistent/loopp-plugin"),
             arg0: OsStr::new("plugin"),
             args: &[],
@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         // More open files than the kernel allows (fs.nr_open): setrlimit
         // fails in the child, before exec.
-        let too_many = spawn(&Spawn {
+        let too_many = spawn(&Exec {
             path: OsStr::new("/bin/true"),
             arg0: OsStr::new("true"),
             args: &[],
@@ -511,7 +511,7 @@ mod tests {
             io::Error::last_os_error().raw_os_error(),
             Some(libc::ECHILD)
         );
-        let nul = spawn(&Spawn {
+        let nul = spawn(&Exec {
             path: OsStr::new("/bin/true"),
             arg0: OsStr::new("tr\0ue"),
             args: &[],
