@@ -8,12 +8,13 @@
 //!   GRPCBroker; [`pool`]: threads for blocking handlers;
 //! - [`plugin`]: the plugin side ([`plugin::serve`]); [`host`]: the host
 //!   side ([`host::Client`], [`host::Link`]);
-//! - [`sockdir`], [`signals`]: OS plumbing; [`metrics`] and [`http`]: the
+//! - [`sockdir`], [`signals`], [`fdwait`]: OS plumbing; [`metrics`] and [`http`]: the
 //!   process-wide metrics registry and the HTTP server that shows it;
 //! - [`error`]: the library's error type.
 
 pub mod broker;
 pub mod error;
+pub mod fdwait;
 pub mod handshake;
 pub mod host;
 pub mod http;

@@ -152,10 +152,7 @@ impl Process {
         };
         // A pinned file is executed through its open descriptor.
         let exec_path = match &pinned {
-            Some(file) => {
-                use std::os::fd::AsRawFd;
-                OsString::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            }
+            Some(file) => OsString::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
             None => resolve(s.program, s.env)
                 .ok_or_else(|| {
                     PinError::Io(std::io::Error::new(
@@ -414,25 +411,18 @@ impl Watch {
             if fds.iter().all(Option::is_none) {
                 return;
             }
-            let mut polled = fds.map(|fd| libc::pollfd {
-                fd: fd.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            // SAFETY: three valid pollfds (a negative fd is skipped); no timeout.
-            let r = unsafe { libc::poll(polled.as_mut_ptr(), 3, -1) };
-            if r < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+            let ready = match crate::goplugin::fdwait::readable(fds) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    log::error!("plugin {}: cannot poll its output: {e}", self.name);
+                    // Its exit is still noticed and reaped.
+                    if let Some((_pidfd, sender)) = self.exit.take() {
+                        wait_child(self.pid, &self.state, sender);
+                    }
+                    return;
                 }
-                log::error!(
-                    "plugin {}: cannot poll its output: {}",
-                    self.name,
-                    std::io::Error::last_os_error()
-                );
-                return;
-            }
-            if polled[0].revents != 0 {
+            };
+            if ready[0] {
                 // Readable or hung up: a read does not block.
                 match read_some(self.stdout.as_mut(), &mut buf) {
                     Some(data) => out_lines.feed(data, |l| self.stdout_line(&stdout_target, l)),
@@ -447,7 +437,7 @@ impl Watch {
                     }
                 }
             }
-            if polled[1].revents != 0 {
+            if ready[1] {
                 match read_some(self.stderr.as_mut(), &mut buf) {
                     Some(data) => err_lines.feed(data, |l| self.stderr_line(&mut parser, l)),
                     None => {
@@ -459,7 +449,7 @@ impl Watch {
                     }
                 }
             }
-            if polled[2].revents != 0 {
+            if ready[2] {
                 if let Some((_pidfd, sender)) = self.exit.take() {
                     exited(self.pid, &self.state, sender);
                 }

@@ -113,24 +113,15 @@ impl Stdio {
         loop {
             let fds = open
                 .each_ref()
-                .map(|p| p.as_ref().map_or(-1, |(f, _)| f.as_raw_fd()));
-            if fds.iter().all(|&fd| fd < 0) {
+                .map(|p| p.as_ref().map(|(f, _)| f.as_raw_fd()));
+            if fds.iter().all(Option::is_none) {
                 return;
             }
-            let mut polled = fds.map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            // SAFETY: two valid pollfds (a negative fd is skipped); no timeout.
-            if unsafe { libc::poll(polled.as_mut_ptr(), 2, -1) } < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
+            let Ok(ready) = crate::goplugin::fdwait::readable(fds) else {
                 return;
-            }
-            for (slot, p) in open.iter_mut().zip(polled) {
-                if p.revents == 0 {
+            };
+            for (slot, ready) in open.iter_mut().zip(ready) {
+                if !ready {
                     continue;
                 }
                 let Some((read, channel)) = slot.as_mut() else {
