@@ -429,6 +429,25 @@ mod tests {
         assert_eq!(stdin.trim(), "/dev/null");
     }
 
+    /// A host started with its stdin closed (some supervisors do that):
+    /// the next descriptor opened is 0, and dup'ing it onto itself would
+    /// leave it close-on-exec. The program still gets /dev/null.
+    #[test]
+    fn a_host_without_stdin_still_gives_the_program_its_stdio() {
+        // SAFETY: this test process gives up its own stdin (nextest runs
+        // each test in a process of its own).
+        unsafe { libc::close(0) };
+        let (out, code) = output(run(
+            "/bin/sh",
+            "sh",
+            &["-c", "readlink /proc/self/fd/0; echo err >&2"],
+            &[],
+            &[],
+        ));
+        assert_eq!(code, 0);
+        assert_eq!(out.trim(), "/dev/null");
+    }
+
     #[test]
     fn limits_and_a_process_group_of_its_own() {
         let started = run(
