@@ -1,9 +1,19 @@
 //! Waiting on a few file descriptors at once: one thread serves several
 //! pipes (a plugin's captured stdout and stderr; a host's view of a
-//! plugin's output and its pidfd).
+//! plugin's output and its pidfd), and on a process's exit (a pidfd).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// A pidfd for process `pid` (readable once it exits), if the kernel has
+/// them (Linux 5.3 and later). `pid` must not be reaped meanwhile by anyone
+/// else: a child of ours not yet reaped, or our parent.
+pub fn pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns an fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh descriptor (close-on-exec, as pidfds are), ours alone.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
 
 /// Waits, without a timeout, until one of `fds` (None: not watched) is
 /// readable or hung up, and says which are. Retries when interrupted.

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -190,7 +190,7 @@ impl Process {
         // One thread per plugin reads its stdout and stderr and, through a
         // pidfd in the same poll, notices its exit. Without pidfds (Linux
         // before 5.3) a thread of its own waits for the exit.
-        let exit = match pidfd_open(pid) {
+        let exit = match crate::goplugin::fdwait::pidfd(pid) {
             Some(fd) => Some((fd, exited_tx)),
             None => {
                 spawn_thread(&format!("{name}-wait"), {
@@ -311,15 +311,6 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// The plugin's pidfd, if the kernel has them: readable once it exits.
-fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags; our unreaped child's pid
-    // cannot have been reused.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a fresh descriptor (close-on-exec, as pidfds are), ours alone.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 /// Waits for the exit (without a pidfd), then [`exited`].
 fn wait_child(pid: libc::pid_t, state: &(Mutex<Option<ExitStatus>>, Condvar), exited: Sender<()>) {
     // Wait for the exit but leave the zombie, so the pid (and process group id)
@@ -351,26 +342,10 @@ fn exited(pid: libc::pid_t, state: &(Mutex<Option<ExitStatus>>, Condvar), exited
     unsafe { libc::kill(-pid, libc::SIGKILL) };
     let (lock, cvar) = state;
     let mut st = lock.lock().unwrap();
-    *st = Some(reap(pid));
+    *st = Some(spawn::reap(pid));
     drop(st);
     cvar.notify_all();
     drop(exited);
-}
-
-/// Reaps the exited child (the waiter saw it exit): its status.
-fn reap(pid: libc::pid_t) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    loop {
-        let mut status = 0;
-        // SAFETY: reaping our own child, once, by the thread that waits for it.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return ExitStatus::from_raw(status);
-        }
-        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return ExitStatus::from_raw(0);
-        }
-    }
 }
 
 /// A plugin's output and exit, served by one thread ([`Watch::run`]).

@@ -114,7 +114,7 @@ pub fn spawn(s: &Exec<'_>) -> io::Result<Started> {
     drop((stdin, out_w, err_w, stack));
     let error = child.error.load(Ordering::Acquire);
     if error != 0 {
-        reap(pid);
+        let _ = reap(pid);
         return Err(io::Error::from_raw_os_error(error));
     }
     Ok(Started {
@@ -202,14 +202,19 @@ unsafe fn fail(c: &Child) -> ! {
     }
 }
 
-/// Reaps a child that failed before exec.
-fn reap(pid: libc::pid_t) {
+/// Reaps an exited child of ours (one that failed before exec, or one its
+/// watch saw exit): its wait status.
+pub(super) fn reap(pid: libc::pid_t) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
     loop {
         let mut status = 0;
-        // SAFETY: waiting for our own child.
+        // SAFETY: reaping our own child, once.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return std::process::ExitStatus::from_raw(status);
+        }
         if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
+            return std::process::ExitStatus::from_raw(0);
         }
     }
 }
@@ -253,14 +258,8 @@ fn environment(extra: &[(OsString, OsString)]) -> io::Result<Vec<CString>> {
 
 /// A close-on-exec pipe (read end, write end), both above fd 2.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 just opened both, and nothing else owns them.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((above_stdio(r)?, above_stdio(w)?))
+    let (r, w) = io::pipe()?;
+    Ok((above_stdio(r.into())?, above_stdio(w.into())?))
 }
 
 /// `fd`, moved above 2 if it is one of 0-2 (a host started with a standard

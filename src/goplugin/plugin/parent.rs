@@ -5,7 +5,6 @@
 //! the host lives); on kernels without pidfds, `getppid()` is polled every
 //! [`PARENT_POLL`]. Either way the plugin learns of the death well within 2 s.
 
-use std::io;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -28,35 +27,22 @@ pub fn watch(stop: Sender<Stop>, ppid: libc::pid_t) {
     let spawned = std::thread::Builder::new()
         .name("parent-watch".into())
         .spawn(move || {
-            // SAFETY: pidfd_open takes a pid and flags and returns an fd or -1.
-            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, ppid, 0) } as libc::c_int;
+            let pidfd = crate::goplugin::fdwait::pidfd(ppid);
             // The parent may have died before pidfd_open: then we were re-parented.
-            // SAFETY: as above.
+            // SAFETY: getppid cannot fail.
             if unsafe { libc::getppid() } != ppid {
                 let _ = stop.send(Stop::HostGone);
                 return;
             }
-            if pidfd >= 0 {
-                let mut pfd = libc::pollfd {
-                    fd: pidfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                loop {
-                    // SAFETY: one valid pollfd; -1 waits without a timeout.
-                    let r = unsafe { libc::poll(&mut pfd, 1, -1) };
-                    if r > 0 {
-                        break;
-                    }
-                    if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            match pidfd {
+                Some(fd) => {
+                    use std::os::fd::AsRawFd;
+                    if crate::goplugin::fdwait::readable([Some(fd.as_raw_fd())]).is_err() {
                         return poll_parent(ppid, stop);
                     }
+                    let _ = stop.send(Stop::HostGone);
                 }
-                // SAFETY: closing our own fd.
-                unsafe { libc::close(pidfd) };
-                let _ = stop.send(Stop::HostGone);
-            } else {
-                poll_parent(ppid, stop);
+                None => poll_parent(ppid, stop),
             }
         });
     if let Err(e) = spawned {
