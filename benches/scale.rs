@@ -569,10 +569,10 @@ fn main() {
     // Threads against the bounds the README states (Scale), from the
     // job's settings, whatever the number of feeds: the node's own (about
     // 48 with gRPC's fixed ones and HTTP's workers), 8 per LOOPP, the feed
-    // timer, `feed_threads` round threads, pool threads for a round's
-    // calls that can only block (in-process: at most a source's or the
-    // contract's three per oracle per round thread; none to a LOOPP,
-    // whose calls are sent and waited for together) and for what it serves
+    // timer and the deadline timer, `feed_threads` workers, pool threads
+    // for a round's calls that can only block (in-process: at most a
+    // source's or the contract's three per oracle per round in progress;
+    // none to a LOOPP, whose calls are futures) and for what it serves
     // each LOOPP (`rpc.concurrent_calls`); a plugin's own (about 32) and
     // what it serves at once, at most what the node sends it (a round
     // thread's calls to every oracle, and the median's re-served calls)
@@ -583,7 +583,7 @@ fn main() {
         let oracles = 4u64;
         let calls = loopp::goplugin::host::DEFAULT_CONCURRENT_CALLS as u64;
         let plugin_cap = loopp::goplugin::rpc::DEFAULT_CONCURRENT_CALLS as u64;
-        let rounds = 1 + feed_threads;
+        let rounds = 2 + feed_threads;
         let blocking_parts = 3 * oracles * feed_threads;
         for &n in &ns {
             for mode in [Mode::Loopp, Mode::InProcess] {

@@ -271,9 +271,59 @@ struct Transmitter {
     keystore: Option<Arc<dyn Keystore>>,
 }
 
+/// Transmissions written and synced at once, at most, in a process: each
+/// holds a pool thread while its chain file syncs, so this bounds the
+/// relayer's threads whatever the number of feeds or calls. 8: at 1,000
+/// LOOPP feeds on this 2-core VM the relayer had up to 20 such threads
+/// before (as many as transmissions in flight).
+pub const WRITES: usize = 8;
+
+/// Transmissions waiting for one of the [`WRITES`] places, at most; one
+/// more is refused (the round fails, the next one transmits). Far above a
+/// feed's one transmission in flight times any job's feeds.
+pub const QUEUED_WRITES: usize = 16_384;
+
+/// The lane every transmission's write and sync runs in.
+fn writes() -> &'static crate::goplugin::pool::Lane {
+    static LANE: std::sync::OnceLock<crate::goplugin::pool::Lane> = std::sync::OnceLock::new();
+    LANE.get_or_init(|| {
+        crate::goplugin::pool::Lane::with_remedy(
+            "the devchain relayer's chain writes",
+            "devchain_writes",
+            "the feeds of one devchain relayer (spread them over more)",
+            WRITES,
+            QUEUED_WRITES,
+        )
+    })
+}
+
 impl ContractTransmitter for Transmitter {
     fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String> {
         ContractTransmitter::transmit(self.contract.as_ref(), ts, report)
+    }
+
+    /// Written and synced on a pool thread of the [`writes`] lane: a
+    /// server answers with this future on its completion-queue thread,
+    /// and at most [`WRITES`] threads wait on syncs, however many feeds
+    /// transmit at once.
+    fn transmit_async(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+    ) -> Option<crate::goplugin::rpc::Reply<()>> {
+        let admitted = match writes().admit() {
+            Ok(a) => a,
+            Err(busy) => return Some(crate::goplugin::rpc::ready(Err(busy.to_string()))),
+        };
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let (c, ts, r) = (self.contract.clone(), ts.clone(), report.to_vec());
+        admitted.start(move || {
+            let _ = tx.send(ContractTransmitter::transmit(c.as_ref(), &ts, &r));
+        });
+        Some(Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the chain write ended without an answer".into()))
+        }))
     }
 
     fn latest_config_digest_and_epoch(&self) -> Result<(Vec<u8>, u32), String> {
@@ -375,6 +425,75 @@ mod tests {
             err.starts_with("devchain relayer config: missing field"),
             "{err}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Transmissions sent together, more than [`WRITES`] (the rest wait in
+    /// the lane), all land through the async path, and a refused one
+    /// (stale) comes back as an error.
+    #[test]
+    fn transmissions_sent_together_all_land_and_refusals_come_back() {
+        use crate::services::relay::provider::{ParsedObservation, ReportCodec};
+        let dir = crate::testutil::fresh_dir("devchain-writes");
+        let n = 3 * WRITES;
+        let feeds: Vec<_> = (0..n)
+            .map(|i| {
+                let relayer = Devchain::new()
+                    .new_relayer(
+                        &config(&dir.join(format!("f{i}.jsonl")), 1, "1000"),
+                        None,
+                        None,
+                    )
+                    .unwrap();
+                let provider = relayer
+                    .new_plugin_provider(&RelayArgs::default(), &PluginArgs::default())
+                    .unwrap();
+                let (_, digest) = provider.config.tracker.latest_config_details().unwrap();
+                (relayer, provider, digest)
+            })
+            .collect();
+        let report = |v: i128| {
+            let obs: Vec<ParsedObservation> = (0..4)
+                .map(|o| ParsedObservation {
+                    timestamp: 1,
+                    value: v,
+                    juels_per_fee_coin: 1,
+                    gas_price_subunits: 0,
+                    observer: o,
+                })
+                .collect();
+            DevchainCodec.build_report(&obs).unwrap()
+        };
+        let ts = |digest: &Vec<u8>| ReportTimestamp {
+            config_digest: digest.clone(),
+            epoch: 1,
+            round: 1,
+        };
+        let sent: Vec<_> = feeds
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p, d))| {
+                p.transmitter
+                    .transmit_async(&ts(d), &report(i as i128))
+                    .expect("the devchain answers transmissions as futures")
+            })
+            .collect();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let done = futures_executor::block_on(crate::goplugin::rpc::join_until(sent, until));
+        assert!(done.iter().all(|r| matches!(r, Some(Ok(())))), "{done:?}");
+        for (i, (_, p, d)) in feeds.iter().enumerate() {
+            assert_eq!(
+                p.transmitter.latest_config_digest_and_epoch().unwrap(),
+                (d.clone(), 1),
+                "feed {i}"
+            );
+        }
+        // The same round again is stale: refused, through the future.
+        let (_, p, d) = &feeds[0];
+        let again = p.transmitter.transmit_async(&ts(d), &report(5)).unwrap();
+        let err = futures_executor::block_on(again).unwrap_err();
+        assert!(err.contains("is not newer than the latest"), "{err}");
+        drop(feeds);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

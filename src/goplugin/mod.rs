@@ -8,8 +8,9 @@
 //!   GRPCBroker; [`pool`]: threads for blocking handlers;
 //! - [`plugin`]: the plugin side ([`plugin::serve`]); [`host`]: the host
 //!   side ([`host::Client`], [`host::Link`]);
-//! - [`sockdir`], [`signals`], [`fdwait`]: OS plumbing; [`metrics`] and [`http`]: the
-//!   process-wide metrics registry and the HTTP server that shows it;
+//! - [`sockdir`], [`signals`], [`fdwait`], [`timer`]: OS plumbing;
+//!   [`metrics`] and [`http`]: the process-wide metrics registry and the
+//!   HTTP server that shows it;
 //! - [`error`]: the library's error type.
 
 pub mod broker;
@@ -26,3 +27,4 @@ pub mod route;
 pub mod rpc;
 pub mod signals;
 pub mod sockdir;
+pub mod timer;

@@ -52,40 +52,6 @@ pub fn spawn(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     POOL.spawn(f)
 }
 
-/// Runs `f` on a pool thread; its result can be awaited with a deadline
-/// ([`Pending::wait_until`]). The result of a job that outlives the wait is
-/// dropped when it ends.
-pub fn run<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::io::Result<Pending<T>> {
-    let pending = Pending(Arc::new((Mutex::new(None), Condvar::new())));
-    let reply = pending.0.clone();
-    spawn(move || {
-        let out = f();
-        *reply.0.lock().unwrap() = Some(out);
-        reply.1.notify_one();
-    })?;
-    Ok(pending)
-}
-
-/// The result of a job started with [`run`].
-pub struct Pending<T>(Arc<(Mutex<Option<T>>, Condvar)>);
-
-impl<T> Pending<T> {
-    /// The result, or None if the job has not ended by `deadline`.
-    pub fn wait_until(self, deadline: Instant) -> Option<T> {
-        let (lock, ready) = &*self.0;
-        let mut out = lock.lock().unwrap();
-        loop {
-            if let Some(v) = out.take() {
-                return Some(v);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            out = ready.wait_timeout(out, left).unwrap().0;
-        }
-    }
-}
-
 impl Pool {
     fn new() -> Pool {
         Pool {
@@ -493,19 +459,6 @@ mod tests {
         }
         drop(lane.try_hold().expect("free again"));
         assert_eq!(lane.0.state.lock().unwrap().running, 0);
-    }
-
-    #[test]
-    fn a_pending_result_is_waited_for_until_its_deadline_only() {
-        let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(run(|| 7).unwrap().wait_until(soon), Some(7));
-        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-        let slow = run(move || rx.recv_timeout(Duration::from_secs(5)).is_ok()).unwrap();
-        let t = Instant::now();
-        assert_eq!(slow.wait_until(t + Duration::from_millis(50)), None);
-        assert!(t.elapsed() >= Duration::from_millis(50));
-        // The abandoned job still ends, and its thread is freed.
-        tx.send(()).unwrap();
     }
 
     #[test]

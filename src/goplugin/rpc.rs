@@ -479,42 +479,120 @@ where
     })
 }
 
-/// Waits on this thread for `replies` until `until` at most; each one's
-/// result, in order, None for those not done by then. Replies are polled
-/// as their answers come, each once more per wake-up: for a handful of
-/// calls sent together (one per oracle), not for thousands.
-pub fn wait_until<T>(
-    replies: Vec<Reply<T>>,
-    until: std::time::Instant,
-) -> Vec<Option<std::result::Result<T, String>>> {
-    struct Unpark(std::thread::Thread);
+/// Polls `f` on this thread until it is done, parking between wake-ups.
+/// Unlike `futures_executor::block_on`, `f` may make blocking calls
+/// (grpcio's blocking methods run a `block_on` of their own, which
+/// refuses to run inside another).
+pub fn wait<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// The flag, not the thread's park token, says a wake-up came: a
+    /// blocking call inside `f` parks this thread too and may take the
+    /// token.
+    struct Unpark(AtomicBool, std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
-            self.0.unpark();
+            self.wake_by_ref();
         }
         fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
+            self.0.store(true, Ordering::Release);
+            self.1.unpark();
         }
     }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let woken = Arc::new(Unpark(AtomicBool::new(false), std::thread::current()));
+    let waker = std::task::Waker::from(woken.clone());
     let mut cx = std::task::Context::from_waker(&waker);
-    let mut out: Vec<Option<std::result::Result<T, String>>> = Vec::new();
-    out.resize_with(replies.len(), || None);
-    let mut waiting: Vec<(usize, Reply<T>)> = replies.into_iter().enumerate().collect();
+    let mut f = std::pin::pin!(f);
     loop {
-        waiting.retain_mut(|(i, reply)| match reply.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(r) => {
-                out[*i] = Some(r);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        let now = std::time::Instant::now();
-        if waiting.is_empty() || now >= until {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
             return out;
         }
-        // A wake-up before this park makes it return at once: none is lost.
-        std::thread::park_timeout(until - now);
+        while !woken.0.swap(false, Ordering::AcqRel) {
+            std::thread::park();
+        }
+    }
+}
+
+/// Waits for `replies` together until `until` at most: each one's result,
+/// in order, None for those not done by then. A future that never blocks
+/// the thread polling it ([`crate::goplugin::timer`] wakes it at `until`);
+/// replies are polled as their answers come, each once more per wake-up:
+/// for a handful of calls sent together (one per oracle), not thousands.
+pub fn join_until<T>(replies: Vec<Reply<T>>, until: std::time::Instant) -> JoinUntil<T> {
+    let mut out = Vec::new();
+    out.resize_with(replies.len(), || None);
+    JoinUntil {
+        waiting: replies.into_iter().enumerate().collect(),
+        out,
+        deadline: crate::goplugin::timer::at(until),
+    }
+}
+
+/// What [`join_until`] gives.
+pub struct JoinUntil<T> {
+    waiting: Vec<(usize, Reply<T>)>,
+    out: Vec<Option<std::result::Result<T, String>>>,
+    deadline: crate::goplugin::timer::Deadline,
+}
+
+// Results are moved, never pinned.
+impl<T> Unpin for JoinUntil<T> {}
+
+impl<T> std::future::Future for JoinUntil<T> {
+    type Output = Vec<Option<std::result::Result<T, String>>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let out = &mut this.out;
+        this.waiting
+            .retain_mut(|(i, reply)| match reply.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => {
+                    out[*i] = Some(r);
+                    false
+                }
+                std::task::Poll::Pending => true,
+            });
+        if this.waiting.is_empty() || std::pin::Pin::new(&mut this.deadline).poll(cx).is_ready() {
+            // Replies not done are dropped: a gRPC call is cancelled.
+            this.waiting.clear();
+            return std::task::Poll::Ready(std::mem::take(&mut this.out));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// Where futures that wait on a channel's calls are best polled: its
+/// completion-queue thread, where their replies arrive, so a reply wakes
+/// no other thread ([`Spawner::spawn`]). Generated clients give theirs
+/// (`spawner()`).
+#[derive(Clone)]
+pub struct Spawner(grpcio::Client);
+
+impl Spawner {
+    /// The spawner of `client`'s channel.
+    pub fn new(client: grpcio::Client) -> Spawner {
+        Spawner(client)
+    }
+
+    /// Polls `f` on this thread until it first waits, then on the
+    /// channel's completion-queue thread whenever it is woken. `f` must
+    /// never block: its waits are calls sent without waiting, values at
+    /// hand, [`blocking`] steps and [`crate::goplugin::timer`] deadlines.
+    /// A panic in `f` is caught (it would end the completion-queue thread)
+    /// and logged; `f` is dropped then.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use futures_util::FutureExt;
+        self.0
+            .spawn(std::panic::AssertUnwindSafe(f).catch_unwind().map(|r| {
+                if r.is_err() {
+                    log::error!("a task on the completion queue panicked; it is dropped");
+                }
+            }));
     }
 }
 
@@ -594,11 +672,35 @@ mod tests {
     /// Replies are waited for together until the deadline: those done by
     /// then give their results, in order, the rest None; a blocking job
     /// runs on a pool thread, not on the waiting one.
+    /// `wait` runs a future that makes blocking calls of its own (each a
+    /// `block_on`, as grpcio's blocking methods are) between waits that
+    /// other threads end; `futures_executor::block_on` panics there.
+    #[test]
+    fn wait_runs_a_future_that_makes_blocking_calls() {
+        let (tx, rx) = futures_channel::oneshot::channel::<u8>();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = tx.send(7);
+        });
+        let got = wait(async move {
+            let inner = futures_executor::block_on(async { 1u8 });
+            let later = blocking(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                Ok(2u8)
+            });
+            let a = rx.await.unwrap();
+            let again = futures_executor::block_on(async { 1u8 });
+            inner + a + later.await.unwrap() + again
+        });
+        assert_eq!(got, 11);
+        sender.join().unwrap();
+    }
+
     #[test]
     fn replies_are_waited_for_until_the_deadline_and_blocking_work_runs_on_the_pool() {
         let (tx, rx) = crossbeam_channel::bounded::<()>(1);
         let t0 = Instant::now();
-        let got = wait_until(
+        let got = futures_executor::block_on(join_until(
             vec![
                 ready(Ok(1)),
                 blocking(|| match std::thread::current().name() {
@@ -612,7 +714,7 @@ mod tests {
                 ready(Err("no".to_string())),
             ],
             Instant::now() + Duration::from_millis(300),
-        );
+        ));
         assert!(t0.elapsed() >= Duration::from_millis(300));
         assert!(
             t0.elapsed() < Duration::from_secs(4),

@@ -216,8 +216,8 @@ fn loopp_and_go_median_oracles_share_a_don() {
             &ts(epoch),
             1,
             &deadlines,
-            contract.as_ref(),
-            &DevchainCodec,
+            contract.clone(),
+            Arc::new(DevchainCodec),
         );
         match round.outcome {
             Outcome::Transmitted(v) => {

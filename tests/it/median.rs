@@ -226,8 +226,8 @@ fn rounds_through_a_median_loopp_transmit_the_data_sources_values() {
             &ts,
             1,
             &deadlines,
-            contract.as_ref(),
-            &DevchainCodec,
+            contract.clone(),
+            Arc::new(DevchainCodec),
         )
         .outcome
         {
@@ -272,8 +272,8 @@ fn a_data_source_past_the_observation_deadline_fails_that_round_only() {
         &ts,
         1,
         &deadlines,
-        contract.as_ref(),
-        &DevchainCodec,
+        contract.clone(),
+        Arc::new(DevchainCodec),
     );
     let out = round.outcome;
     assert!(matches!(out, Outcome::NoReport(_)), "{out:?}");

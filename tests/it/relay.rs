@@ -113,8 +113,8 @@ fn median_and_devchain_loopps_transmit_to_the_chain_file() {
             &ts,
             1,
             &deadlines,
-            provider.transmitter.as_ref(),
-            provider.report_codec.as_ref(),
+            provider.transmitter.clone(),
+            provider.report_codec.clone(),
         )
         .outcome;
         match out {

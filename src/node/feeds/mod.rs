@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::median::libocr::OffchainConfig;
-use crate::node::feeds::rounds::{run_round, Oracle, Outcome, Round};
+use crate::node::feeds::rounds::{Oracle, Outcome, Round};
 use crate::services::datasource::{DataSource, ReportTimestamp};
 use crate::services::keystore::Keystore;
 use crate::services::median::deadlines::Deadlines;
@@ -173,6 +173,12 @@ struct Runner {
     file: PathBuf,
     inputs: Inputs,
     setup: Option<Setup>,
+    /// The last round failed in a way a new setup may mend (a plugin
+    /// restarted, a refused transmission): the setup is dropped and built
+    /// again on a worker before the next round. Never dropped where the
+    /// round ended, which may be a completion-queue thread: dropping a
+    /// setup stops what it served, which may wait for that thread.
+    stale: bool,
     epoch: u32,
     /// While a plugin restarts, every round fails the same way: the error
     /// and how many rounds it cost, said once.
@@ -205,6 +211,7 @@ impl Feed {
             file,
             inputs,
             setup: None,
+            stale: false,
             epoch: 0,
             not_ready: None,
         };
@@ -323,22 +330,37 @@ impl Setup {
             .map_or(0, |(_, l)| l.epoch)
     }
 
-    /// Runs the round of `epoch` (leader: epoch mod n).
+    /// What the round of `epoch` needs (leader: epoch mod n).
+    fn args(&self, cfg: &FeedConfig, epoch: u32) -> rounds::Args {
+        rounds::Args {
+            oracles: self.oracles.clone(),
+            leader: epoch as usize % self.oracles.len(),
+            ts: ReportTimestamp {
+                config_digest: self.digest.clone(),
+                epoch,
+                round: 0,
+            },
+            f: cfg.f as usize,
+            deadlines: cfg.deadlines,
+            transmitter: self.transmitter.clone(),
+            codec: self.codec.clone(),
+        }
+    }
+
+    /// Where this feed's rounds are polled, if not on the thread that
+    /// starts them ([`rounds::start`]).
+    fn spawner(&self) -> Option<crate::goplugin::rpc::Spawner> {
+        rounds::spawner(&self.oracles)
+    }
+
+    /// Runs the round of `epoch` as the node does ([`rounds::start`]) and
+    /// waits here for it.
     pub fn round(&self, cfg: &FeedConfig, epoch: u32) -> Round {
-        let ts = ReportTimestamp {
-            config_digest: self.digest.clone(),
-            epoch,
-            round: 0,
-        };
-        run_round(
-            &self.oracles,
-            epoch as usize % self.oracles.len(),
-            &ts,
-            cfg.f as usize,
-            &cfg.deadlines,
-            self.transmitter.as_ref(),
-            self.codec.as_ref(),
-        )
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        rounds::start(self.args(cfg, epoch), move |round| {
+            let _ = tx.send(round);
+        });
+        rx.recv().expect("a round ends with its outcome")
     }
 }
 
@@ -359,11 +381,20 @@ impl scheduler::Ticked for Runner {
         &self.cfg.name
     }
 
+    fn starts_at_once(&self) -> bool {
+        // Set up, with oracles over gRPC: the round is polled on their
+        // completion-queue thread ([`rounds::start`]).
+        !self.stale && self.setup.as_ref().is_some_and(|s| s.spawner().is_some())
+    }
+
     /// One round: set up first when needed (a failed set-up costs this
     /// round), then run it and log its outcome.
-    fn tick(&mut self) {
-        let name = self.cfg.name.clone();
+    fn tick(mut self: Box<Self>, done: scheduler::Done) {
+        if std::mem::take(&mut self.stale) {
+            self.setup = None;
+        }
         if self.setup.is_none() {
+            let name = self.cfg.name.clone();
             match self.setup() {
                 Ok(s) => {
                     self.epoch = self.epoch.max(s.latest_epoch());
@@ -391,16 +422,27 @@ impl scheduler::Ticked for Runner {
                             self.not_ready = Some((e, 1));
                         }
                     }
-                    return;
+                    return done.finish(self);
                 }
             }
         }
         let s = self.setup.as_ref().expect("set above");
         self.epoch += 1;
-        let epoch = self.epoch;
-        let t0 = std::time::Instant::now();
-        let round = s.round(&self.cfg, epoch);
-        crate::node::metrics::feed_round(&name, &round, t0.elapsed());
+        let (epoch, t0) = (self.epoch, std::time::Instant::now());
+        let args = s.args(&self.cfg, epoch);
+        rounds::start(args, move |round| {
+            self.ended(epoch, t0.elapsed(), round);
+            done.finish(self)
+        });
+    }
+}
+
+impl Runner {
+    /// Records and logs round `epoch`; after a failed round that missed
+    /// no deadline the setup is built again before the next (`stale`).
+    fn ended(&mut self, epoch: u32, took: Duration, round: Round) {
+        let name = &self.cfg.name;
+        crate::node::metrics::feed_round(name, &round, took);
         match round.outcome {
             Outcome::Transmitted(v) => {
                 log::info!("feed {name}: epoch {epoch}: transmitted median {v}");
@@ -410,11 +452,9 @@ impl scheduler::Ticked for Runner {
             }
             Outcome::Failed(e) => {
                 log::warn!("feed {name}: epoch {epoch}: round failed: {e}");
-                // A missed deadline costs this round only. Anything else
-                // (a plugin restarted, a refused transmission) rebuilds
-                // the setup before the next round.
+                // A missed deadline costs this round only.
                 if round.missed.is_empty() {
-                    self.setup = None;
+                    self.stale = true;
                 }
             }
         }

@@ -7,11 +7,20 @@
 //! Every call has its own deadline ([`Deadlines`]); a call that misses it
 //! fails (or, for one oracle's observation, drops that observation) in this
 //! round only.
+//!
+//! A round is a future ([`round`]) that never blocks the thread polling
+//! it: each phase's calls are sent without waiting (`<call>_async`), a
+//! call that can only block runs on a pool thread ([`rpc::blocking`]), and
+//! a phase's deadline is a [`crate::goplugin::timer`] deadline. So the node
+//! polls a LOOPP round on the completion-queue thread its replies arrive
+//! on ([`ReportingPlugin::spawner`]): a round holds no thread while it
+//! waits, and a reply wakes no other thread. [`run_round`] waits for one
+//! on the calling thread.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::goplugin::rpc::Reply;
+use crate::goplugin::rpc::{self, Reply};
 use crate::services::datasource::ReportTimestamp;
 use crate::services::median::deadlines::Deadlines;
 use crate::services::median::plugin::ReportingPlugin;
@@ -30,74 +39,41 @@ pub enum Outcome {
 }
 
 /// One call within `deadline` (see [`each`]), its error named `call`.
-fn within<T: Send + 'static>(call: &str, deadline: Duration, c: Call<T>) -> Result<T, String> {
-    let mut out = each(vec![c], deadline);
+async fn within<T: Send + 'static>(
+    call: &str,
+    deadline: Duration,
+    reply: Reply<T>,
+) -> Result<T, String> {
+    let mut out = each(vec![reply], deadline).await;
     out.pop()
         .expect("one result per call")
         .map_err(|e| format!("{call}: {e}"))
 }
 
-/// One oracle's call in a phase.
-enum Call<T> {
-    /// Sent already: a future that never blocks the thread polling it
-    /// (a call over gRPC, or work the plugin answers so).
-    Sent(Reply<T>),
-    /// Work that may block: run on a pool thread, waited for until the
-    /// phase's deadline.
-    Run(Box<dyn FnOnce() -> Result<T, String> + Send>),
+/// `plugin`'s call: what `send` sends without waiting (`<call>_async`),
+/// else `run` on a pool thread.
+fn call<T: Send + 'static>(
+    plugin: &Arc<dyn ReportingPlugin>,
+    send: impl FnOnce(&dyn ReportingPlugin) -> Option<Reply<T>>,
+    run: impl FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
+) -> Reply<T> {
+    send(&**plugin).unwrap_or_else(|| {
+        let p = plugin.clone();
+        rpc::blocking(move || run(&*p))
+    })
 }
 
-impl<T: Send + 'static> Call<T> {
-    /// `plugin`'s call: what `send` sends without waiting
-    /// (`<call>_async`), else `run` on a pool thread.
-    fn to(
-        plugin: &Arc<dyn ReportingPlugin>,
-        send: impl FnOnce(&dyn ReportingPlugin) -> Option<Reply<T>>,
-        run: impl FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
-    ) -> Call<T> {
-        match send(&**plugin) {
-            Some(reply) => Call::Sent(reply),
-            None => {
-                let p = plugin.clone();
-                Call::Run(Box::new(move || run(&*p)))
-            }
-        }
-    }
-}
-
-/// Runs the calls in parallel and collects their results in order; a call
-/// not done within `deadline` is a DEADLINE_EXCEEDED error. Calls sent
-/// without waiting (every call to a plugin over gRPC, and the median
-/// plugin's in-process) are waited for together on this thread, with no
-/// pool thread and no hand-off; the rest run on pool threads.
-fn each<T: Send + 'static>(calls: Vec<Call<T>>, deadline: Duration) -> Vec<Result<T, String>> {
-    let until = Instant::now() + deadline;
-    let (mut sent, mut sent_at, mut running) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, call) in calls.into_iter().enumerate() {
-        match call {
-            Call::Sent(reply) => {
-                sent.push(reply);
-                sent_at.push(i);
-            }
-            // Started now, all together; each waited for below.
-            Call::Run(f) => running.push((i, crate::goplugin::pool::run(f))),
-        }
-    }
-    let late = || Err(format!("DEADLINE_EXCEEDED after {deadline:?}"));
-    let mut out: Vec<Option<Result<T, String>>> = Vec::new();
-    out.resize_with(sent.len() + running.len(), || None);
-    let answers = crate::goplugin::rpc::wait_until(sent, until);
-    for (i, r) in sent_at.into_iter().zip(answers) {
-        out[i] = Some(r.unwrap_or_else(late));
-    }
-    for (i, started) in running {
-        out[i] = Some(match started {
-            Ok(p) => p.wait_until(until).unwrap_or_else(late),
-            Err(e) => Err(format!("cannot start: {e}")),
-        });
-    }
-    out.into_iter()
-        .map(|r| r.expect("one result per call"))
+/// The calls' results in order, waited for together; a call not done
+/// within `deadline` is a DEADLINE_EXCEEDED error (and is dropped: a gRPC
+/// call is cancelled).
+async fn each<T: Send + 'static>(
+    calls: Vec<Reply<T>>,
+    deadline: Duration,
+) -> Vec<Result<T, String>> {
+    rpc::join_until(calls, Instant::now() + deadline)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(format!("DEADLINE_EXCEEDED after {deadline:?}"))))
         .collect()
 }
 
@@ -131,23 +107,86 @@ impl Round {
     }
 }
 
-/// Runs one round of the feed: `transmitter` sends the report, `codec`
-/// reads its median back for the outcome.
+/// What a round needs: the feed's oracles and chain, and this round's
+/// leader, timestamp and deadlines.
+#[derive(Clone)]
+pub struct Args {
+    /// Every oracle's plugin instance.
+    pub oracles: Vec<Oracle>,
+    /// The leader, as an index into `oracles` (modulo their number).
+    pub leader: usize,
+    /// The round's timestamp.
+    pub ts: ReportTimestamp,
+    /// Faulty oracles tolerated.
+    pub f: usize,
+    /// Each phase's deadline.
+    pub deadlines: Deadlines,
+    /// Sends the report.
+    pub transmitter: Arc<dyn ContractTransmitter>,
+    /// Reads the transmitted report's median back, for the outcome.
+    pub codec: Arc<dyn ReportCodec>,
+}
+
+/// Runs one round on this thread: [`round`], waited for here.
 pub fn run_round(
     oracles: &[Oracle],
     leader: usize,
     ts: &ReportTimestamp,
     f: usize,
     deadlines: &Deadlines,
-    transmitter: &dyn ContractTransmitter,
-    codec: &dyn ReportCodec,
+    transmitter: Arc<dyn ContractTransmitter>,
+    codec: Arc<dyn ReportCodec>,
 ) -> Round {
+    let args = Args {
+        oracles: oracles.to_vec(),
+        leader,
+        ts: ts.clone(),
+        f,
+        deadlines: *deadlines,
+        transmitter,
+        codec,
+    };
+    rpc::wait(play(args, true))
+}
+
+/// Starts one round and calls `then` with it when it ends. A round with
+/// an oracle over gRPC is polled on that client's completion-queue thread
+/// ([`ReportingPlugin::spawner`]): it holds no thread while it waits, and
+/// `then` runs there (it must not block). An in-process round runs on
+/// this thread, `then` too, before `start` returns.
+pub fn start(args: Args, then: impl FnOnce(Round) + Send + 'static) {
+    match spawner(&args.oracles) {
+        Some(spawner) => spawner.spawn(async move { then(round(args).await) }),
+        None => then(rpc::wait(play(args, true))),
+    }
+}
+
+/// Where a round of `oracles` is polled by [`start`]: the first gRPC
+/// oracle's completion-queue thread; None when every oracle is in-process.
+pub fn spawner(oracles: &[Oracle]) -> Option<crate::goplugin::rpc::Spawner> {
+    oracles.iter().find_map(|(_, p)| p.spawner())
+}
+
+/// One round, as a future that never blocks the thread polling it.
+pub async fn round(args: Args) -> Round {
+    play(args, false).await
+}
+
+/// One round. On a thread that `may_block`, the chain's calls that only
+/// block (an in-process relayer writing its chain file) are made there
+/// and then; else they run on a pool thread.
+async fn play(args: Args, may_block: bool) -> Round {
     let mut round = Round {
         outcome: Outcome::NoReport(String::new()),
         reported: false,
         missed: Vec::new(),
     };
-    round.outcome = play(
+    round.outcome = phases(&args, may_block, &mut round).await;
+    round
+}
+
+async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
+    let Args {
         oracles,
         leader,
         ts,
@@ -155,32 +194,19 @@ pub fn run_round(
         deadlines,
         transmitter,
         codec,
-        &mut round,
-    );
-    round
-}
-
-#[allow(clippy::too_many_arguments)]
-fn play(
-    oracles: &[Oracle],
-    leader: usize,
-    ts: &ReportTimestamp,
-    f: usize,
-    deadlines: &Deadlines,
-    transmitter: &dyn ContractTransmitter,
-    codec: &dyn ReportCodec,
-    round: &mut Round,
-) -> Outcome {
-    let d = deadlines.0;
+    } = args;
+    let (d, f) = (deadlines.0, *f);
     let lead = oracles[leader % oracles.len()].1.clone();
     let query = match within(
         "Query",
         d.query,
-        Call::to(&lead, |p| p.query_async(ts, d.query), {
+        call(&lead, |p| p.query_async(ts, d.query), {
             let t = ts.clone();
             move |p| p.query(&t, d.query)
         }),
-    ) {
+    )
+    .await
+    {
         Ok(q) => q,
         Err(e) => return round.fail("Query", e),
     };
@@ -192,7 +218,7 @@ fn play(
             let tagged = |r: Reply<Vec<u8>>| -> Reply<(u8, Vec<u8>)> {
                 Box::pin(async move { r.await.map(|obs| (id, obs)) })
             };
-            Call::to(
+            call(
                 o,
                 |p| p.observation_async(ts, &query, dl).map(tagged),
                 move |p| p.observation(&t, &q, dl).map(|obs| (id, obs)),
@@ -200,7 +226,7 @@ fn play(
         })
         .collect();
     let mut observations: Vec<(u8, Vec<u8>)> = Vec::new();
-    for r in each(calls, d.observation) {
+    for r in each(calls, d.observation).await {
         match r {
             Ok(observation) => observations.push(observation),
             Err(e) if !missed(&e) => {}
@@ -218,7 +244,7 @@ fn play(
     let report = match within(
         "Report",
         d.report,
-        Call::to(
+        call(
             &lead,
             |p| p.report_async(ts, &query, &observations, d.report),
             {
@@ -226,7 +252,9 @@ fn play(
                 move |p| p.report(&t, &q, &o, d.report)
             },
         ),
-    ) {
+    )
+    .await
+    {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Outcome::NoReport(
@@ -241,7 +269,7 @@ fn play(
         .iter()
         .map(|(_, o)| {
             let (t, r, dl) = (ts.clone(), report.clone(), d.should_accept);
-            Call::to(
+            call(
                 o,
                 |p| p.should_accept_finalized_report_async(ts, &report, dl),
                 move |p| p.should_accept_finalized_report(&t, &r, dl),
@@ -249,7 +277,7 @@ fn play(
         })
         .collect();
     let mut accepts = 0;
-    for r in each(calls, d.should_accept) {
+    for r in each(calls, d.should_accept).await {
         match r {
             Ok(true) => accepts += 1,
             Ok(false) => {}
@@ -266,7 +294,7 @@ fn play(
     match within(
         "ShouldTransmitAcceptedReport",
         d.should_transmit,
-        Call::to(
+        call(
             &lead,
             |p| p.should_transmit_accepted_report_async(ts, &report, d.should_transmit),
             {
@@ -274,7 +302,9 @@ fn play(
                 move |p| p.should_transmit_accepted_report(&t, &r, d.should_transmit)
             },
         ),
-    ) {
+    )
+    .await
+    {
         Ok(true) => {}
         Ok(false) => return Outcome::NoReport("the leader declined to transmit".into()),
         Err(e) => return round.fail("ShouldTransmitAcceptedReport", e),
@@ -282,17 +312,28 @@ fn play(
     // The median is read back for the outcome while the report is being
     // transmitted: the codec only decodes the report, so its answer does
     // not wait on the transmission, and a LOOPP round is one call shorter.
-    let median = codec.median_from_report_async(&report);
-    if let Err(e) = transmitter.transmit(ts, &report) {
+    let median = codec.median_from_report_async(&report).unwrap_or_else(|| {
+        let (c, r) = (codec.clone(), report.clone());
+        rpc::blocking(move || c.median_from_report(&r))
+    });
+    // Transmit has no phase deadline: its own (a client's call timeout)
+    // bounds it.
+    let sent = if may_block {
+        rpc::ready(transmitter.transmit(ts, &report))
+    } else {
+        transmitter.transmit_async(ts, &report).unwrap_or_else(|| {
+            let (t, ts, r) = (transmitter.clone(), ts.clone(), report.clone());
+            rpc::blocking(move || t.transmit(&ts, &r))
+        })
+    };
+    if let Err(e) = sent.await {
         return round.fail("Transmit", format!("Transmit: {e}"));
     }
-    let median = match median {
-        Some(reply) => each(vec![Call::Sent(reply)], READ_BACK)
-            .pop()
-            .expect("one result per call"),
-        None => codec.median_from_report(&report),
-    };
-    match median {
+    match each(vec![median], READ_BACK)
+        .await
+        .pop()
+        .expect("one result per call")
+    {
         Ok(m) => Outcome::Transmitted(m),
         Err(e) => Outcome::Failed(format!("the transmitted report: {e}")),
     }
@@ -399,8 +440,8 @@ mod tests {
                 &ts,
                 1,
                 &deadlines(500),
-                c.as_ref(),
-                &crate::devchain::provider::DevchainCodec,
+                c.clone(),
+                Arc::new(crate::devchain::provider::DevchainCodec),
             )
             .outcome
             {
@@ -447,8 +488,8 @@ mod tests {
                 &ts(epoch),
                 1,
                 &deadlines(200),
-                c.as_ref(),
-                &crate::devchain::provider::DevchainCodec,
+                c.clone(),
+                Arc::new(crate::devchain::provider::DevchainCodec),
             )
             .outcome
         };
@@ -616,17 +657,25 @@ mod grpc_tests {
                 (i, plugin(&c, i, v))
             })
             .collect();
-        let transmitter = Waiting {
+        let transmitter = Arc::new(Waiting {
             contract: c.clone(),
             asked,
             saw_it: std::sync::atomic::AtomicBool::new(false),
-        };
+        });
         let ts = ReportTimestamp {
             config_digest: digest,
             epoch: 1,
             round: 1,
         };
-        let round = run_round(&oracles, 0, &ts, 1, &deadlines(2000), &transmitter, &codec);
+        let round = run_round(
+            &oracles,
+            0,
+            &ts,
+            1,
+            &deadlines(2000),
+            transmitter.clone(),
+            Arc::new(codec),
+        );
         let on_chain = crate::testutil::medians_on_chain(&c);
         assert_eq!(on_chain.len(), 1, "{:?}", round.outcome);
         assert_eq!(round.outcome, Outcome::Transmitted(on_chain[0]));
@@ -694,8 +743,8 @@ mod grpc_tests {
                     &ts,
                     1,
                     &deadlines(2000),
-                    c.as_ref(),
-                    &crate::devchain::provider::DevchainCodec,
+                    c.clone(),
+                    Arc::new(crate::devchain::provider::DevchainCodec),
                 )
                 .outcome;
                 assert!(
@@ -742,8 +791,8 @@ mod grpc_tests {
                 &ts,
                 1,
                 &deadlines(300),
-                c.as_ref(),
-                &crate::devchain::provider::DevchainCodec
+                c.clone(),
+                Arc::new(crate::devchain::provider::DevchainCodec)
             ),
             Round {
                 outcome: Outcome::Transmitted(2),

@@ -1,55 +1,104 @@
-//! Feed rounds on a bounded set of threads: one timer thread keeps every
-//! feed's next round time, and at most `threads` workers run the rounds
-//! that are due. A worker is started when a round is due and every worker
-//! is busy, so a small job runs few threads; none is started past
-//! `threads`. A feed costs no thread of its own, so the node's threads are
-//! bounded by the job (`feed_threads`), not by its feeds.
+//! Feed rounds, bounded by the job (`feed_threads`), not by its feeds: one
+//! timer thread keeps every feed's next round time and starts the rounds
+//! that are due, at most `threads` in progress at once. A round whose
+//! start only sends calls (a LOOPP feed, set up: [`Ticked::starts_at_once`])
+//! is started by the timer itself and runs as a future on the
+//! completion-queue thread its replies arrive on, holding no thread; the
+//! rest (a feed's set-up, an in-process round) runs on workers, at most
+//! `threads`, started as such rounds need them and ended after 10 s idle.
+//! A feed costs no thread of its own.
 //!
 //! Feeds added together start spread over their first interval, so they
 //! do not all come due at the same instant.
 //!
 //! A feed's rounds never overlap: a feed is either waiting for its time in
-//! the timer, queued for a worker, or on one worker. Its next round is one
-//! interval after the last one was due, or at once when that time has
-//! passed (a round that overran its interval is followed by one catch-up
-//! round, not a burst), as a `crossbeam_channel::tick` per feed did.
-//! Rounds due while every worker is busy wait in one queue; its length is
-//! the `loopp_feed_rounds_queued` gauge.
+//! the timer, in its backlog, queued for a worker, or in one round (on a
+//! worker or as a future), whose end hands it back ([`Done`]). Its next
+//! round is one interval after the last one was due, or at once when that
+//! time has passed (a round that overran its interval is followed by one
+//! catch-up round, not a burst), as a `crossbeam_channel::tick` per feed
+//! did. Rounds due while `threads` are in progress, or waiting for a
+//! worker, are counted by the `loopp_feed_rounds_queued` gauge.
 //!
 //! Removing a feed ([`Entry::remove`]) waits for its round in progress, if
 //! any, and never starts another: a queued round is skipped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-/// Worker threads when the job does not say (`feed_threads`). A LOOPP
-/// round mostly waits on its plugins, so more rounds than cores can be in
-/// progress at once. 128, not 64: at 1,000 LOOPP feeds on 2 cores, with
+/// Rounds in progress at once, and worker threads, when the job does not
+/// say (`feed_threads`). A LOOPP round mostly waits on its plugins, so
+/// more rounds than cores can be in progress at once. 128, not 64: at 1,000 LOOPP feeds on 2 cores, with
 /// 64 the node fell behind in 8 of 10 runs (875-1,004 rounds a second of
 /// 1,000 due) and then spent more CPU per round (1.8-1.9 ms) as queued
 /// rounds slowed each other; with 128 it kept up in 3 of 4 (981-1,004,
-/// 1.5-1.6 ms), runs interleaved. Workers start only as rounds need them.
+/// 1.5-1.6 ms), runs interleaved (measured when every round held a worker
+/// thread). Workers start only as rounds need them.
 pub const DEFAULT_THREADS: usize = 128;
 
-/// The most worker threads a job may ask for.
+/// The most a job may ask for.
 pub const MAX_THREADS: usize = 1024;
 
-/// A feed's work, run once per round on a worker thread.
+/// A feed's work, started once per round on a worker thread.
 pub trait Ticked: Send {
-    /// Runs one round (or the set-up before it).
-    fn tick(&mut self);
+    /// Runs one round (or the set-up before it), or starts it: the feed is
+    /// handed back with `done` when the round ends. Dropping `done` instead
+    /// (a panic) stops the feed; the others go on.
+    fn tick(self: Box<Self>, done: Done);
     /// The feed's name, for logs.
     fn name(&self) -> &str;
+    /// Whether the next `tick` only starts a round that runs elsewhere and
+    /// returns at once, blocking nowhere: the timer thread then calls it
+    /// itself, with no hand-off to a worker.
+    fn starts_at_once(&self) -> bool {
+        false
+    }
 }
 
-type Task = Box<dyn Ticked>;
+/// A feed in the scheduler.
+pub type Task = Box<dyn Ticked>;
+
+/// Hands a feed back to the scheduler when its round ends
+/// ([`Done::finish`]); dropped unfinished, the feed stops.
+pub struct Done {
+    id: u64,
+    name: Arc<str>,
+    cmd: Sender<Cmd>,
+    finished: bool,
+}
+
+impl Done {
+    /// The round is over: the feed's next one is due one interval after
+    /// this one was.
+    pub fn finish(mut self, task: Task) {
+        self.finished = true;
+        let _ = self.cmd.send(Cmd::Done {
+            id: self.id,
+            task: Some(task),
+        });
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if !self.finished {
+            // As when a feed had its own thread: that feed stops, the
+            // others go on.
+            log::error!("feed {}: a round panicked; the feed stops", self.name);
+            let _ = self.cmd.send(Cmd::Done {
+                id: self.id,
+                task: None,
+            });
+        }
+    }
+}
 
 enum Cmd {
     Add {
@@ -72,6 +121,7 @@ enum Cmd {
 /// A job for a worker: the feed, and whether it was removed meanwhile.
 struct Job {
     id: u64,
+    name: Arc<str>,
     task: Task,
     cancelled: Arc<AtomicBool>,
 }
@@ -82,6 +132,7 @@ pub struct Scheduler {
     cmd: Sender<Cmd>,
     next_id: std::sync::atomic::AtomicU64,
     timer: Option<JoinHandle<()>>,
+    crew: Arc<Crew>,
 }
 
 /// One feed in the scheduler; [`Entry::remove`] (or dropping it) takes it
@@ -93,18 +144,32 @@ pub struct Entry {
 }
 
 impl Scheduler {
-    /// Starts the timer thread; it starts up to `threads` workers (at least
-    /// one) as rounds need them.
+    /// Starts the timer thread, with at most `threads` rounds in progress
+    /// (at least one); it starts up to `threads` workers as rounds need
+    /// them.
     pub fn start(threads: usize) -> std::io::Result<Scheduler> {
+        Scheduler::start_idle(threads, WORKER_IDLE)
+    }
+
+    /// [`Scheduler::start`], with workers that end after `idle` without a
+    /// job.
+    fn start_idle(threads: usize, idle: Duration) -> std::io::Result<Scheduler> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
         // At most one job per feed is ever queued: bounded by the feeds.
         let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+        let crew = Arc::new(Crew {
+            occupied: AtomicUsize::new(0),
+            alive: Mutex::new(0),
+            idle,
+        });
         let timer = Timer {
             slots: HashMap::new(),
             heap: BinaryHeap::new(),
-            max_workers: threads.max(1),
+            max_rounds: threads.max(1),
+            in_progress: 0,
+            backlog: VecDeque::new(),
             workers: Vec::new(),
-            busy: 0,
+            crew: crew.clone(),
             job_rx,
             done: cmd_tx.clone(),
             stopping: false,
@@ -116,7 +181,13 @@ impl Scheduler {
             cmd: cmd_tx,
             next_id: std::sync::atomic::AtomicU64::new(1),
             timer: Some(timer),
+            crew,
         })
+    }
+
+    /// Worker threads alive now.
+    pub fn workers(&self) -> usize {
+        *self.crew.alive.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a feed: its first round is one to two `interval`s from now (see
@@ -176,34 +247,62 @@ fn spread(id: u64, interval: Duration) -> Duration {
     interval.mul_f64(frac as f64 / (1u64 << 53) as f64)
 }
 
-/// Runs jobs until the queue closes; hands every feed back to the timer.
-fn work(jobs: Receiver<Job>, done: Sender<Cmd>) {
-    for mut job in jobs {
-        crate::node::metrics::feed_rounds_queued(-1);
-        if job.cancelled.load(Ordering::Acquire) {
-            let _ = done.send(Cmd::Done {
-                id: job.id,
-                task: Some(job.task),
-            });
-            continue;
-        }
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job.task.tick()));
-        let task = match ran {
-            Ok(()) => Some(job.task),
-            Err(_) => {
-                // As when a feed had its own thread: that feed stops, the
-                // others go on.
-                log::error!("feed {}: a round panicked; the feed stops", job.task.name());
-                None
+/// How long a worker waits for a job before it ends: rounds that start
+/// elsewhere need workers only for set-ups (a node's start, a plugin's
+/// restart), so those started then do not stay.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
+
+/// What the timer and the workers share.
+struct Crew {
+    /// Rounds queued or on a worker (not those in flight elsewhere).
+    occupied: AtomicUsize,
+    /// Workers alive. A worker ends only under this lock and with no job
+    /// queued, and the timer queues a job and decides whether to start a
+    /// worker under it: no job is ever left without one.
+    alive: Mutex<usize>,
+    /// How long a worker waits for a job before it ends ([`WORKER_IDLE`]).
+    idle: Duration,
+}
+
+/// Runs jobs until the queue closes, or none came for `crew.idle`;
+/// every feed goes back to the timer through its [`Done`].
+fn work(jobs: Receiver<Job>, cmd: Sender<Cmd>, crew: Arc<Crew>) {
+    loop {
+        let job = match jobs.recv_timeout(crew.idle) {
+            Ok(job) => job,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let mut alive = crew.alive.lock().unwrap_or_else(|e| e.into_inner());
+                if jobs.is_empty() {
+                    *alive -= 1;
+                    crate::node::metrics::feed_threads(*alive);
+                    return;
+                }
+                continue;
             }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
-        let _ = done.send(Cmd::Done { id: job.id, task });
+        crate::node::metrics::feed_rounds_queued(-1);
+        let done = Done {
+            id: job.id,
+            name: job.name,
+            cmd: cmd.clone(),
+            finished: false,
+        };
+        if job.cancelled.load(Ordering::Acquire) {
+            done.finish(job.task);
+        } else {
+            // A panic drops `done` (and the feed) while unwinding.
+            let task = job.task;
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || task.tick(done)));
+        }
+        crew.occupied.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// A feed as the timer keeps it.
 struct Slot {
-    /// None while the feed is queued or on a worker.
+    name: Arc<str>,
+    /// None while the feed is queued, on a worker or in a round.
     task: Option<Task>,
     interval: Duration,
     /// When its next (or current) round was due.
@@ -217,10 +316,16 @@ struct Timer {
     slots: HashMap<u64, Slot>,
     /// (due, id); entries whose slot has another due time are stale.
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    max_workers: usize,
+    /// The most rounds in progress (queued for a worker, on one, or in
+    /// flight elsewhere), and the most workers: `feed_threads`.
+    max_rounds: usize,
+    /// Rounds in progress now.
+    in_progress: usize,
+    /// Feeds due while `max_rounds` were in progress, oldest first.
+    backlog: VecDeque<u64>,
+    /// Every worker started and not yet joined (some may have ended).
     workers: Vec<JoinHandle<()>>,
-    /// Rounds queued or on a worker.
-    busy: usize,
+    crew: Arc<Crew>,
     /// For workers started later.
     job_rx: Receiver<Job>,
     done: Sender<Cmd>,
@@ -258,52 +363,86 @@ impl Timer {
         }
     }
 
-    /// Starts a worker when every one is busy, up to the bound. Failing to
-    /// start one is not fatal while another runs: the round waits its turn.
-    fn grow(&mut self) {
-        if self.busy < self.workers.len() || self.workers.len() >= self.max_workers {
+    /// Queues `job` for a worker, and starts one when every one is busy,
+    /// up to the bound. Failing to start one is not fatal while another
+    /// runs: the round waits its turn.
+    fn queue(&mut self, job: Job, jobs: &Sender<Job>) {
+        let crew = self.crew.clone();
+        let mut alive = crew.alive.lock().unwrap_or_else(|e| e.into_inner());
+        let occupied = crew.occupied.fetch_add(1, Ordering::AcqRel);
+        let _ = jobs.send(job);
+        if occupied < *alive || *alive >= self.max_rounds {
             return;
         }
-        let (jobs, done) = (self.job_rx.clone(), self.done.clone());
+        self.workers.retain(|w| !w.is_finished());
+        let (rx, done, c) = (self.job_rx.clone(), self.done.clone(), crew.clone());
         match std::thread::Builder::new()
-            .name(format!("feed-round-{}", self.workers.len()))
-            .spawn(move || work(jobs, done))
+            .name(format!("feed-round-{}", *alive))
+            .spawn(move || work(rx, done, c))
         {
             Ok(t) => {
                 self.workers.push(t);
-                crate::node::metrics::feed_threads(self.workers.len());
+                *alive += 1;
+                crate::node::metrics::feed_threads(*alive);
             }
-            Err(e) if self.workers.is_empty() => {
+            Err(e) if *alive == 0 => {
                 log::error!("cannot start a feed round thread: {e}; rounds wait until one starts")
             }
             Err(e) => log::warn!("cannot start another feed round thread: {e}"),
         }
     }
 
+    /// Moves the feeds now due to the backlog, then starts what the bound
+    /// on rounds in progress allows.
     fn dispatch_due(&mut self, now: Instant, jobs: &Sender<Job>) {
         while let Some(Reverse((due, id))) = self.heap.peek().copied() {
             if due > now {
                 break;
             }
             self.heap.pop();
+            match self.slots.get(&id) {
+                Some(slot) if slot.due == due && slot.task.is_some() => {
+                    self.backlog.push_back(id);
+                    crate::node::metrics::feed_rounds_queued(1);
+                }
+                _ => {}
+            }
+        }
+        while self.in_progress < self.max_rounds {
+            let Some(id) = self.backlog.pop_front() else {
+                break;
+            };
+            crate::node::metrics::feed_rounds_queued(-1);
+            // Gone meanwhile (removed): its place is free.
             let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
             };
-            if slot.due != due {
-                continue;
-            }
             let Some(task) = slot.task.take() else {
                 continue;
             };
-            let cancelled = slot.cancelled.clone();
-            self.grow();
-            self.busy += 1;
+            self.in_progress += 1;
+            let (cancelled, name) = (slot.cancelled.clone(), slot.name.clone());
+            if task.starts_at_once() {
+                let done = Done {
+                    id,
+                    name,
+                    cmd: self.done.clone(),
+                    finished: false,
+                };
+                // A panic drops `done` (and the feed) while unwinding.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || task.tick(done)));
+                continue;
+            }
             crate::node::metrics::feed_rounds_queued(1);
-            let _ = jobs.send(Job {
-                id,
-                task,
-                cancelled,
-            });
+            self.queue(
+                Job {
+                    id,
+                    name,
+                    task,
+                    cancelled,
+                },
+                jobs,
+            );
         }
     }
 
@@ -314,6 +453,7 @@ impl Timer {
                 self.slots.insert(
                     id,
                     Slot {
+                        name: Arc::from(task.name()),
                         task: Some(task),
                         interval,
                         due,
@@ -324,7 +464,7 @@ impl Timer {
                 self.heap.push(Reverse((due, id)));
             }
             Cmd::Done { id, task } => {
-                self.busy -= 1;
+                self.in_progress -= 1;
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return;
                 };
@@ -344,13 +484,21 @@ impl Timer {
             Cmd::Stop => {
                 self.stopping = true;
                 self.heap.clear();
-                // Feeds waiting for their time go now; those queued or on a
-                // worker are cancelled and go when handed back (at once if
-                // no worker could ever be started).
-                let no_workers = self.workers.is_empty();
+                // Feeds waiting for their time go now, and so do those
+                // queued (their round never started: taken back here, as
+                // no worker may ever take them); those on a worker or in a
+                // round elsewhere are cancelled and go when handed back.
+                while let Ok(job) = self.job_rx.try_recv() {
+                    self.crew.occupied.fetch_sub(1, Ordering::AcqRel);
+                    self.in_progress -= 1;
+                    crate::node::metrics::feed_rounds_queued(-1);
+                    self.slots.remove(&job.id);
+                }
+                crate::node::metrics::feed_rounds_queued(-(self.backlog.len() as i64));
+                self.backlog.clear();
                 self.slots.retain(|_, s| {
                     s.cancelled.store(true, Ordering::Release);
-                    s.task.is_none() && !no_workers
+                    s.task.is_none()
                 });
             }
             Cmd::Remove { id, ack } => {
@@ -388,6 +536,28 @@ mod tests {
         rounds: Arc<AtomicUsize>,
         threads: Arc<Mutex<HashSet<String>>>,
         panic_at: Option<usize>,
+        /// Rounds run on a thread of their own, as a LOOPP round runs on
+        /// the completion-queue thread, and hand the feed back from there.
+        elsewhere: bool,
+        /// Rounds in flight now, across probes, and the most seen.
+        in_flight: Arc<(AtomicUsize, AtomicUsize)>,
+    }
+
+    impl Probe {
+        fn play(&self) {
+            if self.running.swap(true, Ordering::SeqCst) {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+            let now = self.in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+            self.in_flight.1.fetch_max(now, Ordering::SeqCst);
+            let n = self.rounds.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::sleep(self.round_time);
+            self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
+            self.running.store(false, Ordering::SeqCst);
+            if Some(n) == self.panic_at {
+                panic!("round {n} of {} fails", self.name);
+            }
+        }
     }
 
     impl Ticked for Probe {
@@ -395,17 +565,21 @@ mod tests {
             &self.name
         }
 
-        fn tick(&mut self) {
-            if self.running.swap(true, Ordering::SeqCst) {
-                self.overlapped.store(true, Ordering::SeqCst);
-            }
-            let n = self.rounds.fetch_add(1, Ordering::SeqCst) + 1;
+        fn starts_at_once(&self) -> bool {
+            self.elsewhere
+        }
+
+        fn tick(self: Box<Self>, done: Done) {
             let me = std::thread::current().name().unwrap_or("").to_string();
             self.threads.lock().unwrap().insert(me);
-            std::thread::sleep(self.round_time);
-            self.running.store(false, Ordering::SeqCst);
-            if Some(n) == self.panic_at {
-                panic!("round {n} of {} fails", self.name);
+            if self.elsewhere {
+                std::thread::spawn(move || {
+                    self.play();
+                    done.finish(self);
+                });
+            } else {
+                self.play();
+                done.finish(self);
             }
         }
     }
@@ -414,11 +588,13 @@ mod tests {
         overlapped: Arc<AtomicBool>,
         rounds: Vec<Arc<AtomicUsize>>,
         threads: Arc<Mutex<HashSet<String>>>,
+        in_flight: Arc<(AtomicUsize, AtomicUsize)>,
     }
 
     fn probes(n: usize, round_time: Duration) -> (Vec<Probe>, Probes) {
         let overlapped = Arc::new(AtomicBool::new(false));
         let threads = Arc::new(Mutex::new(HashSet::new()));
+        let in_flight = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let mut out = Vec::new();
         let mut rounds = Vec::new();
         for i in 0..n {
@@ -432,6 +608,8 @@ mod tests {
                 rounds: r,
                 threads: threads.clone(),
                 panic_at: None,
+                elsewhere: false,
+                in_flight: in_flight.clone(),
             });
         }
         (
@@ -440,6 +618,7 @@ mod tests {
                 overlapped,
                 rounds,
                 threads,
+                in_flight,
             },
         )
     }
@@ -481,6 +660,27 @@ mod tests {
         assert!(!seen.overlapped.load(Ordering::SeqCst));
     }
 
+    /// Workers started for a burst of rounds that need a thread end once
+    /// idle, and a worker starts again for the next such round.
+    #[test]
+    fn idle_workers_end_and_start_again_when_needed() {
+        let scheduler = Scheduler::start_idle(4, Duration::from_millis(300)).unwrap();
+        let (feeds, seen) = probes(8, Duration::from_millis(20));
+        let entries = add_all(&scheduler, feeds, Duration::from_millis(1));
+        wait_for("two rounds of every feed", || {
+            seen.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 2)
+        });
+        assert!(scheduler.workers() > 1, "{}", scheduler.workers());
+        drop(entries);
+        wait_for("every idle worker to end", || scheduler.workers() == 0);
+        let (mut feeds, seen) = probes(1, Duration::ZERO);
+        let _again = scheduler.add(Box::new(feeds.remove(0)), Duration::from_millis(5));
+        wait_for("rounds after the workers ended", || {
+            seen.rounds[0].load(Ordering::SeqCst) >= 3
+        });
+        assert_eq!(scheduler.workers(), 1);
+    }
+
     #[test]
     fn feeds_added_together_start_spread_over_their_interval() {
         let interval = Duration::from_secs(1);
@@ -508,8 +708,18 @@ mod tests {
 
     #[test]
     fn remove_waits_for_the_round_in_progress_and_starts_no_other() {
+        remove_waits_for_the_round(false);
+    }
+
+    #[test]
+    fn remove_waits_for_the_round_in_flight_elsewhere_and_starts_no_other() {
+        remove_waits_for_the_round(true);
+    }
+
+    fn remove_waits_for_the_round(elsewhere: bool) {
         let scheduler = Scheduler::start(2).unwrap();
         let (mut feeds, seen) = probes(1, Duration::from_millis(200));
+        feeds[0].elsewhere = elsewhere;
         let entry = scheduler.add(Box::new(feeds.remove(0)), Duration::from_millis(1));
         wait_for("a round in progress", || {
             seen.rounds[0].load(Ordering::SeqCst) == 1
@@ -527,6 +737,34 @@ mod tests {
         // ... and none starts later.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(seen.rounds[0].load(Ordering::SeqCst), 1);
+    }
+
+    /// Rounds that start at once and run elsewhere (a LOOPP round, on the
+    /// completion-queue thread) are started by the timer and need no
+    /// worker; at most `threads` are in progress at once, and a feed's
+    /// rounds still never overlap.
+    #[test]
+    fn rounds_in_flight_elsewhere_need_no_worker_and_stay_within_the_bound() {
+        for bound in [3, 16] {
+            let scheduler = Scheduler::start(bound).unwrap();
+            let (mut feeds, seen) = probes(20, Duration::from_millis(30));
+            feeds.iter_mut().for_each(|p| p.elsewhere = true);
+            let entries = add_all(&scheduler, feeds, Duration::from_millis(1));
+            wait_for("three rounds of every feed", || {
+                seen.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 3)
+            });
+            let most = seen.in_flight.1.load(Ordering::SeqCst);
+            assert!(most <= bound, "{most} rounds in flight, bound {bound}");
+            assert!(
+                most >= bound.min(10),
+                "only {most} rounds in flight at once, bound {bound}"
+            );
+            let threads = seen.threads.lock().unwrap().clone();
+            assert_eq!(threads, HashSet::from(["feed-timer".to_string()]));
+            assert_eq!(scheduler.workers(), 0);
+            drop(entries);
+            assert!(!seen.overlapped.load(Ordering::SeqCst));
+        }
     }
 
     #[test]

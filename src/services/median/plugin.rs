@@ -47,6 +47,14 @@ pub trait ReportingPlugin: Send + Sync {
     /// Releases the instance.
     fn close(&self) -> Result<(), String>;
 
+    /// Where a future that waits on this instance's calls is best polled:
+    /// a gRPC client's completion-queue thread, where its replies arrive
+    /// (see [`crate::goplugin::rpc::Spawner`]). None in-process: such a
+    /// future is polled by the thread that waits for it.
+    fn spawner(&self) -> Option<crate::goplugin::rpc::Spawner> {
+        None
+    }
+
     /// [`ReportingPlugin::query`] as a future, as
     /// [`ReportingPlugin::observation_async`].
     fn query_async(&self, ts: &ReportTimestamp, deadline: Duration) -> Option<Reply<Vec<u8>>> {

@@ -252,6 +252,10 @@ impl ReportingPlugin for ReportingPluginClient {
         .map(|_| ())
     }
 
+    fn spawner(&self) -> Option<rpc::Spawner> {
+        Some(self.client.spawner())
+    }
+
     fn query_async(&self, ts: &ReportTimestamp, deadline: Duration) -> Option<rpc::Reply<Vec<u8>>> {
         let req = QueryRequest {
             reportTimestamp: MessageField::some(ts.to_wire()),

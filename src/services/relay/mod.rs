@@ -172,6 +172,17 @@ pub trait Relayer: Send + Sync {
 pub trait ContractTransmitter: Send + Sync {
     /// Sends `report` for round `ts`; Ok once the chain has it.
     fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String>;
+    /// [`ContractTransmitter::transmit`] as a future that never blocks the
+    /// thread polling it (a client sends its call); None: call `transmit`
+    /// on a thread that may block (an in-process chain writes and syncs).
+    fn transmit_async(
+        &self,
+        ts: &ReportTimestamp,
+        report: &[u8],
+    ) -> Option<crate::goplugin::rpc::Reply<()>> {
+        let _ = (ts, report);
+        None
+    }
     /// The digest and epoch of the latest transmission (zero values before
     /// the first).
     fn latest_config_digest_and_epoch(&self) -> Result<(Vec<u8>, u32), String>;

@@ -339,20 +339,34 @@ impl ContractTransmitterClient {
     }
 }
 
+const TRANSMIT: &str = "/loop.ContractTransmitter/Transmit";
+
+fn transmit_request(ts: &ReportTimestamp, report: &[u8]) -> pb::TransmitRequest {
+    pb::TransmitRequest {
+        reportContext: MessageField::some(pb::ReportContext {
+            reportTimestamp: MessageField::some(ts.to_wire()),
+            ..Default::default()
+        }),
+        report: report.to_vec(),
+        ..Default::default()
+    }
+}
+
 impl ContractTransmitter for ContractTransmitterClient {
     fn transmit(&self, ts: &ReportTimestamp, report: &[u8]) -> Result<(), String> {
-        let req = pb::TransmitRequest {
-            reportContext: MessageField::some(pb::ReportContext {
-                reportTimestamp: MessageField::some(ts.to_wire()),
-                ..Default::default()
-            }),
-            report: report.to_vec(),
-            ..Default::default()
-        };
-        rpc::observed(&self.name, "/loop.ContractTransmitter/Transmit", || {
-            self.client.transmit(&req, self.timeout)
+        rpc::observed(&self.name, TRANSMIT, || {
+            self.client
+                .transmit(&transmit_request(ts, report), self.timeout)
         })
         .map(|_| ())
+    }
+
+    fn transmit_async(&self, ts: &ReportTimestamp, report: &[u8]) -> Option<rpc::Reply<()>> {
+        let reply = rpc::observed_async(&self.name, TRANSMIT, || {
+            self.client
+                .transmit_async(&transmit_request(ts, report), self.timeout)
+        });
+        Some(Box::pin(async move { reply.await.map(|_| ()) }))
     }
 
     fn latest_config_digest_and_epoch(&self) -> Result<(Vec<u8>, u32), String> {

@@ -340,24 +340,37 @@ impl svc::ContractTransmitter for TransmitterServer {
         req: pb::TransmitRequest,
         sink: UnarySink<pb::TransmitReply>,
     ) {
+        let ts = req
+            .reportContext
+            .as_ref()
+            .and_then(|rc| rc.reportTimestamp.as_ref())
+            .ok_or_else(|| {
+                status(
+                    RpcStatusCode::INVALID_ARGUMENT,
+                    "Transmit without reportContext.reportTimestamp",
+                )
+            })
+            .and_then(|ts| {
+                ReportTimestamp::from_wire(ts)
+                    .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))
+            });
+        let ts = match ts {
+            Ok(ts) => ts,
+            Err(e) => return rpc::respond(&ctx, sink, Err(e)),
+        };
+        let answer = |r: Result<(), String>| {
+            r.map(|()| pb::TransmitReply::new())
+                .map_err(|e| status(RpcStatusCode::FAILED_PRECONDITION, e))
+        };
+        // An implementation that writes on threads of its own answers with
+        // a future here, on the completion-queue thread.
+        if let Some(place) = rpc::async_place() {
+            if let Some(sent) = self.0.transmit_async(&ts, &req.report) {
+                return rpc::respond_async(&ctx, sink, place, async move { answer(sent.await) });
+            }
+        }
         let t = self.0.clone();
-        rpc::respond_blocking(&ctx, sink, move || {
-            let ts = req
-                .reportContext
-                .as_ref()
-                .and_then(|rc| rc.reportTimestamp.as_ref())
-                .ok_or_else(|| {
-                    status(
-                        RpcStatusCode::INVALID_ARGUMENT,
-                        "Transmit without reportContext.reportTimestamp",
-                    )
-                })?;
-            let ts = ReportTimestamp::from_wire(ts)
-                .map_err(|e| status(RpcStatusCode::INVALID_ARGUMENT, e))?;
-            t.transmit(&ts, &req.report)
-                .map_err(|e| status(RpcStatusCode::FAILED_PRECONDITION, e))?;
-            Ok(pb::TransmitReply::new())
-        });
+        rpc::respond_blocking(&ctx, sink, move || answer(t.transmit(&ts, &req.report)));
     }
 
     fn latest_config_digest_and_epoch(
