@@ -479,6 +479,23 @@ where
     })
 }
 
+/// `obj`'s call as a [`Reply`]: what `send` sends without waiting (its
+/// `<call>_async`), else `call` on a pool thread ([`blocking`]).
+pub fn sent_or_blocking<S, T>(
+    obj: &Arc<S>,
+    send: impl FnOnce(&S) -> Option<Reply<T>>,
+    call: impl FnOnce(&S) -> std::result::Result<T, String> + Send + 'static,
+) -> Reply<T>
+where
+    S: ?Sized + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    send(obj).unwrap_or_else(|| {
+        let obj = obj.clone();
+        blocking(move || call(&obj))
+    })
+}
+
 /// Polls `f` on this thread until it is done, parking between wake-ups.
 /// Unlike `futures_executor::block_on`, `f` may make blocking calls
 /// (grpcio's blocking methods run a `block_on` of their own, which

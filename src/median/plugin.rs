@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::libocr::{Observation, OffchainConfig};
 use super::math;
-use crate::goplugin::rpc::{ready, Reply};
+use crate::goplugin::rpc::{ready, sent_or_blocking, Reply};
 use crate::services::datasource::{DataSource, ReportTimestamp};
 use crate::services::keystore::ErrorLog;
 use crate::services::median::plugin::{MedianContract, ReportingPlugin};
@@ -219,19 +219,6 @@ impl MedianPlugin {
     }
 }
 
-/// A contract read as a future: sent without waiting when the contract
-/// can, else on a pool thread.
-fn read<T: Send + 'static>(
-    contract: &Arc<dyn MedianContract>,
-    sent: impl FnOnce(&dyn MedianContract) -> Option<Reply<T>>,
-    call: impl FnOnce(&dyn MedianContract) -> Result<T, String> + Send + 'static,
-) -> Reply<T> {
-    sent(&**contract).unwrap_or_else(|| {
-        let c = contract.clone();
-        crate::goplugin::rpc::blocking(move || call(&*c))
-    })
-}
-
 /// libocr's numerical median plugin, each call a future that never blocks
 /// the thread polling it ([`ReportingPlugin::observation_async`] and the
 /// others): the sources, contract and codec are asked without waiting
@@ -265,10 +252,12 @@ impl ReportingPlugin for MedianPlugin {
         let asked: Vec<Reply<i128>> = self
             .sources()
             .map(|source| {
-                source.observe_async(ts, deadline).unwrap_or_else(|| {
-                    let (source, ts) = (source.clone(), ts.clone());
-                    crate::goplugin::rpc::blocking(move || source.observe(&ts, deadline))
-                })
+                let t = ts.clone();
+                sent_or_blocking(
+                    source,
+                    |s| s.observe_async(ts, deadline),
+                    move |s| s.observe(&t, deadline),
+                )
             })
             .collect();
         let (errors, oracle, ts) = (self.errors.clone(), self.oracle, ts.clone());
@@ -276,9 +265,12 @@ impl ReportingPlugin for MedianPlugin {
             let observed = encode_observation(futures_util::future::join_all(asked).await);
             if let (Err(e), Some(log)) = (&observed, errors) {
                 let message = failure_text(oracle, &ts, e);
-                let saved = log.save_error_async(&message).unwrap_or_else(|| {
-                    crate::goplugin::rpc::blocking(move || log.save_error(&message))
-                });
+                let m = message.clone();
+                let saved = sent_or_blocking(
+                    &log,
+                    |l| l.save_error_async(&message),
+                    move |l| l.save_error(&m),
+                );
                 let _ = saved.await;
             }
             observed
@@ -306,12 +298,12 @@ impl ReportingPlugin for MedianPlugin {
             Err(e) => return Some(ready(Err(e))),
         };
         let delta_c = self.config.delta_c;
-        let details = read(
+        let details = sent_or_blocking(
             &self.contract,
             |c| c.latest_transmission_details_async(),
             |c| c.latest_transmission_details(),
         );
-        let requested = read(
+        let requested = sent_or_blocking(
             &self.contract,
             |c| c.latest_round_requested_async(delta_c),
             move |c| c.latest_round_requested(delta_c),
@@ -353,18 +345,17 @@ impl ReportingPlugin for MedianPlugin {
         if self.accepted.lock().unwrap().0 >= this || report.len() > self.max_report_length {
             return Some(ready(Ok(false)));
         }
-        let details = read(
+        let details = sent_or_blocking(
             &self.contract,
             |c| c.latest_transmission_details_async(),
             |c| c.latest_transmission_details(),
         );
-        let median = self
-            .codec
-            .median_from_report_async(report)
-            .unwrap_or_else(|| {
-                let (codec, report) = (self.codec.clone(), report.to_vec());
-                crate::goplugin::rpc::blocking(move || codec.median_from_report(&report))
-            });
+        let r = report.to_vec();
+        let median = sent_or_blocking(
+            &self.codec,
+            |c| c.median_from_report_async(report),
+            move |c| c.median_from_report(&r),
+        );
         let (accepted, config, digest) =
             (self.accepted.clone(), self.config, ts.config_digest.clone());
         Some(Box::pin(async move {
@@ -398,7 +389,7 @@ impl ReportingPlugin for MedianPlugin {
         _report: &[u8],
         _deadline: Duration,
     ) -> Option<Reply<bool>> {
-        let details = read(
+        let details = sent_or_blocking(
             &self.contract,
             |c| c.latest_transmission_details_async(),
             |c| c.latest_transmission_details(),

@@ -163,10 +163,12 @@ impl RecentObservation {
             return crate::goplugin::rpc::ready(value);
         }
         let call = || {
-            Some(self.source.observe_async(ts, deadline).unwrap_or_else(|| {
-                let (source, ts) = (self.source.clone(), ts.clone());
-                crate::goplugin::rpc::blocking(move || source.observe(&ts, deadline))
-            }))
+            let t = ts.clone();
+            Some(crate::goplugin::rpc::sent_or_blocking(
+                &self.source,
+                |s| s.observe_async(ts, deadline),
+                move |s| s.observe(&t, deadline),
+            ))
         };
         self.latest
             .share(ts, call)

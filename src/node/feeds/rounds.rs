@@ -50,19 +50,6 @@ async fn within<T: Send + 'static>(
         .map_err(|e| format!("{call}: {e}"))
 }
 
-/// `plugin`'s call: what `send` sends without waiting (`<call>_async`),
-/// else `run` on a pool thread.
-fn call<T: Send + 'static>(
-    plugin: &Arc<dyn ReportingPlugin>,
-    send: impl FnOnce(&dyn ReportingPlugin) -> Option<Reply<T>>,
-    run: impl FnOnce(&dyn ReportingPlugin) -> Result<T, String> + Send + 'static,
-) -> Reply<T> {
-    send(&**plugin).unwrap_or_else(|| {
-        let p = plugin.clone();
-        rpc::blocking(move || run(&*p))
-    })
-}
-
 /// The calls' results in order, waited for together; a call not done
 /// within `deadline` is a DEADLINE_EXCEEDED error (and is dropped: a gRPC
 /// call is cancelled).
@@ -200,7 +187,7 @@ async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
     let query = match within(
         "Query",
         d.query,
-        call(&lead, |p| p.query_async(ts, d.query), {
+        rpc::sent_or_blocking(&lead, |p| p.query_async(ts, d.query), {
             let t = ts.clone();
             move |p| p.query(&t, d.query)
         }),
@@ -218,7 +205,7 @@ async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
             let tagged = |r: Reply<Vec<u8>>| -> Reply<(u8, Vec<u8>)> {
                 Box::pin(async move { r.await.map(|obs| (id, obs)) })
             };
-            call(
+            rpc::sent_or_blocking(
                 o,
                 |p| p.observation_async(ts, &query, dl).map(tagged),
                 move |p| p.observation(&t, &q, dl).map(|obs| (id, obs)),
@@ -244,7 +231,7 @@ async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
     let report = match within(
         "Report",
         d.report,
-        call(
+        rpc::sent_or_blocking(
             &lead,
             |p| p.report_async(ts, &query, &observations, d.report),
             {
@@ -269,7 +256,7 @@ async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
         .iter()
         .map(|(_, o)| {
             let (t, r, dl) = (ts.clone(), report.clone(), d.should_accept);
-            call(
+            rpc::sent_or_blocking(
                 o,
                 |p| p.should_accept_finalized_report_async(ts, &report, dl),
                 move |p| p.should_accept_finalized_report(&t, &r, dl),
@@ -294,7 +281,7 @@ async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
     match within(
         "ShouldTransmitAcceptedReport",
         d.should_transmit,
-        call(
+        rpc::sent_or_blocking(
             &lead,
             |p| p.should_transmit_accepted_report_async(ts, &report, d.should_transmit),
             {
@@ -312,18 +299,18 @@ async fn phases(args: &Args, may_block: bool, round: &mut Round) -> Outcome {
     // The median is read back for the outcome while the report is being
     // transmitted: the codec only decodes the report, so its answer does
     // not wait on the transmission, and a LOOPP round is one call shorter.
-    let median = codec.median_from_report_async(&report).unwrap_or_else(|| {
-        let (c, r) = (codec.clone(), report.clone());
-        rpc::blocking(move || c.median_from_report(&r))
+    let median = rpc::sent_or_blocking(codec, |c| c.median_from_report_async(&report), {
+        let r = report.clone();
+        move |c| c.median_from_report(&r)
     });
     // Transmit has no phase deadline: its own (a client's call timeout)
     // bounds it.
     let sent = if may_block {
         rpc::ready(transmitter.transmit(ts, &report))
     } else {
-        transmitter.transmit_async(ts, &report).unwrap_or_else(|| {
-            let (t, ts, r) = (transmitter.clone(), ts.clone(), report.clone());
-            rpc::blocking(move || t.transmit(&ts, &r))
+        rpc::sent_or_blocking(transmitter, |t| t.transmit_async(ts, &report), {
+            let (ts, r) = (ts.clone(), report.clone());
+            move |t| t.transmit(&ts, &r)
         })
     };
     if let Err(e) = sent.await {
