@@ -360,6 +360,68 @@ fn eighty_feeds_transmit_on_two_round_threads() {
     node.stop();
 }
 
+/// A LOOPP round holds no thread: once the feeds are set up (on feed
+/// workers), their rounds run as futures on the completion-queue thread,
+/// started by the feed timer, and the workers sit idle while the rounds
+/// go on. A round held by a worker switched context several times a
+/// phase; here 20 feeds at 100 ms make over 100 rounds while every worker
+/// together switches at most a few times.
+#[test]
+fn loopp_rounds_run_as_futures_and_hold_no_worker() {
+    use crate::proc::{loopp_env, switches_of_threads, NodeProcess};
+    const FEEDS: usize = 20;
+    let sandbox = Sandbox::new("feed-futures");
+    let feeds: Vec<String> = (0..FEEDS)
+        .map(|i| {
+            format!(
+                r#"{{"name":"f{i}","relay":"devchain","median":"median",
+                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
+                    "interval":"100ms","deviation_ppb":0,"heartbeat":"1h"}}"#
+            )
+        })
+        .collect();
+    let job = sandbox.dir.join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                "feeds":[{}],"feed_threads":4,"http":{{"listen":"off"}},"data_dir":{}}}"#,
+            feeds.join(","),
+            serde_json::Value::String(sandbox.dir.join("data").display().to_string())
+        ),
+    )
+    .unwrap();
+    let mut node = NodeProcess::start(&job, &loopp_env(&sandbox.dir));
+    let transmitted = |l: &str| l.contains(": transmitted median");
+    let mut set_up = std::collections::HashSet::new();
+    while set_up.len() < FEEDS {
+        let line = node.wait_line(Duration::from_secs(60), transmitted);
+        set_up.insert(
+            line.split("feed ")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .map(str::to_string),
+        );
+    }
+    let pid = node.pid();
+    let workers = switches_of_threads(pid, "feed-round");
+    let (mut rounds, t0) = (0, std::time::Instant::now());
+    while rounds < 5 * FEEDS {
+        node.wait_line(Duration::from_secs(30), transmitted);
+        rounds += 1;
+    }
+    let switched = switches_of_threads(pid, "feed-round").saturating_sub(workers);
+    println!(
+        "{rounds} rounds in {:?}; feed workers switched {switched} times",
+        t0.elapsed()
+    );
+    assert!(
+        switched <= 10,
+        "feed workers switched {switched} times during {rounds} LOOPP rounds"
+    );
+    node.stop();
+}
+
 /// With both plugins as LOOPPs that route, the node forwards the relayer's
 /// median provider to the median plugin (`goplugin::route`): the median
 /// plugin reads the contract and the report codec from the relayer itself,

@@ -221,6 +221,28 @@ pub fn thread_names(pid: u32) -> std::collections::BTreeMap<String, usize> {
     names
 }
 
+/// Context switches (voluntary and not) so far of the threads of process
+/// `pid` whose name starts with `prefix`, summed.
+pub fn switches_of_threads(pid: u32, prefix: &str) -> u64 {
+    let mut sum = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        sum += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    sum
+}
+
 /// The smallest of each figure over a few samples: what the process holds
 /// when nothing is in flight (a health check or a scrape may be, at any one
 /// instant).
