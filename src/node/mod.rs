@@ -21,6 +21,7 @@ pub mod feeds;
 pub mod http;
 pub mod keystore;
 pub mod kinds;
+pub mod logwriter;
 pub mod loopenv;
 pub mod metrics;
 pub mod openfiles;

@@ -951,3 +951,91 @@ fn sigstopped_node(name: &str, check_in_flight: bool) {
         );
     }
 }
+
+/// A stderr that takes no lines (a log shipper that stopped reading, a
+/// full pipe) stalls nothing: the node writes its log from a thread of its
+/// own, so with its stderr pipe full its feeds go on transmitting, and
+/// once stderr is read again every line logged meanwhile arrives (within
+/// the queue's bound; past it lines are dropped and counted, see
+/// `node::logwriter`).
+#[test]
+fn a_stderr_that_takes_nothing_stalls_no_feed() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let sandbox = Sandbox::new("stalled-log");
+    let data = sandbox.dir.join("data");
+    let feeds: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"name":"f{i}","relay":"devchain","median":"median",
+                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
+                    "interval":"50ms","deviation_ppb":0,"heartbeat":"1h"}}"#
+            )
+        })
+        .collect();
+    let job = sandbox.dir.join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                "feeds":[{}],"http":{{"listen":"off"}},"data_dir":{}}}"#,
+            feeds.join(","),
+            serde_json::Value::String(data.display().to_string())
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(crate::programs::node())
+        .args(["run", "--config"])
+        .arg(&job)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // The smallest pipe: a few dozen lines fill it.
+    // SAFETY: F_SETPIPE_SZ on a pipe this test owns.
+    unsafe { libc::fcntl(stderr.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let transmitted = || -> usize {
+        (0..10)
+            .map(|i| {
+                std::fs::read_to_string(data.join(format!("devchain/f{i}.jsonl")))
+                    .map(|t| t.matches("\"transmission\"").count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    // Each feed logs a line per round (200 a second): the pipe is full
+    // within a second of the feeds starting, and stays full.
+    assert!(wait_until(Duration::from_secs(30), || transmitted() >= 20));
+    std::thread::sleep(Duration::from_secs(2));
+    let before = transmitted();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = transmitted();
+    println!("transmissions with stderr full: {before} -> {after}");
+    assert!(
+        after >= before + 20,
+        "feeds stalled with stderr full: {before} -> {after} transmissions in 2 s"
+    );
+    // Read again: every round logged meanwhile arrives.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: signalling the node this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_bounded(child, Duration::from_secs(20)).status;
+    let text = reader.join().unwrap();
+    let logged = text.matches(": transmitted median").count();
+    println!("transmissions logged: {logged}");
+    assert!(
+        logged >= after,
+        "{logged} transmissions logged of at least {after}; the node said: {}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+    assert!(!text.contains("log lines dropped"), "lines were dropped");
+    assert!(status.success(), "{status:?}");
+}

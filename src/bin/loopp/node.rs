@@ -30,9 +30,25 @@ pub fn main(args: &[String]) -> ExitCode {
     } else {
         "warn"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_micros()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    logger.format_timestamp_micros();
+    // The node writes its log from a thread of its own: a stalled stderr
+    // never stalls a thread that logs (`node::logwriter`).
+    let drain = (args.first().map(String::as_str) == Some("run")).then(|| {
+        let (pipe, drain) = loopp::node::logwriter::start(std::io::stderr());
+        // SAFETY: isatty only reads the descriptor's state.
+        let tty = unsafe { libc::isatty(2) } == 1;
+        logger
+            .target(env_logger::Target::Pipe(Box::new(pipe)))
+            .write_style(if tty {
+                env_logger::WriteStyle::Always
+            } else {
+                env_logger::WriteStyle::Never
+            });
+        drain
+    });
+    logger.init();
     let result = match args.first().map(String::as_str) {
         Some("run") => run::main(&args[1..]),
         Some("probe") => probe::main(&args[1..]),
@@ -49,6 +65,9 @@ pub fn main(args: &[String]) -> ExitCode {
         )),
         None => Err("no command given; try 'loopp-node --help'".to_string()),
     };
+    if let Some(drain) = drain {
+        drain.wait(std::time::Duration::from_secs(1));
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
