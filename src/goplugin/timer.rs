@@ -29,11 +29,6 @@ pub fn at(at: Instant) -> Deadline {
     Deadline { at, key: None }
 }
 
-/// A future ready `after` from now.
-pub fn after(after: Duration) -> Deadline {
-    at(Instant::now() + after)
-}
-
 impl Future for Deadline {
     type Output = ();
 
@@ -172,6 +167,10 @@ mod tests {
             self.0.fetch_add(1, Ordering::SeqCst);
             self.1.unpark();
         }
+    }
+
+    fn after(d: Duration) -> Deadline {
+        at(Instant::now() + d)
     }
 
     fn counter() -> (Arc<Count>, Waker) {

@@ -964,26 +964,7 @@ fn a_stderr_that_takes_nothing_stalls_no_feed() {
     use std::os::fd::AsRawFd;
     let sandbox = Sandbox::new("stalled-log");
     let data = sandbox.dir.join("data");
-    let feeds: Vec<String> = (0..10)
-        .map(|i| {
-            format!(
-                r#"{{"name":"f{i}","relay":"devchain","median":"median",
-                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
-                    "interval":"50ms","deviation_ppb":0,"heartbeat":"1h"}}"#
-            )
-        })
-        .collect();
-    let job = sandbox.dir.join("job.json");
-    std::fs::write(
-        &job,
-        format!(
-            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
-                "feeds":[{}],"http":{{"listen":"off"}},"data_dir":{}}}"#,
-            feeds.join(","),
-            serde_json::Value::String(data.display().to_string())
-        ),
-    )
-    .unwrap();
+    let job = walk_feeds_job(&sandbox, 10, "50ms", "");
     let mut child = Command::new(crate::programs::node())
         .args(["run", "--config"])
         .arg(&job)

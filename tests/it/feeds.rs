@@ -316,26 +316,7 @@ fn eighty_feeds_transmit_on_two_round_threads() {
     use crate::proc::{figures, NodeProcess};
     const FEEDS: usize = 80;
     let sandbox = Sandbox::new("feed-threads");
-    let feeds: Vec<String> = (0..FEEDS)
-        .map(|i| {
-            format!(
-                r#"{{"name":"f{i}","relay":"devchain","median":"median",
-                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
-                    "interval":"200ms","deviation_ppb":0,"heartbeat":"1h"}}"#
-            )
-        })
-        .collect();
-    let job = sandbox.dir.join("job.json");
-    std::fs::write(
-        &job,
-        format!(
-            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
-                "feeds":[{}],"feed_threads":2,"http":{{"listen":"off"}},"data_dir":{}}}"#,
-            feeds.join(","),
-            serde_json::Value::String(sandbox.dir.join("data").display().to_string())
-        ),
-    )
-    .unwrap();
+    let job = walk_feeds_job(&sandbox, FEEDS, "200ms", r#""feed_threads":2,"#);
     let mut node = NodeProcess::start(&job, &[]);
     let mut transmitted = std::collections::HashSet::new();
     while transmitted.len() < FEEDS {
@@ -371,26 +352,7 @@ fn loopp_rounds_run_as_futures_and_hold_no_worker() {
     use crate::proc::{loopp_env, switches_of_threads, NodeProcess};
     const FEEDS: usize = 20;
     let sandbox = Sandbox::new("feed-futures");
-    let feeds: Vec<String> = (0..FEEDS)
-        .map(|i| {
-            format!(
-                r#"{{"name":"f{i}","relay":"devchain","median":"median",
-                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
-                    "interval":"100ms","deviation_ppb":0,"heartbeat":"1h"}}"#
-            )
-        })
-        .collect();
-    let job = sandbox.dir.join("job.json");
-    std::fs::write(
-        &job,
-        format!(
-            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
-                "feeds":[{}],"feed_threads":4,"http":{{"listen":"off"}},"data_dir":{}}}"#,
-            feeds.join(","),
-            serde_json::Value::String(sandbox.dir.join("data").display().to_string())
-        ),
-    )
-    .unwrap();
+    let job = walk_feeds_job(&sandbox, FEEDS, "100ms", r#""feed_threads":4,"#);
     let mut node = NodeProcess::start(&job, &loopp_env(&sandbox.dir));
     let transmitted = |l: &str| l.contains(": transmitted median");
     let mut set_up = std::collections::HashSet::new();

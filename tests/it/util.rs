@@ -373,3 +373,31 @@ impl Drop for ProxyTrap {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
+
+/// Writes `job.json` in `sandbox`: `n` feeds `f0`.. (devchain relay, the
+/// median plugin, random walks seeded by index) every `interval`, HTTP
+/// off, data under `sandbox/data`, plus the job fields in `extra` (JSON
+/// members, each followed by a comma, e.g. `"feed_threads":2,`).
+pub fn walk_feeds_job(sandbox: &Sandbox, n: usize, interval: &str, extra: &str) -> PathBuf {
+    let feeds: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"name":"f{i}","relay":"devchain","median":"median",
+                    "source":{{"type":"randomwalk","seed":{i},"start":1000000,"step_ppm":5000}},
+                    "interval":"{interval}","deviation_ppb":0,"heartbeat":"1h"}}"#
+            )
+        })
+        .collect();
+    let job = sandbox.dir.join("job.json");
+    std::fs::write(
+        &job,
+        format!(
+            r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
+                "feeds":[{}],{extra}"http":{{"listen":"off"}},"data_dir":{}}}"#,
+            feeds.join(","),
+            serde_json::Value::String(sandbox.dir.join("data").display().to_string())
+        ),
+    )
+    .unwrap();
+    job
+}

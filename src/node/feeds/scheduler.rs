@@ -185,7 +185,7 @@ impl Scheduler {
         })
     }
 
-    /// Worker threads alive now.
+    /// Worker threads alive now (what the feed threads gauge shows).
     pub fn workers(&self) -> usize {
         *self.crew.alive.lock().unwrap_or_else(|e| e.into_inner())
     }
