@@ -5,6 +5,10 @@
 //! every feed has finished a round (at most 120 s of set-up). Up to
 //! LOOPP_BENCH_SCALE_PER_FEED_MAX feeds (100), also as LOOPPs with a median
 //! process per feed (`processes: "per_feed"`), compared with the shared one.
+//! Up to LOOPP_BENCH_SCALE_SLACK_MAX feeds (300), also as LOOPPs with
+//! `round_slack` 50ms, compared with rounds started as each is due (CPU per
+//! round lower with it: `met`; the round time does not count the up to
+//! 50 ms a round starts late).
 //!
 //! Per N and mode, one JSON line: rounds/s, missed rounds (expected at the
 //! interval, less those that ended with a report or a decision not to
@@ -205,7 +209,7 @@ fn quantile(a: &Rounds, b: &Rounds, q: f64) -> f64 {
         .unwrap_or(f64::INFINITY)
 }
 
-fn job(n: usize, per_feed: bool, data: &Path) -> String {
+fn job(n: usize, mode: Mode, data: &Path) -> String {
     let feeds: Vec<String> = (0..n)
         .map(|i| {
             format!(
@@ -218,9 +222,18 @@ fn job(n: usize, per_feed: bool, data: &Path) -> String {
         .collect();
     format!(
         r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median", "processes": "{}"}}],
-            "http": {{"listen": "127.0.0.1:0"}}, "data_dir": {:?}, "feeds": [{}]}}"#,
-        if per_feed { "per_feed" } else { "shared" },
+            "http": {{"listen": "127.0.0.1:0"}}, "data_dir": {:?}, {}"feeds": [{}]}}"#,
+        if mode == Mode::PerFeed {
+            "per_feed"
+        } else {
+            "shared"
+        },
         data.display().to_string(),
+        if mode == Mode::Slack {
+            r#""round_slack": "50ms", "#
+        } else {
+            ""
+        },
         feeds.join(",")
     )
 }
@@ -261,6 +274,8 @@ enum Mode {
     /// Both as LOOPPs, a median process per feed (`processes: "per_feed"`,
     /// as a Chainlink node runs one per job).
     PerFeed,
+    /// Both as LOOPPs, rounds started on ticks 50 ms apart (`round_slack`).
+    Slack,
     /// Both in the node's process.
     InProcess,
 }
@@ -270,6 +285,7 @@ impl Mode {
         match self {
             Mode::Loopp => "loopp",
             Mode::PerFeed => "loopp-per-feed",
+            Mode::Slack => "loopp-slack",
             Mode::InProcess => "in-process",
         }
     }
@@ -281,6 +297,7 @@ struct Run {
     ready: usize,
     mode: Mode,
     missed_ratio: f64,
+    p50_s: f64,
     p99_s: f64,
     cpu_per_round_ms: f64,
     rpcs_per_round: f64,
@@ -318,7 +335,7 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     let loopp = mode != Mode::InProcess;
     let data = dir.join(format!("data-{n}-{}", mode.name()));
     let jobfile = dir.join(format!("job-{n}.json"));
-    std::fs::write(&jobfile, job(n, mode == Mode::PerFeed, &data)).unwrap();
+    std::fs::write(&jobfile, job(n, mode, &data)).unwrap();
     let mut cmd = Command::new(node());
     cmd.args(["run", "--config"])
         .arg(&jobfile)
@@ -421,6 +438,7 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
         ready,
         mode,
         missed_ratio: missed / expected.max(1.0),
+        p50_s: p50,
         p99_s: p99,
         cpu_per_round_ms,
         rpcs_per_round,
@@ -439,6 +457,10 @@ fn main() {
     let per_feed_max: usize = knob("LOOPP_BENCH_SCALE_PER_FEED_MAX", "100")
         .parse()
         .unwrap_or(100);
+    // Rounds on ticks (`round_slack`) are measured up to this many feeds.
+    let slack_max: usize = knob("LOOPP_BENCH_SCALE_SLACK_MAX", "300")
+        .parse()
+        .unwrap_or(300);
     let floor_us = floor::cpu_us(20_000);
     println!(
         "{}",
@@ -453,6 +475,9 @@ fn main() {
         }
         if n <= per_feed_max {
             runs.push(run(n, Mode::PerFeed, secs, &dir.0));
+        }
+        if n <= slack_max {
+            runs.push(run(n, Mode::Slack, secs, &dir.0));
         }
     }
     drop(dir);
@@ -624,6 +649,23 @@ fn main() {
                        "median_rss_kib": [median(shared).rss_kib, median(own).rss_kib],
                        "all_rss_kib": [all_rss(shared), all_rss(own)],
                        "all_feeds_set_up": shared.ready == shared.n && own.ready == own.n})
+            );
+        }
+    }
+    // Rounds started as each is due, and on ticks 50 ms apart.
+    for &n in &ns {
+        if let (Some(due), Some(ticks)) = (get(n, Mode::Loopp), get(n, Mode::Slack)) {
+            let whole = due.ready == due.n && ticks.ready == ticks.n;
+            println!(
+                "{}",
+                json!({"compare": "scale_round_slack", "feeds": n, "round_slack_ms": [0, 50],
+                       "cpu_per_round_ms": [due.cpu_per_round_ms, ticks.cpu_per_round_ms],
+                       "ratio": ticks.cpu_per_round_ms / due.cpu_per_round_ms.max(1e-9),
+                       "missed_ratio": [due.missed_ratio, ticks.missed_ratio],
+                       "round_p50_s": [due.p50_s, ticks.p50_s],
+                       "round_p99_s": [due.p99_s, ticks.p99_s],
+                       "all_feeds_set_up": whole,
+                       "met": whole && ticks.cpu_per_round_ms < due.cpu_per_round_ms})
             );
         }
     }

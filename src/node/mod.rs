@@ -383,7 +383,10 @@ impl Node {
         let scheduler = if config.feeds.is_empty() {
             None
         } else {
-            match crate::node::feeds::scheduler::Scheduler::start(config.feed_threads) {
+            match crate::node::feeds::scheduler::Scheduler::start(
+                config.feed_threads,
+                config.round_slack,
+            ) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     for s in supervisors {

@@ -384,6 +384,47 @@ fn loopp_rounds_run_as_futures_and_hold_no_worker() {
     node.stop();
 }
 
+/// With `round_slack`, the node starts LOOPP rounds due close together
+/// together: 40 feeds spread over their 1 s interval end their rounds in
+/// batches, on ticks 100 ms apart, where each would end alone (their
+/// starts are about 25 ms apart). Rounds still transmit.
+#[test]
+fn with_a_round_slack_rounds_due_close_together_run_together() {
+    use crate::proc::{loopp_env, NodeProcess};
+    const FEEDS: usize = 40;
+    let sandbox = Sandbox::new("feed-slack");
+    let job = walk_feeds_job(&sandbox, FEEDS, "1s", r#""round_slack":"100ms","#);
+    let mut node = NodeProcess::start(&job, &loopp_env(&sandbox.dir));
+    let round = |l: &str| l.contains(": transmitted median") || l.contains(": no report");
+    let feed_of = |l: &str| {
+        l.split("feed ")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .map(str::to_string)
+    };
+    let mut set_up = std::collections::HashSet::new();
+    while set_up.len() < FEEDS {
+        set_up.insert(feed_of(&node.wait_line(Duration::from_secs(60), round)));
+    }
+    // When each round's line arrives; a batch: lines less than 15 ms apart.
+    let mut ends = Vec::new();
+    while ends.len() < 3 * FEEDS {
+        node.wait_line(Duration::from_secs(30), round);
+        ends.push(std::time::Instant::now());
+    }
+    let batches = 1 + ends
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_millis(15))
+        .count();
+    println!("{} rounds ended in {batches} batches", ends.len());
+    assert!(
+        batches <= ends.len() / 2,
+        "{} rounds ended in {batches} batches: not started together",
+        ends.len()
+    );
+    node.stop();
+}
+
 /// With both plugins as LOOPPs that route, the node forwards the relayer's
 /// median provider to the median plugin (`goplugin::route`): the median
 /// plugin reads the contract and the report codec from the relayer itself,

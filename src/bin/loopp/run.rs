@@ -52,7 +52,9 @@ default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
 what the node serves it, then RESOURCE_EXHAUSTED) and the HTTP server's
 http.max_connections (1024), header_timeout, idle_timeout, write_timeout;
 feed_threads (128): the threads that run every feed's rounds, started as
-rounds need them.
+rounds need them. round_slack (0s): start rounds only on ticks that far
+apart, so rounds due close together start together (less CPU; a round
+starts up to that much late; at most a tenth of the shortest interval).
 ";
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {

@@ -26,6 +26,8 @@ struct JobFile {
     feeds: Vec<FeedEntry>,
     /// Threads that run the feeds' rounds.
     feed_threads: Option<usize>,
+    /// Rounds start on ticks this far apart (`0s`: as each is due).
+    round_slack: Option<String>,
     data_dir: Option<String>,
 }
 
@@ -348,6 +350,7 @@ impl NodeConfig {
                 DEFAULT_THREADS
             }
         };
+        let round_slack = round_slack(job.round_slack.as_deref(), &feeds, &mut problems);
         if problems.is_empty() {
             Ok(NodeConfig {
                 plugins,
@@ -356,12 +359,57 @@ impl NodeConfig {
                 http_limits,
                 feeds,
                 feed_threads,
+                round_slack,
                 data_dir,
             })
         } else {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// The most `round_slack` may be, whatever the intervals.
+pub const MAX_ROUND_SLACK: Duration = Duration::from_secs(1);
+
+/// The job's `round_slack` (none: zero, rounds start as each is due): at
+/// most [`MAX_ROUND_SLACK`] and a tenth of every feed's interval, so a
+/// round starts late by less than a tenth of its interval.
+fn round_slack(
+    v: Option<&str>,
+    feeds: &[crate::node::feeds::FeedConfig],
+    problems: &mut Vec<String>,
+) -> Duration {
+    let Some(v) = v else {
+        return Duration::ZERO;
+    };
+    let slack = match v.trim() {
+        "0" | "0s" => return Duration::ZERO,
+        _ => match super::parse_duration("round_slack", v) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("{e} (or \"0s\": rounds start as each is due)"));
+                return Duration::ZERO;
+            }
+        },
+    };
+    if slack > MAX_ROUND_SLACK {
+        problems.push(format!(
+            "round_slack: {v:?} is more than {MAX_ROUND_SLACK:?}; give e.g. \"50ms\", or \"0s\" for rounds started as each is due"
+        ));
+        return Duration::ZERO;
+    }
+    if let Some(f) = feeds.iter().min_by_key(|f| f.interval) {
+        if slack > f.interval / 10 {
+            problems.push(format!(
+                "round_slack: {v:?} is more than a tenth of feed {:?}'s interval ({:?}); give at most {:?}, or \"0s\" for rounds started as each is due",
+                f.name,
+                f.interval,
+                f.interval / 10
+            ));
+            return Duration::ZERO;
+        }
+    }
+    slack
 }
 
 /// A median plugin with `processes: "per_feed"` (a LOOPP) becomes one

@@ -164,6 +164,10 @@ pub struct NodeConfig {
     /// [`crate::node::feeds::scheduler::DEFAULT_THREADS`]): the node's
     /// threads do not grow with its feeds.
     pub feed_threads: usize,
+    /// Rounds start on ticks this far apart (job file `round_slack`,
+    /// default zero: as each is due), so rounds due close together start
+    /// together and wake the plugins once.
+    pub round_slack: std::time::Duration,
     /// Where chain files live (`DATA/<relay>/<feed>.jsonl`, one contract per feed).
     pub data_dir: PathBuf,
 }
@@ -263,6 +267,41 @@ mod tests {
         assert_eq!(c.feeds.len(), 1);
         assert_eq!(c.feeds[0].deadlines.0.query, Duration::from_millis(100));
         assert_eq!(c.supervision, Supervision::default());
+    }
+
+    /// `round_slack`: off unless set; `0s` is off; more than a tenth of a
+    /// feed's interval, or than a second, or not a duration, is refused
+    /// with the limit named.
+    #[test]
+    fn round_slack_is_bounded_by_the_shortest_interval() {
+        let with = |v: &str| {
+            let job = DEFAULT_JOB.replacen('{', &format!("{{\"round_slack\": {v:?},"), 1);
+            NodeConfig::from_json("job", &job, &env_of(&[]))
+        };
+        let default = NodeConfig::from_json("job", DEFAULT_JOB, &env_of(&[])).unwrap();
+        assert_eq!(default.round_slack, Duration::ZERO);
+        assert_eq!(with("50ms").unwrap().round_slack, Duration::from_millis(50));
+        assert_eq!(
+            with("100ms").unwrap().round_slack,
+            Duration::from_millis(100)
+        );
+        assert_eq!(with("0s").unwrap().round_slack, Duration::ZERO);
+        let problem = |v: &str| with(v).unwrap_err().problems.join("\n");
+        let p = problem("150ms");
+        assert!(
+            p.contains("round_slack: \"150ms\" is more than a tenth of feed \"demo-usd\"'s interval (1s); give at most 100ms"),
+            "{p}"
+        );
+        assert!(
+            problem("2s").contains("is more than 1s"),
+            "{}",
+            problem("2s")
+        );
+        let p = problem("soon");
+        assert!(
+            p.contains("round_slack: \"soon\" is not a duration") && p.contains("\"0s\""),
+            "{p}"
+        );
     }
 
     #[test]
