@@ -120,6 +120,7 @@ pub fn record_plugins(statuses: &[crate::node::registry::PluginStatus]) {
 
 struct Feeds {
     seconds: prometheus::Histogram,
+    late: prometheus::Histogram,
     rounds: IntCounterVec,
     reports: IntCounterVec,
     transmissions: IntCounterVec,
@@ -135,6 +136,13 @@ pub const ROUND_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Start delay buckets, in seconds (0.5 ms .. 10 s): a round starts at
+/// once, up to the job's `round_slack` late, or later when it waited for a
+/// round thread.
+pub const START_DELAY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
     let counter = |name: &str, help: &str, labels: &[&str]| {
         register(IntCounterVec::new(Opts::new(name, help), labels).unwrap())
@@ -147,6 +155,16 @@ static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
                     "Time of a feed round, Query to Transmit, all feeds.",
                 )
                 .buckets(ROUND_BUCKETS.to_vec()),
+            )
+            .unwrap(),
+        ),
+        late: register(
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "loopp_feed_round_start_delay_seconds",
+                    "How late feed rounds started after they were due (the job's round_slack, waiting for a round thread), all feeds.",
+                )
+                .buckets(START_DELAY_BUCKETS.to_vec()),
             )
             .unwrap(),
         ),
@@ -190,6 +208,11 @@ static FEEDS: LazyLock<Feeds> = LazyLock::new(|| {
 /// Counts rounds waiting for a round thread up (1) or down (-1).
 pub fn feed_rounds_queued(delta: i64) {
     FEEDS.queued.add(delta);
+}
+
+/// Records that a feed round started `late` after it was due.
+pub fn feed_round_started(late: Duration) {
+    FEEDS.late.observe(late.as_secs_f64());
 }
 
 /// Records how many threads run feed rounds.

@@ -387,14 +387,21 @@ fn loopp_rounds_run_as_futures_and_hold_no_worker() {
 /// With `round_slack`, the node starts LOOPP rounds due close together
 /// together: 40 feeds spread over their 1 s interval end their rounds in
 /// batches, on ticks 100 ms apart, where each would end alone (their
-/// starts are about 25 ms apart). Rounds still transmit.
+/// starts are about 25 ms apart). Rounds still transmit, and the node's
+/// start-delay histogram shows them started up to the slack late.
 #[test]
 fn with_a_round_slack_rounds_due_close_together_run_together() {
     use crate::proc::{loopp_env, NodeProcess};
     const FEEDS: usize = 40;
     let sandbox = Sandbox::new("feed-slack");
-    let job = walk_feeds_job(&sandbox, FEEDS, "1s", r#""round_slack":"100ms","#);
+    let job = walk_feeds_job(
+        &sandbox,
+        FEEDS,
+        "1s",
+        r#""round_slack":"100ms","http":{"listen":"127.0.0.1:0"},"#,
+    );
     let mut node = NodeProcess::start(&job, &loopp_env(&sandbox.dir));
+    let port = node.wait_http_port(Duration::from_secs(30));
     let round = |l: &str| l.contains(": transmitted median") || l.contains(": no report");
     let feed_of = |l: &str| {
         l.split("feed ")
@@ -421,6 +428,29 @@ fn with_a_round_slack_rounds_due_close_together_run_together() {
         batches <= ends.len() / 2,
         "{} rounds ended in {batches} batches: not started together",
         ends.len()
+    );
+    // Started late by about half the slack on average, never by more than
+    // the slack and what a loaded machine adds.
+    let page = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let bucket = |le: &str| -> f64 {
+        let key = format!("loopp_feed_round_start_delay_seconds_bucket{{le=\"{le}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /metrics"))
+    };
+    let (all, soon, within) = (bucket("+Inf"), bucket("0.005"), bucket("0.25"));
+    println!("round starts: {all}, within 5 ms of due {soon}, within 250 ms {within}");
+    assert!(all >= ends.len() as f64, "{all} round starts counted");
+    assert_eq!(within, all, "a round started more than 250 ms late");
+    assert!(
+        soon < all / 2.0,
+        "{soon} of {all} rounds started within 5 ms of due"
     );
     node.stop();
 }

@@ -376,8 +376,9 @@ impl Drop for ProxyTrap {
 
 /// Writes `job.json` in `sandbox`: `n` feeds `f0`.. (devchain relay, the
 /// median plugin, random walks seeded by index) every `interval`, HTTP
-/// off, data under `sandbox/data`, plus the job fields in `extra` (JSON
-/// members, each followed by a comma, e.g. `"feed_threads":2,`).
+/// off unless `extra` sets it, data under `sandbox/data`, plus the job
+/// fields in `extra` (JSON members, each followed by a comma, e.g.
+/// `"feed_threads":2,`).
 pub fn walk_feeds_job(sandbox: &Sandbox, n: usize, interval: &str, extra: &str) -> PathBuf {
     let feeds: Vec<String> = (0..n)
         .map(|i| {
@@ -393,8 +394,13 @@ pub fn walk_feeds_job(sandbox: &Sandbox, n: usize, interval: &str, extra: &str) 
         &job,
         format!(
             r#"{{"plugins":[{{"name":"devchain","kind":"relayer"}},{{"name":"median","kind":"median"}}],
-                "feeds":[{}],{extra}"http":{{"listen":"off"}},"data_dir":{}}}"#,
+                "feeds":[{}],{extra}{}"data_dir":{}}}"#,
             feeds.join(","),
+            if extra.contains(r#""http""#) {
+                ""
+            } else {
+                r#""http":{"listen":"off"},"#
+            },
             serde_json::Value::String(sandbox.dir.join("data").display().to_string())
         ),
     )

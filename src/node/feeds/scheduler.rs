@@ -133,6 +133,8 @@ struct Job {
     name: Arc<str>,
     task: Task,
     cancelled: Arc<AtomicBool>,
+    /// When its round was due.
+    due: Instant,
 }
 
 /// The timer thread and the workers. Dropping it stops them (after the
@@ -304,6 +306,7 @@ fn work(jobs: Receiver<Job>, cmd: Sender<Cmd>, crew: Arc<Crew>) {
         if job.cancelled.load(Ordering::Acquire) {
             done.finish(job.task);
         } else {
+            crate::node::metrics::feed_round_started(job.due.elapsed());
             // A panic drops `done` (and the feed) while unwinding.
             let task = job.task;
             let _ = std::panic::catch_unwind(AssertUnwindSafe(move || task.tick(done)));
@@ -470,8 +473,9 @@ impl Timer {
                 continue;
             };
             self.in_progress += 1;
-            let (cancelled, name) = (slot.cancelled.clone(), slot.name.clone());
+            let (cancelled, name, due) = (slot.cancelled.clone(), slot.name.clone(), slot.due);
             if task.starts_at_once() {
+                crate::node::metrics::feed_round_started(due.elapsed());
                 let done = Done {
                     id,
                     name,
@@ -489,6 +493,7 @@ impl Timer {
                     name,
                     task,
                     cancelled,
+                    due,
                 },
                 jobs,
             );
