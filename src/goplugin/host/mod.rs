@@ -263,8 +263,7 @@ impl Client {
             }
         };
         let handshake_in = t0.elapsed();
-        let channel =
-            rpc::connect_bounded(handshake.network, &handshake.address, config.max_message);
+        let channel = rpc::connect_now(handshake.network, &handshake.address, config.max_message);
         let lane = crate::goplugin::pool::Lane::new(
             &config.name,
             config.concurrent_calls,
