@@ -168,10 +168,10 @@ pub const DIRECT_VAR: &str = "LOOPP_DIRECT_CHANNELS";
 
 /// A host's channel to its plugin, which carries calls for as long as the
 /// plugin lives: connected now and handed to gRPC as a direct channel,
-/// which sends every call straight to that connection's transport. A [`connect_bounded`] channel runs each call
-/// through gRPC's client channel first (a load-balancing pick, a subchannel
-/// call and its filters), and waits for the server's SETTINGS before a
-/// first call. Measured (plugin benchmark, runs alternated): CPU of a
+/// which sends every call straight to that connection's transport. A
+/// [`connect_bounded`] channel runs each call through gRPC's client
+/// channel first (a load-balancing pick, a subchannel call and its
+/// filters), and waits for the server's SETTINGS before a first call. Measured (plugin benchmark, runs alternated): CPU of a
 /// health RPC, host and plugin, 122-141 -> 111-119 µs; spawn to ready less
 /// the handshake 0.54-1.02 -> 0.36-0.56 ms. Routed channels made so too
 /// gained a LOOPP round at 1,000 feeds little (1.08 -> 1.05 ms, five
