@@ -669,12 +669,7 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     let pid = most.pid();
     let fds = figures(pid).fds;
     // The limit is on /metrics as Prometheus's process collector names it.
-    let metrics = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = metrics_page(port);
     assert!(
         metrics
             .lines()

@@ -323,13 +323,7 @@ fn eighty_feeds_transmit_on_two_round_threads() {
         let line = node.wait_line(Duration::from_secs(60), |l| {
             l.contains(": transmitted median")
         });
-        let feed = line
-            .split("feed ")
-            .nth(1)
-            .and_then(|r| r.split(':').next())
-            .unwrap_or_default()
-            .to_string();
-        transmitted.insert(feed);
+        transmitted.insert(feed_of(&line));
     }
     let f = figures(node.pid());
     println!("{FEEDS} feeds, feed_threads 2: node threads {}", f.threads);
@@ -358,12 +352,7 @@ fn loopp_rounds_run_as_futures_and_hold_no_worker() {
     let mut set_up = std::collections::HashSet::new();
     while set_up.len() < FEEDS {
         let line = node.wait_line(Duration::from_secs(60), transmitted);
-        set_up.insert(
-            line.split("feed ")
-                .nth(1)
-                .and_then(|r| r.split(':').next())
-                .map(str::to_string),
-        );
+        set_up.insert(feed_of(&line));
     }
     let pid = node.pid();
     let workers = switches_of_threads(pid, "feed-round");
@@ -403,12 +392,6 @@ fn with_a_round_slack_rounds_due_close_together_run_together() {
     let mut node = NodeProcess::start(&job, &loopp_env(&sandbox.dir));
     let port = node.wait_http_port(Duration::from_secs(30));
     let round = |l: &str| l.contains(": transmitted median") || l.contains(": no report");
-    let feed_of = |l: &str| {
-        l.split("feed ")
-            .nth(1)
-            .and_then(|r| r.split(':').next())
-            .map(str::to_string)
-    };
     let mut set_up = std::collections::HashSet::new();
     while set_up.len() < FEEDS {
         set_up.insert(feed_of(&node.wait_line(Duration::from_secs(60), round)));
@@ -431,12 +414,7 @@ fn with_a_round_slack_rounds_due_close_together_run_together() {
     );
     // Started late by about half the slack on average, never by more than
     // the slack and what a loaded machine adds.
-    let page = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let page = metrics_page(port);
     let bucket = |le: &str| -> f64 {
         let key = format!("loopp_feed_round_start_delay_seconds_bucket{{le=\"{le}\"}} ");
         page.lines()

@@ -386,12 +386,7 @@ fn broker_objects_in(text: &str) -> i64 {
 
 /// The objects a plugin serves on its broker, from its `/metrics`.
 fn plugin_broker_objects(port: u16) -> i64 {
-    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .expect("the plugin's /metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = metrics_page(port);
     broker_objects_in(&text)
 }
 

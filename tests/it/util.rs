@@ -407,3 +407,24 @@ pub fn walk_feeds_job(sandbox: &Sandbox, n: usize, interval: &str, extra: &str) 
     .unwrap();
     job
 }
+
+/// The feed a node log line names (`... feed NAME: ...`), or "" for a line
+/// that names none.
+pub fn feed_of(line: &str) -> String {
+    line.split("feed ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The Prometheus page at `http://127.0.0.1:PORT/metrics`.
+#[track_caller]
+pub fn metrics_page(port: u16) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET /metrics on port {port}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
