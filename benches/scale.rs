@@ -5,10 +5,12 @@
 //! every feed has finished a round (at most 120 s of set-up). Up to
 //! LOOPP_BENCH_SCALE_PER_FEED_MAX feeds (100), also as LOOPPs with a median
 //! process per feed (`processes: "per_feed"`), compared with the shared one.
-//! From 2 up to LOOPP_BENCH_SCALE_SLACK_MAX feeds (300), also as LOOPPs with
-//! `round_slack` 50ms, compared with rounds started as each is due (CPU per
-//! round lower with it: `met`; the round time does not count the up to
-//! 50 ms a round starts late).
+//! Every mode runs the job's default `round_slack` (`auto`: rounds start on
+//! ticks that gather about 8 rounds each, 50 ms at most; off below 40
+//! feeds). From 40 up to LOOPP_BENCH_SCALE_SLACK_MAX feeds (1000), also as
+//! LOOPPs with `round_slack` 0s, rounds started as each is due, compared
+//! with the default (CPU per round lower with the ticks: `met`; the round
+//! time does not count the up to a tick a round starts late).
 //!
 //! Per N and mode, one JSON line: rounds/s, missed rounds (expected at the
 //! interval, less those that ended with a report or a decision not to
@@ -229,8 +231,8 @@ fn job(n: usize, mode: Mode, data: &Path) -> String {
             "shared"
         },
         data.display().to_string(),
-        if mode == Mode::Slack {
-            r#""round_slack": "50ms", "#
+        if mode == Mode::Due {
+            r#""round_slack": "0s", "#
         } else {
             ""
         },
@@ -274,8 +276,8 @@ enum Mode {
     /// Both as LOOPPs, a median process per feed (`processes: "per_feed"`,
     /// as a Chainlink node runs one per job).
     PerFeed,
-    /// Both as LOOPPs, rounds started on ticks 50 ms apart (`round_slack`).
-    Slack,
+    /// Both as LOOPPs, rounds started as each is due (`round_slack` 0s).
+    Due,
     /// Both in the node's process.
     InProcess,
 }
@@ -285,10 +287,30 @@ impl Mode {
         match self {
             Mode::Loopp => "loopp",
             Mode::PerFeed => "loopp-per-feed",
-            Mode::Slack => "loopp-slack",
+            Mode::Due => "loopp-due",
             Mode::InProcess => "in-process",
         }
     }
+}
+
+/// The `round_slack` the node sets itself for `n` feeds at 1 s.
+fn auto_slack(n: usize) -> Duration {
+    let feed = |i: usize| {
+        format!(
+            r#"{{"name": "f{i}", "relay": "devchain", "median": "median",
+                 "source": {{"type": "randomwalk", "seed": 1, "start": 300000, "step_ppm": 2000}},
+                 "oracles": 4, "f": 1, "interval": "1s", "alpha_ppb": 1000000, "delta_c": "10s"}}"#
+        )
+    };
+    let feeds: Vec<String> = (0..n).map(feed).collect();
+    let job = format!(
+        r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}],
+            "feeds": [{}]}}"#,
+        feeds.join(",")
+    );
+    loopp::node::config::NodeConfig::from_json("scale", &job, &|_: &str| None)
+        .map(|c| c.round_slack)
+        .unwrap_or_default()
 }
 
 struct Run {
@@ -457,10 +479,11 @@ fn main() {
     let per_feed_max: usize = knob("LOOPP_BENCH_SCALE_PER_FEED_MAX", "100")
         .parse()
         .unwrap_or(100);
-    // Rounds on ticks (`round_slack`) are measured up to this many feeds.
-    let slack_max: usize = knob("LOOPP_BENCH_SCALE_SLACK_MAX", "300")
+    // Rounds started as each is due (`round_slack` 0s) are measured up to
+    // this many feeds, where the default starts them on ticks.
+    let slack_max: usize = knob("LOOPP_BENCH_SCALE_SLACK_MAX", "1000")
         .parse()
-        .unwrap_or(300);
+        .unwrap_or(1000);
     let floor_us = floor::cpu_us(20_000);
     println!(
         "{}",
@@ -476,9 +499,8 @@ fn main() {
         if n <= per_feed_max {
             runs.push(run(n, Mode::PerFeed, secs, &dir.0));
         }
-        // A feed alone has no rounds to start together.
-        if n > 1 && n <= slack_max {
-            runs.push(run(n, Mode::Slack, secs, &dir.0));
+        if !auto_slack(n).is_zero() && n <= slack_max {
+            runs.push(run(n, Mode::Due, secs, &dir.0));
         }
     }
     drop(dir);
@@ -653,13 +675,13 @@ fn main() {
             );
         }
     }
-    // Rounds started as each is due, and on ticks 50 ms apart.
+    // Rounds started as each is due, and on the default's ticks.
     for &n in &ns {
-        if let (Some(due), Some(ticks)) = (get(n, Mode::Loopp), get(n, Mode::Slack)) {
+        if let (Some(due), Some(ticks)) = (get(n, Mode::Due), get(n, Mode::Loopp)) {
             let whole = due.ready == due.n && ticks.ready == ticks.n;
             println!(
                 "{}",
-                json!({"compare": "scale_round_slack", "feeds": n, "round_slack_ms": [0, 50],
+                json!({"compare": "scale_round_slack", "feeds": n, "round_slack_ms": [0, auto_slack(n).as_millis()],
                        "cpu_per_round_ms": [due.cpu_per_round_ms, ticks.cpu_per_round_ms],
                        "ratio": ticks.cpu_per_round_ms / due.cpu_per_round_ms.max(1e-9),
                        "missed_ratio": [due.missed_ratio, ticks.missed_ratio],

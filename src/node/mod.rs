@@ -383,6 +383,14 @@ impl Node {
         let scheduler = if config.feeds.is_empty() {
             None
         } else {
+            if config.round_slack.is_zero() {
+                log::info!("feed rounds start as each is due (round_slack)");
+            } else {
+                log::info!(
+                    "feed rounds start on ticks {:?} apart, so rounds due close together start together (round_slack)",
+                    config.round_slack
+                );
+            }
             match crate::node::feeds::scheduler::Scheduler::start(
                 config.feed_threads,
                 config.round_slack,

@@ -433,6 +433,44 @@ fn with_a_round_slack_rounds_due_close_together_run_together() {
     node.stop();
 }
 
+/// By default (`round_slack` auto) a job of 44 feeds at 1 s starts its
+/// rounds on ticks 50 ms apart, as the node logs: most rounds start
+/// later than 5 ms after they are due (as each is due, all of them start
+/// within 5 ms), none by more than the tick and what a loaded machine adds.
+#[test]
+fn by_default_a_job_of_many_feeds_starts_rounds_on_ticks() {
+    use crate::proc::{loopp_env, NodeProcess};
+    const FEEDS: usize = 44;
+    let sandbox = Sandbox::new("feed-auto-slack");
+    let job = walk_feeds_job(&sandbox, FEEDS, "1s", r#""http":{"listen":"127.0.0.1:0"},"#);
+    let mut node = NodeProcess::start(&job, &loopp_env(&sandbox.dir));
+    let port = node.wait_http_port(Duration::from_secs(30));
+    node.wait_line(Duration::from_secs(30), |l| {
+        l.contains("feed rounds start on ticks 50ms apart")
+    });
+    let round = |l: &str| l.contains(": transmitted median") || l.contains(": no report");
+    for _ in 0..3 * FEEDS {
+        node.wait_line(Duration::from_secs(60), round);
+    }
+    let page = metrics_page(port);
+    let bucket = |le: &str| -> f64 {
+        let key = format!("loopp_feed_round_start_delay_seconds_bucket{{le=\"{le}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /metrics"))
+    };
+    let (all, soon, within) = (bucket("+Inf"), bucket("0.005"), bucket("0.25"));
+    println!("round starts: {all}, within 5 ms of due {soon}, within 250 ms {within}");
+    assert!(all >= (3 * FEEDS) as f64, "{all} round starts counted");
+    assert_eq!(within, all, "a round started more than 250 ms late");
+    assert!(
+        soon < all / 2.0,
+        "{soon} of {all} rounds started within 5 ms of due: not on ticks"
+    );
+    node.stop();
+}
+
 /// With both plugins as LOOPPs that route, the node forwards the relayer's
 /// median provider to the median plugin (`goplugin::route`): the median
 /// plugin reads the contract and the report codec from the relayer itself,

@@ -52,9 +52,12 @@ default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
 what the node serves it, then RESOURCE_EXHAUSTED) and the HTTP server's
 http.max_connections (1024), header_timeout, idle_timeout, write_timeout;
 feed_threads (128): the threads that run every feed's rounds, started as
-rounds need them. round_slack (0s): start rounds only on ticks that far
+rounds need them. round_slack (auto): start rounds only on ticks that far
 apart, so rounds due close together start together (less CPU; a round
 starts up to that much late; at most a tenth of the shortest interval).
+auto sets ticks of about 8 rounds at the feeds' rate, at most 50ms, and
+none below 2 rounds a tick (for feeds at 1s: off below 40 feeds); 0s
+starts each round as it is due.
 ";
 
 pub fn main(args: &[String]) -> Result<ExitCode, String> {

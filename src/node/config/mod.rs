@@ -38,6 +38,8 @@ use crate::node::kinds::Kind;
 mod feeds;
 mod job;
 
+pub use job::auto_round_slack;
+
 /// The job the node runs when given no `--config`: a devchain relay and one
 /// median feed on a deterministic random walk.
 pub const DEFAULT_JOB: &str = r#"{
@@ -164,9 +166,10 @@ pub struct NodeConfig {
     /// [`crate::node::feeds::scheduler::DEFAULT_THREADS`]): the node's
     /// threads do not grow with its feeds.
     pub feed_threads: usize,
-    /// Rounds start on ticks this far apart (job file `round_slack`,
-    /// default zero: as each is due), so rounds due close together start
-    /// together and wake the plugins once.
+    /// Rounds start on ticks this far apart (job file `round_slack`;
+    /// zero: as each is due), so rounds due close together start together
+    /// and wake the plugins once. By default set from the feeds
+    /// ([`auto_round_slack`]): off for small jobs.
     pub round_slack: std::time::Duration,
     /// Where chain files live (`DATA/<relay>/<feed>.jsonl`, one contract per feed).
     pub data_dir: PathBuf,
@@ -269,9 +272,9 @@ mod tests {
         assert_eq!(c.supervision, Supervision::default());
     }
 
-    /// `round_slack`: off unless set; `0s` is off; more than a tenth of a
-    /// feed's interval, or than a second, or not a duration, is refused
-    /// with the limit named.
+    /// `round_slack`: `auto` unless set (off for the one default feed);
+    /// `0s` is off; more than a tenth of a feed's interval, or than a
+    /// second, or not a duration, is refused with the limit named.
     #[test]
     fn round_slack_is_bounded_by_the_shortest_interval() {
         let with = |v: &str| {
@@ -280,6 +283,7 @@ mod tests {
         };
         let default = NodeConfig::from_json("job", DEFAULT_JOB, &env_of(&[])).unwrap();
         assert_eq!(default.round_slack, Duration::ZERO);
+        assert_eq!(with("auto").unwrap().round_slack, Duration::ZERO);
         assert_eq!(with("50ms").unwrap().round_slack, Duration::from_millis(50));
         assert_eq!(
             with("100ms").unwrap().round_slack,
@@ -302,6 +306,47 @@ mod tests {
             p.contains("round_slack: \"soon\" is not a duration") && p.contains("\"0s\""),
             "{p}"
         );
+    }
+
+    /// `round_slack: "auto"` (the default) from the feeds' rate: ticks of
+    /// about 8 rounds, at most 50 ms and a tenth of the shortest interval,
+    /// off below 2 rounds a tick.
+    #[test]
+    fn an_automatic_round_slack_follows_the_feeds_rate() {
+        // `n` copies of the default feed at `interval`, and one at `other`.
+        let slack = |n: usize, interval: &str, other: Option<&str>| -> Duration {
+            let feed = |i: usize, iv: &str| {
+                format!(
+                    r#"{{"name": "f{i}", "relay": "devchain", "median": "median",
+                         "source": {{"type": "randomwalk", "seed": 1, "start": 300000, "step_ppm": 2000}},
+                         "oracles": 4, "f": 1, "interval": "{iv}", "alpha_ppb": 1000000, "delta_c": "10s"}}"#
+                )
+            };
+            let mut feeds: Vec<String> = (0..n).map(|i| feed(i, interval)).collect();
+            feeds.extend(other.map(|iv| feed(n, iv)));
+            let job = format!(
+                r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}],
+                    "feeds": [{}]}}"#,
+                feeds.join(",")
+            );
+            NodeConfig::from_json("job", &job, &env_of(&[]))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .round_slack
+        };
+        let ms = Duration::from_millis;
+        // At 1 s: off below 40 feeds (under 2 rounds a 50 ms tick), 50 ms up
+        // to 160 feeds, then 8 s divided by the count.
+        assert_eq!(slack(39, "1s", None), Duration::ZERO);
+        assert_eq!(slack(40, "1s", None), ms(50));
+        assert_eq!(slack(160, "1s", None), ms(50));
+        assert_eq!(slack(300, "1s", None), ms(26));
+        assert_eq!(slack(1000, "1s", None), ms(8));
+        // A feed at 200 ms caps the tick at 20 ms and adds 5 rounds a second.
+        assert_eq!(slack(100, "1s", Some("200ms")), ms(20));
+        assert_eq!(slack(200, "1s", Some("200ms")), ms(20));
+        assert_eq!(slack(400, "1s", Some("200ms")), ms(19));
+        // Sub-millisecond ticks are off.
+        assert_eq!(slack(100, "10ms", None), Duration::ZERO);
     }
 
     #[test]
