@@ -415,13 +415,7 @@ fn with_a_round_slack_rounds_due_close_together_run_together() {
     // Started late by about half the slack on average, never by more than
     // the slack and what a loaded machine adds.
     let page = metrics_page(port);
-    let bucket = |le: &str| -> f64 {
-        let key = format!("loopp_feed_round_start_delay_seconds_bucket{{le=\"{le}\"}} ");
-        page.lines()
-            .find_map(|l| l.strip_prefix(key.as_str()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in /metrics"))
-    };
+    let bucket = |le| histogram_bucket(&page, "loopp_feed_round_start_delay_seconds", le);
     let (all, soon, within) = (bucket("+Inf"), bucket("0.005"), bucket("0.25"));
     println!("round starts: {all}, within 5 ms of due {soon}, within 250 ms {within}");
     assert!(all >= ends.len() as f64, "{all} round starts counted");
@@ -453,13 +447,7 @@ fn by_default_a_job_of_many_feeds_starts_rounds_on_ticks() {
         node.wait_line(Duration::from_secs(60), round);
     }
     let page = metrics_page(port);
-    let bucket = |le: &str| -> f64 {
-        let key = format!("loopp_feed_round_start_delay_seconds_bucket{{le=\"{le}\"}} ");
-        page.lines()
-            .find_map(|l| l.strip_prefix(key.as_str()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in /metrics"))
-    };
+    let bucket = |le| histogram_bucket(&page, "loopp_feed_round_start_delay_seconds", le);
     let (all, soon, within) = (bucket("+Inf"), bucket("0.005"), bucket("0.25"));
     println!("round starts: {all}, within 5 ms of due {soon}, within 250 ms {within}");
     assert!(all >= (3 * FEEDS) as f64, "{all} round starts counted");

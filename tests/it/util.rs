@@ -428,3 +428,13 @@ pub fn metrics_page(port: u16) -> String {
         .read_to_string()
         .unwrap()
 }
+
+/// The count of a histogram's bucket `le` (unlabelled) on a Prometheus page.
+#[track_caller]
+pub fn histogram_bucket(page: &str, histogram: &str, le: &str) -> f64 {
+    let key = format!("{histogram}_bucket{{le=\"{le}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /metrics"))
+}
