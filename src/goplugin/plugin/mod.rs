@@ -7,8 +7,11 @@
 //! 3. negotiate the app version from `PLUGIN_PROTOCOL_VERSIONS`;
 //! 4. build the plugin's services, given its [`Plugin`] context (broker, version);
 //! 5. listen on a unix socket in a fresh 0700 directory, or on 127.0.0.1 in
-//!    `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` when `LOOPP_NETWORK=tcp`;
-//! 6. print the handshake line and flush; then start what the host does not
+//!    `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` when `LOOPP_NETWORK=tcp`: the
+//!    plugin's own socket ([`accept`]), before gRPC is set up;
+//! 6. print the handshake line and flush; then build and start the gRPC
+//!    server, whose accept thread hands it every connection (a host that
+//!    connected meanwhile waits in the backlog), and what the host does not
 //!    wait for: the parent's watch and the `/metrics` server's threads (its
 //!    port is bound before the handshake);
 //! 7. serve until Shutdown, SIGTERM or the host's death, then close the service,
@@ -17,19 +20,17 @@
 //! Invariants: the plugin never listens on a non-loopback address; it exits by
 //! itself when its host dies (SIGINT is ignored, as in go-plugin: the host decides).
 
+pub mod accept;
 mod builtin;
 pub mod jsonlog;
 pub mod metrics;
 mod parent;
 pub mod stdio;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use grpcio::{Server, ServerCredentials};
 
 use crate::goplugin::broker::Broker;
 use crate::goplugin::error::{Error, Result};
@@ -230,32 +231,14 @@ where
         source: Some(e),
     })?;
 
-    let stopping = Arc::new(AtomicBool::new(false));
-    let mut builder = crate::goplugin::rpc::server_builder()
-        .register_service(health_grpc::create_health(builtin::Health {
-            stopping: stopping.clone(),
-        }))
-        .register_service(grpc_controller_grpc::create_grpc_controller(
-            builtin::Controller {
-                stop: stop_tx.clone(),
-            },
-        ))
-        .register_service(grpc_broker_grpc::create_grpc_broker(
-            builtin::BrokerService {
-                broker: broker.clone(),
-            },
-        ))
-        .register_service(grpc_stdio_grpc::create_grpc_stdio(builtin::StdioService {
-            stdio: stdio.clone(),
-        }));
-    for s in served.grpc {
-        builder = builder.register_service(s.into_service());
-    }
-    let mut server = builder
-        .build()
-        .map_err(|e| serve_err("cannot build the gRPC server", e))?;
-    let address = listen(&mut server, network, &sockets)?;
-    server.start();
+    // Listening before gRPC is set up: the handshake goes out now, and the
+    // server is built while the host connects (see `accept`).
+    let ports = match network {
+        Network::Tcp => port_range()?,
+        Network::Unix => DEFAULT_PORT_RANGE,
+    };
+    let listener = accept::listen(network, &sockets, ports)?;
+    let address = listener.address().to_string();
     // Bound before the handshake, so a taken port fails the start; served
     // (threads started) after it, with the parent's watch: the host waits
     // for the handshake line, not for these.
@@ -284,6 +267,33 @@ where
     stdio
         .print_handshake(&line)
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut builder = crate::goplugin::rpc::server_builder()
+        .register_service(health_grpc::create_health(builtin::Health {
+            stopping: stopping.clone(),
+        }))
+        .register_service(grpc_controller_grpc::create_grpc_controller(
+            builtin::Controller {
+                stop: stop_tx.clone(),
+            },
+        ))
+        .register_service(grpc_broker_grpc::create_grpc_broker(
+            builtin::BrokerService {
+                broker: broker.clone(),
+            },
+        ))
+        .register_service(grpc_stdio_grpc::create_grpc_stdio(builtin::StdioService {
+            stdio: stdio.clone(),
+        }));
+    for s in served.grpc {
+        builder = builder.register_service(s.into_service());
+    }
+    let mut server = builder
+        .build()
+        .map_err(|e| serve_err("cannot build the gRPC server", e))?;
+    server.start();
+    let acceptor = listener.serve(server)?;
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
     parent::watch(stop_tx.clone(), ppid);
     // Kept until the process exits.
@@ -329,51 +339,11 @@ where
     }
     let servers_by = deadline.max(std::time::Instant::now() + MIN_SERVER_STOP);
     broker.close_by(servers_by);
-    crate::goplugin::rpc::shutdown_servers(vec![server], servers_by);
+    crate::goplugin::rpc::shutdown_servers(acceptor.stop().into_iter().collect(), servers_by);
     // Now, whoever still holds the directory: the broker's servers may
     // still be finishing on their own thread, and the process exits next.
     sockets.remove();
     Ok(stop)
-}
-
-/// Listens on the configured network and returns the handshake address.
-fn listen(server: &mut Server, network: Network, sockets: &SocketDir) -> Result<String> {
-    match network {
-        Network::Unix => {
-            let path = sockets
-                .path("plugin.sock")
-                .map_err(|e| serve_err("cannot create the socket directory", e))?;
-            let address = path.to_string_lossy().into_owned();
-            server
-                .add_listening_port(
-                    crate::goplugin::rpc::target(network, &address),
-                    ServerCredentials::insecure(),
-                )
-                .map_err(|e| serve_err(format!("cannot listen on {address}"), e))?;
-            Ok(address)
-        }
-        Network::Tcp => {
-            let (min, max) = port_range()?;
-            let span = u32::from(max - min) + 1;
-            // Start at a pid-dependent port so concurrent plugins rarely collide.
-            let start = std::process::id().wrapping_mul(7919) % span;
-            for i in 0..span {
-                let port = min + ((start + i) % span) as u16;
-                let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).to_string();
-                if let Ok(bound) = server.add_listening_port(&addr, ServerCredentials::insecure()) {
-                    if bound == port {
-                        return Ok(addr);
-                    }
-                }
-            }
-            Err(Error::Serve {
-                what: format!(
-                    "no free TCP port on 127.0.0.1 in PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT ({min}..={max}); widen the range"
-                ),
-                source: None,
-            })
-        }
-    }
 }
 
 /// `PLUGIN_MIN_PORT`/`PLUGIN_MAX_PORT`, defaulting to go-plugin's 10000..=25000.
