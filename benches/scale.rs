@@ -293,24 +293,15 @@ impl Mode {
     }
 }
 
-/// The `round_slack` the node sets itself for `n` feeds at 1 s.
+/// The `round_slack` the node sets itself for the job of `n` feeds.
 fn auto_slack(n: usize) -> Duration {
-    let feed = |i: usize| {
-        format!(
-            r#"{{"name": "f{i}", "relay": "devchain", "median": "median",
-                 "source": {{"type": "randomwalk", "seed": 1, "start": 300000, "step_ppm": 2000}},
-                 "oracles": 4, "f": 1, "interval": "1s", "alpha_ppb": 1000000, "delta_c": "10s"}}"#
-        )
-    };
-    let feeds: Vec<String> = (0..n).map(feed).collect();
-    let job = format!(
-        r#"{{"plugins": [{{"name": "devchain", "kind": "relayer"}}, {{"name": "median", "kind": "median"}}],
-            "feeds": [{}]}}"#,
-        feeds.join(",")
-    );
-    loopp::node::config::NodeConfig::from_json("scale", &job, &|_: &str| None)
-        .map(|c| c.round_slack)
-        .unwrap_or_default()
+    loopp::node::config::NodeConfig::from_json(
+        "scale",
+        &job(n, Mode::Loopp, Path::new("data")),
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("the scale job of {n} feeds: {e}"))
+    .round_slack
 }
 
 struct Run {

@@ -31,9 +31,10 @@ use crate::goplugin::sockdir::SocketDir;
 /// (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: libc::c_int = 4096;
 
-/// How long the accept thread waits before trying again when the process
-/// has no descriptor left (the connection waits in the backlog meanwhile).
-const NO_FD_PAUSE: Duration = Duration::from_millis(50);
+/// How long the accept thread waits before trying again after an error
+/// that may last (no descriptor left, no memory): the connection waits in
+/// the backlog meanwhile, and the thread never spins.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// A listening socket and the address the handshake names.
 pub struct Listener {
@@ -53,10 +54,14 @@ fn serve_err(what: impl Into<String>, e: std::io::Error) -> Error {
     }
 }
 
-/// Listens on `network`: `plugin.sock` in `sockets`, or a free port of
-/// `ports` on 127.0.0.1 (starting at one that depends on the pid, so
-/// concurrent plugins rarely collide).
-pub fn listen(network: Network, sockets: &SocketDir, ports: (u16, u16)) -> Result<Listener> {
+/// Listens on `network`: `plugin.sock` in `sockets`, or a free port of the
+/// range `ports` gives on 127.0.0.1 (starting at one that depends on the
+/// pid, so concurrent plugins rarely collide; asked only for TCP).
+pub fn listen(
+    network: Network,
+    sockets: &SocketDir,
+    ports: impl FnOnce() -> Result<(u16, u16)>,
+) -> Result<Listener> {
     let listener = match network {
         Network::Unix => {
             let path = sockets
@@ -71,7 +76,7 @@ pub fn listen(network: Network, sockets: &SocketDir, ports: (u16, u16)) -> Resul
             }
         }
         Network::Tcp => {
-            let (min, max) = ports;
+            let (min, max) = ports()?;
             let span = u32::from(max - min) + 1;
             let start = std::process::id().wrapping_mul(7919) % span;
             let bound = (0..span).find_map(|i| {
@@ -149,7 +154,7 @@ impl Listener {
     }
 
     fn accept_until(self, mut server: Server, stopping: &AtomicBool) -> Server {
-        let mut out_of_fds = false;
+        let mut failing = false;
         loop {
             let accepted = self.accept();
             if stopping.load(Ordering::Acquire) {
@@ -161,24 +166,34 @@ impl Listener {
             }
             match accepted {
                 Ok(fd) => {
-                    out_of_fds = false;
+                    failing = false;
                     // SAFETY: `fd` is a connected, non-blocking stream
                     // socket of ours; gRPC owns and closes it from here on.
                     unsafe { server.add_channel_from_fd(fd) };
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    if !out_of_fds {
-                        log::warn!(
-                            "cannot accept a connection on {}: {e}; raise the open-file limit (ulimit -n); trying again",
-                            self.address
-                        );
-                        out_of_fds = true;
-                    }
-                    std::thread::sleep(NO_FD_PAUSE);
-                }
                 // A connection reset before it was taken, a signal: the
                 // next one.
-                Err(e) => log::debug!("accept on {}: {e}", self.address),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    if !failing {
+                        let remedy = match e.raw_os_error() {
+                            Some(libc::EMFILE | libc::ENFILE) => {
+                                "; raise the open-file limit (ulimit -n)"
+                            }
+                            _ => "",
+                        };
+                        log::warn!(
+                            "cannot accept a connection on {}: {e}{remedy}; trying again",
+                            self.address
+                        );
+                        failing = true;
+                    }
+                    std::thread::sleep(RETRY_PAUSE);
+                }
             }
         }
     }
@@ -230,7 +245,10 @@ mod tests {
     #[test]
     fn a_host_that_connects_before_the_server_runs_is_served() {
         let sockets = SocketDir::create().unwrap();
-        let listener = listen(Network::Unix, &sockets, (0, 0)).unwrap();
+        let listener = listen(Network::Unix, &sockets, || {
+            unreachable!("no ports for a unix socket")
+        })
+        .unwrap();
         let address = listener.address().to_string();
         assert!(address.ends_with("/plugin.sock"), "{address}");
         // Connected now, into the backlog: nothing accepts yet.
@@ -268,7 +286,7 @@ mod tests {
         let sockets = SocketDir::create().unwrap();
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let Err(e) = listen(Network::Tcp, &sockets, (port, port)) else {
+        let Err(e) = listen(Network::Tcp, &sockets, || Ok((port, port))) else {
             panic!("listened on a taken port");
         };
         let text = e.to_string();
@@ -278,7 +296,7 @@ mod tests {
         );
         drop(taken);
 
-        let listener = listen(Network::Tcp, &sockets, (port, port)).unwrap();
+        let listener = listen(Network::Tcp, &sockets, || Ok((port, port))).unwrap();
         assert_eq!(listener.address(), format!("127.0.0.1:{port}"));
         let acceptor = listener
             .serve(health_server(&Arc::new(AtomicBool::new(false))))

@@ -233,11 +233,7 @@ where
 
     // Listening before gRPC is set up: the handshake goes out now, and the
     // server is built while the host connects (see `accept`).
-    let ports = match network {
-        Network::Tcp => port_range()?,
-        Network::Unix => DEFAULT_PORT_RANGE,
-    };
-    let listener = accept::listen(network, &sockets, ports)?;
+    let listener = accept::listen(network, &sockets, port_range)?;
     let address = listener.address().to_string();
     // Bound before the handshake, so a taken port fails the start; served
     // (threads started) after it, with the parent's watch: the host waits
