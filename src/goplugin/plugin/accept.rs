@@ -27,9 +27,9 @@ use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::Network;
 use crate::goplugin::sockdir::SocketDir;
 
-/// Connections waiting to be accepted, as gRPC's and Go's listeners allow
-/// (the kernel caps it at `net.core.somaxconn`).
-const BACKLOG: libc::c_int = 4096;
+/// Connections waiting to be accepted: as many as the kernel allows
+/// (`net.core.somaxconn`; -1 asks for that), as Go's listeners do.
+const BACKLOG: libc::c_int = -1;
 
 /// How long the accept thread waits before trying again after an error
 /// that may last (no descriptor left, no memory): the connection waits in
@@ -98,8 +98,9 @@ pub fn listen(
             }
         }
     };
-    // std listens with a backlog of 128; a host that starts many calls at
-    // once must not find it full. Listening again only changes it.
+    // std listens on TCP with a backlog of 128; a host that opens many
+    // connections at once must not find it full. Listening again only
+    // changes the backlog.
     // SAFETY: listen(2) on a socket this listener owns.
     unsafe { libc::listen(listener.fd(), BACKLOG) };
     Ok(listener)
