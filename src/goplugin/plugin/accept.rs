@@ -15,11 +15,9 @@
 //! directory is listened on.
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grpcio::Server;
 
@@ -119,104 +117,228 @@ impl Listener {
         }
     }
 
-    /// One connection, non-blocking and ready for gRPC (TCP without
-    /// Nagle's delay, as gRPC sets its own).
-    fn accept(&self) -> std::io::Result<RawFd> {
-        match &self.socket {
-            Socket::Unix(s) => {
-                let (c, _) = s.accept()?;
+    /// One connection, non-blocking (TCP without Nagle's delay, as gRPC
+    /// sets its own); None when none is waiting.
+    fn accept(&self) -> std::io::Result<Option<OwnedFd>> {
+        let accepted = match &self.socket {
+            Socket::Unix(s) => s.accept().and_then(|(c, _)| {
                 c.set_nonblocking(true)?;
-                Ok(c.into_raw_fd())
-            }
-            Socket::Tcp(s) => {
-                let (c, _) = s.accept()?;
+                Ok(OwnedFd::from(c))
+            }),
+            Socket::Tcp(s) => s.accept().and_then(|(c, _)| {
                 c.set_nonblocking(true)?;
                 c.set_nodelay(true)?;
-                Ok(c.into_raw_fd())
-            }
+                Ok(OwnedFd::from(c))
+            }),
+        };
+        match accepted {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// Hands every connection to `server`, which must be started, on a
-    /// thread of its own, until [`Acceptor::stop`].
-    pub fn serve(self, server: Server) -> Result<Acceptor> {
-        let stopping = Arc::new(AtomicBool::new(false));
-        let fd = self.fd();
-        let stop = stopping.clone();
+    /// thread of its own, until [`Acceptor::stop`]: once it has sent the
+    /// HTTP/2 preface, as gRPC's own listener waits for a client's first
+    /// frames. One that has not within `preface_within` is closed, and at
+    /// most [`MAX_WAITING`] wait at once (the oldest is closed for a new
+    /// one): whoever can reach the socket holds nothing for long by
+    /// connecting and saying nothing.
+    pub fn serve(self, server: Server, preface_within: Duration) -> Result<Acceptor> {
+        let err = |e| serve_err("cannot start the accept thread", e);
+        let (wake, woken) = std::os::unix::net::UnixStream::pair().map_err(err)?;
+        self.set_nonblocking().map_err(err)?;
         let thread = std::thread::Builder::new()
             .name("plugin-accept".into())
-            .spawn(move || self.accept_until(server, &stop))
-            .map_err(|e| serve_err("cannot start the accept thread", e))?;
-        Ok(Acceptor {
-            fd,
-            stopping,
-            thread,
-        })
+            .spawn(move || self.accept_until(server, woken, preface_within))
+            .map_err(err)?;
+        Ok(Acceptor { wake, thread })
     }
 
-    fn accept_until(self, mut server: Server, stopping: &AtomicBool) -> Server {
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        match &self.socket {
+            Socket::Unix(s) => s.set_nonblocking(true),
+            Socket::Tcp(s) => s.set_nonblocking(true),
+        }
+    }
+
+    fn accept_until(
+        self,
+        mut server: Server,
+        woken: std::os::unix::net::UnixStream,
+        preface_within: Duration,
+    ) -> Server {
+        let mut waiting: std::collections::VecDeque<Waiting> = Default::default();
         let mut failing = false;
         loop {
-            let accepted = self.accept();
-            if stopping.load(Ordering::Acquire) {
-                if let Ok(fd) = accepted {
-                    // SAFETY: a descriptor accept gave us and nobody else.
-                    unsafe { libc::close(fd) };
-                }
+            // Wait for a stop, a connection, or a waiting one's bytes; wake
+            // for the first deadline, and soon for one with part of the
+            // preface (readable already, so not polled).
+            let now = Instant::now();
+            let mut fds = vec![
+                pollfd(woken.as_raw_fd()),
+                pollfd(if failing { -1 } else { self.fd() }),
+            ];
+            fds.extend(
+                waiting
+                    .iter()
+                    .map(|w| pollfd(if w.partial { -1 } else { w.fd.as_raw_fd() })),
+            );
+            let mut wait = waiting
+                .iter()
+                .map(|w| w.until.saturating_duration_since(now))
+                .min();
+            if waiting.iter().any(|w| w.partial) {
+                wait = Some(wait.map_or(PARTIAL_RECHECK, |d| d.min(PARTIAL_RECHECK)));
+            }
+            if failing {
+                wait = Some(wait.map_or(RETRY_PAUSE, |d| d.min(RETRY_PAUSE)));
+            }
+            let timeout = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as libc::c_int);
+            // SAFETY: `fds` is a valid array of its length for the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if fds[0].revents != 0 {
+                // Stop: connections still waiting close with `waiting`.
                 return server;
             }
-            match accepted {
-                Ok(fd) => {
-                    failing = false;
-                    // SAFETY: `fd` is a connected, non-blocking stream
-                    // socket of ours; gRPC owns and closes it from here on.
-                    unsafe { server.add_channel_from_fd(fd) };
-                }
-                // A connection reset before it was taken, a signal: the
-                // next one.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => {
-                    if !failing {
+            let retrying = std::mem::take(&mut failing);
+            loop {
+                match self.accept() {
+                    Ok(Some(fd)) => {
+                        if waiting.len() == MAX_WAITING {
+                            waiting.pop_front();
+                        }
+                        waiting.push_back(Waiting {
+                            fd,
+                            until: Instant::now() + preface_within,
+                            partial: false,
+                        });
+                    }
+                    Ok(None) => break,
+                    // A connection reset before it was taken, a signal: the
+                    // next one.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
                         let remedy = match e.raw_os_error() {
                             Some(libc::EMFILE | libc::ENFILE) => {
                                 "; raise the open-file limit (ulimit -n)"
                             }
                             _ => "",
                         };
-                        log::warn!(
-                            "cannot accept a connection on {}: {e}{remedy}; trying again",
-                            self.address
-                        );
+                        if !retrying {
+                            log::warn!(
+                                "cannot accept a connection on {}: {e}{remedy}; trying again every {RETRY_PAUSE:?}",
+                                self.address
+                            );
+                        }
                         failing = true;
+                        break;
                     }
-                    std::thread::sleep(RETRY_PAUSE);
                 }
             }
+            let now = Instant::now();
+            let mut still = std::collections::VecDeque::with_capacity(waiting.len());
+            for mut w in waiting.drain(..) {
+                match preface(&w.fd) {
+                    Preface::Sent => {
+                        // SAFETY: a connected, non-blocking stream socket of
+                        // ours; gRPC owns and closes it from here on.
+                        unsafe { server.add_channel_from_fd(w.fd.into_raw_fd()) };
+                    }
+                    Preface::Closed => {}
+                    Preface::Partly | Preface::Nothing if now >= w.until => log::debug!(
+                        "closed a connection to {} that sent no HTTP/2 preface within {preface_within:?}",
+                        self.address
+                    ),
+                    Preface::Partly => {
+                        w.partial = true;
+                        still.push_back(w);
+                    }
+                    Preface::Nothing => still.push_back(w),
+                }
+            }
+            waiting = still;
         }
+    }
+}
+
+/// Connections accepted but not handed over at once, at most.
+pub const MAX_WAITING: usize = 64;
+
+/// How often a connection that sent part of the preface is looked at again.
+const PARTIAL_RECHECK: Duration = Duration::from_millis(5);
+
+/// HTTP/2's client connection preface, which every client sends first.
+const PREFACE_LEN: usize = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".len();
+
+/// An accepted connection waiting for its preface.
+struct Waiting {
+    fd: OwnedFd,
+    until: Instant,
+    /// Part of the preface is there: readable, so looked at on a timer.
+    partial: bool,
+}
+
+enum Preface {
+    /// All of its bytes are there (gRPC checks them).
+    Sent,
+    /// Some are.
+    Partly,
+    /// None yet.
+    Nothing,
+    /// The peer closed, or the socket failed.
+    Closed,
+}
+
+/// What has arrived of the preface on `fd`, read without taking it.
+fn preface(fd: &OwnedFd) -> Preface {
+    let mut buf = [0u8; PREFACE_LEN];
+    // SAFETY: `buf` is valid for its length; MSG_PEEK leaves the bytes.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match usize::try_from(n) {
+        Ok(n) if n >= PREFACE_LEN => Preface::Sent,
+        Ok(0) => Preface::Closed,
+        Ok(_) => Preface::Partly,
+        Err(_) => match std::io::Error::last_os_error().kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Preface::Nothing,
+            _ => Preface::Closed,
+        },
+    }
+}
+
+fn pollfd(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
     }
 }
 
 /// The thread that hands connections to the server.
 pub struct Acceptor {
-    fd: RawFd,
-    stopping: Arc<AtomicBool>,
+    wake: std::os::unix::net::UnixStream,
     thread: std::thread::JoinHandle<Server>,
 }
 
 impl Acceptor {
     /// Stops accepting and gives the server back (None if the thread
     /// panicked). Connections not yet accepted are refused when the
-    /// listener closes.
+    /// listener closes, and those waiting for their preface are closed.
     pub fn stop(self) -> Option<Server> {
-        self.stopping.store(true, Ordering::Release);
-        // Wakes the thread from accept(2), which then fails (EINVAL); the
-        // thread still owns and closes the listener.
-        // SAFETY: shutdown(2) on the listener, open until the thread ends.
-        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        // The thread's end of the pair sees it close.
+        drop(self.wake);
         self.thread.join().ok()
     }
 }
@@ -227,11 +349,11 @@ mod tests {
     use crate::goplugin::rpc;
     use std::time::Instant;
 
-    fn health_server(stopping: &Arc<AtomicBool>) -> Server {
+    fn health_server() -> Server {
         let mut server = rpc::server_builder()
             .register_service(crate::proto::health_grpc::create_health(
                 super::super::builtin::Health {
-                    stopping: stopping.clone(),
+                    stopping: Default::default(),
                 },
             ))
             .build()
@@ -259,7 +381,7 @@ mod tests {
             std::thread::spawn(move || health.check(&Default::default(), Duration::from_secs(10)));
         std::thread::sleep(Duration::from_millis(100));
         let acceptor = listener
-            .serve(health_server(&Arc::new(AtomicBool::new(false))))
+            .serve(health_server(), Duration::from_secs(10))
             .unwrap();
         let reply = call.join().unwrap().expect("served once the server ran");
         assert_eq!(
@@ -300,7 +422,7 @@ mod tests {
         let listener = listen(Network::Tcp, &sockets, || Ok((port, port))).unwrap();
         assert_eq!(listener.address(), format!("127.0.0.1:{port}"));
         let acceptor = listener
-            .serve(health_server(&Arc::new(AtomicBool::new(false))))
+            .serve(health_server(), Duration::from_secs(10))
             .unwrap();
         for _ in 0..3 {
             let channel = rpc::connect_now(
@@ -313,6 +435,68 @@ mod tests {
                 .check(&Default::default(), Duration::from_secs(10))
                 .expect("each connection served");
         }
+        let server = acceptor.stop().expect("the server back");
+        rpc::shutdown_server(server, Duration::from_secs(1));
+    }
+
+    /// Whoever connects and says nothing holds a connection for the
+    /// preface's time at most, and holds up nobody: a silent connection is
+    /// closed after it, the oldest of more than [`MAX_WAITING`] at once,
+    /// and a client that speaks is served meanwhile.
+    #[test]
+    fn connections_that_send_no_preface_are_closed_and_hold_up_nobody() {
+        use std::io::Read;
+        let sockets = SocketDir::create().unwrap();
+        let listener = listen(Network::Unix, &sockets, || unreachable!()).unwrap();
+        let address = listener.address().to_string();
+        let acceptor = listener
+            .serve(health_server(), Duration::from_millis(500))
+            .unwrap();
+        let silent = |n: usize| -> Vec<std::os::unix::net::UnixStream> {
+            (0..n)
+                .map(|_| std::os::unix::net::UnixStream::connect(&address).unwrap())
+                .collect()
+        };
+        let closed = |c: &mut std::os::unix::net::UnixStream, within: Duration| {
+            c.set_read_timeout(Some(within)).unwrap();
+            // EOF; a reset when it closed with our bytes unread.
+            match c.read(&mut [0u8; 1]) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            }
+        };
+        let mut first = silent(1);
+        // Part of the preface, then nothing.
+        let mut partial = silent(1);
+        std::io::Write::write_all(&mut partial[0], b"PRI * HTTP").unwrap();
+        let t0 = Instant::now();
+        let channel = rpc::connect_now(Network::Unix, &address, rpc::DEFAULT_MAX_MESSAGE);
+        crate::proto::health_grpc::HealthClient::new(channel)
+            .check(&Default::default(), Duration::from_secs(10))
+            .expect("served while others say nothing");
+        assert!(
+            closed(&mut first[0], Duration::from_secs(5)),
+            "a silent connection kept"
+        );
+        assert!(
+            closed(&mut partial[0], Duration::from_secs(5)),
+            "a stalled preface kept"
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
+
+        // One more than the bound: the oldest goes at once.
+        let mut many = silent(MAX_WAITING + 1);
+        assert!(
+            closed(&mut many[0], Duration::from_millis(400)),
+            "the oldest of {} waiting connections kept",
+            MAX_WAITING + 1
+        );
+        assert!(!closed(&mut many[1], Duration::from_millis(50)));
         let server = acceptor.stop().expect("the server back");
         rpc::shutdown_server(server, Duration::from_secs(1));
     }

@@ -51,6 +51,10 @@ pub const HOST_GONE_GRACE: Duration = Duration::from_millis(250);
 /// grace period.
 const MIN_SERVER_STOP: Duration = Duration::from_millis(100);
 
+/// How long a connection to the plugin may take to send its HTTP/2
+/// preface: a host sends it as it connects (see `accept`).
+const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// go-plugin's default TCP port range.
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (10000, 25000);
 
@@ -289,7 +293,7 @@ where
         .build()
         .map_err(|e| serve_err("cannot build the gRPC server", e))?;
     server.start();
-    let acceptor = listener.serve(server)?;
+    let acceptor = listener.serve(server, PREFACE_TIMEOUT)?;
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
     parent::watch(stop_tx.clone(), ppid);
     // Kept until the process exits.
