@@ -11,8 +11,11 @@
 //! gRPC's own listener would. A host sees the same socket and the same
 //! HTTP/2 server, sooner.
 //!
-//! Invariant: only loopback or a unix socket in the plugin's 0700
-//! directory is listened on.
+//! Invariants: only loopback or a unix socket in the plugin's 0700
+//! directory is listened on; a connection reaches gRPC only once it has
+//! sent the HTTP/2 preface, and one that does not within a bound is closed,
+//! with at most [`MAX_WAITING`] waiting (gRPC's own listener closes one
+//! that sends nothing; the fd path has no such timer).
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
