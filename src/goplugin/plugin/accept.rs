@@ -198,7 +198,11 @@ impl Listener {
             if failing {
                 wait = Some(wait.map_or(RETRY_PAUSE, |d| d.min(RETRY_PAUSE)));
             }
-            let timeout = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as libc::c_int);
+            // Rounded up: a deadline under a millisecond away must not
+            // make poll return at once until it passes.
+            let timeout = wait.map_or(-1, |d| {
+                d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+            });
             // SAFETY: `fds` is a valid array of its length for the call.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if fds[0].revents != 0 {
@@ -208,16 +212,21 @@ impl Listener {
             let retrying = std::mem::take(&mut failing);
             loop {
                 match self.accept() {
-                    Ok(Some(fd)) => {
-                        if waiting.len() == MAX_WAITING {
-                            waiting.pop_front();
+                    // A host's preface is usually there already.
+                    Ok(Some(fd)) => match preface(&fd) {
+                        Preface::Sent => hand_over(&mut server, fd),
+                        Preface::Closed => {}
+                        seen => {
+                            if waiting.len() == MAX_WAITING {
+                                waiting.pop_front();
+                            }
+                            waiting.push_back(Waiting {
+                                fd,
+                                until: Instant::now() + preface_within,
+                                partial: matches!(seen, Preface::Partly),
+                            });
                         }
-                        waiting.push_back(Waiting {
-                            fd,
-                            until: Instant::now() + preface_within,
-                            partial: false,
-                        });
-                    }
+                    },
                     Ok(None) => break,
                     // A connection reset before it was taken, a signal: the
                     // next one.
@@ -248,11 +257,7 @@ impl Listener {
             let mut still = std::collections::VecDeque::with_capacity(waiting.len());
             for mut w in waiting.drain(..) {
                 match preface(&w.fd) {
-                    Preface::Sent => {
-                        // SAFETY: a connected, non-blocking stream socket of
-                        // ours; gRPC owns and closes it from here on.
-                        unsafe { server.add_channel_from_fd(w.fd.into_raw_fd()) };
-                    }
+                    Preface::Sent => hand_over(&mut server, w.fd),
                     Preface::Closed => {}
                     Preface::Partly | Preface::Nothing if now >= w.until => log::debug!(
                         "closed a connection to {} that sent no HTTP/2 preface within {preface_within:?}",
@@ -268,6 +273,13 @@ impl Listener {
             waiting = still;
         }
     }
+}
+
+/// Gives gRPC a connection that sent its preface.
+fn hand_over(server: &mut Server, fd: OwnedFd) {
+    // SAFETY: a connected, non-blocking stream socket of ours; gRPC owns
+    // and closes it from here on.
+    unsafe { server.add_channel_from_fd(fd.into_raw_fd()) };
 }
 
 /// Connections accepted but not handed over at once, at most.
