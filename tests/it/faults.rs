@@ -905,8 +905,19 @@ fn sigstopped_node(name: &str, check_in_flight: bool) {
     let during: Vec<(String, bool)> = pids.iter().map(|(n, p)| (n.clone(), alive(*p))).collect();
     signal(node.pid(), libc::SIGCONT);
     let n_before = node.seen.len();
+    let resumed = wait_until(Duration::from_secs(30), || count() >= stopped_at + 3);
+    if !resumed {
+        // What the node said (not read so far: around the stop too), to
+        // tell why: this failed rarely, under load, and said nothing.
+        while let Ok(l) = node.lines.try_recv() {
+            node.seen.push(l);
+        }
+        for l in &node.seen[n_before..] {
+            eprintln!("{name}: node said: {l}");
+        }
+    }
     assert!(
-        wait_until(Duration::from_secs(30), || count() >= stopped_at + 3),
+        resumed,
         "rounds resume after SIGCONT ({} transmissions when stopped, {} now)",
         stopped_at,
         count()
