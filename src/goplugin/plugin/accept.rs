@@ -28,6 +28,8 @@ use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::Network;
 use crate::goplugin::sockdir::SocketDir;
 
+use super::serve_err;
+
 /// Connections waiting to be accepted: as many as the kernel allows
 /// (`net.core.somaxconn`; -1 asks for that), as Go's listeners do.
 const BACKLOG: libc::c_int = -1;
@@ -46,13 +48,6 @@ pub struct Listener {
 enum Socket {
     Unix(UnixListener),
     Tcp(TcpListener),
-}
-
-fn serve_err(what: impl Into<String>, e: std::io::Error) -> Error {
-    Error::Serve {
-        what: what.into(),
-        source: Some(Box::new(e)),
-    }
 }
 
 /// Listens on `network`: `plugin.sock` in `sockets`, or a free port of the

@@ -159,6 +159,7 @@ where
     }
 }
 
+/// A start error: what failed, and why.
 fn serve_err(what: impl Into<String>, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::Serve {
         what: what.into(),
