@@ -202,8 +202,8 @@ fn services_code(fd: &FileDescriptorProto, types: &BTreeMap<String, String>) -> 
             );
             match client_fn {
                 "unary" => {
-                    write!(client, "{doc}    pub fn {mname}(&self, req: &{req}, timeout: ::std::time::Duration) -> ::grpcio::Result<{resp}> {{\n        self.client.unary_call(&{konst}, req, self.opt(timeout))\n    }}\n").unwrap();
-                    write!(client, "    /// `{full_svc}/{}`, sent without waiting: the reply is a future that gRPC's\n    /// completion queue completes; it fails with DeadlineExceeded after `timeout`.\n    pub fn {mname}_async(&self, req: &{req}, timeout: ::std::time::Duration) -> ::grpcio::Result<::grpcio::ClientUnaryReceiver<{resp}>> {{\n        self.client.unary_call_async(&{konst}, req, self.opt(timeout))\n    }}\n", m.name()).unwrap();
+                    write!(client, "{doc}    pub fn {mname}(&self, req: &{req}, timeout: ::std::time::Duration) -> ::grpcio::Result<{resp}> {{\n        crate::goplugin::unary::wait(self.client.unary_call_async(&{konst}, req, self.opt(timeout)))\n    }}\n").unwrap();
+                    write!(client, "    /// `{full_svc}/{}`, sent without waiting: the reply is a future that gRPC's\n    /// completion queue completes; it fails with DeadlineExceeded after `timeout`.\n    pub fn {mname}_async(&self, req: &{req}, timeout: ::std::time::Duration) -> ::grpcio::Result<crate::goplugin::unary::Unary<{resp}>> {{\n        self.client.unary_call_async(&{konst}, req, self.opt(timeout)).map(crate::goplugin::unary::Unary::new)\n    }}\n", m.name()).unwrap();
                     write!(trait_, "    fn {mname}(&mut self, ctx: ::grpcio::RpcContext, req: {req}, sink: ::grpcio::UnarySink<{resp}>) {{\n        let _ = req;\n        ::grpcio::unimplemented_call!(ctx, sink)\n    }}\n").unwrap();
                 }
                 "server" => {

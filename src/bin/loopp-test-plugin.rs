@@ -12,6 +12,8 @@
 //!   line with that defect, then sleeps;
 //! - `noisy-stderr`: writes a 1 MiB line and invalid UTF-8 on stderr, then serves;
 //! - `ignore-shutdown`: serves health only, ignores Shutdown and SIGTERM;
+//! - `empty-health`: serves health only, each check ending OK without a
+//!   reply message (a unary reply is a stream on the wire: it can be empty);
 //! - `exit-after-handshake`: serves, then exits 7 after 200 ms;
 //! - `exit-during-start`: exits 3 while `serve` builds its services (its
 //!   socket directory made, no handshake printed yet);
@@ -158,6 +160,7 @@ fn main() -> ExitCode {
             std::process::id()
         )),
         "ignore-shutdown" => ignore_shutdown::run(),
+        "empty-health" => empty_health::run(),
         "crash-loop" => crash_loop(),
         other => {
             eprintln!("loopp-test-plugin: unknown mode {other:?}");
@@ -237,8 +240,7 @@ impl loopp::goplugin::metrics::prometheus::core::Collector for HangingCollector 
 /// A plugin that answers health checks but never stops by itself.
 mod ignore_shutdown {
     use super::*;
-    use grpcio::{RpcContext, ServerCredentials, UnarySink};
-    use loopp::goplugin::sockdir::SocketDir;
+    use grpcio::{RpcContext, UnarySink};
     use loopp::proto::grpc_controller::Empty;
     use loopp::proto::{grpc_controller_grpc, health, health_grpc};
 
@@ -273,23 +275,63 @@ mod ignore_shutdown {
         }
         // SAFETY: ignoring SIGTERM is always sound.
         unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
-        let dir = SocketDir::create().expect("socket dir");
-        let path = dir.path("plugin.sock").expect("socket path");
-        let mut server = loopp::goplugin::rpc::server_builder()
-            .register_service(health_grpc::create_health(Deaf))
-            .register_service(grpc_controller_grpc::create_grpc_controller(Deaf))
-            .build()
-            .expect("server");
-        server
-            .add_listening_port(
-                format!("unix:{}", path.display()),
-                ServerCredentials::insecure(),
+        serve_raw(vec![
+            health_grpc::create_health(Deaf),
+            grpc_controller_grpc::create_grpc_controller(Deaf),
+        ])
+    }
+}
+
+/// Serves `services` on a socket of its own, without `serve`: prints the
+/// handshake itself, then sleeps (bounded).
+fn serve_raw(services: Vec<grpcio::Service>) -> ExitCode {
+    let dir = loopp::goplugin::sockdir::SocketDir::create().expect("socket dir");
+    let path = dir.path("plugin.sock").expect("socket path");
+    let mut builder = loopp::goplugin::rpc::server_builder();
+    for service in services {
+        builder = builder.register_service(service);
+    }
+    let mut server = builder.build().expect("server");
+    server
+        .add_listening_port(
+            format!("unix:{}", path.display()),
+            grpcio::ServerCredentials::insecure(),
+        )
+        .expect("listen");
+    server.start();
+    println!("1|0|unix|{}|grpc|", path.display());
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(MAX_SLEEP);
+    ExitCode::SUCCESS
+}
+
+/// A plugin whose health checks end OK without a reply message: a server
+/// may do that to a unary call (its reply is a stream on the wire), and
+/// grpcio's client panics on it unless guarded (`loopp::goplugin::unary`).
+mod empty_health {
+    use super::*;
+    use grpcio::{Method, MethodType, ServerStreamingSink, ServiceBuilder};
+    use loopp::proto::health::{HealthCheckRequest, HealthCheckResponse};
+
+    pub fn run() -> ExitCode {
+        if !Cookie::example().is_present_in_env() {
+            return ExitCode::from(1);
+        }
+        // The health check's path, served as a stream that ends at once.
+        let empty: Method<HealthCheckRequest, HealthCheckResponse> = Method {
+            ty: MethodType::ServerStreaming,
+            ..loopp::proto::health_grpc::METHOD_HEALTH_CHECK
+        };
+        let service = ServiceBuilder::new()
+            .add_server_streaming_handler(
+                &empty,
+                |ctx, _req, mut sink: ServerStreamingSink<HealthCheckResponse>| {
+                    ctx.spawn(async move {
+                        let _ = futures_util::SinkExt::close(&mut sink).await;
+                    })
+                },
             )
-            .expect("listen");
-        server.start();
-        println!("1|0|unix|{}|grpc|", path.display());
-        let _ = std::io::stdout().flush();
-        std::thread::sleep(MAX_SLEEP);
-        ExitCode::SUCCESS
+            .build();
+        serve_raw(vec![service])
     }
 }

@@ -12,6 +12,16 @@ use std::time::Duration;
 
 use crate::goplugin::handshake::HandshakeError;
 
+/// What a panic said (its `&str` or `String` payload), for a log line or
+/// an error made of it.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// Everything the host and plugin sides can fail with.
 #[derive(Debug)]
 pub enum Error {

@@ -4,7 +4,8 @@
 //! [`plugin::Closer`], the metrics registry in [`metrics`]).
 //!
 //! - [`handshake`] and [`logline`]: the protocol's two text formats;
-//! - [`rpc`]: the only place that configures grpcio; [`broker`]: the
+//! - [`rpc`]: the only place that configures grpcio; [`unary`]: a unary
+//!   call's reply that cannot panic its waiter; [`broker`]: the
 //!   GRPCBroker; [`pool`]: threads for blocking handlers;
 //! - [`plugin`]: the plugin side ([`plugin::serve`]); [`host`]: the host
 //!   side ([`host::Client`], [`host::Link`]);
@@ -28,3 +29,4 @@ pub mod rpc;
 pub mod signals;
 pub mod sockdir;
 pub mod timer;
+pub mod unary;

@@ -700,8 +700,9 @@ impl Spawner {
         use futures_util::FutureExt;
         self.0
             .spawn(std::panic::AssertUnwindSafe(f).catch_unwind().map(|r| {
-                if r.is_err() {
-                    log::error!("a task on the completion queue panicked; it is dropped");
+                if let Err(payload) = r {
+                    let what = crate::goplugin::error::panic_message(&*payload);
+                    log::error!("a task on the completion queue panicked ({what}); it is dropped");
                 }
             }));
     }
@@ -714,7 +715,7 @@ impl Spawner {
 pub fn observed_async<T: Send + Unpin + 'static>(
     plugin: &str,
     method: &'static str,
-    start: impl FnOnce() -> grpcio::Result<grpcio::ClientUnaryReceiver<T>>,
+    start: impl FnOnce() -> grpcio::Result<crate::goplugin::unary::Unary<T>>,
 ) -> Reply<T> {
     let t0 = std::time::Instant::now();
     let plugin = plugin.to_string();

@@ -218,6 +218,31 @@ fn a_plugin_that_ignores_shutdown_is_killed_and_cleaned_up() {
     );
 }
 
+/// A health check that ends OK without a reply message (grpcio's receiver
+/// panics on it: tikv/grpc-rs#670) fails the start with an error that says
+/// so; the host's thread goes on, and the plugin is killed and cleaned up.
+#[test]
+fn a_health_reply_without_a_message_fails_the_start_without_a_panic() {
+    let sandbox = Sandbox::new("empty-health");
+    let mut config = test_plugin("empty", "empty-health", &sandbox);
+    config.shutdown_grace = Duration::from_millis(300);
+    let started = std::thread::spawn(move || Client::start(&config).map(|_| ()));
+    let err = started
+        .join()
+        .expect("the host's thread returns instead of panicking")
+        .expect_err("a start whose health check has no reply fails");
+    let text = err.to_string();
+    assert!(
+        text.contains("plugin empty") && text.contains("without a reply message"),
+        "{text}"
+    );
+    assert_eq!(
+        sandbox.leftovers(),
+        Vec::<String>::new(),
+        "its socket was removed by the host"
+    );
+}
+
 #[test]
 fn exit_is_noticed_and_reaped() {
     let sandbox = Sandbox::new("exit7");

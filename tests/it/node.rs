@@ -155,6 +155,39 @@ fn a_crash_loop_backs_off_to_the_cap_and_hurts_nobody() {
     node.shutdown();
 }
 
+/// A plugin whose health checks end OK without a reply message panicked
+/// its supervisor's thread once (grpcio's receiver unwraps the message):
+/// the plugin was shut down and never started again. Now each start fails
+/// with an error that says what the plugin did, and the node keeps
+/// starting it, with backoff, as any plugin that fails to start.
+#[test]
+fn a_plugin_answering_health_without_a_message_is_restarted_not_lost() {
+    let (config, _sb) = test_job(
+        "emptyhealth",
+        &[("empty", "empty-health"), ("good", "serve")],
+        &[],
+    );
+    let node = Node::start(&config).expect("node starts");
+    let good = running_pid(&node, "good");
+    assert!(
+        wait_until(BOUND, || node
+            .registry()
+            .get("empty")
+            .is_some_and(|s| s.restarts >= 3)),
+        "the node keeps starting it: {:?}",
+        node.registry().get("empty")
+    );
+    let empty = node.registry().get("empty").unwrap();
+    let error = empty.last_error.unwrap_or_default();
+    assert!(error.contains("without a reply message"), "{error}");
+    let g = node.registry().get("good").unwrap();
+    assert_eq!(
+        (g.state, g.pid, g.restarts),
+        (State::Running, Some(good), 0)
+    );
+    node.shutdown();
+}
+
 #[test]
 fn in_process_and_out_of_process_answer_alike() {
     let (config, _sb) = test_job(

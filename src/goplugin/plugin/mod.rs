@@ -399,12 +399,7 @@ fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".to_string());
+        let payload = crate::goplugin::error::panic_message(info.payload());
         log::error!(location = location.as_str(); "panic: {payload}");
         default(info);
     }));

@@ -226,7 +226,7 @@ impl ReportingPluginClient {
         method: &'static str,
         start: impl FnOnce(
             &reporting_grpc::ReportingPluginClient,
-        ) -> grpcio::Result<grpcio::ClientUnaryReceiver<T>>,
+        ) -> grpcio::Result<crate::goplugin::unary::Unary<T>>,
         answer: impl FnOnce(T) -> R + Send + 'static,
     ) -> Option<rpc::Reply<R>> {
         let reply = rpc::observed_async(&self.name, method, || start(&self.client));
