@@ -134,6 +134,14 @@ pub fn host_stalled(took: Duration, timeout: Duration) -> bool {
     took.saturating_sub(timeout) > timeout.max(Duration::from_secs(1))
 }
 
+/// Logs that `what` (a start, the supervision) of plugin `name` panicked,
+/// and gives the error the plugin's status then shows.
+fn panicked(name: &str, what: &str, payload: &(dyn std::any::Any + Send)) -> String {
+    let message = crate::goplugin::error::panic_message(payload);
+    log::error!("plugin {name}: its {what} panicked ({message}); starting it again");
+    format!("its {what} panicked: {message}")
+}
+
 /// A restart delay: `initial * 2^n`, capped, with ±20% jitter (never past the cap).
 pub fn backoff_delay(sup: &Supervision, failures: u32) -> Duration {
     let base = sup
@@ -205,10 +213,17 @@ impl Actor {
             host.start_timeout = self.sup.start_timeout;
             host.rpc_timeout = self.sup.rpc_timeout;
             host.shutdown_grace = self.sup.shutdown_grace;
-            let (exit, error) = match Client::start_cancellable(&host, &self.stop) {
-                Err(Error::Cancelled { .. }) => break self.stopped(None),
-                Err(e) => (None, e.to_string()),
-                Ok(mut client) => {
+            // A panic while starting (a bug here or in a library under the
+            // first health check) is a failed start: unwinding out of this
+            // thread would leave the plugin with nobody to start it again.
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Client::start_cancellable(&host, &self.stop)
+            }));
+            let (exit, error) = match started {
+                Err(payload) => (None, panicked(&name, "start", &*payload)),
+                Ok(Err(Error::Cancelled { .. })) => break self.stopped(None),
+                Ok(Err(e)) => (None, e.to_string()),
+                Ok(Ok(mut client)) => {
                     self.link.set(
                         Some((client.channel().clone(), client.broker().clone())),
                         "",
@@ -219,7 +234,7 @@ impl Actor {
                         started_in: client.started_in(),
                     });
                     let since = Instant::now();
-                    let ended = self.watch(&client);
+                    let ended = self.watch_unless_panic(&client);
                     self.link.set(None, "its process is being replaced");
                     if let Ended::Stop = ended {
                         self.close(&client);
@@ -272,6 +287,17 @@ impl Actor {
             name: self.host.name.clone(),
             exit,
         });
+    }
+
+    /// [`Self::watch`]; a panic while watching (a bug here or in a library
+    /// under a health check) makes the plugin unhealthy, so it is replaced
+    /// as after a failed check. Unwinding out of this thread would drop the
+    /// client, shutting the plugin down with nobody left to start it again.
+    fn watch_unless_panic(&self, client: &Client) -> Ended {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.watch(client)))
+            .unwrap_or_else(|payload| {
+                Ended::Unhealthy(panicked(&self.host.name, "supervision", &*payload))
+            })
     }
 
     /// Watches a running plugin until it exits, fails its health checks, or
