@@ -35,8 +35,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -167,10 +167,14 @@ impl Scheduler {
     fn start_idle(threads: usize, slack: Duration, idle: Duration) -> std::io::Result<Scheduler> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
         // At most one job per feed is ever queued: bounded by the feeds.
-        let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
         let crew = Arc::new(Crew {
-            occupied: AtomicUsize::new(0),
-            alive: Mutex::new(0),
+            state: Mutex::new(Roster {
+                queue: VecDeque::new(),
+                waiting: Vec::new(),
+                alive: 0,
+                occupied: 0,
+                closed: false,
+            }),
             idle,
         });
         let timer = Timer {
@@ -181,7 +185,6 @@ impl Scheduler {
             backlog: VecDeque::new(),
             workers: Vec::new(),
             crew: crew.clone(),
-            job_rx,
             done: cmd_tx.clone(),
             stopping: false,
             ticks: Ticks {
@@ -191,7 +194,7 @@ impl Scheduler {
         };
         let timer = std::thread::Builder::new()
             .name("feed-timer".into())
-            .spawn(move || timer.run(cmd_rx, job_tx))?;
+            .spawn(move || timer.run(cmd_rx))?;
         Ok(Scheduler {
             cmd: cmd_tx,
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -202,7 +205,7 @@ impl Scheduler {
 
     /// Worker threads alive now (what the feed threads gauge shows).
     pub fn workers(&self) -> usize {
-        *self.crew.alive.lock().unwrap_or_else(|e| e.into_inner())
+        self.crew.lock().alive
     }
 
     /// Adds a feed: its first round is one to two `interval`s from now (see
@@ -267,34 +270,53 @@ fn spread(id: u64, interval: Duration) -> Duration {
 /// restart), so those started then do not stay.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
 
-/// What the timer and the workers share.
+/// What the timer and the workers share: the jobs no worker has taken,
+/// the idle workers, and the counts, all under one lock, so a job is
+/// never left without a worker and a worker never ends with one waiting.
 struct Crew {
-    /// Rounds queued or on a worker (not those in flight elsewhere).
-    occupied: AtomicUsize,
-    /// Workers alive. A worker ends only under this lock and with no job
-    /// queued, and the timer queues a job and decides whether to start a
-    /// worker under it: no job is ever left without one.
-    alive: Mutex<usize>,
+    state: Mutex<Roster>,
     /// How long a worker waits for a job before it ends ([`WORKER_IDLE`]).
     idle: Duration,
 }
 
-/// Runs jobs until the queue closes, or none came for `crew.idle`;
-/// every feed goes back to the timer through its [`Done`].
-fn work(jobs: Receiver<Job>, cmd: Sender<Cmd>, crew: Arc<Crew>) {
+struct Roster {
+    /// Jobs no worker has taken yet, oldest first.
+    queue: VecDeque<Job>,
+    /// Idle workers, the most recently idle last. A job goes to that one:
+    /// under steady load the same few workers take every round and the
+    /// rest end after `idle` without one. (With one queue for all, the
+    /// worker that waited longest took the next job, so none ever waited
+    /// `idle` and their number stayed at the most ever busy at once.)
+    waiting: Vec<Arc<Hand>>,
+    /// Workers alive.
+    alive: usize,
+    /// Jobs queued or on a worker (not rounds in flight elsewhere).
+    occupied: usize,
+    /// No job comes any more: workers end once the queue is empty.
+    closed: bool,
+}
+
+/// An idle worker's place: a job is put in it and the worker woken.
+#[derive(Default)]
+struct Hand {
+    job: Mutex<Option<Job>>,
+    wake: Condvar,
+}
+
+impl Crew {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Roster> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs jobs until the crew is closed and no job is left, or none came
+/// for `crew.idle`; every feed goes back to the timer through its
+/// [`Done`].
+fn work(cmd: Sender<Cmd>, crew: Arc<Crew>) {
+    let hand = Arc::new(Hand::default());
     loop {
-        let job = match jobs.recv_timeout(crew.idle) {
-            Ok(job) => job,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                let mut alive = crew.alive.lock().unwrap_or_else(|e| e.into_inner());
-                if jobs.is_empty() {
-                    *alive -= 1;
-                    crate::node::metrics::feed_threads(*alive);
-                    return;
-                }
-                continue;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        let Some(job) = next_job(&crew, &hand) else {
+            return;
         };
         crate::node::metrics::feed_rounds_queued(-1);
         let done = Done {
@@ -311,8 +333,43 @@ fn work(jobs: Receiver<Job>, cmd: Sender<Cmd>, crew: Arc<Crew>) {
             let task = job.task;
             let _ = std::panic::catch_unwind(AssertUnwindSafe(move || task.tick(done)));
         }
-        crew.occupied.fetch_sub(1, Ordering::AcqRel);
+        crew.lock().occupied -= 1;
     }
+}
+
+/// A worker's next job: the oldest queued, else one handed to it while it
+/// waits (as the most recently idle worker). None: the worker ends, as
+/// no job came for `crew.idle`, or the crew is closed.
+fn next_job(crew: &Crew, hand: &Arc<Hand>) -> Option<Job> {
+    let mut st = crew.lock();
+    if let Some(job) = st.queue.pop_front() {
+        return Some(job);
+    }
+    if !st.closed {
+        st.waiting.push(hand.clone());
+        let until = Instant::now() + crew.idle;
+        loop {
+            // Whoever hands a job or closes the crew takes the hand out
+            // of `waiting` first, under this lock.
+            if let Some(job) = hand.job.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Some(job);
+            }
+            let waiting = st.waiting.iter().any(|h| Arc::ptr_eq(h, hand));
+            let now = Instant::now();
+            if !waiting || now >= until {
+                st.waiting.retain(|h| !Arc::ptr_eq(h, hand));
+                break;
+            }
+            st = hand
+                .wake
+                .wait_timeout(st, until - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+    st.alive -= 1;
+    crate::node::metrics::feed_threads(st.alive);
+    None
 }
 
 /// A feed as the timer keeps it.
@@ -342,8 +399,6 @@ struct Timer {
     /// Every worker started and not yet joined (some may have ended).
     workers: Vec<JoinHandle<()>>,
     crew: Arc<Crew>,
-    /// For workers started later.
-    job_rx: Receiver<Job>,
     done: Sender<Cmd>,
     /// The scheduler was dropped: no round starts, feeds go as they are
     /// handed back.
@@ -384,10 +439,10 @@ impl Ticks {
 }
 
 impl Timer {
-    fn run(mut self, cmds: Receiver<Cmd>, jobs: Sender<Job>) {
+    fn run(mut self, cmds: Receiver<Cmd>) {
         loop {
             if !self.stopping {
-                self.dispatch_due(self.ticks.at_or_before(Instant::now()), &jobs);
+                self.dispatch_due(self.ticks.at_or_before(Instant::now()));
             } else if self.slots.is_empty() {
                 break;
             }
@@ -408,36 +463,48 @@ impl Timer {
             };
             self.handle(cmd);
         }
-        // The workers finish their rounds and end with the queue.
-        drop(jobs);
+        // The workers finish their rounds and end: no job comes any more.
+        {
+            let mut st = self.crew.lock();
+            st.closed = true;
+            for hand in st.waiting.drain(..) {
+                hand.wake.notify_one();
+            }
+        }
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
 
-    /// Queues `job` for a worker, and starts one when every one is busy,
-    /// up to the bound. Failing to start one is not fatal while another
-    /// runs: the round waits its turn.
-    fn queue(&mut self, job: Job, jobs: &Sender<Job>) {
+    /// Hands `job` to the most recently idle worker, else queues it and
+    /// starts a worker when every one is busy, up to the bound. Failing to
+    /// start one is not fatal while another runs: the round waits its turn.
+    fn queue(&mut self, job: Job) {
         let crew = self.crew.clone();
-        let mut alive = crew.alive.lock().unwrap_or_else(|e| e.into_inner());
-        let occupied = crew.occupied.fetch_add(1, Ordering::AcqRel);
-        let _ = jobs.send(job);
-        if occupied < *alive || *alive >= self.max_rounds {
+        let mut st = crew.lock();
+        st.occupied += 1;
+        if let Some(hand) = st.waiting.pop() {
+            *hand.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+            hand.wake.notify_one();
+            return;
+        }
+        st.queue.push_back(job);
+        // A worker that is between jobs takes it.
+        if st.occupied <= st.alive || st.alive >= self.max_rounds {
             return;
         }
         self.workers.retain(|w| !w.is_finished());
-        let (rx, done, c) = (self.job_rx.clone(), self.done.clone(), crew.clone());
+        let (done, c) = (self.done.clone(), crew.clone());
         match std::thread::Builder::new()
-            .name(format!("feed-round-{}", *alive))
-            .spawn(move || work(rx, done, c))
+            .name(format!("feed-round-{}", st.alive))
+            .spawn(move || work(done, c))
         {
             Ok(t) => {
                 self.workers.push(t);
-                *alive += 1;
-                crate::node::metrics::feed_threads(*alive);
+                st.alive += 1;
+                crate::node::metrics::feed_threads(st.alive);
             }
-            Err(e) if *alive == 0 => {
+            Err(e) if st.alive == 0 => {
                 log::error!("cannot start a feed round thread: {e}; rounds wait until one starts")
             }
             Err(e) => log::warn!("cannot start another feed round thread: {e}"),
@@ -446,7 +513,7 @@ impl Timer {
 
     /// Moves the feeds due by `now` (the last tick) to the backlog, then
     /// starts what the bound on rounds in progress allows.
-    fn dispatch_due(&mut self, now: Instant, jobs: &Sender<Job>) {
+    fn dispatch_due(&mut self, now: Instant) {
         while let Some(Reverse((due, id))) = self.heap.peek().copied() {
             if due > now {
                 break;
@@ -487,16 +554,13 @@ impl Timer {
                 continue;
             }
             crate::node::metrics::feed_rounds_queued(1);
-            self.queue(
-                Job {
-                    id,
-                    name,
-                    task,
-                    cancelled,
-                    due,
-                },
-                jobs,
-            );
+            self.queue(Job {
+                id,
+                name,
+                task,
+                cancelled,
+                due,
+            });
         }
     }
 
@@ -542,8 +606,12 @@ impl Timer {
                 // queued (their round never started: taken back here, as
                 // no worker may ever take them); those on a worker or in a
                 // round elsewhere are cancelled and go when handed back.
-                while let Ok(job) = self.job_rx.try_recv() {
-                    self.crew.occupied.fetch_sub(1, Ordering::AcqRel);
+                let queued: Vec<Job> = {
+                    let mut st = self.crew.lock();
+                    st.occupied -= st.queue.len();
+                    st.queue.drain(..).collect()
+                };
+                for job in queued {
                     self.in_progress -= 1;
                     crate::node::metrics::feed_rounds_queued(-1);
                     self.slots.remove(&job.id);
@@ -744,6 +812,34 @@ mod tests {
         let _again = scheduler.add(Box::new(feeds.remove(0)), Duration::from_millis(5));
         wait_for("rounds after the workers ended", || {
             seen.rounds[0].load(Ordering::SeqCst) >= 3
+        });
+        assert_eq!(scheduler.workers(), 1);
+    }
+
+    /// After a burst, the workers a steady load does not need end while it
+    /// goes on: a round goes to the most recently idle worker, so the
+    /// others wait their `idle` out. (Handed to whichever waited longest,
+    /// one round every 5 ms kept all eight busy enough never to end.)
+    #[test]
+    fn workers_a_steady_load_does_not_need_end_while_it_runs() {
+        let scheduler =
+            Scheduler::start_idle(8, Duration::ZERO, Duration::from_millis(300)).unwrap();
+        let (feeds, burst) = probes(8, Duration::from_millis(20));
+        let entries = add_all(&scheduler, feeds, Duration::from_millis(1));
+        wait_for("two rounds of every feed in the burst", || {
+            burst.rounds.iter().all(|r| r.load(Ordering::SeqCst) >= 2)
+        });
+        let peak = scheduler.workers();
+        assert!(peak > 2, "the burst needs several workers: {peak}");
+        let (mut feeds, steady) = probes(1, Duration::ZERO);
+        let _steady = scheduler.add(Box::new(feeds.remove(0)), Duration::from_millis(5));
+        drop(entries);
+        wait_for("the workers the steady feed does not need to end", || {
+            scheduler.workers() <= 1
+        });
+        let before = steady.rounds[0].load(Ordering::SeqCst);
+        wait_for("the steady feed's rounds to go on", || {
+            steady.rounds[0].load(Ordering::SeqCst) >= before + 20
         });
         assert_eq!(scheduler.workers(), 1);
     }
