@@ -354,9 +354,11 @@ fn next_job(crew: &Crew, hand: &Arc<Hand>) -> Option<Job> {
             if let Some(job) = hand.job.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Some(job);
             }
-            let waiting = st.waiting.iter().any(|h| Arc::ptr_eq(h, hand));
+            if st.closed {
+                break;
+            }
             let now = Instant::now();
-            if !waiting || now >= until {
+            if now >= until {
                 st.waiting.retain(|h| !Arc::ptr_eq(h, hand));
                 break;
             }
