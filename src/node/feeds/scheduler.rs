@@ -166,7 +166,6 @@ impl Scheduler {
     /// job.
     fn start_idle(threads: usize, slack: Duration, idle: Duration) -> std::io::Result<Scheduler> {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<Cmd>();
-        // At most one job per feed is ever queued: bounded by the feeds.
         let crew = Arc::new(Crew {
             state: Mutex::new(Roster {
                 queue: VecDeque::new(),
@@ -280,7 +279,7 @@ struct Crew {
 }
 
 struct Roster {
-    /// Jobs no worker has taken yet, oldest first.
+    /// Jobs no worker has taken yet, oldest first: at most one per feed.
     queue: VecDeque<Job>,
     /// Idle workers, the most recently idle last. A job goes to that one:
     /// under steady load the same few workers take every round and the
