@@ -5,7 +5,8 @@
 //!
 //! - [`handshake`] and [`logline`]: the protocol's two text formats;
 //! - [`rpc`]: the only place that configures grpcio; [`unary`]: a unary
-//!   call's reply that cannot panic its waiter; [`broker`]: the
+//!   call's reply that cannot panic its waiter, waited for by
+//!   [`spinwait`] (a short spin, then park); [`broker`]: the
 //!   GRPCBroker; [`pool`]: threads for blocking handlers;
 //! - [`plugin`]: the plugin side ([`plugin::serve`]); [`host`]: the host
 //!   side ([`host::Client`], [`host::Link`]);
@@ -28,5 +29,6 @@ pub mod route;
 pub mod rpc;
 pub mod signals;
 pub mod sockdir;
+pub mod spinwait;
 pub mod timer;
 pub mod unary;

@@ -301,7 +301,11 @@ pub const DEFAULT_QUEUED_CALLS: usize = 4096;
 
 /// A bound from the environment: `var` when it is a number in `range`
 /// (else a warning), else `default`.
-fn bound_from_env(var: &str, range: std::ops::RangeInclusive<usize>, default: usize) -> usize {
+pub(crate) fn bound_from_env(
+    var: &str,
+    range: std::ops::RangeInclusive<usize>,
+    default: usize,
+) -> usize {
     match std::env::var(var) {
         Err(_) => default,
         Ok(v) => match v.trim().parse::<usize>() {
@@ -590,37 +594,13 @@ where
     })
 }
 
-/// Polls `f` on this thread until it is done, parking between wake-ups.
+/// Polls `f` on this thread until it is done, parking between wake-ups
+/// (no spinning: a round's wait is throughput work, whose CPU counts).
 /// Unlike `futures_executor::block_on`, `f` may make blocking calls
 /// (grpcio's blocking methods run a `block_on` of their own, which
 /// refuses to run inside another).
 pub fn wait<F: std::future::Future>(f: F) -> F::Output {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    /// The flag, not the thread's park token, says a wake-up came: a
-    /// blocking call inside `f` parks this thread too and may take the
-    /// token.
-    struct Unpark(AtomicBool, std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.store(true, Ordering::Release);
-            self.1.unpark();
-        }
-    }
-    let woken = Arc::new(Unpark(AtomicBool::new(false), std::thread::current()));
-    let waker = std::task::Waker::from(woken.clone());
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
-            return out;
-        }
-        while !woken.0.swap(false, Ordering::AcqRel) {
-            std::thread::park();
-        }
-    }
+    crate::goplugin::spinwait::PARK.block_on(f)
 }
 
 /// Waits for `replies` together until `until` at most: each one's result,

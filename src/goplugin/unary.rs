@@ -53,10 +53,11 @@ impl<T: Unpin> Future for Unary<T> {
 }
 
 /// Waits on this thread for a call sent with `start` (a generated client's
-/// blocking method): grpcio's `unary_call`, guarded. Same executor as
-/// grpcio's, so it may run where grpcio's blocking methods may.
+/// blocking method): grpcio's `unary_call`, guarded, waited for by
+/// [`crate::goplugin::spinwait`] (a short spin before parking), which may
+/// run where grpcio's blocking methods may.
 pub fn wait<T: Unpin>(start: grpcio::Result<ClientUnaryReceiver<T>>) -> grpcio::Result<T> {
-    futures_executor::block_on(Unary::new(start?))
+    crate::goplugin::spinwait::block_on(Unary::new(start?))
 }
 
 thread_local! {
