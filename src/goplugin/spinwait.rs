@@ -5,7 +5,7 @@
 //! `futures_executor::block_on` does) goes to sleep in a futex, its vCPU
 //! often halts, and the completion-queue thread that gets the reply must
 //! wake it: on this project's VMs that wake-up is most of a loopback
-//! health RPC (about 100-125 µs p50 parked, 45-75 µs spinning; CPU per
+//! health RPC (about 90-125 µs p50 parked, 60-75 µs spinning; CPU per
 //! RPC, host and plugin together, the same or less, since the futex calls
 //! and idle exits cost CPU too). Their guest kernels halt an idle vCPU at
 //! once (`cpuidle` haltpoll with `guest_halt_poll_ns` 0), so a wake-up is
