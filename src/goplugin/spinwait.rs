@@ -254,32 +254,46 @@ mod tests {
         );
     }
 
-    /// Many waiters at once: at most `most` spin, the others park, and all
-    /// get their replies.
+    /// Four waiters at once, room for `most` to spin: once `most` spin,
+    /// the others have parked (their replies are held back until then),
+    /// and every one gets its reply.
+    fn waiters_with_room_for(most: usize) -> usize {
+        let spin = Arc::new(Spin::new(Duration::from_secs(10), most));
+        let started = Arc::new(std::sync::Barrier::new(5));
+        let mut replies = Vec::new();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (tx, rx) = futures_channel::oneshot::channel::<u32>();
+                replies.push(tx);
+                let (spin, started) = (spin.clone(), started.clone());
+                std::thread::spawn(move || {
+                    started.wait();
+                    spin.block_on(rx)
+                })
+            })
+            .collect();
+        started.wait();
+        let until = Instant::now() + Duration::from_secs(10);
+        while spin.spinning.load(Ordering::Acquire) < most {
+            assert!(Instant::now() < until, "never {most} spinning");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The rest decide meanwhile: with no room, they park.
+        std::thread::sleep(Duration::from_millis(50));
+        for tx in replies {
+            tx.send(7).unwrap();
+        }
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Ok(7));
+        }
+        assert_eq!(spin.spinning.load(Ordering::Acquire), 0);
+        spin.peak()
+    }
+
     #[test]
     fn at_most_so_many_threads_spin_at_once() {
-        let spin = Arc::new(Spin::new(Duration::from_secs(1), 1));
-        let waiters: Vec<_> = (0..4)
-            .map(|_| {
-                let spin = spin.clone();
-                std::thread::spawn(move || spin.block_on(later(Duration::from_millis(200))))
-            })
-            .collect();
-        for w in waiters {
-            assert_eq!(w.join().unwrap(), Ok(7));
-        }
-        assert_eq!(spin.peak(), 1);
-        let two = Arc::new(Spin::new(Duration::from_secs(1), 2));
-        let waiters: Vec<_> = (0..4)
-            .map(|_| {
-                let two = two.clone();
-                std::thread::spawn(move || two.block_on(later(Duration::from_millis(200))))
-            })
-            .collect();
-        for w in waiters {
-            assert_eq!(w.join().unwrap(), Ok(7));
-        }
-        assert_eq!(two.peak(), 2, "four waiters over 200 ms fill both places");
+        assert_eq!(waiters_with_room_for(1), 1);
+        assert_eq!(waiters_with_room_for(2), 2);
     }
 
     /// A budget of zero never spins.
