@@ -45,7 +45,9 @@ the node's environment, or in one plugin's env file, turns it off. Then
 the median plugin also calls the relayer's provider directly, which the
 node forwards it; LOOPP_BROKER_FORWARD=0 keeps every such call through the
 node. The node checks the job's open files against its limit before
-anything starts.
+anything starts. A thread waiting for a health check's or set-up call's
+reply spins for it up to LOOPP_RPC_SPIN_US (200) microseconds before it
+sleeps, one thread fewer than the CPUs at most; 0 sleeps at once.
 
 Bounds, from the job file: a LOOPP's plugins[].rpc (max_message_bytes,
 default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
