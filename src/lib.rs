@@ -18,8 +18,8 @@
 //!    [`example`] (the SDK example).
 //! 4. [`node`]: the node: configuration, supervision, registry, HTTP, feeds.
 //!
-//! [`proto`] (generated), [`stats`] and [`pages`] (giving back start-up code)
-//! sit below everything.
+//! [`proto`] (generated), [`stats`], [`pages`] (giving back start-up code)
+//! and [`malloc`] (one allocator arena) sit below everything.
 //!
 //! See `ARCHITECTURE.md` for the map and `docs/PROTOCOL.md` for the protocol.
 
@@ -28,6 +28,7 @@
 pub mod devchain;
 pub mod example;
 pub mod goplugin;
+pub mod malloc;
 pub mod median;
 pub mod node;
 pub mod pages;

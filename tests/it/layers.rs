@@ -3,7 +3,7 @@
 //!
 //! | layer | modules | may use |
 //! |---|---|---|
-//! | 0 | `proto`, `stats`, `pages` | nothing else in the crate |
+//! | 0 | `proto`, `stats`, `pages`, `malloc` | nothing else in the crate |
 //! | 1 | `goplugin` | layer 0 |
 //! | 2 | `services` | layers 0-1 |
 //! | 3 | `median`, `devchain`, `sources`, `example` | layers 0-2, not each other |
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// The layer of a top-level module, or None for one the rule does not know.
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "proto" | "stats" | "pages" => 0,
+        "proto" | "stats" | "pages" | "malloc" => 0,
         "goplugin" => 1,
         "services" => 2,
         "median" | "devchain" | "sources" | "example" => 3,

@@ -3,7 +3,8 @@
 //! default job under the unit's sandboxing (emulated: no systemd as PID 1
 //! here); `make install`, `install-service` and `uninstall` work under
 //! DESTDIR; the container image builds with buildah and runs the default
-//! job.
+//! job. And what the binary does to its own process: idle processes give
+//! back the code only start-up ran, and threads share one malloc arena.
 
 use std::path::Path;
 use std::process::Command;
@@ -789,4 +790,80 @@ fn idle_processes_give_back_the_code_only_start_up_ran() {
         .collect();
     assert!(restarts.is_empty(), "plugins restarted: {restarts:?}");
     node.stop();
+}
+
+/// glibc malloc arenas other than the main one in `pid`: each is a 64 MiB
+/// aligned reservation, its used part read-write and the rest inaccessible
+/// (anonymous mappings, as /proc/PID/maps lists them).
+fn malloc_arenas(pid: u32) -> usize {
+    const HEAP: u64 = 64 << 20;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let anon: Vec<(u64, u64, String)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (range, perms) = (w.next()?, w.next()?);
+            // Offset, device, inode, and no path.
+            if w.nth(3).is_some() {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            let hex = |s| u64::from_str_radix(s, 16).ok();
+            Some((hex(a)?, hex(b)?, perms.to_string()))
+        })
+        .collect();
+    anon.iter()
+        .enumerate()
+        .filter(|(i, (start, end, perms))| {
+            perms == "rw-p"
+                && start % HEAP == 0
+                && (end - start == HEAP
+                    || anon
+                        .get(i + 1)
+                        .is_some_and(|(s, e, p)| s == end && *e == start + HEAP && p == "---p"))
+        })
+        .count()
+}
+
+/// Every thread of a loopp process allocates from glibc's main arena
+/// (`loopp::malloc`): a plugin that started its twenty-odd threads and
+/// served calls on them holds no other arena. An operator's
+/// MALLOC_ARENA_MAX is left to glibc, which then makes arenas as threads
+/// need them (so the count above sees them).
+#[test]
+fn a_loopp_process_allocates_from_one_arena_unless_the_operator_sets_more() {
+    use loopp::goplugin::handshake::Cookie;
+    use loopp::goplugin::host::{Client, HostConfig};
+    let sandbox = Sandbox::new("arenas");
+    for (arena_max, more) in [("", false), ("4", true)] {
+        let mut c = HostConfig::new(
+            "example",
+            crate::programs::program("loopp-example"),
+            Cookie::example(),
+        );
+        c.socket_dir = Some(sandbox.dir.clone());
+        c.start_timeout = Duration::from_secs(10);
+        // Set (empty: not a setting) over whatever the test runs under.
+        c.env = vec![
+            ("MALLOC_ARENA_MAX".into(), arena_max.into()),
+            ("GLIBC_TUNABLES".into(), "".into()),
+        ];
+        let mut client = Client::start(&c).expect("start");
+        for _ in 0..50 {
+            client.ping().expect("ping");
+        }
+        let arenas = malloc_arenas(client.pid());
+        client.kill();
+        if more {
+            assert!(
+                arenas >= 1,
+                "with MALLOC_ARENA_MAX={arena_max} the plugin made no arena of its own: the count cannot see one"
+            );
+        } else {
+            assert_eq!(
+                arenas, 0,
+                "the plugin made {arenas} malloc arenas besides the main one"
+            );
+        }
+    }
 }

@@ -76,6 +76,8 @@ impl Program {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts (see the module).
+    loopp::malloc::one_arena();
     let mut argv = std::env::args();
     let argv0 = argv.next().unwrap_or_default();
     let args: Vec<String> = argv.collect();
