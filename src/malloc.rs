@@ -17,23 +17,19 @@
 //! `glibc.malloc.arena_max` in `GLIBC_TUNABLES`, leaves glibc's choice
 //! alone, e.g. for a node on many cores whose threads allocate at once.
 
-/// Environment variables through which an operator sets the arena count.
-const OPERATOR_SETTINGS: [(&str, &str); 2] = [
-    ("MALLOC_ARENA_MAX", ""),
-    ("GLIBC_TUNABLES", "glibc.malloc.arena_max"),
-];
-
 /// Makes every thread allocate from the main arena, unless the environment
 /// sets the arena count. Call it first in `main`, before any thread starts
-/// (an arena made before stays). Returns whether it changed the setting.
+/// (an arena made before stays): `loopp`'s `main` does; another binary
+/// built on this crate (a plugin of its own) calls it itself. Returns
+/// whether it changed the setting.
 pub fn one_arena() -> bool {
     one_arena_unless(|name| std::env::var_os(name))
 }
 
 fn one_arena_unless(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
-    let operator_set = OPERATOR_SETTINGS.iter().any(|(name, naming)| {
-        env(name).is_some_and(|v| !v.is_empty() && v.to_string_lossy().contains(naming))
-    });
+    let operator_set = env("MALLOC_ARENA_MAX").is_some_and(|v| !v.is_empty())
+        || env("GLIBC_TUNABLES")
+            .is_some_and(|v| v.to_string_lossy().contains("glibc.malloc.arena_max"));
     if operator_set {
         return false;
     }
