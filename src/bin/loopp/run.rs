@@ -47,7 +47,9 @@ node forwards it; LOOPP_BROKER_FORWARD=0 keeps every such call through the
 node. The node checks the job's open files against its limit before
 anything starts. A thread waiting for a health check's or set-up call's
 reply spins for it up to LOOPP_RPC_SPIN_US (200) microseconds before it
-sleeps, one thread fewer than the CPUs at most; 0 sleeps at once.
+sleeps, one thread fewer than the CPUs at most; 0 sleeps at once. Every
+loopp process allocates from one malloc arena unless MALLOC_ARENA_MAX (or
+glibc.malloc.arena_max in GLIBC_TUNABLES) says how many.
 
 Bounds, from the job file: a LOOPP's plugins[].rpc (max_message_bytes,
 default 16 MiB; concurrent_calls 16 and queued_calls 1024 for its calls to
