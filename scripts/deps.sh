@@ -8,7 +8,8 @@
 #                           Prometheus server (monitoring tests) and buildah
 #                           (the container image test)
 #   scripts/deps.sh bench   test + wrk and hyperfine
-#   scripts/deps.sh profile build + valgrind (make symbol-order records under callgrind)
+#   scripts/deps.sh profile build + valgrind and perf (make symbol-order records
+#                           under callgrind, then refines with perf's page faults)
 #
 # Uses apt-get (Debian/Ubuntu) as root; otherwise prints the command to run.
 set -euo pipefail
@@ -30,6 +31,8 @@ need ld.lld lld
 need make make
 if [[ ${1:-build} == profile ]]; then
 	need valgrind valgrind
+	need perf linux-perf
+	need nm binutils
 elif [[ ${1:-build} != build ]]; then
 	need go golang-go
 	need /usr/share/gocode/src/github.com/hashicorp/go-plugin golang-github-hashicorp-go-plugin-dev

@@ -4,6 +4,7 @@
 # and idle, then those a node running the default job's feed runs.
 #
 #   scripts/symbol-order.sh LOOPP_BIN OUT [IDLE_SECS] [FEED_SECS]
+#   scripts/symbol-order.sh --refine LOOPP_BIN ORDER [SECS]
 #
 # Why: an idle process gives its start-up code back (src/pages.rs) and keeps
 # mapped only the pages it touches again. The kernel maps code 64 KiB at a
@@ -12,17 +13,45 @@
 # start of .text. lld reads the file (build.rs); names the binary no longer
 # has are skipped, so a stale order costs memory, never correctness.
 #
-# How: the three processes run under valgrind's callgrind; its counters are
-# zeroed once they are up, and dumped after IDLE_SECS (default 60); then the
-# default job (a feed, both plugins as LOOPPs) runs FEED_SECS (default 60).
-# The functions with a cost in a dump are the ones that ran.
+# How (record): the three processes run under valgrind's callgrind; its
+# counters are zeroed once they are up, and dumped after IDLE_SECS (default
+# 60); then the default job (a feed, both plugins as LOOPPs) runs FEED_SECS
+# (default 60). The functions with a cost in a dump are the ones that ran.
+# With each string function glibc picks by CPU (memcpy, strlen...) that ran
+# go all its variants: valgrind's emulated CPU picks other ones than the
+# machines loopp runs on, and those differ from machine to machine too.
+#
+# A recording alone misses what real processes run: valgrind runs them some
+# fifty times slower, so what follows the give-back by seconds (a pool
+# thread ending, the give-back's own return path) falls before the zeroing,
+# and where the system calls it lacks (pidfd_open) fail, loopp takes other
+# paths. So (--refine) the node and both plugins, from LOOPP_BIN built with
+# ORDER, run idle under `perf record` for SECS (default 40), every page
+# fault recorded: after each process's give-back (its first fault in
+# `__madvise`, returning into the code just unmapped), a fault at an
+# instruction is the first call into a 64 KiB window of code that is not
+# mapped, so a function that faults there and is not in ORDER's idle part
+# belongs in it. They are added; rebuild and repeat until none is (exit 3).
+# `make symbol-order` does both.
 set -euo pipefail
 
-bin=${1:?usage: $0 LOOPP_BIN OUT [IDLE_SECS] [FEED_SECS]}
-out=${2:?usage: $0 LOOPP_BIN OUT [IDLE_SECS] [FEED_SECS]}
-idle_secs=${3:-60}
-feed_secs=${4:-60}
-command -v valgrind >/dev/null || { echo "$0: valgrind is missing (make symbol-order installs it)" >&2; exit 1; }
+usage="usage: $0 LOOPP_BIN OUT [IDLE_SECS] [FEED_SECS] | $0 --refine LOOPP_BIN ORDER [SECS]"
+refine=
+if [[ ${1:-} == --refine ]]; then
+	refine=1
+	shift
+fi
+bin=${1:?$usage}
+out=${2:?$usage}
+if [[ -n $refine ]]; then
+	secs=${3:-40}
+	command -v perf >/dev/null || { echo "$0: perf is missing (make symbol-order installs it: linux-perf)" >&2; exit 1; }
+	[[ -f $out ]] || { echo "$0: $out: no order to refine; record one first ($0 LOOPP_BIN $out)" >&2; exit 1; }
+else
+	idle_secs=${3:-60}
+	feed_secs=${4:-60}
+	command -v valgrind >/dev/null || { echo "$0: valgrind is missing (make symbol-order installs it)" >&2; exit 1; }
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/loopp-symbol-order.XXXXXX")
 node_pid=
@@ -33,6 +62,77 @@ cleanup() {
 trap cleanup EXIT
 
 for p in loopp-node loopp-devchain loopp-median; do ln -s "$(realpath "$bin")" "$work/$p"; done
+cat >"$work/idle.json" <<EOF
+{"data_dir": "$work/idle-data", "http": {"listen": "off"},
+ "plugins": [{"name": "devchain", "kind": "relayer"}, {"name": "median", "kind": "median"}]}
+EOF
+
+# variants FILE...: every variant in the binary of the glibc string
+# functions named in FILEs (__memcpy_avx_unaligned_erms: all __memcpy_*).
+variants() {
+	local families
+	families=$(sed -n -E 's/^(__(mem|str|stp|wmem|wcs|raw)[a-z]*)_(sse2|ssse3|sse4|avx|evex|erms).*$/\1/p' "$@" | LC_ALL=C sort -u)
+	[[ -n $families ]] || return 0
+	nm --defined-only "$bin" | awk '{print $3}' |
+		{ grep -E "^($(paste -sd'|' <<<"$families"))_(sse2|ssse3|sse4|avx|evex|erms)" || true; } | LC_ALL=C sort -u
+}
+
+# write IDLE FEED: OUT, IDLE's functions then FEED's not in IDLE, with the
+# header whose counts --refine reads back.
+write() {
+	LC_ALL=C comm -23 <(LC_ALL=C sort -u "$2") <(LC_ALL=C sort -u "$1") >"$work/feed-only.txt"
+	{
+		echo "# The link's symbol order (scripts/symbol-order.sh, make symbol-order): what an"
+		echo "# idle node, devchain and median run ($(wc -l <"$1") functions), then what a feed adds"
+		echo "# ($(wc -l <"$work/feed-only.txt")). Generated; edit the script, not this file."
+		cat "$1" "$work/feed-only.txt"
+	} >"$out"
+}
+
+if [[ -n $refine ]]; then
+	idle_n=$(sed -n '2s/.*(\([0-9]*\) functions).*/\1/p' "$out")
+	[[ -n $idle_n ]] || { echo "$0: $out: no idle count in its header; record it again" >&2; exit 1; }
+	# part N: the idle part (1) or the feed part (2) of the order
+	part() { awk -v part="$1" -v n="$idle_n" '!/^#/ && (++i <= n) == (part == 1)' "$out"; }
+	part 1 | LC_ALL=C sort -u >"$work/idle.txt"
+	part 2 >"$work/feed.txt"
+	mkfifo "$work/ctl"
+	(cd "$work" && RUST_LOG=warn PLUGIN_UNIX_SOCKET_DIR=$work \
+		CL_DEVCHAIN_CMD=$work/loopp-devchain CL_MEDIAN_CMD=$work/loopp-median \
+		exec perf record -q -e page-faults -c 1 -d --control "fifo:$work/ctl" -o "$work/faults.data" \
+		-- "$work/loopp-node" run --config "$work/idle.json" >"$work/refine.log" 2>&1) &
+	node_pid=$!
+	exec 3<>"$work/ctl" # read-write: opening it never waits for perf
+	sleep "$secs"
+	echo disable >&3 # the stop's code is no idle code
+	sleep 1
+	pkill -TERM -P "$node_pid" -x loopp-node || true
+	wait "$node_pid" 2>/dev/null || true
+	node_pid=
+	exec 3>&-
+	# perf script: PID TIME: ADDR ADDR-SYMBOL IP IP-SYMBOL (mangled names:
+	# no spaces). Read twice: the give-backs, then the faults.
+	perf script -i "$work/faults.data" -F pid,time,ip,sym,addr --no-demangle 2>/dev/null >"$work/faults.txt"
+	awk '{ sub(/:$/, "", $2); $2 += 0 }
+		NR == FNR { if ($6 == "__madvise" && $3 == $5) back[$1] = $2; next }
+		($1 in back) && $2 > back[$1] && $3 == $5 && $6 != "[unknown]" { print $6 }' \
+		"$work/faults.txt" "$work/faults.txt" | LC_ALL=C sort -u >"$work/faulted.txt"
+	(($(awk '$6 == "__madvise" && $3 == $5' "$work/faults.txt" | wc -l) >= 3)) ||
+		{ echo "$0: no give-back seen in the node and both plugins within ${secs}s; see the log:" >&2; cat "$work/refine.log" >&2; exit 1; }
+	LC_ALL=C comm -23 "$work/faulted.txt" "$work/idle.txt" >"$work/faulted-new.txt"
+	variants "$work/faulted-new.txt" >"$work/variants.txt"
+	LC_ALL=C sort -u "$work/faulted-new.txt" "$work/variants.txt" | LC_ALL=C comm -23 - "$work/idle.txt" >"$work/new.txt"
+	if [[ ! -s $work/new.txt ]]; then
+		echo "$out: refined: nothing new ($idle_n idle functions)" >&2
+		exit 3
+	fi
+	# Kept in the order they were: what was there stays where it was.
+	{ part 1; cat "$work/new.txt"; } >"$work/idle-next.txt"
+	write "$work/idle-next.txt" "$work/feed.txt"
+	echo "$out: refined: $(wc -l <"$work/new.txt") more idle functions ($(wc -l <"$work/idle-next.txt") in all)" >&2
+	exit 0
+fi
+
 # Each program under callgrind; the node starts its plugins through these.
 for p in loopp-node loopp-devchain loopp-median; do
 	cat >"$work/vg-$p" <<EOF
@@ -65,10 +165,6 @@ phase() {
 	node_pid=
 }
 
-cat >"$work/idle.json" <<EOF
-{"data_dir": "$work/idle-data", "http": {"listen": "off"},
- "plugins": [{"name": "devchain", "kind": "relayer"}, {"name": "median", "kind": "median"}]}
-EOF
 phase idle "$idle_secs" run --config "$work/idle.json"
 phase feed "$feed_secs" run --http off
 
@@ -86,12 +182,9 @@ functions() {
 		}' "$work"/"$1".*.out.1 |
 		sed "s/'[0-9]*\$//" | grep -v -e '^0x' -e '^(' -e '^$' | LC_ALL=C sort -u
 }
-functions idle >"$work/idle.txt"
-functions feed | LC_ALL=C comm -23 - "$work/idle.txt" >"$work/feed.txt"
-{
-	echo "# The link's symbol order (scripts/symbol-order.sh, make symbol-order): what an"
-	echo "# idle node, devchain and median run ($(wc -l <"$work/idle.txt") functions), then what a feed adds"
-	echo "# ($(wc -l <"$work/feed.txt")). Generated; edit the script, not this file."
-	cat "$work/idle.txt" "$work/feed.txt"
-} >"$out"
-echo "$out: $(wc -l <"$work/idle.txt") idle functions, $(wc -l <"$work/feed.txt") more for a feed" >&2
+functions idle >"$work/recorded.txt"
+{ cat "$work/recorded.txt"; variants "$work/recorded.txt"; } | LC_ALL=C sort -u >"$work/idle.txt"
+functions feed >"$work/recorded.txt"
+{ cat "$work/recorded.txt"; variants "$work/recorded.txt"; } >"$work/feed.txt"
+write "$work/idle.txt" "$work/feed.txt"
+echo "$out: $(wc -l <"$work/idle.txt") idle functions, $(wc -l <"$work/feed-only.txt") more for a feed" >&2
