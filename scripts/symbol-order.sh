@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes the link's symbol order (contrib/symbol-order.txt): the functions
 # the node, the devchain relayer and the median plugin run once they are up
-# and idle, then those a node running the default job's feed runs.
+# and idle, then those a node running the default job's feed runs, then
+# those they ran only while starting.
 #
 #   scripts/symbol-order.sh LOOPP_BIN OUT [IDLE_SECS] [FEED_SECS]
 #   scripts/symbol-order.sh --refine LOOPP_BIN ORDER [SECS]
@@ -10,13 +11,16 @@
 # mapped only the pages it touches again. The kernel maps code 64 KiB at a
 # time, so the ~350 KB an idle process runs, scattered over the 5.7 MB of
 # code, would map most of it again; in this order they sit together at the
-# start of .text. lld reads the file (build.rs); names the binary no longer
-# has are skipped, so a stale order costs memory, never correctness.
+# start of .text. A start touches code all over the binary too, one fault
+# for each 64 KiB, so what only starting runs follows in a block of its
+# own. lld reads the file (build.rs); names the binary no longer has are
+# skipped, so a stale order costs memory and time, never correctness.
 #
 # How (record): the three processes run under valgrind's callgrind; its
-# counters are zeroed once they are up, and dumped after IDLE_SECS (default
-# 60); then the default job (a feed, both plugins as LOOPPs) runs FEED_SECS
-# (default 60). The functions with a cost in a dump are the ones that ran.
+# counters are dumped (start-up) and zeroed once they are up and settled,
+# and dumped again after IDLE_SECS (default 60); then the default job (a
+# feed, both plugins as LOOPPs) runs FEED_SECS (default 60) the same way.
+# The functions with a cost in a dump are the ones that ran.
 # With each string function glibc picks by CPU (memcpy, strlen...) that ran
 # go all its variants: valgrind's emulated CPU picks other ones than the
 # machines loopp runs on, and those differ from machine to machine too.
@@ -27,7 +31,7 @@
 # and where the system calls it lacks (pidfd_open) fail, loopp takes other
 # paths. So (--refine) the node and both plugins, from LOOPP_BIN built with
 # ORDER, run idle under `perf record` for SECS (default 40), every page
-# fault recorded: after each process's give-back (its first fault in
+# fault recorded: from each process's give-back on (its fault in
 # `__madvise`, returning into the code just unmapped), a fault at an
 # instruction is the first call into a 64 KiB window of code that is not
 # mapped, so a function that faults there and is not in ORDER's idle part
@@ -77,25 +81,32 @@ variants() {
 		{ grep -E "^($(paste -sd'|' <<<"$families"))_(sse2|ssse3|sse4|avx|evex|erms)" || true; } | LC_ALL=C sort -u
 }
 
-# write IDLE FEED: OUT, IDLE's functions then FEED's not in IDLE, with the
-# header whose counts --refine reads back.
+# write IDLE FEED START: OUT, IDLE's functions, then FEED's and START's
+# not named before, in their order, under the header whose counts --refine
+# reads back.
 write() {
-	LC_ALL=C comm -23 <(LC_ALL=C sort -u "$2") <(LC_ALL=C sort -u "$1") >"$work/feed-only.txt"
+	# after SEEN... FILE: FILE's lines not in SEENs, each once, in order
+	after() { awk 'FILENAME != ARGV[ARGC - 1] { seen[$0]; next } !($0 in seen) { seen[$0]; print }' "$@"; }
+	after /dev/null "$1" >"$work/w-idle.txt"
+	after "$work/w-idle.txt" "$2" >"$work/w-feed.txt"
+	after "$work/w-idle.txt" "$work/w-feed.txt" "$3" >"$work/w-start.txt"
 	{
 		echo "# The link's symbol order (scripts/symbol-order.sh, make symbol-order): what an"
-		echo "# idle node, devchain and median run ($(wc -l <"$1") functions), then what a feed adds"
-		echo "# ($(wc -l <"$work/feed-only.txt")). Generated; edit the script, not this file."
-		cat "$1" "$work/feed-only.txt"
+		echo "# idle node, devchain and median run ($(wc -l <"$work/w-idle.txt") functions), then what a feed adds"
+		echo "# ($(wc -l <"$work/w-feed.txt")), then what only starting runs ($(wc -l <"$work/w-start.txt")). Generated; edit the script, not this file."
+		cat "$work/w-idle.txt" "$work/w-feed.txt" "$work/w-start.txt"
 	} >"$out"
 }
 
 if [[ -n $refine ]]; then
 	idle_n=$(sed -n '2s/.*(\([0-9]*\) functions).*/\1/p' "$out")
-	[[ -n $idle_n ]] || { echo "$0: $out: no idle count in its header; record it again" >&2; exit 1; }
-	# part N: the idle part (1) or the feed part (2) of the order
-	part() { awk -v part="$1" -v n="$idle_n" '!/^#/ && (++i <= n) == (part == 1)' "$out"; }
+	feed_n=$(sed -n '3s/^# (\([0-9]*\)).*/\1/p' "$out")
+	[[ -n $idle_n && -n $feed_n ]] || { echo "$0: $out: no counts in its header; record it again" >&2; exit 1; }
+	# part N: the order's idle (1), feed (2) or start-up (3) part
+	part() { awk -v part="$1" -v i="$idle_n" -v f="$feed_n" '!/^#/ { n++; if ((n <= i ? 1 : n <= i + f ? 2 : 3) == part) print }' "$out"; }
 	part 1 | LC_ALL=C sort -u >"$work/idle.txt"
 	part 2 >"$work/feed.txt"
+	part 3 >"$work/start.txt"
 	mkfifo "$work/ctl"
 	(cd "$work" && RUST_LOG=warn PLUGIN_UNIX_SOCKET_DIR=$work \
 		CL_DEVCHAIN_CMD=$work/loopp-devchain CL_MEDIAN_CMD=$work/loopp-median \
@@ -115,7 +126,7 @@ if [[ -n $refine ]]; then
 	perf script -i "$work/faults.data" -F pid,time,ip,sym,addr --no-demangle 2>/dev/null >"$work/faults.txt"
 	awk '{ sub(/:$/, "", $2); $2 += 0 }
 		NR == FNR { if ($6 == "__madvise" && $3 == $5) back[$1] = $2; next }
-		($1 in back) && $2 > back[$1] && $3 == $5 && $6 != "[unknown]" { print $6 }' \
+		($1 in back) && $2 >= back[$1] && $3 == $5 && $6 != "[unknown]" { print $6 }' \
 		"$work/faults.txt" "$work/faults.txt" | LC_ALL=C sort -u >"$work/faulted.txt"
 	(($(awk '$6 == "__madvise" && $3 == $5' "$work/faults.txt" | wc -l) >= 3)) ||
 		{ echo "$0: no give-back seen in the node and both plugins within ${secs}s; see the log:" >&2; cat "$work/refine.log" >&2; exit 1; }
@@ -128,7 +139,7 @@ if [[ -n $refine ]]; then
 	fi
 	# Kept in the order they were: what was there stays where it was.
 	{ part 1; cat "$work/new.txt"; } >"$work/idle-next.txt"
-	write "$work/idle-next.txt" "$work/feed.txt"
+	write "$work/idle-next.txt" "$work/feed.txt" "$work/start.txt"
 	echo "$out: refined: $(wc -l <"$work/new.txt") more idle functions ($(wc -l <"$work/idle-next.txt") in all)" >&2
 	exit 0
 fi
@@ -143,7 +154,8 @@ EOF
 done
 
 # phase NAME SECS NODE-ARGS...: run the node, wait for it and both plugins
-# to be up and settled, zero the counters, wait SECS, dump, stop.
+# to be up and settled, dump (NAME.*.out.1: start-up) and zero the
+# counters, wait SECS, dump (NAME.*.out.2), stop.
 phase() {
 	local name=$1 secs=$2
 	shift 2
@@ -157,6 +169,7 @@ phase() {
 		sleep 1
 	done
 	sleep 20 # settled: start-up is over, the code it ran given back
+	callgrind_control -d >/dev/null
 	callgrind_control -z >/dev/null
 	sleep "$secs"
 	callgrind_control -d >/dev/null
@@ -168,9 +181,9 @@ phase() {
 phase idle "$idle_secs" run --config "$work/idle.json"
 phase feed "$feed_secs" run --http off
 
-# functions NAME: the functions with a cost in NAME's dumps (the ".1" files:
-# the dumps asked for after zeroing), without callgrind's recursion marks
-# and names it could not resolve.
+# functions NAME N: the functions with a cost in NAME's Nth dumps, without
+# callgrind's recursion marks and names it could not resolve; with all
+# variants of the glibc string functions among them.
 functions() {
 	awk '
 		FNR == 1 { delete names }
@@ -179,12 +192,12 @@ functions() {
 			name = substr($0, RLENGTH + 2)
 			if (name != "") names[id] = name
 			if ($0 ~ /^fn=/) print names[id]
-		}' "$work"/"$1".*.out.1 |
-		sed "s/'[0-9]*\$//" | grep -v -e '^0x' -e '^(' -e '^$' | LC_ALL=C sort -u
+		}' "$work"/"$1".*.out."$2" |
+		sed "s/'[0-9]*\$//" | grep -v -e '^0x' -e '^(' -e '^$' | LC_ALL=C sort -u >"$work/recorded.txt"
+	LC_ALL=C sort -u "$work/recorded.txt" <(variants "$work/recorded.txt")
 }
-functions idle >"$work/recorded.txt"
-{ cat "$work/recorded.txt"; variants "$work/recorded.txt"; } | LC_ALL=C sort -u >"$work/idle.txt"
-functions feed >"$work/recorded.txt"
-{ cat "$work/recorded.txt"; variants "$work/recorded.txt"; } >"$work/feed.txt"
-write "$work/idle.txt" "$work/feed.txt"
-echo "$out: $(wc -l <"$work/idle.txt") idle functions, $(wc -l <"$work/feed-only.txt") more for a feed" >&2
+functions idle 2 >"$work/idle.txt"
+functions feed 2 >"$work/feed.txt"
+{ functions idle 1; functions feed 1; } >"$work/start.txt"
+write "$work/idle.txt" "$work/feed.txt" "$work/start.txt"
+echo "$out: $(wc -l <"$work/w-idle.txt") idle functions, $(wc -l <"$work/w-feed.txt") more for a feed, $(wc -l <"$work/w-start.txt") more for starting" >&2
