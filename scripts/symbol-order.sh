@@ -122,13 +122,20 @@ if [[ -n $refine ]]; then
 	node_pid=
 	exec 3>&-
 	# perf script: PID TIME: ADDR ADDR-SYMBOL IP IP-SYMBOL (mangled names:
-	# no spaces). Read twice: the give-backs, then the faults.
+	# no spaces). Read twice: the give-backs, then the faults. A give-back
+	# comes seconds after a process's first fault (pages::SETTLE after it
+	# is ready); an earlier fault in __madvise is start-up's, not one.
 	perf script -i "$work/faults.data" -F pid,time,ip,sym,addr --no-demangle 2>/dev/null >"$work/faults.txt"
-	awk '{ sub(/:$/, "", $2); $2 += 0 }
-		NR == FNR { if ($6 == "__madvise" && $3 == $5) back[$1] = $2; next }
+	awk -v backs="$work/backs.txt" '{ sub(/:$/, "", $2); $2 += 0 }
+		NR == FNR {
+			if (!($1 in first)) first[$1] = $2
+			if ($6 == "__madvise" && $3 == $5 && $2 - first[$1] >= 3) back[$1] = $2
+			next
+		}
+		FNR == 1 { for (p in back) n++; print n + 0 > backs }
 		($1 in back) && $2 >= back[$1] && $3 == $5 && $6 != "[unknown]" { print $6 }' \
 		"$work/faults.txt" "$work/faults.txt" | LC_ALL=C sort -u >"$work/faulted.txt"
-	(($(awk '$6 == "__madvise" && $3 == $5' "$work/faults.txt" | wc -l) >= 3)) ||
+	(($(cat "$work/backs.txt" 2>/dev/null || echo 0) >= 3)) ||
 		{ echo "$0: no give-back seen in the node and both plugins within ${secs}s; see the log:" >&2; cat "$work/refine.log" >&2; exit 1; }
 	LC_ALL=C comm -23 "$work/faulted.txt" "$work/idle.txt" >"$work/faulted-new.txt"
 	variants "$work/faulted-new.txt" >"$work/variants.txt"
