@@ -168,16 +168,17 @@ vendor:
 check-offline: deps-build
 	scripts/check-offline.sh
 
-# The functions an idle node, devchain and median run, then those a feed
-# adds, then those only starting runs, recorded under callgrind from this
-# build (scripts/symbol-order.sh, about 4 min), then refined: rebuilt with the order, the three run idle
-# under perf, and the functions whose code they fault back in go into it,
-# until none is new (at most 6 passes of a build and 40 s). lld puts them
-# first in .text (build.rs), so an idle process that gave back its
-# start-up code (src/pages.rs) maps under 1 MB of code, not 4. Rerun when
-# what idle processes run changes; `make bench` (footprint) shows when it
-# is due; a start maps a fourth of the code windows it did without it.
-# The binary is left built with the new order.
+# The link's function order, contrib/symbol-order.txt (scripts/symbol-order.sh,
+# about 15 min): what an idle node, devchain and median run, then what a feed
+# adds, then what only starting runs, recorded under callgrind from this
+# build; then refined: rebuilt with the order, the three run idle under perf,
+# and each function whose code they fault back in joins the idle part, until
+# a pass finds none (at most 6 passes of a build and 40 s). lld lays the
+# functions out in that order at the start of .text (build.rs): an idle
+# process that gave back its start-up code (src/pages.rs) maps under 1 MB of
+# code, not 4, and a start faults in a fourth of the code windows. Rerun when
+# what idle processes run changes; `make bench` (footprint) shows when it is
+# due. The binary is left built with the new order.
 symbol-order: deps-profile build
 	scripts/symbol-order.sh $(LOOPP_BIN) contrib/symbol-order.txt
 	@for pass in 1 2 3 4 5 6; do \
