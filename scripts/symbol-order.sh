@@ -77,8 +77,8 @@ variants() {
 	local families
 	families=$(sed -n -E 's/^(__(mem|str|stp|wmem|wcs|raw)[a-z]*)_(sse2|ssse3|sse4|avx|evex|erms).*$/\1/p' "$@" | LC_ALL=C sort -u)
 	[[ -n $families ]] || return 0
-	nm --defined-only "$bin" | awk '{print $3}' |
-		{ grep -E "^($(paste -sd'|' <<<"$families"))_(sse2|ssse3|sse4|avx|evex|erms)" || true; } | LC_ALL=C sort -u
+	[[ -s $work/names.txt ]] || nm --defined-only "$bin" | awk '{print $3}' >"$work/names.txt"
+	{ grep -E "^($(paste -sd'|' <<<"$families"))_(sse2|ssse3|sse4|avx|evex|erms)" "$work/names.txt" || true; } | LC_ALL=C sort -u
 }
 
 # write IDLE FEED START: OUT, IDLE's functions, then FEED's and START's
