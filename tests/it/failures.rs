@@ -194,7 +194,29 @@ fn command_not_found() {
     let err = Client::start(&config).err().expect("must fail").to_string();
     assert_contains(
         &err,
-        &["cannot start \"/nonexistent/loopp-plugin\"", "No such file"],
+        &[
+            "cannot start \"/nonexistent/loopp-plugin\"",
+            "/nonexistent/loopp-plugin does not exist",
+        ],
+    );
+}
+
+#[test]
+fn command_not_executable() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("notexec");
+    let program = sandbox.dir.join("loopp-plugin");
+    std::fs::write(&program, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut config = test_plugin("plain", "serve", &sandbox);
+    config.program = program.clone().into();
+    let err = Client::start(&config).err().expect("must fail").to_string();
+    assert_contains(
+        &err,
+        &[&format!(
+            "{} is not executable (mode 640): make it executable (chmod +x)",
+            program.display()
+        )],
     );
 }
 

@@ -14,6 +14,7 @@
 
 mod link;
 pub mod process;
+pub mod program;
 mod spawn;
 mod stdio;
 

@@ -86,12 +86,7 @@ fn open_pinned(
 ) -> Result<std::fs::File, PinError> {
     use sha2::Digest;
     use std::io::Read;
-    let resolved = resolve(path, env).ok_or_else(|| {
-        PinError::Io(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no such executable (looked up on PATH)",
-        ))
-    })?;
+    let resolved = resolve(path, env).map_err(|e| PinError::Io(e.into()))?;
     let mut file = std::fs::File::open(resolved).map_err(PinError::Io)?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -109,27 +104,20 @@ fn open_pinned(
     Ok(file)
 }
 
-/// `program` as exec would find it: itself if it has a `/`, else on the
-/// `PATH` the plugin gets (its own, if its environment sets one, as
-/// `Command` looks it up), the first executable file of that name.
-fn resolve(program: &OsString, env: &[(OsString, OsString)]) -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(program);
-    if p.components().count() > 1 || program.to_string_lossy().contains('/') {
-        return Some(p.to_path_buf());
-    }
+/// `program` as exec would find it ([`super::program::find`]) on the `PATH`
+/// the plugin gets: its own, if its environment sets one (as `Command`
+/// looks it up), else the host's.
+fn resolve(
+    program: &OsString,
+    env: &[(OsString, OsString)],
+) -> Result<std::path::PathBuf, super::program::NotRunnable> {
     let path = env
         .iter()
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .or_else(|| std::env::var_os("PATH"));
-    path.and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(p)).find(|c| {
-            use std::os::unix::fs::PermissionsExt;
-            c.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
+    super::program::find(program, path.as_deref())
 }
 
 /// A resource limit for the plugin process (setrlimit in the child).
@@ -154,12 +142,7 @@ impl Process {
         let exec_path = match &pinned {
             Some(file) => OsString::from(format!("/proc/self/fd/{}", file.as_raw_fd())),
             None => resolve(s.program, s.env)
-                .ok_or_else(|| {
-                    PinError::Io(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "no such executable (looked up on PATH)",
-                    ))
-                })?
+                .map_err(|e| PinError::Io(e.into()))?
                 .into_os_string(),
         };
         let limits: Vec<Rlimit> = s

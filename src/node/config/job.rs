@@ -156,23 +156,6 @@ struct SupervisionEntry {
     shutdown_grace: Option<String>,
 }
 
-/// Finds `cmd` like a shell: a path if it contains `/`, else on `PATH`.
-fn resolve_command(cmd: &str, path_var: Option<&str>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if cmd.contains('/') {
-        let p = PathBuf::from(cmd);
-        return executable(&p).then_some(p);
-    }
-    path_var?
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| executable(p))
-}
-
 impl NodeConfig {
     /// Parses and resolves a job; `env` looks variables up.
     pub fn from_json(
@@ -223,8 +206,11 @@ impl NodeConfig {
             let cmd_var = format!("{prefix}_CMD");
             let env_var = format!("{prefix}_ENV");
             let mode = match env(&cmd_var).filter(|v| !v.trim().is_empty()) {
-                Some(cmd) => match resolve_command(cmd.trim(), path_var.as_deref()) {
-                    Some(command) => {
+                Some(cmd) => match crate::goplugin::host::program::find(
+                    std::ffi::OsStr::new(cmd.trim()),
+                    path_var.as_deref().map(std::ffi::OsStr::new),
+                ) {
+                    Ok(command) => {
                         let extra = match env(&env_var).filter(|v| !v.is_empty()) {
                             None => Vec::new(),
                             Some(file) => match crate::node::dotenv::read(Path::new(&file)) {
@@ -243,9 +229,9 @@ impl NodeConfig {
                             env: extra,
                         }
                     }
-                    None => {
+                    Err(why) => {
                         problems.push(format!(
-                            "{cmd_var}={cmd:?}: no such executable (looked up on PATH); install the plugin or unset {cmd_var} to run {} in-process",
+                            "{cmd_var}={cmd:?}: {why}; install the plugin or unset {cmd_var} to run {} in-process",
                             p.name
                         ));
                         continue;

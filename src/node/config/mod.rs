@@ -460,7 +460,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("CL_A_CMD=\"loopp-no-such-plugin\": no such executable"),
+            err.contains(
+                "CL_A_CMD=\"loopp-no-such-plugin\": no loopp-no-such-plugin in any PATH directory (/bin); install the plugin or unset CL_A_CMD to run a in-process"
+            ),
             "{err}"
         );
         assert!(
