@@ -111,13 +111,21 @@ pub fn serve(config: NodeHttpConfig, plugins: Arc<Plugins>) -> std::io::Result<H
     let ph = port_holder.clone();
     let cfg = config.clone();
     let limits = config.limits.clone();
-    let server = HttpServer::start_on(
-        HttpServer::bind(&config.listen)?,
-        config.workers,
-        "http",
-        limits,
-        move |r| route(r, &cfg, &plugins, ph.get().copied().unwrap_or(0)),
-    )?;
+    let listener = HttpServer::bind(&config.listen).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}: another program (or node) serves there; stop it, or set the job's http.listen to a free port (\"127.0.0.1:0\": any) or \"off\""
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    let server = HttpServer::start_on(listener, config.workers, "http", limits, move |r| {
+        route(r, &cfg, &plugins, ph.get().copied().unwrap_or(0))
+    })?;
     let _ = port_holder.set(server.addr().port());
     Ok(server)
 }

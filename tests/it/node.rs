@@ -456,6 +456,40 @@ fn configuration_errors_stop_the_node_before_anything_starts() {
     assert!(!stderr.contains("running"), "nothing started: {stderr}");
 }
 
+/// A node whose HTTP port is taken stops at once, naming the address and
+/// the job setting to change.
+#[test]
+fn a_taken_http_port_stops_the_node_naming_the_setting() {
+    let sandbox = Sandbox::new("takenport");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let jobfile = sandbox.dir.join("job.json");
+    std::fs::write(
+        &jobfile,
+        format!(
+            r#"{{"plugins":[{{"name":"median","kind":"median"}}],"http":{{"listen":"{addr}"}}}}"#
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        Command::new(node())
+            .args(["run", "--config"])
+            .arg(&jobfile)
+            .env_remove("CL_MEDIAN_CMD"),
+        BOUND,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        format!("cannot listen on {addr}"),
+        "another program (or node) serves there".into(),
+        "set the job's http.listen to a free port".into(),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in {stderr}");
+    }
+    drop(taken);
+}
+
 /// A pinned plugin (`sha256` in the job or `CL_<NAME>_SHA256`) starts only
 /// when its executable hashes to the pin: a mismatch is refused with the
 /// file, the expected and the actual hash, the plugin is not started, and
