@@ -230,8 +230,15 @@ impl NodeConfig {
                         }
                     }
                     Err(why) => {
+                        // As in Chainlink, the variable is one executable,
+                        // never split into arguments.
+                        let spaced = if cmd.trim().contains(char::is_whitespace) {
+                            format!(" ({cmd_var} names one program, without arguments)")
+                        } else {
+                            String::new()
+                        };
                         problems.push(format!(
-                            "{cmd_var}={cmd:?}: {why}; install the plugin or unset {cmd_var} to run {} in-process",
+                            "{cmd_var}={cmd:?}: {why}{spaced}; install the plugin or unset {cmd_var} to run {} in-process",
                             p.name
                         ));
                         continue;

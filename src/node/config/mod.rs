@@ -444,7 +444,7 @@ mod tests {
 
     #[test]
     fn missing_command_and_bad_dotenv_are_named() {
-        let job = r#"{"plugins":[{"name":"a","kind":"example"},{"name":"b","kind":"example"}]}"#;
+        let job = r#"{"plugins":[{"name":"a","kind":"example"},{"name":"b","kind":"example"},{"name":"c","kind":"example"}]}"#;
         let dir = crate::testutil::fresh_dir("config-test");
         let envfile = dir.join("b.env");
         std::fs::write(&envfile, "OK=1\nthis is wrong\n").unwrap();
@@ -453,6 +453,7 @@ mod tests {
         let vars: &'static [(&str, &str)] = Box::leak(Box::new([
             ("PATH", "/bin"),
             ("CL_A_CMD", "loopp-no-such-plugin"),
+            ("CL_C_CMD", "/bin/true --flag"),
             ("CL_B_CMD", "/bin/true"),
             ("CL_B_ENV", envfile_s),
         ]));
@@ -462,6 +463,12 @@ mod tests {
         assert!(
             err.contains(
                 "CL_A_CMD=\"loopp-no-such-plugin\": no loopp-no-such-plugin in any PATH directory (/bin); install the plugin or unset CL_A_CMD to run a in-process"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "CL_C_CMD=\"/bin/true --flag\": /bin/true --flag does not exist (CL_C_CMD names one program, without arguments)"
             ),
             "{err}"
         );
