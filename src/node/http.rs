@@ -116,7 +116,7 @@ pub fn serve(config: NodeHttpConfig, plugins: Arc<Plugins>) -> std::io::Result<H
             std::io::Error::new(
                 e.kind(),
                 format!(
-                    "{e}: another program (or node) serves there; stop it, or set the job's http.listen to a free port (\"127.0.0.1:0\": any) or \"off\""
+                    "{e}: another program (or node) serves there; stop it, or give a free port in the job's http.listen or with --http (\"127.0.0.1:0\": any; \"off\": no HTTP)"
                 ),
             )
         } else {

@@ -483,7 +483,7 @@ fn a_taken_http_port_stops_the_node_naming_the_setting() {
     for want in [
         format!("cannot listen on {addr}"),
         "another program (or node) serves there".into(),
-        "set the job's http.listen to a free port".into(),
+        "give a free port in the job's http.listen or with --http".into(),
     ] {
         assert!(stderr.contains(&want), "missing {want:?} in {stderr}");
     }

@@ -14,21 +14,33 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Why a command names nothing that can be run; the text is the reason.
+/// Why a command names nothing that can be run: the reason, and the
+/// kind of I/O error it is (not found, permission denied, or neither).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotRunnable(String);
+pub struct NotRunnable {
+    kind: std::io::ErrorKind,
+    reason: String,
+}
 
 impl fmt::Display for NotRunnable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.reason)
     }
 }
 
 impl std::error::Error for NotRunnable {}
 
+impl NotRunnable {
+    /// The same, with `more` added to the reason.
+    fn and(mut self, more: String) -> NotRunnable {
+        self.reason.push_str(&more);
+        self
+    }
+}
+
 impl From<NotRunnable> for std::io::Error {
     fn from(e: NotRunnable) -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::NotFound, e.0)
+        std::io::Error::new(e.kind, e.reason)
     }
 }
 
@@ -39,13 +51,16 @@ pub fn find(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, NotRunnabl
     if program.as_encoded_bytes().contains(&b'/') {
         return runnable(named)
             .map(|()| named.to_path_buf())
-            .map_err(|why| NotRunnable(format!("{} {why}", named.display())));
+            .map_err(|why| why.of(named));
     }
     let Some(path) = path.filter(|p| !p.is_empty()) else {
-        return Err(NotRunnable(format!(
-            "{} is not a path and PATH is empty or not set: give the program's path",
-            named.display()
-        )));
+        return Err(NotRunnable {
+            kind: std::io::ErrorKind::NotFound,
+            reason: format!(
+                "{} is not a path and PATH is empty or not set: give the program's path",
+                named.display()
+            ),
+        });
     };
     let dirs: Vec<PathBuf> = std::env::split_paths(path)
         .filter(|d| !d.as_os_str().is_empty())
@@ -61,20 +76,22 @@ pub fn find(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, NotRunnabl
             }
         }
     }
-    Err(NotRunnable(match unusable {
-        Some((candidate, why)) => format!(
-            "{} {why}, and no other PATH directory has {}",
-            candidate.display(),
+    Err(match unusable {
+        Some((candidate, why)) => why.of(&candidate).and(format!(
+            ", and no other PATH directory has {}",
             named.display()
-        ),
-        None => format!(
-            "no {} in any PATH directory ({})",
-            named.display(),
-            std::env::join_paths(&dirs)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ),
-    }))
+        )),
+        None => NotRunnable {
+            kind: std::io::ErrorKind::NotFound,
+            reason: format!(
+                "no {} in any PATH directory ({})",
+                named.display(),
+                std::env::join_paths(&dirs)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+        },
+    })
 }
 
 /// What is wrong with a file as a program.
@@ -84,6 +101,22 @@ enum Why {
     Directory,
     NotAFile,
     NotExecutable(u32),
+}
+
+impl Why {
+    /// The error for `file`, which this is wrong with.
+    fn of(&self, file: &Path) -> NotRunnable {
+        use std::io::ErrorKind;
+        let kind = match self {
+            Why::Missing => ErrorKind::NotFound,
+            Why::Unreadable(_) | Why::NotExecutable(_) => ErrorKind::PermissionDenied,
+            Why::Directory | Why::NotAFile => ErrorKind::InvalidInput,
+        };
+        NotRunnable {
+            kind,
+            reason: format!("{} {self}", file.display()),
+        }
+    }
 }
 
 impl fmt::Display for Why {
@@ -163,6 +196,24 @@ mod tests {
             find_s(&d(&under), None),
             Err(format!("{} does not exist", d(&under)))
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_io_error_kind_follows_the_reason() {
+        use std::io::ErrorKind;
+        let dir = crate::testutil::fresh_dir("program-test");
+        let plain = file(&dir, "plain", 0o644);
+        let kind = |p: &Path| std::io::Error::from(find(p.as_os_str(), None).unwrap_err()).kind();
+        assert_eq!(kind(&dir.join("missing")), ErrorKind::NotFound);
+        assert_eq!(kind(&plain), ErrorKind::PermissionDenied);
+        assert_eq!(kind(&dir), ErrorKind::InvalidInput);
+        let empty = std::env::join_paths([&dir]).unwrap();
+        let on_path = |name: &str| {
+            std::io::Error::from(find(OsStr::new(name), Some(&empty)).unwrap_err()).kind()
+        };
+        assert_eq!(on_path("missing"), ErrorKind::NotFound);
+        assert_eq!(on_path("plain"), ErrorKind::PermissionDenied);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
