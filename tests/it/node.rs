@@ -427,21 +427,27 @@ fn sigkill_to_the_node_leaves_no_plugin_behind() {
     }
 }
 
-#[test]
-fn configuration_errors_stop_the_node_before_anything_starts() {
-    let sandbox = Sandbox::new("badconfig");
+/// `loopp-node run` on the job `json`, without `unset` in its environment,
+/// in a fresh sandbox, to its end within [`BOUND`].
+fn run_job(name: &str, json: &str, unset: &str) -> std::process::Output {
+    let sandbox = Sandbox::new(name);
     let jobfile = sandbox.dir.join("job.json");
-    std::fs::write(
-        &jobfile,
-        r#"{"plugins":[{"name":"m","kind":"relayer"}],"supervision":{"rpc_timeout":"0s"}}"#,
-    )
-    .unwrap();
-    let out = run_bounded(
+    std::fs::write(&jobfile, json).unwrap();
+    run_bounded(
         Command::new(node())
             .args(["run", "--config"])
             .arg(&jobfile)
-            .env_remove("CL_M_CMD"),
+            .env_remove(unset),
         BOUND,
+    )
+}
+
+#[test]
+fn configuration_errors_stop_the_node_before_anything_starts() {
+    let out = run_job(
+        "badconfig",
+        r#"{"plugins":[{"name":"m","kind":"relayer"}],"supervision":{"rpc_timeout":"0s"}}"#,
+        "CL_M_CMD",
     );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -460,23 +466,14 @@ fn configuration_errors_stop_the_node_before_anything_starts() {
 /// the job setting to change.
 #[test]
 fn a_taken_http_port_stops_the_node_naming_the_setting() {
-    let sandbox = Sandbox::new("takenport");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let jobfile = sandbox.dir.join("job.json");
-    std::fs::write(
-        &jobfile,
-        format!(
+    let out = run_job(
+        "takenport",
+        &format!(
             r#"{{"plugins":[{{"name":"median","kind":"median"}}],"http":{{"listen":"{addr}"}}}}"#
         ),
-    )
-    .unwrap();
-    let out = run_bounded(
-        Command::new(node())
-            .args(["run", "--config"])
-            .arg(&jobfile)
-            .env_remove("CL_MEDIAN_CMD"),
-        BOUND,
+        "CL_MEDIAN_CMD",
     );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
