@@ -257,10 +257,15 @@ impl fmt::Display for Error {
                 plugin,
                 command,
                 source,
-            } => write!(
-                f,
-                "plugin {plugin}: cannot start {command:?}: {source} (check the command is installed and executable)"
-            ),
+            } => {
+                write!(f, "plugin {plugin}: cannot start {command:?}: {source}")?;
+                // An OS error says only what failed; a reason of loopp's
+                // own (the program lookup's) already says what to do.
+                if source.raw_os_error().is_some() {
+                    f.write_str(" (check the command is installed and executable)")?;
+                }
+                Ok(())
+            }
             Error::StartTimeout {
                 plugin,
                 after,

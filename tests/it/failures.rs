@@ -218,6 +218,27 @@ fn command_not_executable() {
             program.display()
         )],
     );
+    // The reason says what to do; no generic hint after it.
+    assert!(!err.contains("check the command"), "{err}");
+}
+
+#[test]
+fn command_the_kernel_cannot_run_gets_the_os_error_and_a_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("noexec");
+    let program = sandbox.dir.join("loopp-plugin");
+    std::fs::write(&program, "neither a binary nor a script\n").unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut config = test_plugin("garbage", "serve", &sandbox);
+    config.program = program.into();
+    let err = Client::start(&config).err().expect("must fail").to_string();
+    assert_contains(
+        &err,
+        &[
+            "Exec format error",
+            "(check the command is installed and executable)",
+        ],
+    );
 }
 
 #[test]
