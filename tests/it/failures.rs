@@ -201,16 +201,23 @@ fn command_not_found() {
     );
 }
 
-#[test]
-fn command_not_executable() {
+/// Starts a plugin whose program is a file holding `text` with `mode`;
+/// the start's error and the file's path.
+fn start_file_fails(name: &str, text: &str, mode: u32) -> (String, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    let sandbox = Sandbox::new("notexec");
+    let sandbox = Sandbox::new(name);
     let program = sandbox.dir.join("loopp-plugin");
-    std::fs::write(&program, "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let mut config = test_plugin("plain", "serve", &sandbox);
+    std::fs::write(&program, text).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(mode)).unwrap();
+    let mut config = test_plugin(name, "serve", &sandbox);
     config.program = program.clone().into();
     let err = Client::start(&config).err().expect("must fail").to_string();
+    (err, program)
+}
+
+#[test]
+fn command_not_executable() {
+    let (err, program) = start_file_fails("plain", "#!/bin/sh\n", 0o640);
     assert_contains(
         &err,
         &[&format!(
@@ -224,14 +231,7 @@ fn command_not_executable() {
 
 #[test]
 fn command_the_kernel_cannot_run_gets_the_os_error_and_a_hint() {
-    use std::os::unix::fs::PermissionsExt;
-    let sandbox = Sandbox::new("noexec");
-    let program = sandbox.dir.join("loopp-plugin");
-    std::fs::write(&program, "neither a binary nor a script\n").unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut config = test_plugin("garbage", "serve", &sandbox);
-    config.program = program.into();
-    let err = Client::start(&config).err().expect("must fail").to_string();
+    let (err, _) = start_file_fails("garbage", "neither a binary nor a script\n", 0o755);
     assert_contains(
         &err,
         &[
