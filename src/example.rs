@@ -3,9 +3,10 @@
 //! copies. It shows the three things an app service does: answer a call, serve a
 //! sub-service on a broker id, and dial a sub-service the other side serves.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::broker::{Broker, DEFAULT_DIAL_TIMEOUT};
@@ -49,7 +50,7 @@ pub fn text(s: &str) -> Text {
 }
 
 impl example_grpc::Example for ExampleServer {
-    fn echo(&mut self, ctx: RpcContext, req: Text, sink: UnarySink<Text>) {
+    fn echo(&mut self, ctx: Ctx, req: Text, sink: Sink<Text>) {
         rpc::respond(
             &ctx,
             sink,
@@ -57,7 +58,7 @@ impl example_grpc::Example for ExampleServer {
         );
     }
 
-    fn serve_echo(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<BrokerId>) {
+    fn serve_echo(&mut self, ctx: Ctx, _req: Empty, sink: Sink<BrokerId>) {
         let id = self.broker.next_id();
         let r = self
             .broker
@@ -70,7 +71,7 @@ impl example_grpc::Example for ExampleServer {
         rpc::respond(&ctx, sink, r);
     }
 
-    fn call_echo(&mut self, ctx: RpcContext, req: BrokerId, sink: UnarySink<Text>) {
+    fn call_echo(&mut self, ctx: Ctx, req: BrokerId, sink: Sink<Text>) {
         let broker = self.broker.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             let channel = broker

@@ -240,7 +240,7 @@ impl loopp::goplugin::metrics::prometheus::core::Collector for HangingCollector 
 /// A plugin that answers health checks but never stops by itself.
 mod ignore_shutdown {
     use super::*;
-    use grpcio::{RpcContext, UnarySink};
+    use loopp::goplugin::call::{Ctx, Sink};
     use loopp::proto::grpc_controller::Empty;
     use loopp::proto::{grpc_controller_grpc, health, health_grpc};
 
@@ -250,9 +250,9 @@ mod ignore_shutdown {
     impl health_grpc::Health for Deaf {
         fn check(
             &mut self,
-            ctx: RpcContext,
+            ctx: Ctx,
             _req: health::HealthCheckRequest,
-            sink: UnarySink<health::HealthCheckResponse>,
+            sink: Sink<health::HealthCheckResponse>,
         ) {
             let resp = health::HealthCheckResponse {
                 status: health::health_check_response::ServingStatus::SERVING.into(),
@@ -263,7 +263,7 @@ mod ignore_shutdown {
     }
 
     impl grpc_controller_grpc::GRPCController for Deaf {
-        fn shutdown(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+        fn shutdown(&mut self, ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
             // Says yes, does nothing.
             loopp::goplugin::rpc::respond(&ctx, sink, Ok(Empty::new()));
         }

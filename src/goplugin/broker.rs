@@ -28,6 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use grpcio::{Server, ServerCredentials, WriteFlags};
 
 use crate::goplugin::error::{Error, Result};
+use crate::goplugin::framed;
 use crate::goplugin::handshake::Network;
 use crate::goplugin::metrics::BROKER_OBJECTS;
 use crate::goplugin::route::{Conn, Endpoint, Offer, Table};
@@ -118,6 +119,9 @@ impl State {
         if let Some(r) = &mut self.routing {
             BROKER_OBJECTS.sub(r.table.clear() as i64);
             r.channels.clear();
+            r.framed_channels.clear();
+            // Stopped at once (its socket removed); its connections end.
+            drop(r.framed_server.take());
             if let Some((server, path)) = r.server.take() {
                 servers.push((0, server, path));
             }
@@ -133,6 +137,13 @@ struct Routing {
     server: Option<(Server, PathBuf)>,
     /// One client (channel) per address the other side announced.
     channels: HashMap<String, grpcio::Client>,
+    /// Both sides frame routed objects' unary calls (see
+    /// [`crate::goplugin::framed`]).
+    framed: bool,
+    /// The framed server next to the shared one, started with it.
+    framed_server: Option<framed::Server>,
+    /// One framed connection per framed address the other side announced.
+    framed_channels: HashMap<String, framed::Channel>,
 }
 
 impl Broker {
@@ -151,6 +162,7 @@ impl Broker {
     ) -> Broker {
         // Shown from the start, at 0.
         LazyLock::force(&BROKER_OBJECTS);
+        LazyLock::force(&crate::goplugin::metrics::FRAMED_CONNECTIONS);
         Broker {
             inner: Arc::new(Inner {
                 next_id: AtomicU32::new(1),
@@ -194,8 +206,33 @@ impl Broker {
                 table: Table::default(),
                 server: None,
                 channels: HashMap::new(),
+                framed: false,
+                framed_server: None,
+                framed_channels: HashMap::new(),
             });
         }
+    }
+
+    /// Also carries routed objects' unary calls framed (see
+    /// [`crate::goplugin::framed`]), both ways: both sides agreed at the
+    /// handshake. Routes too. Call it before the first [`Broker::serve`]
+    /// or [`Broker::dial`].
+    pub fn frame(&self) {
+        self.route();
+        if let Some(r) = &mut self.inner.state.lock().unwrap().routing {
+            r.framed = true;
+        }
+    }
+
+    /// Whether this broker frames.
+    pub fn framed(&self) -> bool {
+        self.inner
+            .state
+            .lock()
+            .unwrap()
+            .routing
+            .as_ref()
+            .is_some_and(|r| r.framed)
     }
 
     /// Whether this broker routes.
@@ -243,13 +280,43 @@ impl Broker {
                 let server =
                     self.start_server(routing.table.services(), &path, "its routed objects")?;
                 routing.server = Some((server, path.clone()));
+                if routing.framed {
+                    let beside = framed::socket_beside(&path);
+                    match framed::Server::start(
+                        &beside,
+                        routing.table.clone(),
+                        self.inner.max_message,
+                        framed::server::MAX_CONNECTIONS,
+                    ) {
+                        Ok(server) => routing.framed_server = Some(server),
+                        // Calls then go over gRPC, as with a peer that
+                        // does not frame.
+                        Err(e) => log::warn!(
+                            "broker: cannot serve framed calls on {}: {e}; routed objects are served over gRPC only",
+                            beside.display()
+                        ),
+                    }
+                }
                 path
             }
         };
+        let framed = routing
+            .framed_server
+            .as_ref()
+            .map(|f| f.path().to_string_lossy().into_owned());
         if routing.table.insert(id, services) {
             BROKER_OBJECTS.inc();
         }
-        announce(&mut st, id, &path);
+        send(
+            &mut st,
+            ConnInfo {
+                service_id: id,
+                network: "unix".to_string(),
+                address: path.to_string_lossy().into_owned(),
+                loopp_framed_address: framed.unwrap_or_default(),
+                ..Default::default()
+            },
+        );
         Ok(())
     }
 
@@ -363,6 +430,7 @@ impl Broker {
                 network: "unix".to_string(),
                 address: at.address.clone(),
                 loopp_route_id: at.id,
+                loopp_framed_address: at.framed.clone().unwrap_or_default(),
                 ..Default::default()
             },
         );
@@ -398,6 +466,11 @@ impl Broker {
                             ))
                         })
                         .clone();
+                    let framed_at = Some(info.loopp_framed_address).filter(|a| !a.is_empty());
+                    let framed = match &framed_at {
+                        Some(a) if r.framed => framed_channel(r, a, max),
+                        _ => None,
+                    };
                     // A forwarded object has an id of its own there.
                     let at = Endpoint {
                         id: match info.loopp_route_id {
@@ -405,8 +478,9 @@ impl Broker {
                             there => there,
                         },
                         address: info.address,
+                        framed: framed_at,
                     };
-                    return Ok(Conn::routed_at(channel, at));
+                    return Ok(Conn::routed_at(channel, at, framed));
                 }
                 drop(st);
                 let network = Network::parse(&info.network).ok_or_else(|| Error::Unsupported {
@@ -521,6 +595,24 @@ impl Drop for Inner {
     }
 }
 
+/// The framed connection to `address`, made at its first use; None (calls
+/// go over gRPC) if it cannot be made.
+fn framed_channel(r: &mut Routing, address: &str, max_message: usize) -> Option<framed::Channel> {
+    if let Some(c) = r.framed_channels.get(address) {
+        return Some(c.clone());
+    }
+    match framed::Channel::connect(address, max_message) {
+        Ok(c) => {
+            r.framed_channels.insert(address.to_string(), c.clone());
+            Some(c)
+        }
+        Err(e) => {
+            log::warn!("broker: cannot connect to the framed server {address}: {e}; its objects are called over gRPC");
+            None
+        }
+    }
+}
+
 /// Announces `id` at `path`, now if a stream carries announcements, else
 /// when one does.
 fn announce(st: &mut State, id: u32, path: &Path) {
@@ -598,9 +690,9 @@ mod tests {
     impl Health for Named {
         fn check(
             &mut self,
-            ctx: grpcio::RpcContext,
+            ctx: crate::goplugin::call::Ctx,
             req: HealthCheckRequest,
-            sink: grpcio::UnarySink<HealthCheckResponse>,
+            sink: crate::goplugin::call::Sink<HealthCheckResponse>,
         ) {
             let mut r = HealthCheckResponse::new();
             r.status = if req.service == self.0 {
@@ -692,6 +784,96 @@ mod tests {
 
     /// Joins two brokers as a plugin's StartStream joins host and plugin:
     /// what one announces, the other can dial.
+    /// Two framing brokers: each object's unary calls go over the framed
+    /// server (the gRPC one is not reached), on one connection for all,
+    /// and reach their own object; a stopped object answers UNAVAILABLE,
+    /// and closing the serving broker fails the next call at once.
+    #[test]
+    fn framing_brokers_carry_unary_calls_framed_to_each_object() {
+        let plugin = Broker::new(SocketDir::create().unwrap());
+        let host = Broker::new(SocketDir::create().unwrap());
+        plugin.frame();
+        host.frame();
+        join(&plugin, &host);
+        let ids: Vec<u32> = ["a", "b"]
+            .iter()
+            .map(|name| {
+                let id = plugin.next_id();
+                plugin.serve(id, vec![offer_health(Named(name))]).unwrap();
+                id
+            })
+            .collect();
+        let shared = plugin.served_address(ids[0]).unwrap();
+        let beside = framed::socket_beside(&shared);
+        assert!(beside.exists(), "{beside:?}");
+        let conns: Vec<Conn> = ids
+            .iter()
+            .map(|id| host.dial(*id, Duration::from_secs(5)).unwrap())
+            .collect();
+        for c in &conns {
+            let (channel, _) = c.framed.as_ref().expect("dialed framed");
+            assert_eq!(channel.address(), beside.to_string_lossy());
+            assert_eq!(
+                c.endpoint.as_ref().unwrap().framed.as_deref(),
+                Some(channel.address())
+            );
+        }
+        // Their gRPC channel made useless (a socket nobody serves): the
+        // calls below can only go framed.
+        let nowhere = grpcio::Client::new(rpc::connect(Network::Unix, "/nonexistent/loopp.sock"));
+        let conns: Vec<Conn> = conns
+            .into_iter()
+            .map(|c| Conn {
+                client: nowhere.clone(),
+                ..c
+            })
+            .collect();
+        for (conn, name) in conns.iter().zip(["a", "b"]) {
+            assert_eq!(check(conn.clone(), name).unwrap(), ServingStatus::SERVING);
+            assert_eq!(check(conn.clone(), "x").unwrap(), ServingStatus::UNKNOWN);
+        }
+        {
+            let r = plugin.inner.state.lock().unwrap();
+            let server = r.routing.as_ref().unwrap().framed_server.as_ref().unwrap();
+            assert_eq!(server.connections(), 1, "one connection for both objects");
+        }
+        plugin.stop(ids[1]);
+        match check(conns[1].clone(), "b") {
+            Err(grpcio::Error::RpcFailure(s)) => {
+                assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE);
+                assert!(
+                    s.message().contains(&format!("broker id {}", ids[1])),
+                    "{}",
+                    s.message()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            check(conns[0].clone(), "a").unwrap(),
+            ServingStatus::SERVING
+        );
+        plugin.close();
+        assert!(!beside.exists(), "the framed socket removed");
+        let t0 = Instant::now();
+        match check(conns[0].clone(), "a") {
+            Err(grpcio::Error::RpcFailure(s)) => {
+                assert_eq!(
+                    s.code(),
+                    grpcio::RpcStatusCode::UNAVAILABLE,
+                    "{}",
+                    s.message()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "failed at once, not at the deadline"
+        );
+        host.close();
+    }
+
     fn join(a: &Broker, b: &Broker) {
         use futures_util::StreamExt;
         type Tx = futures_channel::mpsc::UnboundedSender<ConnInfo>;
@@ -724,6 +906,7 @@ mod tests {
         let at = Endpoint {
             address: address.to_string_lossy().into_owned(),
             id,
+            framed: None,
         };
         let host = Broker::new(SocketDir::create().unwrap());
         let plugin = Broker::new(SocketDir::create().unwrap());

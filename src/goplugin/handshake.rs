@@ -132,6 +132,9 @@ pub struct Handshake {
     /// Whether the plugin, a loopp plugin offered it, routes its brokered
     /// objects (8th field: [`crate::goplugin::route::HANDSHAKE_FIELD`]).
     pub routed: bool,
+    /// Whether the plugin, routing and offered it, frames routed objects'
+    /// unary calls (9th field: [`crate::goplugin::framed::HANDSHAKE_FIELD`]).
+    pub framed: bool,
 }
 
 /// Why a handshake line was refused. Each names the field and what was expected.
@@ -228,6 +231,10 @@ impl Handshake {
         let routed = fields
             .get(7)
             .is_some_and(|r| r.trim() == crate::goplugin::route::HANDSHAKE_FIELD);
+        let framed = routed
+            && fields
+                .get(8)
+                .is_some_and(|r| r.trim() == crate::goplugin::framed::HANDSHAKE_FIELD);
         Ok(Handshake {
             app_version,
             network,
@@ -235,6 +242,7 @@ impl Handshake {
             server_cert,
             multiplex,
             routed,
+            framed,
         })
     }
 }
@@ -255,6 +263,9 @@ impl fmt::Display for Handshake {
         }
         if self.routed {
             write!(f, "|{}", crate::goplugin::route::HANDSHAKE_FIELD)?;
+            if self.framed {
+                write!(f, "|{}", crate::goplugin::framed::HANDSHAKE_FIELD)?;
+            }
         }
         Ok(())
     }
@@ -308,9 +319,32 @@ mod tests {
         // Not offered: go-plugin's six fields, as before.
         let plain = Handshake {
             routed: false,
-            ..loopp
+            ..loopp.clone()
         };
         assert_eq!(plain.to_string(), "1|1|unix|/tmp/p|grpc|");
+
+        // Framing, the 9th field, only after routing.
+        let framed =
+            Handshake::parse("1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed\n").unwrap();
+        assert!(framed.routed && framed.framed);
+        assert_eq!(
+            framed.to_string(),
+            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed"
+        );
+        assert!(
+            !Handshake::parse("1|1|unix|/tmp/p|grpc||false|other|loopp-framed")
+                .unwrap()
+                .framed,
+            "framing without routing"
+        );
+        assert_eq!(
+            Handshake {
+                framed: true,
+                ..plain
+            }
+            .to_string(),
+            "1|1|unix|/tmp/p|grpc|"
+        );
     }
 
     #[test]
@@ -367,6 +401,7 @@ mod tests {
             server_cert: None,
             multiplex: false,
             routed: false,
+            framed: false,
         };
         let line = h.to_string();
         assert_eq!(line, "1|7|tcp|[::1]:12345|grpc|");

@@ -92,6 +92,25 @@ pub static BROKER_OBJECTS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+/// Framed connections open (see [`crate::goplugin::framed`]): `in`, to
+/// this process's framed servers; `out`, its own to other processes'.
+pub static FRAMED_CONNECTIONS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    let g = register(
+        prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "loopp_framed_connections",
+                "Framed connections open now, to this process's framed servers (in) and from it to others' (out).",
+            ),
+            &["direction"],
+        )
+        .unwrap(),
+    );
+    // Shown from the start, at 0.
+    g.with_label_values(&["in"]);
+    g.with_label_values(&["out"]);
+    g
+});
+
 thread_local! {
     static CURRENT: Cell<Option<(&'static str, Instant)>> = const { Cell::new(None) };
 }

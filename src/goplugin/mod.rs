@@ -16,8 +16,10 @@
 //! - [`error`]: the library's error type.
 
 pub mod broker;
+pub mod call;
 pub mod error;
 pub mod fdwait;
+pub mod framed;
 pub mod handshake;
 pub mod host;
 pub mod http;

@@ -80,8 +80,11 @@ impl Pool {
 
     /// A pool thread: runs `job`, then whatever it is given until it has
     /// been idle for [`IDLE`].
-    fn work(&'static self, job: Job) {
-        job();
+    fn work(&'static self, first: Job) {
+        // A job's wake-ups (a blocking step's answer handed back to its
+        // future) are polled on this thread once it is done.
+        let job = |job: Job| crate::goplugin::framed::task::drain_point(job);
+        job(first);
         let slot = Arc::new(Slot {
             job: Mutex::new(None),
             ready: Condvar::new(),

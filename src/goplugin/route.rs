@@ -98,6 +98,9 @@ pub struct Conn {
     /// Where the routed object is, when the broker dialed it: what a host
     /// announces to forward it.
     pub endpoint: Option<Endpoint>,
+    /// The framed connection its unary calls go on, and the object's id
+    /// there (see [`crate::goplugin::framed`]), when both sides frame.
+    pub framed: Option<(crate::goplugin::framed::Channel, u32)>,
 }
 
 /// A routed object's place: the shared server's unix socket and the
@@ -108,6 +111,8 @@ pub struct Endpoint {
     pub address: String,
     /// The object's id on that server.
     pub id: u32,
+    /// The socket of that process's framed server, if it has one.
+    pub framed: Option<String>,
 }
 
 impl Conn {
@@ -120,12 +125,19 @@ impl Conn {
             client,
             route: Some(b.build()),
             endpoint: None,
+            framed: None,
         }
     }
 
-    /// As [`Conn::routed`], to `at` (reached by `client`), which it keeps.
-    pub fn routed_at(client: Client, at: Endpoint) -> Conn {
+    /// As [`Conn::routed`], to `at` (reached by `client`), which it keeps;
+    /// its unary calls go on `framed`, if given.
+    pub fn routed_at(
+        client: Client,
+        at: Endpoint,
+        framed: Option<crate::goplugin::framed::Channel>,
+    ) -> Conn {
         Conn {
+            framed: framed.map(|c| (c, at.id)),
             endpoint: Some(at.clone()),
             ..Conn::routed(client, at.id)
         }
@@ -138,6 +150,7 @@ impl From<Channel> for Conn {
             client: Client::new(channel),
             route: None,
             endpoint: None,
+            framed: None,
         }
     }
 }
@@ -247,21 +260,16 @@ impl Table {
         ctx: &RpcContext,
         service: &str,
     ) -> Result<Arc<T>, RpcStatus> {
-        let id = route_of(ctx)?;
-        let found = {
-            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-            routes
-                .get(&id)
-                .and_then(|e| e.iter().find(|(s, _)| *s == service))
-                .map(|(_, o)| o.clone())
-        };
-        let Some(obj) = found else {
-            return Err(RpcStatus::with_message(
-                RpcStatusCode::UNAVAILABLE,
-                format!("broker id {id} serves no {service} here: closed, or never served"),
-            ));
-        };
-        obj.downcast::<T>().map_err(|_| {
+        self.find_id(route_of(ctx)?, service)
+    }
+
+    /// The implementation of `service` routed as `id`.
+    pub fn find_id<T: Any + Send + Sync>(
+        &self,
+        id: u32,
+        service: &str,
+    ) -> Result<Arc<T>, RpcStatus> {
+        self.find_erased(id, service)?.downcast::<T>().map_err(|_| {
             RpcStatus::with_message(
                 RpcStatusCode::INTERNAL,
                 format!("broker id {id}: {service} was offered with another type"),
@@ -269,14 +277,33 @@ impl Table {
         })
     }
 
-    /// The shared server's services: every service of `proto/`, routed here.
+    /// [`Table::find_id`] before the downcast: one copy for every service.
+    #[inline(never)]
+    fn find_erased(&self, id: u32, service: &str) -> Result<Erased, RpcStatus> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        routes
+            .get(&id)
+            .and_then(|e| e.iter().find(|(s, _)| *s == service))
+            .map(|(_, o)| o.clone())
+            .ok_or_else(|| {
+                RpcStatus::with_message(
+                    RpcStatusCode::UNAVAILABLE,
+                    format!("broker id {id} serves no {service} here: closed, or never served"),
+                )
+            })
+    }
+
+    /// The shared server's services: every method of `proto/`, routed
+    /// here (the unary ones through the framed transport's glue).
     pub fn services(&self) -> Vec<Service> {
-        crate::proto::routers(self)
+        let mut all = vec![crate::goplugin::framed::server::routed_unary_service(self)];
+        all.extend(crate::proto::routers(self));
+        all
     }
 }
 
 /// The broker id a call's [`ROUTE_HEADER`] names.
-fn route_of(ctx: &RpcContext) -> Result<u32, RpcStatus> {
+pub fn route_of(ctx: &RpcContext) -> Result<u32, RpcStatus> {
     let value = ctx
         .request_headers()
         .iter()

@@ -15,9 +15,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::goplugin::call::{Ctx, Sink};
 use grpcio::{
-    Channel, ChannelBuilder, EnvBuilder, Environment, RpcContext, RpcStatus, RpcStatusCode,
-    ServerBuilder, UnarySink,
+    Channel, ChannelBuilder, EnvBuilder, Environment, RpcStatus, RpcStatusCode, ServerBuilder,
 };
 
 use crate::goplugin::handshake::Network;
@@ -346,7 +346,7 @@ pub fn process_lane() -> &'static crate::goplugin::pool::Lane {
 /// [`crate::goplugin::pool::Lane`] (what the node serves a plugin), `f`
 /// runs in that lane, else in the [`process_lane`]; a call over the lane's
 /// bound is answered RESOURCE_EXHAUSTED at once.
-pub fn respond_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, f: F)
+pub fn respond_blocking<T, F>(ctx: &Ctx, sink: Sink<T>, f: F)
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
@@ -354,7 +354,7 @@ where
     let lane = crate::goplugin::pool::Lane::ambient().unwrap_or_else(|| process_lane().clone());
     let admitted = match lane.admit() {
         Err(busy) => {
-            let method = String::from_utf8_lossy(ctx.method()).into_owned();
+            let method = ctx.method();
             let status = status(
                 RpcStatusCode::RESOURCE_EXHAUSTED,
                 format!("{method}: {busy}"),
@@ -368,7 +368,7 @@ where
     // the send to complete (a wake-up of each thread per call: about a
     // tenth of a LOOPP round's context switches).
     let (tx, rx) = futures_channel::oneshot::channel::<Result<T, RpcStatus>>();
-    let method = String::from_utf8_lossy(ctx.method()).into_owned();
+    let method = ctx.method();
     let gone =
         format!("{method}: the handler ended without an answer (it panicked or could not start)");
     reply_when(ctx, sink, async move {
@@ -383,12 +383,12 @@ where
 
 /// Answers the call with what `outcome` gives, on the completion-queue
 /// thread, and records it in the server metrics.
-fn reply_when<T, Fut>(ctx: &RpcContext, sink: UnarySink<T>, outcome: Fut)
+fn reply_when<T, Fut>(ctx: &Ctx, sink: Sink<T>, outcome: Fut)
 where
     T: Send + 'static,
     Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
 {
-    let method = String::from_utf8_lossy(ctx.method()).into_owned();
+    let method = ctx.method().into_owned();
     let call = crate::goplugin::metrics::server_call();
     ctx.spawn(async move {
         let outcome = outcome.await;
@@ -425,8 +425,8 @@ pub fn async_place() -> Option<crate::goplugin::pool::Held> {
 /// without waiting (`<method>_async`) and values at hand. A handler that
 /// calls other services this way costs no thread hand-off at all.
 pub fn respond_async<T, Fut>(
-    ctx: &RpcContext,
-    sink: UnarySink<T>,
+    ctx: &Ctx,
+    sink: Sink<T>,
     place: crate::goplugin::pool::Held,
     work: Fut,
 ) where
@@ -443,7 +443,7 @@ pub fn respond_async<T, Fut>(
 /// Answers with `f` at once on the completion-queue thread when `at_hand`
 /// (the implementation answers from memory, by its own contract), else on
 /// a pool thread ([`respond_blocking`]).
-pub fn respond_at_hand_or_blocking<T, F>(ctx: &RpcContext, sink: UnarySink<T>, at_hand: bool, f: F)
+pub fn respond_at_hand_or_blocking<T, F>(ctx: &Ctx, sink: Sink<T>, at_hand: bool, f: F)
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, RpcStatus> + Send + 'static,
@@ -456,17 +456,33 @@ where
 }
 
 /// Answers a call at once on the completion-queue thread (for cheap handlers).
-pub fn respond<T: Send + 'static>(ctx: &RpcContext, sink: UnarySink<T>, r: Result<T, RpcStatus>) {
+pub fn respond<T: Send + 'static>(ctx: &Ctx, sink: Sink<T>, r: Result<T, RpcStatus>) {
     let call = crate::goplugin::metrics::server_call();
     let code = code_name(&r);
     let f = match r {
         Ok(resp) => sink.success(resp),
         Err(status) => sink.fail(status),
     };
-    ctx.spawn(async move {
-        let _ = f.await;
-        call.finish(code);
-    });
+    finish(ctx, f, call, code);
+}
+
+/// Records an answer in the server metrics once it is sent: one copy for
+/// every message type.
+#[inline(never)]
+fn finish(
+    ctx: &Ctx,
+    f: crate::goplugin::call::Sent,
+    call: crate::goplugin::metrics::ServerCall,
+    code: &'static str,
+) {
+    match f {
+        // Framed: written already.
+        crate::goplugin::call::Sent::Done(_) => call.finish(code),
+        f => ctx.spawn(async move {
+            let _ = f.await;
+            call.finish(code);
+        }),
+    }
 }
 
 /// `OK` or the status code's name, for metrics.
@@ -659,16 +675,23 @@ impl<T> std::future::Future for JoinUntil<T> {
 /// no other thread ([`Spawner::spawn`]). Generated clients give theirs
 /// (`spawner()`).
 #[derive(Clone)]
-pub struct Spawner(grpcio::Client);
+pub struct Spawner(Option<grpcio::Client>);
 
 impl Spawner {
     /// The spawner of `client`'s channel.
     pub fn new(client: grpcio::Client) -> Spawner {
-        Spawner(client)
+        Spawner(Some(client))
+    }
+
+    /// The spawner of framed connections: a future is polled by whichever
+    /// thread wakes it ([`crate::goplugin::framed::spawn`]).
+    pub fn framed() -> Spawner {
+        Spawner(None)
     }
 
     /// Polls `f` on this thread until it first waits, then on the
-    /// channel's completion-queue thread whenever it is woken. `f` must
+    /// channel's completion-queue thread (framed: on the thread that
+    /// wakes it) whenever it is woken. `f` must
     /// never block: its waits are calls sent without waiting, values at
     /// hand, [`blocking`] steps and [`crate::goplugin::timer`] deadlines.
     /// A panic in `f` is caught (it would end the completion-queue thread)
@@ -678,13 +701,15 @@ impl Spawner {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         use futures_util::FutureExt;
-        self.0
-            .spawn(std::panic::AssertUnwindSafe(f).catch_unwind().map(|r| {
-                if let Err(payload) = r {
-                    let what = crate::goplugin::error::panic_message(&*payload);
-                    log::error!("a task on the completion queue panicked ({what}); it is dropped");
-                }
-            }));
+        let Some(client) = &self.0 else {
+            return crate::goplugin::framed::spawn(f);
+        };
+        client.spawn(std::panic::AssertUnwindSafe(f).catch_unwind().map(|r| {
+            if let Err(payload) = r {
+                let what = crate::goplugin::error::panic_message(&*payload);
+                log::error!("a task on the completion queue panicked ({what}); it is dropped");
+            }
+        }));
     }
 }
 
@@ -726,6 +751,25 @@ pub fn fail_call<S: FailSink>(ctx: &grpcio::RpcContext, sink: S, status: grpcio:
         let _ = f.await;
         call.finish(code);
     });
+}
+
+/// [`fail_call`] for a unary call, whichever transport carried it.
+pub fn fail_unary<T: Send + 'static>(ctx: &Ctx, sink: Sink<T>, status: grpcio::RpcStatus) {
+    respond(ctx, sink, Err(status));
+}
+
+/// Answers UNIMPLEMENTED: a method the implementation does not serve (the
+/// generated traits' default).
+pub fn unimplemented<T: Send + 'static>(ctx: &Ctx, sink: Sink<T>) {
+    let method = ctx.method().into_owned();
+    respond(
+        ctx,
+        sink,
+        Err(status(
+            RpcStatusCode::UNIMPLEMENTED,
+            format!("{method}: not implemented here"),
+        )),
+    );
 }
 
 /// The sinks of the four kinds of call, failed alike by [`fail_call`].

@@ -26,12 +26,29 @@ use grpcio::{ClientUnaryReceiver, RpcStatus, RpcStatusCode};
 
 /// The reply of a unary call: its message, or the call's error.
 #[must_use = "dropping the reply cancels the call"]
-pub struct Unary<T>(ClientUnaryReceiver<T>);
+pub struct Unary<T>(Carried<T>);
+
+enum Carried<T> {
+    Grpc(ClientUnaryReceiver<T>),
+    /// A framed call's answer, and the decoder of its message.
+    Framed(
+        crate::goplugin::framed::client::Pending,
+        fn(&[u8]) -> protobuf::Result<T>,
+    ),
+}
 
 impl<T> Unary<T> {
     /// Guards `receiver`.
     pub fn new(receiver: ClientUnaryReceiver<T>) -> Unary<T> {
-        Unary(receiver)
+        Unary(Carried::Grpc(receiver))
+    }
+
+    /// A framed call's answer, decoded with `decode`.
+    pub fn framed(
+        pending: crate::goplugin::framed::client::Pending,
+        decode: fn(&[u8]) -> protobuf::Result<T>,
+    ) -> Unary<T> {
+        Unary(Carried::Framed(pending, decode))
     }
 }
 
@@ -39,7 +56,21 @@ impl<T: Unpin> Future for Unary<T> {
     type Output = grpcio::Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let receiver = &mut self.get_mut().0;
+        let receiver = match &mut self.get_mut().0 {
+            Carried::Grpc(receiver) => receiver,
+            Carried::Framed(pending, decode) => {
+                return Pin::new(pending).poll(cx).map(|r| {
+                    r.and_then(|bytes| {
+                        decode(&bytes).map_err(|e| {
+                            grpcio::Error::RpcFailure(RpcStatus::with_message(
+                                RpcStatusCode::INTERNAL,
+                                format!("the reply is not a valid message: {e}"),
+                            ))
+                        })
+                    })
+                })
+            }
+        };
         match quietly(|| Pin::new(receiver).poll(cx)) {
             Ok(polled) => polled,
             Err(what) => Poll::Ready(Err(grpcio::Error::RpcFailure(RpcStatus::with_message(
@@ -53,11 +84,11 @@ impl<T: Unpin> Future for Unary<T> {
 }
 
 /// Waits on this thread for a call sent with `start` (a generated client's
-/// blocking method): grpcio's `unary_call`, guarded, waited for by
+/// blocking method): its [`Unary`], waited for by
 /// [`crate::goplugin::spinwait`] (a short spin before parking), which may
 /// run where grpcio's blocking methods may.
-pub fn wait<T: Unpin>(start: grpcio::Result<ClientUnaryReceiver<T>>) -> grpcio::Result<T> {
-    crate::goplugin::spinwait::block_on(Unary::new(start?))
+pub fn wait<T: Unpin>(start: grpcio::Result<Unary<T>>) -> grpcio::Result<T> {
+    crate::goplugin::spinwait::block_on(start?)
 }
 
 thread_local! {

@@ -27,8 +27,10 @@
 pub const NODE_RESERVED: u64 = 64;
 
 /// Open files the node holds per LOOPP (pipes, pidfd, the plugin's
-/// connection and broker streams), beyond [`NODE_RESERVED`].
-pub const NODE_PER_LOOPP: u64 = 8;
+/// connection and broker streams; between loopp processes, the framed
+/// connections both ways, 2 + 3: `goplugin::framed`), beyond
+/// [`NODE_RESERVED`].
+pub const NODE_PER_LOOPP: u64 = 13;
 
 /// Open files the node holds per feed with a LOOPP in it.
 pub const NODE_PER_LOOPP_FEED: u64 = 19;
@@ -58,13 +60,13 @@ pub const PLUGIN_BASE: u64 = 40;
 /// open only while a transmission writes it, included); routed, a median
 /// none (25 in all at 100 to 1,000 feeds), a relayer that chain file and,
 /// when the feed has a median process of its own, that process's
-/// connection (the node forwards the relayer's provider to it:
-/// `goplugin::route`).
+/// connections, gRPC and framed (the node forwards the relayer's provider
+/// to it: `goplugin::route`).
 pub fn plugin_per_feed(kind: &str, routed: bool) -> u64 {
     match (kind, routed) {
         ("median", false) => 15,
         ("relayer", false) => 6,
-        ("relayer", true) => 3,
+        ("relayer", true) => 6,
         _ => 0,
     }
 }
@@ -173,7 +175,7 @@ mod tests {
             loopps: 2,
             ..NodeLoad::default()
         };
-        assert_eq!(idle.need(), 64 + 16);
+        assert_eq!(idle.need(), 64 + 26);
         let thousand = NodeLoad {
             loopps: 2,
             loopp_feeds: 1000,
@@ -189,7 +191,7 @@ mod tests {
             process_feeds: 100,
             ..NodeLoad::default()
         };
-        assert_eq!(per_feed.need(), 64 + 808 + 1400);
+        assert_eq!(per_feed.need(), 64 + 101 * 13 + 1400);
         assert_eq!(plugin_need("median", 100, false), 40 + 1500);
         assert_eq!(plugin_need("relayer", 0, false), 40);
         assert_eq!(plugin_need("example", 1000, false), 40);
@@ -200,9 +202,9 @@ mod tests {
             routed_feeds: 1000,
             ..NodeLoad::default()
         };
-        assert_eq!(routed.need(), 64 + 16 + 2000);
+        assert_eq!(routed.need(), 64 + 26 + 2000);
         assert_eq!(plugin_need("median", 1000, true), 40);
-        assert_eq!(plugin_need("relayer", 1000, true), 40 + 3000);
+        assert_eq!(plugin_need("relayer", 1000, true), 40 + 6000);
     }
 
     #[test]
@@ -231,13 +233,13 @@ mod tests {
             ..NodeLoad::default()
         };
         let e = room_for_http(&load, 1024).unwrap_err();
-        assert!(e.contains("about 1980 open files"), "{e}");
+        assert!(e.contains("about 1990 open files"), "{e}");
         assert!(e.contains("100 feeds with a shared LOOPP"), "{e}");
         assert!(
             e.contains("limit is 1024") && e.contains("LimitNOFILE="),
             "{e}"
         );
-        assert_eq!(room_for_http(&load, 4096), Ok(4096 - 1980));
+        assert_eq!(room_for_http(&load, 4096), Ok(4096 - 1990));
         assert!(room_for_http(&NodeLoad::default(), u64::MAX).is_ok());
     }
 }

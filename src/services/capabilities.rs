@@ -6,7 +6,8 @@
 //! no DON (`LocalNode` is FAILED_PRECONDITION); `Add` is refused, since
 //! nothing here would run what is added. Every answer comes from memory.
 
-use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
+use crate::goplugin::call::{Ctx, Sink};
+use grpcio::{RpcStatus, RpcStatusCode};
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::rpc;
@@ -29,7 +30,7 @@ fn not_found(what: String) -> RpcStatus {
 }
 
 impl svc::CapabilitiesRegistry for EmptyRegistry {
-    fn local_node(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<NodeReply>) {
+    fn local_node(&mut self, ctx: Ctx, _req: Empty, sink: Sink<NodeReply>) {
         let no_don = rpc::status(
             RpcStatusCode::FAILED_PRECONDITION,
             "this node is in no DON: loopp runs no capabilities",
@@ -37,16 +38,16 @@ impl svc::CapabilitiesRegistry for EmptyRegistry {
         rpc::respond(&ctx, sink, Err(no_don));
     }
 
-    fn node_by_peer_id(&mut self, ctx: RpcContext, req: NodeRequest, sink: UnarySink<NodeReply>) {
+    fn node_by_peer_id(&mut self, ctx: Ctx, req: NodeRequest, sink: Sink<NodeReply>) {
         let peer = crate::services::wire::hex(&req.peerID);
         rpc::respond(&ctx, sink, Err(not_found(format!("node {peer}"))));
     }
 
     fn config_for_capability(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: ConfigForCapabilityRequest,
-        sink: UnarySink<ConfigForCapabilityReply>,
+        sink: Sink<ConfigForCapabilityReply>,
     ) {
         let what = format!("capability {:?} in DON {}", req.capabilityID, req.donID);
         rpc::respond(&ctx, sink, Err(not_found(what)));
@@ -55,18 +56,18 @@ impl svc::CapabilitiesRegistry for EmptyRegistry {
     // DONsForCapability, as the generated glue spells it.
     fn do_ns_for_capability(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: DONForCapabilityRequest,
-        sink: UnarySink<DONForCapabilityReply>,
+        sink: Sink<DONForCapabilityReply>,
     ) {
         rpc::respond(&ctx, sink, Ok(DONForCapabilityReply::new()));
     }
 
-    fn don_by_id(&mut self, ctx: RpcContext, req: DONByIDRequest, sink: UnarySink<DONByIDReply>) {
+    fn don_by_id(&mut self, ctx: Ctx, req: DONByIDRequest, sink: Sink<DONByIDReply>) {
         rpc::respond(&ctx, sink, Err(not_found(format!("DON {}", req.donID))));
     }
 
-    fn get(&mut self, ctx: RpcContext, req: GetRequest, sink: UnarySink<GetReply>) {
+    fn get(&mut self, ctx: Ctx, req: GetRequest, sink: Sink<GetReply>) {
         rpc::respond(
             &ctx,
             sink,
@@ -74,31 +75,26 @@ impl svc::CapabilitiesRegistry for EmptyRegistry {
         );
     }
 
-    fn get_trigger(
-        &mut self,
-        ctx: RpcContext,
-        req: GetTriggerRequest,
-        sink: UnarySink<GetTriggerReply>,
-    ) {
+    fn get_trigger(&mut self, ctx: Ctx, req: GetTriggerRequest, sink: Sink<GetTriggerReply>) {
         let what = format!("trigger capability {:?}", req.id);
         rpc::respond(&ctx, sink, Err(not_found(what)));
     }
 
     fn get_executable(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: GetExecutableRequest,
-        sink: UnarySink<GetExecutableReply>,
+        sink: Sink<GetExecutableReply>,
     ) {
         let what = format!("executable capability {:?}", req.id);
         rpc::respond(&ctx, sink, Err(not_found(what)));
     }
 
-    fn list(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<ListReply>) {
+    fn list(&mut self, ctx: Ctx, _req: Empty, sink: Sink<ListReply>) {
         rpc::respond(&ctx, sink, Ok(ListReply::new()));
     }
 
-    fn add(&mut self, ctx: RpcContext, req: AddRequest, sink: UnarySink<Empty>) {
+    fn add(&mut self, ctx: Ctx, req: AddRequest, sink: Sink<Empty>) {
         let refused = rpc::status(
             RpcStatusCode::FAILED_PRECONDITION,
             format!(
@@ -109,7 +105,7 @@ impl svc::CapabilitiesRegistry for EmptyRegistry {
         rpc::respond(&ctx, sink, Err(refused));
     }
 
-    fn remove(&mut self, ctx: RpcContext, req: RemoveRequest, sink: UnarySink<Empty>) {
+    fn remove(&mut self, ctx: Ctx, req: RemoveRequest, sink: Sink<Empty>) {
         rpc::respond(
             &ctx,
             sink,

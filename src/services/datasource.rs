@@ -3,6 +3,7 @@
 //! called by them through [`DataSourceClient`]. The node's sources (static,
 //! random walk, HTTP) are in `crate::sources`.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::time::Duration;
 
 use crate::goplugin::rpc::Reply;
@@ -51,9 +52,9 @@ struct Server(std::sync::Arc<dyn DataSource>);
 impl crate::proto::median_datasource_grpc::DataSource for Server {
     fn observe(
         &mut self,
-        ctx: grpcio::RpcContext,
+        ctx: Ctx,
         req: crate::proto::median_datasource::ObserveRequest,
-        sink: grpcio::UnarySink<crate::proto::median_datasource::ObserveReply>,
+        sink: Sink<crate::proto::median_datasource::ObserveReply>,
     ) {
         use crate::goplugin::rpc;
         let invalid = |e: String| rpc::status(grpcio::RpcStatusCode::INVALID_ARGUMENT, e);

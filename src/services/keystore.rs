@@ -4,9 +4,10 @@
 //! that writes to the process's log. The node's keys are in
 //! `crate::node::keystore`.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::rpc;
@@ -55,7 +56,7 @@ pub fn keystore_server(ks: std::sync::Arc<dyn Keystore>) -> crate::goplugin::rou
 struct KeystoreServer(std::sync::Arc<dyn Keystore>);
 
 impl keystore_grpc::Keystore for KeystoreServer {
-    fn accounts(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<AccountsReply>) {
+    fn accounts(&mut self, ctx: Ctx, _req: Empty, sink: Sink<AccountsReply>) {
         // Off the completion-queue thread: the keystore may itself be remote.
         let ks = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -68,7 +69,7 @@ impl keystore_grpc::Keystore for KeystoreServer {
         });
     }
 
-    fn sign(&mut self, ctx: RpcContext, req: SignRequest, sink: UnarySink<SignReply>) {
+    fn sign(&mut self, ctx: Ctx, req: SignRequest, sink: Sink<SignReply>) {
         let ks = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             ks.sign(&req.account, &req.data)
@@ -80,7 +81,7 @@ impl keystore_grpc::Keystore for KeystoreServer {
         });
     }
 
-    fn decrypt(&mut self, ctx: RpcContext, req: DecryptRequest, sink: UnarySink<DecryptReply>) {
+    fn decrypt(&mut self, ctx: Ctx, req: DecryptRequest, sink: Sink<DecryptReply>) {
         let ks = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             ks.decrypt(&req.account, &req.data)
@@ -197,7 +198,7 @@ pub fn error_log_server(log: std::sync::Arc<dyn ErrorLog>) -> crate::goplugin::r
 struct ErrorLogServer(std::sync::Arc<dyn ErrorLog>);
 
 impl error_log_grpc::ErrorLog for ErrorLogServer {
-    fn save_error(&mut self, ctx: RpcContext, req: SaveErrorRequest, sink: UnarySink<Empty>) {
+    fn save_error(&mut self, ctx: Ctx, req: SaveErrorRequest, sink: Sink<Empty>) {
         let log = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             log.save_error(&req.message)

@@ -10,11 +10,12 @@
 //! nothing running in the plugins. Errors are ignored: a plugin that is gone
 //! has nothing left to close.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::goplugin::route::Conn as Channel;
-use grpcio::{RpcContext, UnarySink};
+
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::broker::Broker;
@@ -51,7 +52,7 @@ struct Resource {
 }
 
 impl loop_service_grpc::Service for Resource {
-    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<NameReply>) {
+    fn name(&mut self, ctx: Ctx, _req: Empty, sink: Sink<NameReply>) {
         let reply = NameReply {
             name: self.name.clone(),
             ..Default::default()
@@ -59,7 +60,7 @@ impl loop_service_grpc::Service for Resource {
         rpc::respond(&ctx, sink, Ok(reply));
     }
 
-    fn close(&mut self, _ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+    fn close(&mut self, _ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
         let (broker, id) = (self.broker.clone(), self.id);
         let call = crate::goplugin::metrics::server_call();
         // Reply first: stopping the server cancels the calls still on it.
@@ -75,11 +76,11 @@ impl loop_service_grpc::Service for Resource {
         }
     }
 
-    fn ready(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+    fn ready(&mut self, ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
         rpc::respond(&ctx, sink, Ok(Empty::new()));
     }
 
-    fn health_report(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<HealthReportReply>) {
+    fn health_report(&mut self, ctx: Ctx, _req: Empty, sink: Sink<HealthReportReply>) {
         let reply = HealthReportReply {
             healthReport: BTreeMap::from([(self.name.clone(), String::new())])
                 .into_iter()

@@ -3,12 +3,13 @@
 //! client adapter for hosts, so host code cannot tell an in-process service from
 //! a plugin.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::goplugin::route::Conn as Channel;
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::well_known_types::empty::Empty;
 
 use crate::goplugin::error::Error;
@@ -118,7 +119,7 @@ pub fn server(svc: Arc<dyn Service>) -> crate::goplugin::route::Offer {
 struct ServiceServer(Arc<dyn Service>);
 
 impl loop_service_grpc::Service for ServiceServer {
-    fn name(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<NameReply>) {
+    fn name(&mut self, ctx: Ctx, _req: Empty, sink: Sink<NameReply>) {
         let svc = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             Ok(NameReply {
@@ -128,7 +129,7 @@ impl loop_service_grpc::Service for ServiceServer {
         });
     }
 
-    fn close(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+    fn close(&mut self, ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
         let svc = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             svc.close()
@@ -137,7 +138,7 @@ impl loop_service_grpc::Service for ServiceServer {
         });
     }
 
-    fn ready(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+    fn ready(&mut self, ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
         let svc = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             svc.ready()
@@ -146,7 +147,7 @@ impl loop_service_grpc::Service for ServiceServer {
         });
     }
 
-    fn health_report(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<HealthReportReply>) {
+    fn health_report(&mut self, ctx: Ctx, _req: Empty, sink: Sink<HealthReportReply>) {
         let svc = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             Ok(HealthReportReply {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{RpcContext, UnarySink};
 use loopp::example::{echo, text};
+use loopp::goplugin::call::{Ctx, Sink};
 use loopp::goplugin::host::Client;
 use loopp::goplugin::rpc;
 use loopp::proto::example::{BrokerId, Text};
@@ -56,7 +56,7 @@ struct SlowEcho {
 }
 
 impl Example for SlowEcho {
-    fn echo(&mut self, ctx: RpcContext, req: Text, sink: UnarySink<Text>) {
+    fn echo(&mut self, ctx: Ctx, req: Text, sink: Sink<Text>) {
         let (running, peak) = (self.running.clone(), self.peak.clone());
         rpc::respond_blocking(&ctx, sink, move || {
             let now = running.fetch_add(1, Ordering::SeqCst) + 1;

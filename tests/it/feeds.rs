@@ -533,3 +533,89 @@ fn forwarding(on: bool) {
         }
     }
 }
+
+/// Both plugins loopp: a feed's calls go framed (`goplugin::framed`), the
+/// node's to both plugins and the median plugin's to the relayer
+/// (forwarded) and to the node (its data sources), and the rounds report.
+#[test]
+fn loopp_feeds_call_their_plugins_framed() {
+    framing(true);
+}
+
+/// With `LOOPP_BROKER_FRAMED=0` in the node's environment no connection is
+/// framed, and the same feed reports over gRPC.
+#[test]
+fn with_framing_off_loopp_feeds_call_over_grpc() {
+    // Before any thread: this process's node reads it when it starts plugins.
+    std::env::set_var(loopp::goplugin::framed::OFFER_VAR, "0");
+    framing(false);
+}
+
+fn framing(on: bool) {
+    let sb = Sandbox::new(if on { "feed-framed" } else { "feed-unframed" });
+    let text = job(&sb.dir.join("data")).replace(
+        r#""http":{"listen":"off"}"#,
+        r#""http":{"listen":"127.0.0.1:0"}"#,
+    );
+    let config =
+        NodeConfig::from_json("framed", &text, &env(&sb, true)).unwrap_or_else(|e| panic!("{e}"));
+    let n = Node::start(&config).expect("node starts");
+    let base = format!("http://{}", n.http_addr().unwrap());
+    let scrape = |path: &str| -> String {
+        ureq::get(&format!("{base}{path}"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default()
+    };
+    // Open framed connections `direction` (in, out) on a page.
+    let framed = |page: &str, direction: &str| -> Option<u64> {
+        let key = format!("loopp_framed_connections{{direction=\"{direction}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&key)?.parse().ok())
+    };
+    let pages = || {
+        [
+            scrape("/metrics"),
+            scrape("/plugins/median/metrics"),
+            scrape("/plugins/devchain/metrics"),
+        ]
+    };
+    let mut seen = pages();
+    let reported = wait_until(Duration::from_secs(30), || {
+        seen = pages();
+        transmissions(&sb).len() >= 3
+    });
+    n.shutdown();
+    let [node_page, median_page, relayer_page] = &seen;
+    assert!(reported, "3 transmissions; node:\n{node_page}");
+    let counts = [
+        framed(node_page, "out"),
+        framed(node_page, "in"),
+        framed(median_page, "out"),
+        framed(median_page, "in"),
+        framed(relayer_page, "in"),
+    ];
+    println!("framing {on}: node out/in, median out/in, relayer in: {counts:?}");
+    assert!(
+        counts.iter().all(Option::is_some),
+        "every page shows the gauge: {counts:?}"
+    );
+    let [node_out, node_in, median_out, median_in, relayer_in] = counts.map(Option::unwrap);
+    if on {
+        assert!(node_out >= 2, "the node to both plugins: {node_out}");
+        assert!(
+            median_in >= 1 && relayer_in >= 2,
+            "{median_in} {relayer_in}"
+        );
+        assert!(
+            median_out >= 2,
+            "the median plugin to the node and the relayer: {median_out}"
+        );
+        assert!(
+            node_in >= 1,
+            "the median plugin's calls of the node's data sources: {node_in}"
+        );
+    } else {
+        assert_eq!(counts.map(Option::unwrap), [0; 5]);
+    }
+}

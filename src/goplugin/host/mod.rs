@@ -145,6 +145,9 @@ impl HostConfig {
         ];
         if crate::goplugin::route::host_offers() {
             env.push((crate::goplugin::route::OFFER_VAR.into(), "1".into()));
+            if crate::goplugin::framed::host_offers() {
+                env.push((crate::goplugin::framed::OFFER_VAR.into(), "1".into()));
+            }
         }
         if let Some(dir) = &self.socket_dir {
             env.push(("PLUGIN_UNIX_SOCKET_DIR".into(), dir.clone().into()));
@@ -282,7 +285,9 @@ impl Client {
             started_in: Duration::ZERO,
             exit: None,
         };
-        if client.handshake.routed {
+        if client.handshake.framed {
+            client.broker.frame();
+        } else if client.handshake.routed {
             client.broker.route();
         }
         if let Err(e) = client.ping() {

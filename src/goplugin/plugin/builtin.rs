@@ -2,14 +2,14 @@
 //! ping), `plugin.GRPCController` (Shutdown), `plugin.GRPCBroker` (StartStream)
 //! and `plugin.GRPCStdio` (StreamStdio).
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use futures_util::SinkExt;
 use grpcio::{
-    DuplexSink, RequestStream, RpcContext, RpcStatusCode, ServerStreamingSink, UnarySink,
-    WriteFlags,
+    DuplexSink, RequestStream, RpcContext, RpcStatusCode, ServerStreamingSink, WriteFlags,
 };
 
 use crate::goplugin::broker::Broker;
@@ -31,12 +31,7 @@ pub struct Health {
 }
 
 impl health_grpc::Health for Health {
-    fn check(
-        &mut self,
-        ctx: RpcContext,
-        req: HealthCheckRequest,
-        sink: UnarySink<HealthCheckResponse>,
-    ) {
+    fn check(&mut self, ctx: Ctx, req: HealthCheckRequest, sink: Sink<HealthCheckResponse>) {
         let r = match req.service.as_str() {
             "" | "plugin" => {
                 let status = if self.stopping.load(Ordering::Relaxed) {
@@ -65,7 +60,7 @@ pub struct Controller {
 }
 
 impl grpc_controller_grpc::GRPCController for Controller {
-    fn shutdown(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+    fn shutdown(&mut self, ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
         let stop = self.stop.clone();
         let reply = sink.success(Empty::new());
         // Stop only after the reply is on its way, so the host sees success.

@@ -224,7 +224,11 @@ where
     let broker = Broker::new(sockets.clone());
     // A loopp host offered routing: accept (see `goplugin::route`).
     let routed = crate::goplugin::route::plugin_offered();
-    if routed {
+    // And framing, only with routing (see `goplugin::framed`).
+    let framed = routed && crate::goplugin::framed::plugin_offered();
+    if framed {
+        broker.frame();
+    } else if routed {
         broker.route();
     }
     let plugin = Plugin {
@@ -263,6 +267,7 @@ where
         server_cert: None,
         multiplex: false,
         routed,
+        framed,
     }
     .to_string();
     stdio

@@ -2,10 +2,11 @@
 //! contract, served by the relayer's provider. Before the first transmission
 //! the Go services answer zero values; here that is `None`, both ways.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::MessageField;
 
@@ -30,9 +31,9 @@ struct Server(Arc<dyn MedianContract>);
 impl median_grpc::MedianContract for Server {
     fn latest_transmission_details(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: LatestTransmissionDetailsRequest,
-        sink: UnarySink<LatestTransmissionDetailsReply>,
+        sink: Sink<LatestTransmissionDetailsReply>,
     ) {
         let c = self.0.clone();
         let at_hand = c.answers_at_once();
@@ -67,9 +68,9 @@ impl median_grpc::MedianContract for Server {
 
     fn latest_round_requested(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: LatestRoundRequestedRequest,
-        sink: UnarySink<LatestRoundRequestedReply>,
+        sink: Sink<LatestRoundRequestedReply>,
     ) {
         let c = self.0.clone();
         let at_hand = c.answers_at_once();

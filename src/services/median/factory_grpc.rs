@@ -15,10 +15,11 @@
 //! ([`MedianProvider::remote`](crate::services::relay::MedianProvider::remote))
 //! is forwarded to a routing plugin instead: the plugin calls it there.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::MessageField;
 
 use super::deadlines::MaxDurations;
@@ -119,9 +120,9 @@ struct PluginMedianServer {
 impl svc::PluginMedian for PluginMedianServer {
     fn new_median_factory(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::NewMedianFactoryRequest,
-        sink: UnarySink<pb::NewMedianFactoryReply>,
+        sink: Sink<pb::NewMedianFactoryReply>,
     ) {
         let this = self.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -204,9 +205,9 @@ struct FactoryServer {
 impl svc::ReportingPluginFactory for FactoryServer {
     fn new_reporting_plugin(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::NewReportingPluginRequest,
-        sink: UnarySink<pb::NewReportingPluginReply>,
+        sink: Sink<pb::NewReportingPluginReply>,
     ) {
         let this = self.clone();
         rpc::respond_blocking(&ctx, sink, move || {

@@ -2,10 +2,11 @@
 //! [`ReportingPlugin`]; [`ReportingPluginClient`] is the same trait over a
 //! channel, each call with its phase's deadline.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatus, RpcStatusCode, UnarySink};
+use grpcio::{RpcStatus, RpcStatusCode};
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
 
@@ -48,8 +49,8 @@ fn failed(e: String) -> RpcStatus {
 /// sources, contract and codec are the node's and the relayer's, over
 /// gRPC); else with `run` on a pool thread.
 fn serve<A, R, T>(
-    ctx: &RpcContext,
-    sink: UnarySink<T>,
+    ctx: &Ctx,
+    sink: Sink<T>,
     plugin: Arc<dyn ReportingPlugin>,
     args: Result<A, RpcStatus>,
     sent: impl FnOnce(&dyn ReportingPlugin, &A) -> Option<rpc::Reply<R>>,
@@ -74,7 +75,7 @@ fn serve<A, R, T>(
 }
 
 impl reporting_grpc::ReportingPlugin for Server {
-    fn query(&mut self, ctx: RpcContext, req: QueryRequest, sink: UnarySink<QueryReply>) {
+    fn query(&mut self, ctx: Ctx, req: QueryRequest, sink: Sink<QueryReply>) {
         serve(
             &ctx,
             sink,
@@ -89,12 +90,7 @@ impl reporting_grpc::ReportingPlugin for Server {
         );
     }
 
-    fn observation(
-        &mut self,
-        ctx: RpcContext,
-        req: ObservationRequest,
-        sink: UnarySink<ObservationReply>,
-    ) {
+    fn observation(&mut self, ctx: Ctx, req: ObservationRequest, sink: Sink<ObservationReply>) {
         serve(
             &ctx,
             sink,
@@ -109,7 +105,7 @@ impl reporting_grpc::ReportingPlugin for Server {
         );
     }
 
-    fn report(&mut self, ctx: RpcContext, req: ReportRequest, sink: UnarySink<ReportReply>) {
+    fn report(&mut self, ctx: Ctx, req: ReportRequest, sink: Sink<ReportReply>) {
         let args = (|| {
             let ts = ts_of(&req.reportTimestamp)?;
             let mut obs = Vec::with_capacity(req.observations.len());
@@ -141,9 +137,9 @@ impl reporting_grpc::ReportingPlugin for Server {
 
     fn should_accept_finalized_report(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: ShouldAcceptFinalizedReportRequest,
-        sink: UnarySink<ShouldAcceptFinalizedReportReply>,
+        sink: Sink<ShouldAcceptFinalizedReportReply>,
     ) {
         serve(
             &ctx,
@@ -161,9 +157,9 @@ impl reporting_grpc::ReportingPlugin for Server {
 
     fn should_transmit_accepted_report(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: ShouldTransmitAcceptedReportRequest,
-        sink: UnarySink<ShouldTransmitAcceptedReportReply>,
+        sink: Sink<ShouldTransmitAcceptedReportReply>,
     ) {
         serve(
             &ctx,
@@ -179,7 +175,7 @@ impl reporting_grpc::ReportingPlugin for Server {
         );
     }
 
-    fn close(&mut self, ctx: RpcContext, _req: Empty, sink: UnarySink<Empty>) {
+    fn close(&mut self, ctx: Ctx, _req: Empty, sink: Sink<Empty>) {
         let p = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             p.close().map(|()| Empty::new()).map_err(failed)

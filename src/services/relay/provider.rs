@@ -5,10 +5,11 @@
 //! each call with its deadline. Implementations live with their relayers
 //! (the devchain's: `crate::devchain::provider`).
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::MessageField;
 
 use crate::goplugin::rpc::{self, ready, Reply};
@@ -184,9 +185,9 @@ impl<T: ?Sized> Clone for Server<T> {
 impl svc::ReportCodec for Server<dyn ReportCodec> {
     fn build_report(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::BuildReportRequest,
-        sink: UnarySink<pb::BuildReportReply>,
+        sink: Sink<pb::BuildReportReply>,
     ) {
         let codec = self.0.clone();
         let at_hand = codec.answers_at_once();
@@ -228,9 +229,9 @@ impl svc::ReportCodec for Server<dyn ReportCodec> {
 
     fn median_from_report(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::MedianFromReportRequest,
-        sink: UnarySink<pb::MedianFromReportReply>,
+        sink: Sink<pb::MedianFromReportReply>,
     ) {
         let this = self.0.clone();
         let at_hand = this.answers_at_once();
@@ -246,9 +247,9 @@ impl svc::ReportCodec for Server<dyn ReportCodec> {
 
     fn max_report_length(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::MaxReportLengthRequest,
-        sink: UnarySink<pb::MaxReportLengthReply>,
+        sink: Sink<pb::MaxReportLengthReply>,
     ) {
         let this = self.0.clone();
         let at_hand = this.answers_at_once();
@@ -266,12 +267,7 @@ impl svc::ReportCodec for Server<dyn ReportCodec> {
 }
 
 impl svc::OnchainConfigCodec for Server<dyn OnchainConfigCodec> {
-    fn encode(
-        &mut self,
-        ctx: RpcContext,
-        req: pb::EncodeRequest,
-        sink: UnarySink<pb::EncodeReply>,
-    ) {
+    fn encode(&mut self, ctx: Ctx, req: pb::EncodeRequest, sink: Sink<pb::EncodeReply>) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             (|| {
@@ -290,12 +286,7 @@ impl svc::OnchainConfigCodec for Server<dyn OnchainConfigCodec> {
         });
     }
 
-    fn decode(
-        &mut self,
-        ctx: RpcContext,
-        req: pb::DecodeRequest,
-        sink: UnarySink<pb::DecodeReply>,
-    ) {
+    fn decode(&mut self, ctx: Ctx, req: pb::DecodeRequest, sink: Sink<pb::DecodeReply>) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             this.decode(&req.encoded)
@@ -315,9 +306,9 @@ impl svc::OnchainConfigCodec for Server<dyn OnchainConfigCodec> {
 impl svc::ContractConfigTracker for Server<dyn ConfigTracker> {
     fn latest_config_details(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::LatestConfigDetailsRequest,
-        sink: UnarySink<pb::LatestConfigDetailsReply>,
+        sink: Sink<pb::LatestConfigDetailsReply>,
     ) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -333,9 +324,9 @@ impl svc::ContractConfigTracker for Server<dyn ConfigTracker> {
 
     fn latest_config(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::LatestConfigRequest,
-        sink: UnarySink<pb::LatestConfigReply>,
+        sink: Sink<pb::LatestConfigReply>,
     ) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -350,9 +341,9 @@ impl svc::ContractConfigTracker for Server<dyn ConfigTracker> {
 
     fn latest_block_height(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::LatestBlockHeightRequest,
-        sink: UnarySink<pb::LatestBlockHeightReply>,
+        sink: Sink<pb::LatestBlockHeightReply>,
     ) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -369,9 +360,9 @@ impl svc::ContractConfigTracker for Server<dyn ConfigTracker> {
 impl svc::OffchainConfigDigester for Server<dyn Digester> {
     fn config_digest(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::ConfigDigestRequest,
-        sink: UnarySink<pb::ConfigDigestReply>,
+        sink: Sink<pb::ConfigDigestReply>,
     ) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -390,9 +381,9 @@ impl svc::OffchainConfigDigester for Server<dyn Digester> {
 
     fn config_digest_prefix(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::ConfigDigestPrefixRequest,
-        sink: UnarySink<pb::ConfigDigestPrefixReply>,
+        sink: Sink<pb::ConfigDigestPrefixReply>,
     ) {
         let this = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {

@@ -4,7 +4,9 @@
 //! a panic; and still answers a normal call afterwards.
 //!
 //! Requests go as raw bytes ([`raw`]: a pass-through marshaller) over real
-//! gRPC channels on unix sockets. Each case is a batch of [`BATCH`] requests
+//! gRPC channels on unix sockets, and, for an object reached framed (a
+//! loopp plugin's routed objects), the same bytes over its framed
+//! connection too (`loopp::goplugin::framed`). Each case is a batch of [`BATCH`] requests
 //! sent at once (handlers that dial the broker wait up to its 5 s dial
 //! timeout; at once, they wait together). Inputs: random bytes, random
 //! well-typed messages built from the method's descriptor, the valid
@@ -289,11 +291,28 @@ fn send_batch(
                 .map_err(|e| TestCaseError::fail(format!("{method}: cannot start a call: {e}")))
         })
         .collect::<Result<_, _>>()?;
+    // The same bytes framed, when the object is reached framed (both
+    // sides loopp): the framed server must answer them as gRPC does.
+    let framed: Vec<_> = match &channel.framed {
+        Some((framed, object)) => batch
+            .iter()
+            .map(|req| framed.call(*object, method, req, DEADLINE))
+            .collect(),
+        None => Vec::new(),
+    };
     let t0 = std::time::Instant::now();
-    let answers = futures_executor::block_on(futures_util::future::join_all(calls));
+    let (answers, framed) = futures_executor::block_on(futures_util::future::join(
+        futures_util::future::join_all(calls),
+        futures_util::future::join_all(framed),
+    ));
+    let answers: Vec<_> = answers
+        .into_iter()
+        .zip(batch)
+        .chain(framed.into_iter().zip(batch))
+        .collect();
     if std::env::var_os("LOOPP_HOSTILE_TRACE").is_some() {
         eprintln!("{method}: batch answered in {:?}", t0.elapsed());
-        for (req, a) in batch.iter().zip(&answers) {
+        for (a, req) in &answers {
             eprintln!(
                 "  {:?} -> {:?}",
                 desc.parse_from_bytes(req).map(|m| format!("{m:?}")),
@@ -301,7 +320,7 @@ fn send_batch(
             );
         }
     }
-    for (req, answer) in batch.iter().zip(answers) {
+    for (answer, req) in answers {
         let decodes = desc.parse_from_bytes(req).is_ok();
         match answer {
             Ok(_) => prop_assert!(decodes, "{}: OK for bytes that do not decode", method),
@@ -400,6 +419,22 @@ impl Target {
 }
 
 /// Runs the property for every target, in order; returns the methods done.
+/// The brokered objects of a loopp plugin are reached framed too (its
+/// main server's methods are not brokered): both transports get fuzzed.
+#[track_caller]
+fn assert_framed(targets: &[Target]) {
+    let brokered: Vec<_> = targets
+        .iter()
+        .filter(|t| t.channel.route.is_some())
+        .map(|t| (t.method, t.channel.framed.is_some()))
+        .collect();
+    assert!(!brokered.is_empty());
+    assert!(
+        brokered.iter().all(|(_, framed)| *framed),
+        "brokered objects not reached framed: {brokered:?}"
+    );
+}
+
 fn fuzz(world: &dyn World, targets: Vec<Target>) -> BTreeSet<&'static str> {
     let mut done = BTreeSet::new();
     for t in targets {
@@ -820,6 +855,7 @@ fn hostile_grpc_relayer_plugin_answers_any_bytes() {
     // The plugin's own loop.Service, then the provider's (closed last).
     targets.extend(service_targets(&main.clone().into(), false));
     targets.extend(service_targets(&provider, true));
+    assert_framed(&targets);
     let done = fuzz(&plugin, targets);
     assert_covers(
         &done,
@@ -976,6 +1012,7 @@ fn hostile_grpc_median_plugin_answers_any_bytes() {
     ];
     targets.extend(service_targets(&factory, true));
     targets.push(Target::new("/loop.ReportingPlugin/Close", &reporting, vec![]).ending());
+    assert_framed(&targets);
     let done = fuzz(&plugin, targets);
     assert_covers(
         &done,

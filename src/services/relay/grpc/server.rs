@@ -2,9 +2,10 @@
 //! `loop.ContractTransmitter` servers for any implementation, and the
 //! provider services to serve on a broker id.
 
+use crate::goplugin::call::{Ctx, Sink};
 use std::sync::Arc;
 
-use grpcio::{RpcContext, RpcStatusCode, UnarySink};
+use grpcio::RpcStatusCode;
 use protobuf::well_known_types::empty::Empty;
 use protobuf::MessageField;
 
@@ -57,9 +58,9 @@ struct PluginRelayerServer {
 impl svc::PluginRelayer for PluginRelayerServer {
     fn new_relayer(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::NewRelayerRequest,
-        sink: UnarySink<pb::NewRelayerReply>,
+        sink: Sink<pb::NewRelayerReply>,
     ) {
         let this = self.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -124,9 +125,9 @@ impl RelayerServer {
 impl svc::Relayer for RelayerServer {
     fn new_config_provider(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::NewConfigProviderRequest,
-        sink: UnarySink<pb::NewConfigProviderReply>,
+        sink: Sink<pb::NewConfigProviderReply>,
     ) {
         let this = self.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -144,9 +145,9 @@ impl svc::Relayer for RelayerServer {
 
     fn new_plugin_provider(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::NewPluginProviderRequest,
-        sink: UnarySink<pb::NewPluginProviderReply>,
+        sink: Sink<pb::NewPluginProviderReply>,
     ) {
         let this = self.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -169,9 +170,9 @@ impl svc::Relayer for RelayerServer {
 
     fn get_chain_status(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::GetChainStatusRequest,
-        sink: UnarySink<pb::GetChainStatusReply>,
+        sink: Sink<pb::GetChainStatusReply>,
     ) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -192,9 +193,9 @@ impl svc::Relayer for RelayerServer {
 
     fn list_node_statuses(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         req: pb::ListNodeStatusesRequest,
-        sink: UnarySink<pb::ListNodeStatusesReply>,
+        sink: Sink<pb::ListNodeStatusesReply>,
     ) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -220,7 +221,7 @@ impl svc::Relayer for RelayerServer {
         });
     }
 
-    fn transact(&mut self, ctx: RpcContext, req: pb::TransactionRequest, sink: UnarySink<Empty>) {
+    fn transact(&mut self, ctx: Ctx, req: pb::TransactionRequest, sink: Sink<Empty>) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             let amount = match req.amount.as_ref() {
@@ -241,9 +242,9 @@ impl svc::Relayer for RelayerServer {
 
     fn latest_head(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::LatestHeadRequest,
-        sink: UnarySink<pb::LatestHeadReply>,
+        sink: Sink<pb::LatestHeadReply>,
     ) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -259,9 +260,9 @@ impl svc::Relayer for RelayerServer {
 
     fn finalized_head(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::FinalizedHeadRequest,
-        sink: UnarySink<pb::FinalizedHeadReply>,
+        sink: Sink<pb::FinalizedHeadReply>,
     ) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -277,9 +278,9 @@ impl svc::Relayer for RelayerServer {
 
     fn get_chain_info(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::GetChainInfoRequest,
-        sink: UnarySink<pb::GetChainInfoReply>,
+        sink: Sink<pb::GetChainInfoReply>,
     ) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -299,7 +300,7 @@ impl svc::Relayer for RelayerServer {
         });
     }
 
-    fn replay(&mut self, ctx: RpcContext, req: pb::ReplayRequest, sink: UnarySink<Empty>) {
+    fn replay(&mut self, ctx: Ctx, req: pb::ReplayRequest, sink: Sink<Empty>) {
         let r = self.relayer.clone();
         rpc::respond_blocking(&ctx, sink, move || {
             let args = match req.args.as_ref() {
@@ -334,12 +335,7 @@ pub fn contract_transmitter_server(
 struct TransmitterServer(Arc<dyn ContractTransmitter>);
 
 impl svc::ContractTransmitter for TransmitterServer {
-    fn transmit(
-        &mut self,
-        ctx: RpcContext,
-        req: pb::TransmitRequest,
-        sink: UnarySink<pb::TransmitReply>,
-    ) {
+    fn transmit(&mut self, ctx: Ctx, req: pb::TransmitRequest, sink: Sink<pb::TransmitReply>) {
         let ts = req
             .reportContext
             .as_ref()
@@ -375,9 +371,9 @@ impl svc::ContractTransmitter for TransmitterServer {
 
     fn latest_config_digest_and_epoch(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::LatestConfigDigestAndEpochRequest,
-        sink: UnarySink<pb::LatestConfigDigestAndEpochReply>,
+        sink: Sink<pb::LatestConfigDigestAndEpochReply>,
     ) {
         let t = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
@@ -394,9 +390,9 @@ impl svc::ContractTransmitter for TransmitterServer {
 
     fn from_account(
         &mut self,
-        ctx: RpcContext,
+        ctx: Ctx,
         _req: pb::FromAccountRequest,
-        sink: UnarySink<pb::FromAccountReply>,
+        sink: Sink<pb::FromAccountReply>,
     ) {
         let t = self.0.clone();
         rpc::respond_blocking(&ctx, sink, move || {
