@@ -102,7 +102,7 @@ impl Channel {
         });
         let s = shared.clone();
         std::thread::Builder::new()
-            .name("loopp-framed-out".into())
+            .name("framed-out".into())
             .spawn(move || read_answers(&s, stream))?;
         Ok(Channel {
             _end: Arc::new(EndOnDrop(shared.clone())),

@@ -87,7 +87,7 @@ impl Server {
         let accepting = listener.try_clone()?;
         let s = shared.clone();
         let accept = std::thread::Builder::new()
-            .name("loopp-framed".into())
+            .name("framed-accept".into())
             .spawn(move || accept_loop(&s, accepting))?;
         Ok(Server {
             shared,
@@ -170,7 +170,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: UnixListener) {
         }
         let s = shared.clone();
         let started = std::thread::Builder::new()
-            .name("loopp-framed-in".into())
+            .name("framed-in".into())
             .spawn(move || {
                 let open = FRAMED_CONNECTIONS.with_label_values(&["in"]);
                 open.inc();
