@@ -5,7 +5,9 @@
 //! Both modes are set up and run by the node's own feed code
 //! (`feeds::Setup::build`, which deploys the contract through the relayer, and `Setup::round`), then run rounds
 //! back to back: Query, 4 Observations, Report, 4 ShouldAccept,
-//! ShouldTransmit, Transmit (a write and an fsync of the chain file). Output: one JSON object per line, per
+//! ShouldTransmit, Transmit (a write and an fsync of the chain file), each
+//! timed as the node times its rounds (`Setup::timed_round`: from its
+//! start until its outcome is known). Output: one JSON object per line, per
 //! mode, then the LOOPP/in-process ratios. Knob: LOOPP_BENCH_ROUNDS (200).
 
 #[path = "../tests/common/programs.rs"]
@@ -14,7 +16,7 @@ use programs::{devchain, median};
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loopp::devchain::relayer::Devchain;
 use loopp::goplugin::handshake::Cookie;
@@ -111,9 +113,10 @@ fn rounds(
     let setup = Setup::build(&cfg, relay, median, &file, &inputs).unwrap();
     let mut samples = Vec::new();
     for epoch in 1..=n as u32 {
-        let t0 = Instant::now();
-        let round = setup.round(&cfg, epoch);
-        samples.push(t0.elapsed());
+        // Timed as the node times a round: until its outcome is known, not
+        // until this thread wakes up to it.
+        let (round, took) = setup.timed_round(&cfg, epoch);
+        samples.push(took);
         assert!(
             !matches!(round.outcome, Outcome::Failed(_)),
             "epoch {epoch}: {:?}",

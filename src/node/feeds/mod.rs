@@ -356,9 +356,18 @@ impl Setup {
     /// Runs the round of `epoch` as the node does ([`rounds::start`]) and
     /// waits here for it.
     pub fn round(&self, cfg: &FeedConfig, epoch: u32) -> Round {
+        self.timed_round(cfg, epoch).0
+    }
+
+    /// [`Setup::round`], and how long it took as the node times its
+    /// rounds (`loopp_feed_round_duration_seconds`): from its start until
+    /// its outcome is known, where it ends (for a LOOPP round, the thread
+    /// its last answer arrived on), not until this thread has woken up.
+    pub fn timed_round(&self, cfg: &FeedConfig, epoch: u32) -> (Round, std::time::Duration) {
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let t0 = std::time::Instant::now();
         rounds::start(self.args(cfg, epoch), move |round| {
-            let _ = tx.send(round);
+            let _ = tx.send((round, t0.elapsed()));
         });
         rx.recv().expect("a round ends with its outcome")
     }
