@@ -83,8 +83,8 @@ impl Pool {
     fn work(&'static self, first: Job) {
         // A job's wake-ups (a blocking step's answer handed back to its
         // future) are polled on this thread once it is done.
-        let job = |job: Job| crate::goplugin::framed::task::drain_point(job);
-        job(first);
+        let run = |job: Job| crate::goplugin::framed::task::drain_point(job);
+        run(first);
         let slot = Arc::new(Slot {
             job: Mutex::new(None),
             ready: Condvar::new(),
@@ -96,7 +96,7 @@ impl Pool {
             loop {
                 if let Some(job) = next.take() {
                     drop(next);
-                    job();
+                    run(job);
                     break;
                 }
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -105,7 +105,7 @@ impl Pool {
                     // A job may have been given since the timeout.
                     if let Some(job) = slot.job.lock().unwrap().take() {
                         drop(idle);
-                        job();
+                        run(job);
                         break;
                     }
                     idle.retain(|s| !Arc::ptr_eq(s, &slot));
@@ -363,6 +363,27 @@ impl Admitted {
 
 #[cfg(test)]
 mod tests {
+    /// A task a job wakes (a blocking step's answer handed back) is
+    /// polled on that pool thread once the job is done, on a new thread
+    /// and on a reused one alike: never handed to another thread.
+    #[test]
+    fn a_task_woken_by_a_job_is_polled_on_its_pool_thread() {
+        for _ in 0..3 {
+            let (tx, rx) = futures_channel::oneshot::channel::<()>();
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            crate::goplugin::framed::spawn(async move {
+                let _ = rx.await;
+                let _ = done_tx.send(std::thread::current().name().map(String::from));
+            });
+            spawn(move || {
+                let _ = tx.send(());
+            })
+            .unwrap();
+            let on = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(on.as_deref(), Some("loopp-pool"));
+        }
+    }
+
     use super::*;
 
     #[test]
