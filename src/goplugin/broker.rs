@@ -756,20 +756,13 @@ mod tests {
         }
         // A stopped id is gone; the others still answer.
         broker.stop(ids[1]);
-        match check(
-            Conn::routed(grpcio::Client::new(channel.clone()), ids[1]),
-            "b",
-        ) {
-            Err(grpcio::Error::RpcFailure(s)) => {
-                assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE);
-                assert!(
-                    s.message().contains(&format!("broker id {}", ids[1])),
-                    "{}",
-                    s.message()
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_gone(
+            check(
+                Conn::routed(grpcio::Client::new(channel.clone()), ids[1]),
+                "b",
+            ),
+            ids[1],
+        );
         assert_eq!(
             check(
                 Conn::routed(grpcio::Client::new(channel.clone()), ids[2]),
@@ -838,17 +831,7 @@ mod tests {
             assert_eq!(server.connections(), 1, "one connection for both objects");
         }
         plugin.stop(ids[1]);
-        match check(conns[1].clone(), "b") {
-            Err(grpcio::Error::RpcFailure(s)) => {
-                assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE);
-                assert!(
-                    s.message().contains(&format!("broker id {}", ids[1])),
-                    "{}",
-                    s.message()
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_gone(check(conns[1].clone(), "b"), ids[1]);
         assert_eq!(
             check(conns[0].clone(), "a").unwrap(),
             ServingStatus::SERVING
@@ -872,6 +855,22 @@ mod tests {
             "failed at once, not at the deadline"
         );
         host.close();
+    }
+
+    /// A call of stopped object `id`: UNAVAILABLE, naming the id.
+    #[track_caller]
+    fn assert_gone(r: grpcio::Result<ServingStatus>, id: u32) {
+        match r {
+            Err(grpcio::Error::RpcFailure(s)) => {
+                assert_eq!(s.code(), grpcio::RpcStatusCode::UNAVAILABLE);
+                assert!(
+                    s.message().contains(&format!("broker id {id}")),
+                    "{}",
+                    s.message()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn join(a: &Broker, b: &Broker) {

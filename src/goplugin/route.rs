@@ -63,23 +63,39 @@ pub fn host_forwards() -> bool {
 /// Whether this process, as a host, offers routing to its plugins: yes
 /// unless [`OFFER_VAR`] is `0` in its environment.
 pub fn host_offers() -> bool {
-    std::env::var(OFFER_VAR).map_or(true, |v| v.trim() != "0")
+    host_offers_by(OFFER_VAR)
 }
 
 /// Whether a plugin given `env` beyond what its host sets is offered
 /// routing: its own [`OFFER_VAR`], if set, else the host's offer.
 pub fn offered_with(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == OFFER_VAR)
-        .map_or_else(host_offers, |(_, v)| {
-            v.to_str().is_some_and(|v| v.trim() == "1")
-        })
+    offered_by(OFFER_VAR, env)
 }
 
 /// Whether this process, as a plugin, was offered routing by its host.
 pub fn plugin_offered() -> bool {
-    std::env::var(OFFER_VAR).is_ok_and(|v| v.trim() == "1")
+    plugin_offered_by(OFFER_VAR)
+}
+
+/// Whether this process, as a host, makes the offer a loopp host makes
+/// by setting `var` (routing, framing): yes unless its own environment
+/// sets `var` to `0`.
+pub fn host_offers_by(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v.trim() != "0")
+}
+
+/// Whether a plugin given `env` beyond what its host sets gets the offer
+/// of `var`: its own `var`, if set (`1`: yes), else the host's offer.
+pub fn offered_by(var: &str, env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
+    env.iter().rev().find(|(k, _)| k == var).map_or_else(
+        || host_offers_by(var),
+        |(_, v)| v.to_str().is_some_and(|v| v.trim() == "1"),
+    )
+}
+
+/// Whether this process, as a plugin, was made the offer of `var`.
+pub fn plugin_offered_by(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v.trim() == "1")
 }
 
 /// What a client calls: a channel's client, and for a routed object the

@@ -477,26 +477,34 @@ fn with_forwarding_off_the_node_serves_the_provider_again() {
     forwarding(false);
 }
 
+/// The test job with both plugins as LOOPPs and HTTP on a free port, as
+/// node `name`; and a scraper of its pages (`/metrics`,
+/// `/plugins/NAME/metrics`): their text, empty on an error.
+fn loopp_node_with_http(sb: &Sandbox, name: &str) -> (Node, impl Fn(&str) -> String) {
+    let text = job(&sb.dir.join("data")).replace(
+        r#""http":{"listen":"off"}"#,
+        r#""http":{"listen":"127.0.0.1:0"}"#,
+    );
+    let config =
+        NodeConfig::from_json(name, &text, &env(sb, true)).unwrap_or_else(|e| panic!("{e}"));
+    let n = Node::start(&config).expect("node starts");
+    let base = format!("http://{}", n.http_addr().unwrap());
+    let scrape = move |path: &str| -> String {
+        ureq::get(&format!("{base}{path}"))
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_default()
+    };
+    (n, scrape)
+}
+
 fn forwarding(on: bool) {
     let sb = Sandbox::new(if on {
         "feed-forward"
     } else {
         "feed-no-forward"
     });
-    let text = job(&sb.dir.join("data")).replace(
-        r#""http":{"listen":"off"}"#,
-        r#""http":{"listen":"127.0.0.1:0"}"#,
-    );
-    let config =
-        NodeConfig::from_json("fwd", &text, &env(&sb, true)).unwrap_or_else(|e| panic!("{e}"));
-    let n = Node::start(&config).expect("node starts");
-    let base = format!("http://{}", n.http_addr().unwrap());
-    let scrape = |path: &str| -> String {
-        ureq::get(&format!("{base}{path}"))
-            .call()
-            .and_then(|mut r| r.body_mut().read_to_string())
-            .unwrap_or_default()
-    };
+    let (n, scrape) = loopp_node_with_http(&sb, "fwd");
     // Calls served with `method`, summed over codes.
     let served = |page: &str, method: &str| -> u64 {
         page.lines()
@@ -553,20 +561,7 @@ fn with_framing_off_loopp_feeds_call_over_grpc() {
 
 fn framing(on: bool) {
     let sb = Sandbox::new(if on { "feed-framed" } else { "feed-unframed" });
-    let text = job(&sb.dir.join("data")).replace(
-        r#""http":{"listen":"off"}"#,
-        r#""http":{"listen":"127.0.0.1:0"}"#,
-    );
-    let config =
-        NodeConfig::from_json("framed", &text, &env(&sb, true)).unwrap_or_else(|e| panic!("{e}"));
-    let n = Node::start(&config).expect("node starts");
-    let base = format!("http://{}", n.http_addr().unwrap());
-    let scrape = |path: &str| -> String {
-        ureq::get(&format!("{base}{path}"))
-            .call()
-            .and_then(|mut r| r.body_mut().read_to_string())
-            .unwrap_or_default()
-    };
+    let (n, scrape) = loopp_node_with_http(&sb, "framed");
     // Open framed connections `direction` (in, out) on a page.
     let framed = |page: &str, direction: &str| -> Option<u64> {
         let key = format!("loopp_framed_connections{{direction=\"{direction}\"}} ");

@@ -58,23 +58,18 @@ pub const WRITE_WITHIN: Duration = Duration::from_secs(10);
 /// Whether this process, as a host, offers framing: yes unless
 /// [`OFFER_VAR`] is `0` in its environment.
 pub fn host_offers() -> bool {
-    std::env::var(OFFER_VAR).map_or(true, |v| v.trim() != "0")
+    crate::goplugin::route::host_offers_by(OFFER_VAR)
 }
 
 /// Whether a plugin given `env` beyond what its host sets is offered
 /// framing: its own [`OFFER_VAR`], if set, else the host's offer.
 pub fn offered_with(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == OFFER_VAR)
-        .map_or_else(host_offers, |(_, v)| {
-            v.to_str().is_some_and(|v| v.trim() == "1")
-        })
+    crate::goplugin::route::offered_by(OFFER_VAR, env)
 }
 
 /// Whether this process, as a plugin, was offered framing by its host.
 pub fn plugin_offered() -> bool {
-    std::env::var(OFFER_VAR).is_ok_and(|v| v.trim() == "1")
+    crate::goplugin::route::plugin_offered_by(OFFER_VAR)
 }
 
 /// The socket of a framed broker server next to its shared gRPC one.
