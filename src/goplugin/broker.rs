@@ -595,10 +595,11 @@ impl Drop for Inner {
     }
 }
 
-/// The framed connection to `address`, made at its first use; None (calls
-/// go over gRPC) if it cannot be made.
+/// The framed connection to `address`, made at its first use, and again
+/// if it has ended (a client rebuilt after failures gets a live one); None
+/// (calls go over gRPC) if it cannot be made.
 fn framed_channel(r: &mut Routing, address: &str, max_message: usize) -> Option<framed::Channel> {
-    if let Some(c) = r.framed_channels.get(address) {
+    if let Some(c) = r.framed_channels.get(address).filter(|c| c.is_open()) {
         return Some(c.clone());
     }
     match framed::Channel::connect(address, max_message) {
@@ -836,6 +837,34 @@ mod tests {
             check(conns[0].clone(), "a").unwrap(),
             ServingStatus::SERVING
         );
+        // The framed connection ends (here: the server is started again);
+        // an object dialed afterwards gets a new connection, not the dead one.
+        let old = conns[0].framed.as_ref().unwrap().0.clone();
+        {
+            let mut st = plugin.inner.state.lock().unwrap();
+            let r = st.routing.as_mut().unwrap();
+            drop(r.framed_server.take());
+            r.framed_server = Some(
+                framed::Server::start(&beside, r.table.clone(), rpc::max_message(), 4).unwrap(),
+            );
+        }
+        let t0 = Instant::now();
+        while old.is_open() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!old.is_open(), "the old connection saw its server go");
+        let c = plugin.next_id();
+        plugin.serve(c, vec![offer_health(Named("c"))]).unwrap();
+        let again = host.dial(c, Duration::from_secs(5)).unwrap();
+        assert!(
+            again.framed.as_ref().unwrap().0.is_open(),
+            "a new connection"
+        );
+        let again = Conn {
+            client: nowhere.clone(),
+            ..again
+        };
+        assert_eq!(check(again, "c").unwrap(), ServingStatus::SERVING);
         plugin.close();
         assert!(!beside.exists(), "the framed socket removed");
         let t0 = Instant::now();

@@ -115,6 +115,13 @@ impl Channel {
         &self.shared.address
     }
 
+    /// Whether the connection is still up: it ends when the server goes,
+    /// or when a write has waited [`super::WRITE_WITHIN`] for the server
+    /// to read; calls on it then fail UNAVAILABLE.
+    pub fn is_open(&self) -> bool {
+        self.shared.lock().ended.is_none()
+    }
+
     /// Calls `method` of `object` with `message` (a request's encoding);
     /// the answer's encoding, or the call's error, DeadlineExceeded after
     /// `timeout`. The call is sent before this returns.

@@ -506,8 +506,10 @@ mod tests {
         let path = server.path().to_path_buf();
         let c = Channel::connect(&path.to_string_lossy(), 1024).unwrap();
         assert!(serving_answer(check(&c, 7, &[])));
+        assert!(c.is_open());
         server.stop();
         assert!(!path.exists());
         assert_eq!(code(check(&c, 7, &[])).0, RpcStatusCode::UNAVAILABLE);
+        assert!(!c.is_open());
     }
 }
