@@ -352,6 +352,51 @@ mod tests {
         assert!(closed(&mut c));
     }
 
+    /// Context switches of this process's thread named `name`.
+    fn switches_of(name: &str) -> u64 {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| t.ok())
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .map(|t| {
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+                status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches"))
+                    .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// With no connection the I/O thread sleeps until one comes (its
+    /// deadline sweep, every 75 ms here, runs only while connections are
+    /// open); and a connection's deadlines are swept again once one comes.
+    #[test]
+    fn an_idle_server_does_not_wake_and_sweeps_again_with_a_connection() {
+        let s = HttpServer::start_on(
+            HttpServer::bind("127.0.0.1:0").unwrap(),
+            1,
+            "idle",
+            quick(),
+            |_| text(200, "ok"),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let before = switches_of("idle-io");
+        std::thread::sleep(Duration::from_millis(600));
+        let idle = switches_of("idle-io") - before;
+        assert!(idle <= 1, "the idle I/O thread woke {idle} times in 600 ms");
+        // A connection that sends nothing is closed at the header timeout.
+        let mut c = connect(&s);
+        let t0 = std::time::Instant::now();
+        assert!(closed(&mut c));
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        s.stop();
+    }
+
     #[test]
     fn slow_heads_idle_connections_and_long_heads_are_closed() {
         let s = echo(quick(), 1);

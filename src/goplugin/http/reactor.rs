@@ -160,14 +160,16 @@ impl Reactor {
         let mut next_sweep = Instant::now() + tick;
         loop {
             let now = Instant::now();
-            let mut wake_at = next_sweep;
+            // Deadlines are swept only while there are connections: an
+            // idle server sleeps until a client or the stop wakes it.
+            let mut wake_at = (self.open > 0).then_some(next_sweep);
             if let Some(t) = self.accept_paused_until {
-                wake_at = wake_at.min(t);
+                wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
             }
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(wake_at.saturating_duration_since(now)))
-            {
+            if let Err(e) = self.poll.poll(
+                &mut events,
+                wake_at.map(|w| w.saturating_duration_since(now)),
+            ) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
                 }
@@ -198,6 +200,10 @@ impl Reactor {
             }
             if now >= next_sweep {
                 self.sweep(now);
+                next_sweep = now + tick;
+            }
+            if self.open == 0 {
+                // The first connection's deadlines are swept a tick after it.
                 next_sweep = now + tick;
             }
             crate::goplugin::metrics::http_open(&self.name, self.open);
