@@ -35,7 +35,7 @@ pub mod wire;
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grpcio::{RpcStatus, RpcStatusCode};
 
@@ -113,22 +113,16 @@ impl Writer {
     }
 }
 
-/// A framed call being served: what [`crate::goplugin::call::Ctx`] holds.
+/// A routed call being served: what [`crate::goplugin::call::Ctx`] holds.
 #[derive(Debug)]
 pub struct Served {
     method: &'static str,
-    deadline: Option<Instant>,
 }
 
 impl Served {
     /// The full method name.
     pub fn method(&self) -> &'static str {
         self.method
-    }
-
-    /// When the caller stops waiting for the answer.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
     }
 }
 

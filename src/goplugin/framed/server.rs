@@ -16,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grpcio::{RpcStatus, RpcStatusCode};
 
@@ -217,7 +217,7 @@ fn serve_connection(shared: &Shared, conn: UnixStream) {
             Ok(Frame::Call {
                 call,
                 object,
-                timeout,
+                timeout: _,
                 method,
                 message,
             }) => {
@@ -241,10 +241,9 @@ fn serve_connection(shared: &Shared, conn: UnixStream) {
                     ));
                     continue;
                 }
-                let served = Served {
-                    method: name,
-                    deadline: Instant::now().checked_add(timeout),
-                };
+                // The caller's timeout is its own to keep (it stops waiting
+                // then); handlers bound their work themselves, as over gRPC.
+                let served = Served { method: name };
                 super::task::drain_point(|| {
                     handler(&shared.table, object, served, &message, answer)
                 });
@@ -292,10 +291,7 @@ pub fn routed_unary_service(table: &Table) -> grpcio::Service {
                 Ok(id) => id,
                 Err(status) => return answer.send_status(status),
             };
-            let served = Served {
-                method: path,
-                deadline: None,
-            };
+            let served = Served { method: path };
             super::task::drain_point(|| handler(&table, object, served, &req, answer));
         });
     }
@@ -326,6 +322,7 @@ mod tests {
     use crate::proto::health_grpc::{offer_health, Health};
     use protobuf::Message;
     use std::io::Write;
+    use std::time::Instant;
 
     #[derive(Clone)]
     struct Serving;
