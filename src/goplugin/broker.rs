@@ -224,17 +224,6 @@ impl Broker {
         }
     }
 
-    /// Whether this broker frames.
-    pub fn framed(&self) -> bool {
-        self.inner
-            .state
-            .lock()
-            .unwrap()
-            .routing
-            .as_ref()
-            .is_some_and(|r| r.framed)
-    }
-
     /// Whether this broker routes.
     pub fn routed(&self) -> bool {
         self.inner.state.lock().unwrap().routing.is_some()

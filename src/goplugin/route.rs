@@ -57,7 +57,7 @@ pub const FORWARD_VAR: &str = "LOOPP_BROKER_FORWARD";
 /// Whether this process, as a host, forwards routed objects from one
 /// plugin to another: yes unless [`FORWARD_VAR`] is `0`.
 pub fn host_forwards() -> bool {
-    std::env::var(FORWARD_VAR).map_or(true, |v| v.trim() != "0")
+    host_offers_by(FORWARD_VAR)
 }
 
 /// Whether this process, as a host, offers routing to its plugins: yes
@@ -78,8 +78,8 @@ pub fn plugin_offered() -> bool {
 }
 
 /// Whether this process, as a host, makes the offer a loopp host makes
-/// by setting `var` (routing, framing): yes unless its own environment
-/// sets `var` to `0`.
+/// by setting `var` (routing, framing; forwarding, which it only does):
+/// yes unless its own environment sets `var` to `0`.
 pub fn host_offers_by(var: &str) -> bool {
     std::env::var(var).map_or(true, |v| v.trim() != "0")
 }
