@@ -10,6 +10,8 @@
 //! (`per_plugin` ratios; target: CPU ≈ 0). Knobs: LOOPP_BENCH_CRASHES (10),
 //! LOOPP_BENCH_IDLE_SECS (5).
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../tests/common/programs.rs"]
 mod programs;
 use programs::{devchain, example, median, node};
@@ -97,13 +99,10 @@ fn recovery(crashes: u64) {
     );
 }
 
-/// utime+stime in clock ticks and RSS in KiB of `pid` (0s if gone).
+/// CPU time in ns (its CPU clock, not /proc's 10 ms ticks) and RSS in KiB
+/// of `pid` (0s if gone).
 fn usage(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ns = cpu::of(pid).map_or(0, |d| d.as_nanos() as u64);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
         .lines()
@@ -111,7 +110,7 @@ fn usage(pid: u32) -> (u64, u64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (ticks, rss)
+    (ns, rss)
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -172,9 +171,8 @@ fn idle(n: usize, secs: u64) -> serde_json::Value {
     unsafe { libc::kill(node_pid as libc::pid_t, libc::SIGTERM) };
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let cpu = |i: usize| (after[i].0.saturating_sub(before[i].0)) as f64 / hz / secs as f64 * 100.0;
+    let cpu =
+        |i: usize| (after[i].0.saturating_sub(before[i].0)) as f64 / 1e9 / secs as f64 * 100.0;
     let plugin_cpu: f64 = (1..after.len()).map(cpu).sum();
     let plugin_rss: u64 = after[1..].iter().map(|u| u.1).sum();
     json!({

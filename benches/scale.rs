@@ -31,6 +31,8 @@
 //! a unix socket pair, measured first in the same run). A comparison with
 //! a run whose feeds were not all set up within the 120 s is never `met`.
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/floor.rs"]
 mod floor;
 #[path = "../tests/common/programs.rs"]
@@ -75,7 +77,8 @@ fn figures(pid: u32) -> Figures {
         })
         .unwrap_or(0);
     Figures {
-        cpu_s: f.cpu_seconds,
+        // In ns (the process's CPU clock), not in /proc's 10 ms ticks.
+        cpu_s: cpu::of(pid).map_or(f.cpu_seconds, |d| d.as_secs_f64()),
         rss_kib: f.rss_bytes / 1024,
         threads: f.threads,
         fds: f.fds,
