@@ -236,7 +236,7 @@ impl Broker {
         if self.routed() {
             return self.serve_routed(id, services);
         }
-        let path = self.socket(&format!("broker-{id}.sock"))?;
+        let path = self.socket(&format!("id-{id}"))?;
         let server = self.start_server(
             services.into_iter().map(Offer::into_service).collect(),
             &path,

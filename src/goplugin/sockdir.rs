@@ -4,10 +4,15 @@
 //! Where: `$PLUGIN_UNIX_SOCKET_DIR` (go-plugin's variable), else `$TMPDIR`, else
 //! `/tmp`. Paths stay short because unix socket paths are limited to 107 bytes.
 //!
-//! Each directory holds an [`OWNER`] file naming the process that made it
-//! (pid and start time), so a directory whose process was SIGKILLed can be
-//! told from a live one and removed ([`remove_stale`], run by the node at
-//! start).
+//! A directory is named after the process that made it, `loopp-PID-XXXXXX`,
+//! and holds an [`OWNER`] file naming that process (pid and start time), so a
+//! directory whose process was SIGKILLed can be told from a live one and
+//! removed ([`remove_stale`], run by the node at start). A plugin writes its
+//! owner file only once it serves ([`SocketDir::create_unowned`]): a file
+//! written on ext4 costs a start ~50 µs before the handshake, and until then
+//! the pid in the name suffices (a directory whose named process runs, or
+//! whose name has no pid, is never removed: only a reused pid would be
+//! mistaken, and that errs towards keeping a directory).
 
 use std::ffi::CString;
 use std::io;
@@ -64,9 +69,18 @@ pub fn default_base() -> PathBuf {
 /// with its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// The longest pid Linux gives (`PID_MAX_LIMIT`, 4,194,304): 7 digits.
+const PID_DIGITS: usize = 7;
+
+/// The longest name of a socket in a directory ([`SocketDir::path`] refuses
+/// longer ones): `id-4294967295`, `broker.framed`, `plugin.sock`. With the
+/// directory's name it leaves a base of 71 bytes, as before pids were in
+/// directories' names.
+pub const MAX_NAME: usize = 14;
+
 /// The longest socket path loopp makes under a base directory, past the
-/// base: `/loopp-XXXXXX/broker-4294967295.sock`.
-const LONGEST_UNDER_BASE: usize = 1 + PREFIX.len() + 6 + "/broker-4294967295.sock".len();
+/// base: `/loopp-4194304-XXXXXX/` and a name of [`MAX_NAME`] bytes.
+const LONGEST_UNDER_BASE: usize = 1 + PREFIX.len() + PID_DIGITS + 1 + 6 + 1 + MAX_NAME;
 
 /// Checks that every socket loopp may make under `base` fits a unix socket
 /// path; the error names the base, the limit and what to do.
@@ -87,10 +101,11 @@ pub fn check_base(base: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// mkdtemp under `base`: a fresh `loopp-XXXXXX`, mode 0700.
+/// mkdtemp under `base`: a fresh `loopp-PID-XXXXXX`, mode 0700, no owner
+/// file yet.
 fn make_dir(base: &Path) -> io::Result<PathBuf> {
     check_base(base)?;
-    let template = base.join(format!("{PREFIX}XXXXXX"));
+    let template = base.join(format!("{PREFIX}{}-XXXXXX", std::process::id()));
     let c = CString::new(template.into_os_string().into_vec())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in socket dir path"))?;
     let raw = c.into_raw();
@@ -109,14 +124,29 @@ fn make_dir(base: &Path) -> io::Result<PathBuf> {
             ),
         ));
     }
-    let dir = PathBuf::from(std::ffi::OsString::from_vec(c.into_bytes()));
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(c.into_bytes())))
+}
+
+/// Writes `dir`'s owner file: this process's pid and start time.
+fn write_owner(dir: &Path) -> io::Result<()> {
     let me = std::process::id();
     let owner = format!("{me} {}\n", start_time(me).unwrap_or(0));
-    if let Err(e) = std::fs::write(dir.join(OWNER), owner) {
-        let _ = std::fs::remove_dir(&dir);
-        return Err(e);
-    }
-    Ok(dir)
+    std::fs::write(dir.join(OWNER), owner).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot write {}: {e}", dir.join(OWNER).display()),
+        )
+    })
+}
+
+/// The pid in a directory name `loopp-PID-XXXXXX`, if it has one (names
+/// of older versions, `loopp-XXXXXX`, do not).
+fn named_pid(name: &str) -> Option<u32> {
+    let (pid, rest) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    (digits && rest.len() == 6)
+        .then(|| pid.parse().ok())
+        .flatten()
 }
 
 impl SocketDir {
@@ -131,6 +161,30 @@ impl SocketDir {
         let dir = SocketDir::lazy(Some(base.to_path_buf()));
         dir.ensure()?;
         Ok(dir)
+    }
+
+    /// Creates a fresh directory now, under the default base, without its
+    /// owner file: for a start, where every step before the handshake counts.
+    /// Call [`SocketDir::own`] once started; until then the pid in the
+    /// directory's name is what tells it from a stale one.
+    pub fn create_unowned() -> io::Result<SocketDir> {
+        SocketDir::create_unowned_in(&default_base())
+    }
+
+    fn create_unowned_in(base: &Path) -> io::Result<SocketDir> {
+        let made = make_dir(base)?;
+        let dir = SocketDir::lazy(Some(base.to_path_buf()));
+        let _ = dir.inner.path.set(made);
+        Ok(dir)
+    }
+
+    /// Writes the owner file of a directory made by
+    /// [`SocketDir::create_unowned`] (a lazy one not made yet: nothing to do).
+    pub fn own(&self) -> io::Result<()> {
+        match self.inner.path.get() {
+            Some(p) => write_owner(p),
+            None => Ok(()),
+        }
     }
 
     /// A directory under `base` (None: the default base) made on first use.
@@ -154,6 +208,10 @@ impl SocketDir {
         }
         let base = self.inner.base.clone().unwrap_or_else(default_base);
         let made = make_dir(&base)?;
+        if let Err(e) = write_owner(&made) {
+            let _ = std::fs::remove_dir(&made);
+            return Err(e);
+        }
         Ok(self.inner.path.get_or_init(|| made))
     }
 
@@ -169,8 +227,16 @@ impl SocketDir {
         }
     }
 
-    /// A path for a socket named `name` inside the directory (created if lazy).
+    /// A path for a socket named `name` inside the directory (created if
+    /// lazy). A name longer than [`MAX_NAME`] is refused: the base was
+    /// checked for names up to that.
     pub fn path(&self, name: &str) -> io::Result<PathBuf> {
+        if name.len() > MAX_NAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("socket name {name:?} is over {MAX_NAME} bytes (a bug in loopp)"),
+            ));
+        }
         Ok(self.ensure()?.join(name))
     }
 }
@@ -219,10 +285,12 @@ fn clear(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Removes the socket directories under `base` whose process is gone (its
-/// owner file names a pid that no longer runs, or runs another process).
-/// Leaves directories without an owner file (being made, or not loopp's)
-/// and anything not named `loopp-*`. Returns how many it removed.
+/// Removes the socket directories under `base` whose process is gone: its
+/// owner file names a pid that no longer runs, or runs another process; or,
+/// without an owner file (a plugin that died starting), the pid in its name
+/// no longer runs. Leaves directories with neither (being made, older
+/// versions' being made, or not loopp's) and anything not named `loopp-*`.
+/// Returns how many it removed.
 pub fn remove_stale(base: &Path) -> usize {
     remove_stale_where(base, |_| true)
 }
@@ -245,21 +313,25 @@ fn remove_stale_where(base: &Path, owned_by: impl Fn(u64) -> bool) -> usize {
         if !ours || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let Ok(owner) = std::fs::read_to_string(e.path().join(OWNER)) else {
-            continue;
+        let gone = match std::fs::read_to_string(e.path().join(OWNER)) {
+            Ok(owner) => {
+                let mut fields = owner.split_whitespace().map(|f| f.parse::<u64>().ok());
+                let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else {
+                    continue;
+                };
+                owned_by(pid)
+                    && u32::try_from(pid)
+                        .ok()
+                        .and_then(start_time)
+                        .is_none_or(|t| t != started)
+            }
+            // No owner file (yet): the named process, if gone.
+            Err(_) => name
+                .to_str()
+                .and_then(named_pid)
+                .is_some_and(|pid| owned_by(u64::from(pid)) && start_time(pid).is_none()),
         };
-        let mut fields = owner.split_whitespace().map(|f| f.parse::<u64>().ok());
-        let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        if !owned_by(pid) {
-            continue;
-        }
-        let alive = u32::try_from(pid)
-            .ok()
-            .and_then(start_time)
-            .is_some_and(|t| t == started);
-        if !alive {
+        if gone {
             clear(&e.path());
             if !e.path().exists() {
                 removed += 1;
@@ -318,10 +390,79 @@ mod tests {
         let unowned = base.0.join("loopp-NOOWNR");
         std::fs::create_dir(&unowned).unwrap();
 
-        assert_eq!(remove_stale(&base.0), 2);
-        assert!(!stale.exists() && !reused.exists());
+        // Named after a process, without an owner file: what a plugin
+        // leaves in its first seconds. Of the gone process: stale; of a
+        // running one (ours): kept.
+        let named_dead = base.0.join(format!("{PREFIX}{dead}-AbCdEf"));
+        std::fs::create_dir(&named_dead).unwrap();
+        let named_live = base
+            .0
+            .join(format!("{PREFIX}{}-GhIjKl", std::process::id()));
+        std::fs::create_dir(&named_live).unwrap();
+
+        assert_eq!(remove_stale(&base.0), 3);
+        assert!(!stale.exists() && !reused.exists() && !named_dead.exists());
         assert!(live_path.exists() && other.exists() && unowned.exists());
+        assert!(named_live.exists());
         drop(live);
         assert!(!live_path.exists(), "a SocketDir still removes itself");
+    }
+
+    #[test]
+    fn a_directory_is_named_after_its_process_and_owned_once_told() {
+        let base = crate::testutil::TempDir::new("sockdir-owned");
+        let dir = SocketDir::create_unowned_in(&base.0).unwrap();
+        let path = dir.dir().unwrap().to_path_buf();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(path.starts_with(&base.0), "{}", path.display());
+        assert_eq!(named_pid(&name), Some(std::process::id()), "{name}");
+        assert!(!path.join(OWNER).exists(), "no owner file before own()");
+        // A sweep for this pid leaves it: the process runs.
+        assert_eq!(remove_stale_of(&base.0, std::process::id()), 0);
+        dir.own().unwrap();
+        let owner = std::fs::read_to_string(path.join(OWNER)).unwrap();
+        let me = std::process::id();
+        assert_eq!(owner, format!("{me} {}\n", start_time(me).unwrap()));
+        assert_eq!(remove_stale_of(&base.0, me), 0);
+        // A directory made by `create_in` has its owner file at once.
+        let at_once = SocketDir::create_in(&base.0).unwrap();
+        assert!(at_once.dir().unwrap().join(OWNER).exists());
+    }
+
+    #[test]
+    fn every_socket_fits_under_the_deepest_base_allowed() {
+        let deepest = format!("/{}", "d".repeat(MAX_SOCKET_PATH - LONGEST_UNDER_BASE - 1));
+        assert_eq!(deepest.len(), 71, "the base budget stays what it was");
+        let longest = Path::new(&deepest)
+            .join(format!("{PREFIX}4194304-XXXXXX"))
+            .join("n".repeat(MAX_NAME));
+        assert_eq!(longest.as_os_str().len(), MAX_SOCKET_PATH);
+        assert!(format!("id-{}", u32::MAX).len() <= MAX_NAME);
+        let framed = crate::goplugin::framed::socket_beside(Path::new("broker.sock"));
+        for name in ["plugin.sock", "broker.sock", framed.to_str().unwrap()] {
+            assert!(name.len() <= MAX_NAME, "{name}");
+        }
+        let base = crate::testutil::TempDir::new("sockdir-names");
+        let dir = SocketDir::create_in(&base.0).unwrap();
+        assert!(dir.path(&format!("id-{}", u32::MAX)).is_ok());
+        let err = dir.path("a-name-too-long").unwrap_err();
+        assert!(err.to_string().contains("over 14 bytes"), "{err}");
+    }
+
+    #[test]
+    fn only_names_with_a_pid_and_a_six_character_suffix_name_a_process() {
+        assert_eq!(named_pid("loopp-1234-AbCdEf"), Some(1234));
+        assert_eq!(named_pid("loopp-4194304-a1b2c3"), Some(4_194_304));
+        for not in [
+            "loopp-AbCdEf",
+            "loopp--AbCdEf",
+            "loopp-12a4-AbCdEf",
+            "loopp-1234-AbCdE",
+            "loopp-1234",
+            "other-1234-AbCdEf",
+            "loopp-99999999999-AbCdEf",
+        ] {
+            assert_eq!(named_pid(not), None, "{not}");
+        }
     }
 }

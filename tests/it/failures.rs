@@ -117,7 +117,8 @@ fn exit_before_the_handshake() {
 
 /// A plugin that dies after making its socket directory but before
 /// printing its address: the host removes the directory (found by the
-/// owner file naming the dead pid), as `start_fails` checks.
+/// dead pid in its name: a plugin writes its owner file only once it
+/// serves), as `start_fails` checks.
 #[test]
 fn exit_during_start_leaves_no_socket_directory() {
     let err = start_fails("exit-during-start", |_| {});

@@ -555,7 +555,9 @@ fn a_pinned_plugin_starts_only_with_its_hash() {
 }
 
 /// What a SIGKILLed process left (a socket directory whose owner is gone)
-/// is removed when a node starts; a live process's directory is not.
+/// is removed when a node starts; a live process's directory is not. Both
+/// with an owner file and, as a plugin in its first seconds leaves it,
+/// with only the pid in the directory's name.
 #[test]
 fn a_starting_node_removes_socket_directories_of_dead_processes() {
     let sandbox = Sandbox::new("stale-dirs");
@@ -566,7 +568,14 @@ fn a_starting_node_removes_socket_directories_of_dead_processes() {
     std::fs::create_dir(&stale).unwrap();
     std::fs::write(stale.join("owner"), format!("{dead} 1\n")).unwrap();
     drop(std::os::unix::net::UnixListener::bind(stale.join("plugin.sock")).unwrap());
+    let unowned = sandbox.dir.join(format!("loopp-{dead}-Xy12Zw"));
+    std::fs::create_dir(&unowned).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(unowned.join("plugin.sock")).unwrap());
     let live = loopp::goplugin::sockdir::SocketDir::create_in(&sandbox.dir).unwrap();
+    let live_unowned = sandbox
+        .dir
+        .join(format!("loopp-{}-Ab34Cd", std::process::id()));
+    std::fs::create_dir(&live_unowned).unwrap();
     let jobfile = sandbox.dir.join("job.json");
     std::fs::write(
         &jobfile,
@@ -592,7 +601,7 @@ fn a_starting_node_removes_socket_directories_of_dead_processes() {
     });
     let deadline = std::time::Instant::now() + BOUND;
     let said = std::iter::from_fn(|| rx.recv_deadline(deadline).ok())
-        .find(|l| l.contains("removed 1 socket directories of processes that are gone"));
+        .find(|l| l.contains("removed 2 socket directories of processes that are gone"));
     // SAFETY: signalling the node this test started.
     unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
     node.wait().unwrap();
@@ -601,5 +610,7 @@ fn a_starting_node_removes_socket_directories_of_dead_processes() {
         "the node did not say it removed the stale directory"
     );
     assert!(!stale.exists(), "the dead process's directory is gone");
+    assert!(!unowned.exists(), "so is the one named after it");
     assert!(live.dir().unwrap().exists(), "a live one stays");
+    assert!(live_unowned.exists(), "as does one named after a live pid");
 }

@@ -365,7 +365,7 @@ fn broker_sockets(dir: &std::path::Path) -> usize {
                 walk(&p, n);
             } else if p
                 .file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with("broker-"))
+                .is_some_and(|f| f.to_string_lossy().starts_with("id-"))
             {
                 *n += 1;
             }

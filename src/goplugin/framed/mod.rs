@@ -72,11 +72,11 @@ pub fn plugin_offered() -> bool {
     crate::goplugin::route::plugin_offered_by(OFFER_VAR)
 }
 
-/// The socket of a framed broker server next to its shared gRPC one.
+/// The socket of a framed broker server next to its shared gRPC one:
+/// `broker.sock` gives `broker.framed` (a name no longer than the gRPC
+/// one's, for the socket paths' budget: see `sockdir::MAX_NAME`).
 pub fn socket_beside(grpc_socket: &std::path::Path) -> std::path::PathBuf {
-    let mut name = grpc_socket.as_os_str().to_owned();
-    name.push(".framed");
-    name.into()
+    grpc_socket.with_extension("framed")
 }
 
 /// A connection's writing end, shared by the threads that write to it;

@@ -219,8 +219,9 @@ where
         }
     };
 
-    let sockets =
-        SocketDir::create().map_err(|e| serve_err("cannot create the socket directory", e))?;
+    // Its owner file is written once the plugin serves (see `sockdir`).
+    let sockets = SocketDir::create_unowned()
+        .map_err(|e| serve_err("cannot create the socket directory", e))?;
     let broker = Broker::new(sockets.clone());
     // A loopp host offered routing: accept (see `goplugin::route`).
     let routed = crate::goplugin::route::plugin_offered();
@@ -315,14 +316,21 @@ where
         None => None,
     };
 
-    // Settled: the host has had time to set up what it uses, so the code
-    // only start-up ran is given back (see `pages`).
+    // Settled: the host has had time to set up what it uses. The socket
+    // directory gets its owner file now, off the start's path (even after
+    // serving, writing it delays the host's first call: see `sockdir`); if
+    // that fails, the pid in the directory's name still marks it as this
+    // process's, and only a reused pid is not told apart. And the code only
+    // start-up ran is given back (see `pages`).
     let mut settled = crossbeam_channel::after(crate::pages::SETTLE);
     let stop = loop {
         crossbeam_channel::select! {
             recv(stop_rx) -> s => break s.unwrap_or(Stop::HostGone),
             recv(sigterm) -> _ => break Stop::Terminated,
             recv(settled) -> _ => {
+                if let Err(e) = sockets.own() {
+                    log::warn!("plugin {}: {e}", config.name);
+                }
                 let released = crate::pages::release_code();
                 log::debug!("gave back {} KiB of start-up code", released / 1024);
                 settled = crossbeam_channel::never();
