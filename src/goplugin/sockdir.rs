@@ -8,11 +8,12 @@
 //! and holds an [`OWNER`] file naming that process (pid and start time), so a
 //! directory whose process was SIGKILLed can be told from a live one and
 //! removed ([`remove_stale`], run by the node at start). A plugin writes its
-//! owner file only once it serves ([`SocketDir::create_unowned`]): a file
-//! written on ext4 costs a start ~50 µs before the handshake, and until then
-//! the pid in the name suffices (a directory whose named process runs, or
-//! whose name has no pid, is never removed: only a reused pid would be
-//! mistaken, and that errs towards keeping a directory).
+//! owner file only once its start has settled ([`SocketDir::create_unowned`]):
+//! the file cost a start on ext4 90-140 µs before the handshake, and as much
+//! right after it (docs/SCALE.md). Until then the pid in the name suffices: a
+//! directory whose named process runs, or whose name has no pid, is never
+//! removed, so only a reused pid is not told apart, and that errs towards
+//! keeping a directory.
 
 use std::ffi::CString;
 use std::io;

@@ -219,7 +219,7 @@ where
         }
     };
 
-    // Its owner file is written once the plugin serves (see `sockdir`).
+    // Its owner file is written once the start has settled (below).
     let sockets = SocketDir::create_unowned()
         .map_err(|e| serve_err("cannot create the socket directory", e))?;
     let broker = Broker::new(sockets.clone());
