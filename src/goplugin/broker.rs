@@ -15,9 +15,13 @@
 //! Threads: one sender and one receiver per stream, both ending when the stream
 //! or the broker closes. Invariants: announcements received but never dialed are
 //! capped at [`MAX_PENDING`]; every socket a broker created is removed by
-//! [`Broker::close`] (or drop), with its private directory.
+//! [`Broker::close`] (or drop), with its private directory; the unix sockets
+//! the other side announced are remembered (at most [`MAX_PENDING`]), so a
+//! host can remove what a plugin that is gone left ([`Broker::peer_sockets`]:
+//! go-plugin's servers make them beside their own socket and leave them when
+//! the process ends).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
@@ -108,6 +112,9 @@ struct State {
     servers: Vec<(u32, Server, PathBuf)>,
     /// Set once both sides agreed to route.
     routing: Option<Routing>,
+    /// The unix socket paths the other side announced (at most
+    /// [`MAX_PENDING`]; later ones are not remembered).
+    peer_sockets: BTreeSet<PathBuf>,
 }
 
 impl State {
@@ -176,6 +183,7 @@ impl Broker {
                     stream_tx: None,
                     servers: Vec::new(),
                     routing: None,
+                    peer_sockets: BTreeSet::new(),
                 }),
                 announced: Condvar::new(),
                 sockets,
@@ -505,6 +513,13 @@ impl Broker {
         self.close_by(Instant::now() + SERVER_STOP_GRACE);
     }
 
+    /// The unix sockets the other side announced on this broker: what a
+    /// host removes once its plugin is gone (see `host::Client::kill`).
+    pub fn peer_sockets(&self) -> Vec<PathBuf> {
+        let st = self.inner.state.lock().unwrap();
+        st.peer_sockets.iter().cloned().collect()
+    }
+
     /// As [`Broker::close`], with every served server stopped together by
     /// `deadline`.
     pub fn close_by(&self, deadline: Instant) {
@@ -646,6 +661,9 @@ where
             return;
         }
         let id = info.service_id;
+        if info.network == "unix" && st.peer_sockets.len() < MAX_PENDING {
+            st.peer_sockets.insert(PathBuf::from(&info.address));
+        }
         if st.pending.insert(id, info).is_none() {
             st.order.push_back(id);
         }
@@ -695,6 +713,35 @@ mod tests {
                 let _ = sink.success(r).await;
             });
         }
+    }
+
+    #[test]
+    fn the_unix_sockets_the_other_side_announces_are_remembered_up_to_the_cap() {
+        let broker = Broker::new(SocketDir::lazy(None));
+        let info = |id: u32, network: &str, address: String| {
+            let mut i = ConnInfo::new();
+            i.service_id = id;
+            i.network = network.into();
+            i.address = address;
+            Ok(i)
+        };
+        let mut announced = vec![
+            info(1, "unix", "/run/x/plugin1".into()),
+            info(2, "tcp", "127.0.0.1:10001".into()),
+            // Announced again (a loopp plugin routes every id to one socket).
+            info(3, "unix", "/run/x/plugin1".into()),
+        ];
+        for id in 4..(4 + MAX_PENDING as u32 + 10) {
+            announced.push(info(id, "unix", format!("/run/x/many{id}")));
+        }
+        recv_loop(futures_util::stream::iter(announced), &broker.inner);
+        let sockets = broker.peer_sockets();
+        assert_eq!(sockets.len(), MAX_PENDING, "bounded, whatever is announced");
+        assert!(sockets.contains(&PathBuf::from("/run/x/plugin1")));
+        assert!(!sockets
+            .iter()
+            .any(|p| p.to_string_lossy().contains("127.0.0.1")));
+        assert!(!sockets.contains(&PathBuf::from(format!("/run/x/many{}", 4 + MAX_PENDING))));
     }
 
     fn check(conn: Conn, service: &str) -> grpcio::Result<ServingStatus> {

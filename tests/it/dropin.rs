@@ -144,7 +144,8 @@ fn a_go_median_plugin_runs_the_feed_with_loopp_devchain() {
 /// A DON of two loopp oracles and two Go oracles (the Go median plugin,
 /// libocr's encodings): every observation decodes as libocr's, a loopp
 /// leader and a Go leader build the same report from the same
-/// observations, and mixed rounds transmit whoever leads.
+/// observations, and mixed rounds transmit whoever leads. Stopped, the Go
+/// plugin leaves no socket behind (the host removes what it announced).
 #[test]
 fn loopp_and_go_median_oracles_share_a_don() {
     use loopp::devchain::provider::DevchainCodec;
@@ -227,9 +228,22 @@ fn loopp_and_go_median_oracles_share_a_don() {
         }
     }
     assert_eq!(contract.transmissions().unwrap().len(), 4);
+    // go-plugin 1.0.1 makes its sockets in TMPDIR (the sandbox), one for
+    // the plugin and one per object it serves (the factory, each reporting
+    // plugin), and leaves them when it exits: the host removes them.
+    let sockets = || {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::read_dir(&sandbox.dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+            .count()
+    };
+    assert!(sockets() >= 6, "Go's sockets: {}", sockets());
     drop(oracles);
     assert!(ours.into_client().kill().graceful);
     assert!(go.into_client().kill().graceful);
+    assert_eq!(sockets(), 0, "{:?}", sandbox.leftovers());
 }
 
 /// A Go node (go-plugin's host, the Go LOOP environment, Go's client-side

@@ -397,7 +397,8 @@ impl Client {
 
     /// Stops the plugin: broker close, Shutdown RPC (errors ignored), up to
     /// `shutdown_grace` for the exit, then SIGKILL; always reaps and removes the
-    /// socket it may leave. Idempotent.
+    /// sockets it may leave (its own and those it announced on its broker).
+    /// Idempotent.
     pub fn kill(&mut self) -> Exit {
         if let Some(exit) = self.exit {
             return exit;
@@ -423,6 +424,12 @@ impl Client {
         self.sockets.remove();
         if self.handshake.network == Network::Unix {
             sockdir::remove_leftovers(Path::new(&self.handshake.address));
+        }
+        // What it served on its broker: a Go plugin (go-plugin) leaves those
+        // sockets behind when it exits, one per object, restart after
+        // restart. Reaped by now, so they are nobody's.
+        for path in self.broker.peer_sockets() {
+            sockdir::remove_leftovers(&path);
         }
         let exit = Exit {
             status,
