@@ -10,7 +10,11 @@
 //! feeds). From 40 up to LOOPP_BENCH_SCALE_SLACK_MAX feeds (1000), also as
 //! LOOPPs with `round_slack` 0s, rounds started as each is due, compared
 //! with the default (CPU per round lower with the ticks: `met`; the round
-//! time does not count the up to a tick a round starts late).
+//! time does not count the up to a tick a round starts late). Up to
+//! LOOPP_BENCH_SCALE_GO_MAX feeds (1), also with Go's median plugin
+//! (`tests/go/median`: go-plugin 1.0.1 and grpc-go, as a Go Chainlink
+//! median LOOPP) as the node's median LOOPP, loopp's devchain beside it: what
+//! the same rounds cost with a Go plugin (reported, no target).
 //!
 //! Per N and mode, one JSON line: rounds/s, missed rounds (expected at the
 //! interval, less those that ended with a report or a decision not to
@@ -283,6 +287,8 @@ enum Mode {
     Due,
     /// Both in the node's process.
     InProcess,
+    /// Both as LOOPPs, the median plugin Go's (`tests/go/median`).
+    GoMedian,
 }
 
 impl Mode {
@@ -292,6 +298,7 @@ impl Mode {
             Mode::PerFeed => "loopp-per-feed",
             Mode::Due => "loopp-due",
             Mode::InProcess => "in-process",
+            Mode::GoMedian => "loopp-go-median",
         }
     }
 }
@@ -347,6 +354,20 @@ impl Drop for NodeChild {
     }
 }
 
+/// Go's median plugin, built by `tests/go/build.sh` (Debian's go-plugin
+/// and grpc-go, offline).
+fn go_median() -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/build.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .expect("run tests/go/build.sh");
+    assert!(status.success(), "tests/go/build.sh failed");
+    out.join("gomedian")
+}
+
 fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     let loopp = mode != Mode::InProcess;
     let data = dir.join(format!("data-{n}-{}", mode.name()));
@@ -358,12 +379,19 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
         // The HTTP line, without a line per round.
         .env("RUST_LOG", "warn,loopp::node=info,loopp::node::feeds=warn")
         .env("PLUGIN_UNIX_SOCKET_DIR", dir)
+        // go-plugin 1.0.1 (Go's median plugin) makes its sockets in TMPDIR
+        // and leaves them: in the scratch directory, not in /tmp.
+        .env("TMPDIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if loopp {
-        cmd.env("CL_DEVCHAIN_CMD", devchain())
-            .env("CL_MEDIAN_CMD", median());
+        cmd.env("CL_DEVCHAIN_CMD", devchain());
+        if mode == Mode::GoMedian {
+            cmd.env("CL_MEDIAN_CMD", go_median());
+        } else {
+            cmd.env("CL_MEDIAN_CMD", median());
+        }
     }
     let mut child = cmd.spawn().expect("loopp-node");
     // The HTTP port from the log; the rest of the log is drained.
@@ -478,6 +506,8 @@ fn main() {
     let slack_max: usize = knob("LOOPP_BENCH_SCALE_SLACK_MAX", "1000")
         .parse()
         .unwrap_or(1000);
+    // Go's median plugin is measured up to this many feeds.
+    let go_max: usize = knob("LOOPP_BENCH_SCALE_GO_MAX", "1").parse().unwrap_or(1);
     let floor_us = floor::cpu_us(20_000);
     println!(
         "{}",
@@ -495,6 +525,9 @@ fn main() {
         }
         if !auto_slack(n).is_zero() && n <= slack_max {
             runs.push(run(n, Mode::Due, secs, &dir.0));
+        }
+        if n <= go_max {
+            runs.push(run(n, Mode::GoMedian, secs, &dir.0));
         }
     }
     drop(dir);
@@ -554,6 +587,26 @@ fn main() {
                        "in_process_ms": i.cpu_per_round_ms, "ratio": l.cpu_per_round_ms / i.cpu_per_round_ms,
                        "rpcs_per_round": l.rpcs_per_round, "floor_ms": floor_ms, "target_ms": target_ms,
                        "all_feeds_set_up": whole, "met": whole && l.cpu_per_round_ms <= target_ms})
+            );
+        }
+    }
+    // The same rounds with Go's median plugin: the whole (node, devchain,
+    // median) and the median process alone, per round.
+    for &n in &ns {
+        if let (Some(l), Some(g)) = (get(n, Mode::Loopp), get(n, Mode::GoMedian)) {
+            let per_round = |r: &Run, k: &str| {
+                r.procs.get(k).map_or(0.0, |f| f.cpu_s) * r.cpu_per_round_ms
+                    / r.procs.values().map(|f| f.cpu_s).sum::<f64>().max(1e-12)
+            };
+            let whole = l.ready == l.n && g.ready == g.n;
+            println!(
+                "{}",
+                json!({"compare": "scale_cpu_per_round_vs_go_median", "feeds": n,
+                       "loopp_ms": l.cpu_per_round_ms, "with_go_median_ms": g.cpu_per_round_ms,
+                       "ratio": l.cpu_per_round_ms / g.cpu_per_round_ms,
+                       "median_ms": per_round(l, "median"), "go_median_ms": per_round(g, "gomedian"),
+                       "median_ratio": per_round(l, "median") / per_round(g, "gomedian"),
+                       "all_feeds_set_up": whole, "faster": l.cpu_per_round_ms < g.cpu_per_round_ms})
             );
         }
     }
