@@ -22,6 +22,9 @@
 
 #[path = "common/floor.rs"]
 mod floor;
+#[path = "common/goprograms.rs"]
+mod goprograms;
+use goprograms::go_program;
 #[path = "../tests/common/programs.rs"]
 mod programs;
 use programs::example;
@@ -43,15 +46,7 @@ fn knob(name: &str, default: usize) -> usize {
 }
 
 fn go_bins() -> (PathBuf, PathBuf) {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/build.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(&out)
-        .status()
-        .expect("run tests/go/build.sh");
-    assert!(status.success(), "tests/go/build.sh failed");
-    (out.join("gohost"), out.join("goplugin"))
+    (go_program("gohost"), go_program("goplugin"))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -39,6 +39,9 @@
 mod cpu;
 #[path = "common/floor.rs"]
 mod floor;
+#[path = "common/goprograms.rs"]
+mod goprograms;
+use goprograms::go_program;
 #[path = "../tests/common/programs.rs"]
 mod programs;
 use programs::{devchain, median, node};
@@ -354,20 +357,6 @@ impl Drop for NodeChild {
     }
 }
 
-/// Go's median plugin, built by `tests/go/build.sh` (Debian's go-plugin
-/// and grpc-go, offline).
-fn go_median() -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/build.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(&out)
-        .status()
-        .expect("run tests/go/build.sh");
-    assert!(status.success(), "tests/go/build.sh failed");
-    out.join("gomedian")
-}
-
 fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     let loopp = mode != Mode::InProcess;
     let data = dir.join(format!("data-{n}-{}", mode.name()));
@@ -388,7 +377,7 @@ fn run(n: usize, mode: Mode, secs: u64, dir: &Path) -> Run {
     if loopp {
         cmd.env("CL_DEVCHAIN_CMD", devchain());
         if mode == Mode::GoMedian {
-            cmd.env("CL_MEDIAN_CMD", go_median());
+            cmd.env("CL_MEDIAN_CMD", go_program("gomedian"));
         } else {
             cmd.env("CL_MEDIAN_CMD", median());
         }
