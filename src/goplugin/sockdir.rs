@@ -271,6 +271,24 @@ pub fn remove_leftovers(address: &Path) {
     }
 }
 
+/// Removes the socket at `path` if nothing listens on it any more (a
+/// connection is refused): what a plugin that is gone announced on its
+/// broker. A socket something still serves (an address handed on from
+/// another process) and anything that is not a socket stay; so do
+/// directories.
+pub fn remove_if_dead(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    let refused = std::os::unix::net::UnixStream::connect(path)
+        .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+    if refused {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Removes a loopp directory's sockets and owner file, then the directory
 /// (which stays if anything else is in it).
 fn clear(dir: &Path) {
@@ -448,6 +466,23 @@ mod tests {
         assert!(dir.path(&format!("id-{}", u32::MAX)).is_ok());
         let err = dir.path("a-name-too-long").unwrap_err();
         assert!(err.to_string().contains("over 14 bytes"), "{err}");
+    }
+
+    #[test]
+    fn only_a_socket_nothing_listens_on_is_removed_as_dead() {
+        let base = crate::testutil::TempDir::new("sockdir-dead");
+        let dead = base.0.join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let live = base.0.join("live.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        let file = base.0.join("plain");
+        std::fs::write(&file, "x").unwrap();
+        for p in [&dead, &live, &file, &base.0.join("missing")] {
+            remove_if_dead(p);
+        }
+        assert!(!dead.exists(), "a socket nobody serves goes");
+        assert!(live.exists(), "a served one stays");
+        assert!(file.exists(), "a file that is not a socket stays");
     }
 
     #[test]

@@ -427,9 +427,9 @@ impl Client {
         }
         // What it served on its broker: a Go plugin (go-plugin) leaves those
         // sockets behind when it exits, one per object, restart after
-        // restart. Reaped by now, so they are nobody's.
+        // restart. Only those nothing listens on any more go.
         for path in self.broker.peer_sockets() {
-            sockdir::remove_leftovers(&path);
+            sockdir::remove_if_dead(&path);
         }
         let exit = Exit {
             status,
