@@ -317,11 +317,10 @@ where
     };
 
     // Settled: the host has had time to set up what it uses. The socket
-    // directory gets its owner file now, off the start's path (even after
-    // serving, writing it delays the host's first call: see `sockdir`); if
-    // that fails, the pid in the directory's name still marks it as this
-    // process's, and only a reused pid is not told apart. And the code only
-    // start-up ran is given back (see `pages`).
+    // directory gets its owner file now, off the start's path (see
+    // `sockdir`; without it, the pid in the directory's name still marks it
+    // as this process's), and the code only start-up ran is given back (see
+    // `pages`).
     let mut settled = crossbeam_channel::after(crate::pages::SETTLE);
     let stop = loop {
         crossbeam_channel::select! {
