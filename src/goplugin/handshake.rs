@@ -135,6 +135,10 @@ pub struct Handshake {
     /// Whether the plugin, routing and offered it, frames routed objects'
     /// unary calls (9th field: [`crate::goplugin::framed::HANDSHAKE_FIELD`]).
     pub framed: bool,
+    /// Whether the plugin, framing, also takes framed connections on its
+    /// own socket, where its host pings it (10th field:
+    /// [`crate::goplugin::framed::SELF_FIELD`]).
+    pub framed_self: bool,
 }
 
 /// Why a handshake line was refused. Each names the field and what was expected.
@@ -235,6 +239,10 @@ impl Handshake {
             && fields
                 .get(8)
                 .is_some_and(|r| r.trim() == crate::goplugin::framed::HANDSHAKE_FIELD);
+        let framed_self = framed
+            && fields
+                .get(9)
+                .is_some_and(|r| r.trim() == crate::goplugin::framed::SELF_FIELD);
         Ok(Handshake {
             app_version,
             network,
@@ -243,6 +251,7 @@ impl Handshake {
             multiplex,
             routed,
             framed,
+            framed_self,
         })
     }
 }
@@ -265,6 +274,9 @@ impl fmt::Display for Handshake {
             write!(f, "|{}", crate::goplugin::route::HANDSHAKE_FIELD)?;
             if self.framed {
                 write!(f, "|{}", crate::goplugin::framed::HANDSHAKE_FIELD)?;
+                if self.framed_self {
+                    write!(f, "|{}", crate::goplugin::framed::SELF_FIELD)?;
+                }
             }
         }
         Ok(())
@@ -326,10 +338,26 @@ mod tests {
         // Framing, the 9th field, only after routing.
         let framed =
             Handshake::parse("1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed\n").unwrap();
-        assert!(framed.routed && framed.framed);
+        assert!(framed.routed && framed.framed && !framed.framed_self);
         assert_eq!(
             framed.to_string(),
             "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed"
+        );
+        // Its own socket framed too, the 10th field, only after framing.
+        let own = Handshake::parse(
+            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed|loopp-framed-self\n",
+        )
+        .unwrap();
+        assert!(own.framed && own.framed_self);
+        assert_eq!(
+            own.to_string(),
+            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed|loopp-framed-self"
+        );
+        assert!(
+            !Handshake::parse("1|1|unix|/tmp/p|grpc||false|loopp-routed|other|loopp-framed-self")
+                .unwrap()
+                .framed_self,
+            "its own socket framed without framing"
         );
         assert!(
             !Handshake::parse("1|1|unix|/tmp/p|grpc||false|other|loopp-framed")
@@ -402,6 +430,7 @@ mod tests {
             multiplex: false,
             routed: false,
             framed: false,
+            framed_self: false,
         };
         let line = h.to_string();
         assert_eq!(line, "1|7|tcp|[::1]:12345|grpc|");

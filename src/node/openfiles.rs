@@ -28,9 +28,10 @@ pub const NODE_RESERVED: u64 = 64;
 
 /// Open files the node holds per LOOPP (pipes, pidfd, the plugin's
 /// connection and broker streams; between loopp processes, the framed
-/// connections both ways, 2 + 3: `goplugin::framed`), beyond
+/// connections both ways, 2 + 3, and the one its health checks take to
+/// the plugin's own socket, 2: `goplugin::framed`), beyond
 /// [`NODE_RESERVED`].
-pub const NODE_PER_LOOPP: u64 = 13;
+pub const NODE_PER_LOOPP: u64 = 15;
 
 /// Open files the node holds per feed with a LOOPP in it.
 pub const NODE_PER_LOOPP_FEED: u64 = 19;
@@ -52,8 +53,10 @@ pub const NODE_PER_FEED: u64 = 2;
 /// processes).
 pub const NODE_PER_ROUTED_FEED: u64 = 2;
 
-/// Open files a loopp plugin process holds with no feed: 22 to 36 measured.
-pub const PLUGIN_BASE: u64 = 40;
+/// Open files a loopp plugin process holds with no feed: 22 to 36
+/// measured, and 3 more for its host's framed connection to its own
+/// socket (the default job: 37 and 38 with one feed).
+pub const PLUGIN_BASE: u64 = 44;
 
 /// Open files a plugin of `kind` holds per feed it serves: with go-plugin's
 /// brokering a median plugin 14 measured, a relayer 5 (its chain file,
@@ -175,7 +178,7 @@ mod tests {
             loopps: 2,
             ..NodeLoad::default()
         };
-        assert_eq!(idle.need(), 64 + 26);
+        assert_eq!(idle.need(), 64 + 30);
         let thousand = NodeLoad {
             loopps: 2,
             loopp_feeds: 1000,
@@ -191,10 +194,10 @@ mod tests {
             process_feeds: 100,
             ..NodeLoad::default()
         };
-        assert_eq!(per_feed.need(), 64 + 101 * 13 + 1400);
-        assert_eq!(plugin_need("median", 100, false), 40 + 1500);
-        assert_eq!(plugin_need("relayer", 0, false), 40);
-        assert_eq!(plugin_need("example", 1000, false), 40);
+        assert_eq!(per_feed.need(), 64 + 101 * 15 + 1400);
+        assert_eq!(plugin_need("median", 100, false), 44 + 1500);
+        assert_eq!(plugin_need("relayer", 0, false), 44);
+        assert_eq!(plugin_need("example", 1000, false), 44);
         // Routed: the scale benchmark counted 25 in the node and the median
         // at 1,000 feeds, and the relayer 24 plus its chain files.
         let routed = NodeLoad {
@@ -202,9 +205,9 @@ mod tests {
             routed_feeds: 1000,
             ..NodeLoad::default()
         };
-        assert_eq!(routed.need(), 64 + 26 + 2000);
-        assert_eq!(plugin_need("median", 1000, true), 40);
-        assert_eq!(plugin_need("relayer", 1000, true), 40 + 6000);
+        assert_eq!(routed.need(), 64 + 30 + 2000);
+        assert_eq!(plugin_need("median", 1000, true), 44);
+        assert_eq!(plugin_need("relayer", 1000, true), 44 + 6000);
     }
 
     #[test]
@@ -233,13 +236,13 @@ mod tests {
             ..NodeLoad::default()
         };
         let e = room_for_http(&load, 1024).unwrap_err();
-        assert!(e.contains("about 1990 open files"), "{e}");
+        assert!(e.contains("about 1994 open files"), "{e}");
         assert!(e.contains("100 feeds with a shared LOOPP"), "{e}");
         assert!(
             e.contains("limit is 1024") && e.contains("LimitNOFILE="),
             "{e}"
         );
-        assert_eq!(room_for_http(&load, 4096), Ok(4096 - 1990));
+        assert_eq!(room_for_http(&load, 4096), Ok(4096 - 1994));
         assert!(room_for_http(&NodeLoad::default(), u64::MAX).is_ok());
     }
 }

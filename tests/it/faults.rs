@@ -627,7 +627,7 @@ fn loopp_feeds_job(sb: &Sandbox, data: &Path, feeds: usize) -> std::path::PathBu
 #[test]
 fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_transmit() {
     const LIMIT: u64 = 1024;
-    // (LIMIT - 16 for HTTP - 64 reserved - 2 LOOPPs x 13) / 19 per feed.
+    // (LIMIT - 16 for HTTP - 64 reserved - 2 LOOPPs x 15) / 19 per feed.
     const MOST: usize = 48;
     let sb = Sandbox::new("open-files");
     let data = sb.dir.join("data");
@@ -652,7 +652,7 @@ fn a_job_over_the_open_file_limit_stops_the_node_and_the_most_it_takes_all_trans
     let said = said.join("\n");
     assert_eq!(status.code(), Some(2), "{said}");
     for want in [
-        "the job needs about 1021 open files in the node",
+        "the job needs about 1025 open files in the node",
         "49 feeds with a shared LOOPP",
         "its open-file limit is 1024",
         "LimitNOFILE=",

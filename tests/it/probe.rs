@@ -7,10 +7,21 @@ use crate::util::*;
 
 const BOUND: Duration = Duration::from_secs(60);
 
+/// A loopp plugin is pinged framed on its own socket (it says so in the
+/// handshake's 10th field), and over gRPC when the host does not frame
+/// (`LOOPP_BROKER_FRAMED=0`); either way the same checks pass.
 #[test]
 fn probes_the_example_plugin() {
-    let out = run_bounded(
-        Command::new(node()).args([
+    for (framing, handshake, ping) in [
+        (
+            None,
+            "|loopp-routed|loopp-framed|loopp-framed-self\n",
+            "health checks (framed)",
+        ),
+        (Some("0"), "|loopp-routed\n", "health checks (gRPC)"),
+    ] {
+        let mut cmd = Command::new(node());
+        cmd.args([
             "probe",
             "--kind",
             "example",
@@ -18,23 +29,27 @@ fn probes_the_example_plugin() {
             "50",
             "--",
             example(),
-        ]),
-        BOUND,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for want in [
-        "handshake   1|0|unix|",
-        "negotiated  app version 0, network unix",
-        "service     loop.Service \"example\", ready, health {example: ok}",
-        "rpc         50 health checks: p50 ",
-        "shutdown    graceful: exit status: 0",
-    ] {
-        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+        ]);
+        if let Some(v) = framing {
+            cmd.env("LOOPP_BROKER_FRAMED", v);
+        }
+        let out = run_bounded(&mut cmd, BOUND);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for want in [
+            "handshake   1|0|unix|",
+            handshake,
+            "negotiated  app version 0, network unix",
+            "service     loop.Service \"example\", ready, health {example: ok}",
+            &format!("rpc         50 {ping}: p50 "),
+            "shutdown    graceful: exit status: 0",
+        ] {
+            assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+        }
     }
 }
 
@@ -103,6 +118,7 @@ fn probes_a_go_plugin_as_json() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["network"], "unix");
     assert_eq!(v["calls"], 20);
+    assert_eq!(v["ping"], "gRPC", "a Go plugin has no framed socket");
     assert_eq!(v["graceful"], true);
     assert!(
         v["service"].is_null(),

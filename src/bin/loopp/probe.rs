@@ -214,6 +214,11 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
         }
     }
     let rtt = summarize(&mut samples);
+    let ping = if client.pings_framed() {
+        "framed"
+    } else {
+        "gRPC"
+    };
     let exit = client.kill();
     let status = exit
         .status
@@ -232,6 +237,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             "start_ms": started.as_secs_f64() * 1e3,
             "handshake_ms": client.handshake_in().as_secs_f64() * 1e3,
             "calls": samples.len(),
+            "ping": ping,
             "rpc_us_p50": rtt.p50.as_secs_f64() * 1e6,
             "rpc_us_p99": rtt.p99.as_secs_f64() * 1e6,
             "rpc_us_max": rtt.max.as_secs_f64() * 1e6,
@@ -283,7 +289,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
             }
         }
         println!(
-            "rpc         {} health checks: p50 {}, p99 {}, max {}",
+            "rpc         {} health checks ({ping}): p50 {}, p99 {}, max {}",
             samples.len(),
             human(rtt.p50),
             human(rtt.p99),

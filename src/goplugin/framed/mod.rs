@@ -51,6 +51,21 @@ pub const OFFER_VAR: &str = "LOOPP_BROKER_FRAMED";
 /// The handshake's 9th field by which a loopp plugin accepts the offer.
 pub const HANDSHAKE_FIELD: &str = "loopp-framed";
 
+/// The handshake's 10th field by which a framing loopp plugin says that
+/// its own socket takes framed connections too, for its own services
+/// ([`PLUGIN_OBJECT`]): its host then pings it framed. A plugin of a
+/// loopp version before it frames only brokered objects.
+pub const SELF_FIELD: &str = "loopp-framed-self";
+
+/// The broker id under which a loopp plugin serves its own services
+/// (health) framed on its own socket, to a host that frames: broker ids
+/// start at 1, so no brokered object has it.
+pub const PLUGIN_OBJECT: u32 = 0;
+
+/// How many framed connections a plugin's own socket keeps at once: its
+/// host needs one.
+pub const PLUGIN_CONNECTIONS: usize = 4;
+
 /// How long a write may wait for the peer to read before the connection
 /// is given up: a peer that stops reading must not hold a writer forever.
 pub const WRITE_WITHIN: Duration = Duration::from_secs(10);

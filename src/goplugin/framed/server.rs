@@ -135,6 +135,50 @@ impl Drop for Server {
     }
 }
 
+/// A framed server without a socket of its own: another listener hands it
+/// the connections that start with the [`PREFACE`] (a plugin's own socket,
+/// which takes its host's gRPC connections too: see
+/// `goplugin::plugin::accept`). Dropping it ends every connection.
+pub struct Handoff {
+    shared: Arc<Shared>,
+}
+
+impl Handoff {
+    /// Serves `table` to the connections handed over, messages up to
+    /// `max_message` bytes each way, at most `max_connections` at once;
+    /// `place` names the listener in logs.
+    pub fn new(place: &Path, table: Table, max_message: usize, max_connections: usize) -> Handoff {
+        Handoff {
+            shared: Arc::new(Shared {
+                table,
+                max_message,
+                path: place.to_path_buf(),
+                stopped: AtomicBool::new(false),
+                max_connections,
+                next: AtomicU64::new(0),
+                conns: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Serves a connection whose first bytes (not yet read) are the
+    /// [`PREFACE`].
+    pub fn serve(&self, conn: UnixStream) {
+        if conn.set_nonblocking(false).is_ok() {
+            admit(&self.shared, conn);
+        }
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        for (_, c) in self.shared.conns.lock().unwrap().drain() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 fn accept_loop(shared: &Arc<Shared>, listener: UnixListener) {
     for conn in listener.incoming() {
         if shared.stopped.load(Ordering::Acquire) {
@@ -152,35 +196,42 @@ fn accept_loop(shared: &Arc<Shared>, listener: UnixListener) {
                 continue;
             }
         };
-        let key = shared.next.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut conns = shared.conns.lock().unwrap();
-            if conns.len() >= shared.max_connections {
-                log::warn!(
-                    "framed server {}: refused a connection: {} are open already (one per peer process is expected); that peer calls over gRPC",
-                    shared.path.display(),
-                    shared.max_connections
-                );
-                continue;
-            }
-            match conn.try_clone() {
-                Ok(c) => conns.insert(key, c),
-                Err(_) => continue,
-            };
+        admit(shared, conn);
+    }
+}
+
+/// Serves `conn` on a reader thread of its own, unless the server has
+/// as many connections as it keeps (then it is closed unacknowledged, and
+/// its client calls over gRPC).
+fn admit(shared: &Arc<Shared>, conn: UnixStream) {
+    let key = shared.next.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut conns = shared.conns.lock().unwrap();
+        if conns.len() >= shared.max_connections {
+            log::warn!(
+                "framed server {}: refused a connection: {} are open already (one per peer process is expected); that peer calls over gRPC",
+                shared.path.display(),
+                shared.max_connections
+            );
+            return;
         }
-        let s = shared.clone();
-        let started = std::thread::Builder::new()
-            .name("framed-in".into())
-            .spawn(move || {
-                let open = FRAMED_CONNECTIONS.with_label_values(&["in"]);
-                open.inc();
-                serve_connection(&s, conn);
-                s.conns.lock().unwrap().remove(&key);
-                open.dec();
-            });
-        if started.is_err() {
-            shared.conns.lock().unwrap().remove(&key);
-        }
+        match conn.try_clone() {
+            Ok(c) => conns.insert(key, c),
+            Err(_) => return,
+        };
+    }
+    let s = shared.clone();
+    let started = std::thread::Builder::new()
+        .name("framed-in".into())
+        .spawn(move || {
+            let open = FRAMED_CONNECTIONS.with_label_values(&["in"]);
+            open.inc();
+            serve_connection(&s, conn);
+            s.conns.lock().unwrap().remove(&key);
+            open.dec();
+        });
+    if started.is_err() {
+        shared.conns.lock().unwrap().remove(&key);
     }
 }
 

@@ -3,7 +3,10 @@
 //! Lifecycle of a [`Client`] (prose in `docs/PROTOCOL.md`):
 //! 1. spawn the command with the cookie, port range and protocol versions;
 //! 2. read the first stdout line within `start_timeout` and parse it strictly;
-//! 3. connect and ping (`grpc.health.v1.Health/Check{"plugin"}`) with a deadline;
+//! 3. connect and ping (`grpc.health.v1.Health/Check{"plugin"}`) with a deadline:
+//!    framed on the plugin's own socket when a loopp plugin offers it
+//!    (`Handshake::framed_self`; its later health checks go there too),
+//!    else over gRPC;
 //! 4. open the broker stream and the stdio stream (Unimplemented: no stdio);
 //! 5. [`Client::kill`]: close the broker, call Shutdown, wait `shutdown_grace`,
 //!    SIGKILL, reap, remove the socket the plugin may have left.
@@ -178,6 +181,80 @@ impl HostConfig {
     }
 }
 
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// What a host's ping asks: the health of the service "plugin", as
+/// go-plugin's host asks.
+fn health_request() -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: "plugin".to_string(),
+        ..Default::default()
+    }
+}
+
+/// A ping's answer (asked at `t0`), counted in the host's call metrics: Ok
+/// only when the plugin answers SERVING.
+fn health_answer(
+    plugin: &str,
+    result: grpcio::Result<crate::proto::health::HealthCheckResponse>,
+    t0: Instant,
+) -> Result<()> {
+    crate::goplugin::metrics::client_observe(
+        plugin,
+        HEALTH_CHECK,
+        crate::goplugin::metrics::code_of(&result),
+        t0.elapsed(),
+    );
+    let resp = result.map_err(|e| Error::rpc(plugin, HEALTH_CHECK, &e))?;
+    match resp.status.enum_value() {
+        Ok(ServingStatus::SERVING) => Ok(()),
+        other => Err(Error::Rpc {
+            plugin: plugin.to_string(),
+            method: HEALTH_CHECK,
+            status: format!("plugin reports {:?}, not SERVING", other),
+        }),
+    }
+}
+
+/// A ping on the framed connection to the plugin's own socket.
+fn ping_framed(
+    plugin: &str,
+    framed: &crate::goplugin::framed::Channel,
+    timeout: Duration,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let sent = crate::goplugin::framed::client::call_unary(
+        framed,
+        crate::goplugin::framed::PLUGIN_OBJECT,
+        HEALTH_CHECK,
+        &health_request(),
+        timeout,
+    );
+    let result = crate::goplugin::unary::wait(sent);
+    health_answer(plugin, result, t0)
+}
+
+/// A framed connection to a loopp plugin's own socket, when it frames (a
+/// unix socket only); None when it does not, or the connection fails
+/// (gRPC carries the pings then).
+fn own_framed(
+    config: &HostConfig,
+    handshake: &Handshake,
+) -> Option<crate::goplugin::framed::Channel> {
+    if !handshake.framed_self || handshake.network != Network::Unix {
+        return None;
+    }
+    crate::goplugin::framed::Channel::connect(&handshake.address, config.max_message)
+        .map_err(|e| {
+            log::debug!(
+                "plugin {}: no framed connection to {} ({e}); pinging over gRPC",
+                config.name,
+                handshake.address
+            )
+        })
+        .ok()
+}
+
 /// How a plugin ended.
 #[derive(Clone, Copy, Debug)]
 pub struct Exit {
@@ -199,6 +276,10 @@ pub struct Client {
     /// object of its own when made, so one per check cost each check a
     /// second call's set-up.
     health: HealthClient,
+    /// With a loopp plugin that frames: a framed connection to the
+    /// plugin's own socket, which its health checks take (see
+    /// `goplugin::framed::PLUGIN_OBJECT`).
+    framed: Option<crate::goplugin::framed::Channel>,
     broker: Broker,
     sockets: SocketDir,
     handshake_in: Duration,
@@ -267,6 +348,12 @@ impl Client {
             }
         };
         let handshake_in = t0.elapsed();
+        // A loopp plugin that frames answers its first ping framed, before
+        // the gRPC connection is made; if that fails, gRPC's ping decides.
+        let framed = own_framed(config, &handshake)
+            .filter(|f| ping_framed(&config.name, f, config.rpc_timeout).is_ok());
+        // From spawn to the first successful ping, whichever way it went.
+        let pinged_in = framed.as_ref().map(|_| t0.elapsed());
         let channel = rpc::connect_now(handshake.network, &handshake.address, config.max_message);
         let lane = crate::goplugin::pool::Lane::new(
             &config.name,
@@ -278,6 +365,7 @@ impl Client {
             process,
             handshake,
             health: HealthClient::new(channel.clone()),
+            framed,
             channel,
             broker: Broker::bounded(sockets.clone(), config.max_message, Some(lane)),
             sockets,
@@ -290,7 +378,12 @@ impl Client {
         } else if client.handshake.routed {
             client.broker.route();
         }
-        if let Err(e) = client.ping() {
+        let checked = if pinged_in.is_some() {
+            Ok(())
+        } else {
+            client.ping()
+        };
+        if let Err(e) = checked {
             client.kill();
             return Err(match e {
                 Error::Rpc { plugin, status, .. } if !status.contains("not SERVING") => {
@@ -306,7 +399,7 @@ impl Client {
                 other => other,
             });
         }
-        client.started_in = t0.elapsed();
+        client.started_in = pinged_in.unwrap_or_else(|| t0.elapsed());
         client.open_streams();
         Ok(client)
     }
@@ -331,28 +424,20 @@ impl Client {
 
     /// [`Client::ping`] with its own deadline.
     pub fn ping_within(&self, timeout: Duration) -> Result<()> {
-        const METHOD: &str = "/grpc.health.v1.Health/Check";
-        let req = HealthCheckRequest {
-            service: "plugin".to_string(),
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let result = self.health.check(&req, timeout);
-        crate::goplugin::metrics::client_observe(
-            &self.config.name,
-            METHOD,
-            crate::goplugin::metrics::code_of(&result),
-            t0.elapsed(),
-        );
-        let resp = result.map_err(|e| Error::rpc(&self.config.name, METHOD, &e))?;
-        match resp.status.enum_value() {
-            Ok(ServingStatus::SERVING) => Ok(()),
-            other => Err(Error::Rpc {
-                plugin: self.config.name.clone(),
-                method: METHOD,
-                status: format!("plugin reports {:?}, not SERVING", other),
-            }),
+        match &self.framed {
+            Some(f) if f.is_open() => ping_framed(&self.config.name, f, timeout),
+            _ => {
+                let t0 = Instant::now();
+                let result = self.health.check(&health_request(), timeout);
+                health_answer(&self.config.name, result, t0)
+            }
         }
+    }
+
+    /// Whether pings go framed, to the plugin's own socket (a loopp
+    /// plugin that frames), rather than over gRPC.
+    pub fn pings_framed(&self) -> bool {
+        self.framed.as_ref().is_some_and(|f| f.is_open())
     }
 
     /// The negotiated handshake.

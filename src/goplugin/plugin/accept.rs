@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use grpcio::Server;
 
+use crate::goplugin::framed::server::Handoff;
+
 use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::Network;
 use crate::goplugin::sockdir::SocketDir;
@@ -143,15 +145,40 @@ impl Listener {
     /// most [`MAX_WAITING`] wait at once (the oldest is closed for a new
     /// one): whoever can reach the socket holds nothing for long by
     /// connecting and saying nothing.
-    pub fn serve(self, server: Server, preface_within: Duration) -> Result<Acceptor> {
+    ///
+    /// With `framed` (a loopp host that frames, on a unix socket), a
+    /// connection that starts with the framed transport's preface goes to
+    /// it instead: the plugin's own services, framed (see
+    /// `goplugin::framed::PLUGIN_OBJECT`).
+    ///
+    /// The gRPC server may come later ([`Acceptor::give`]): connections
+    /// that sent their preface meanwhile wait for it (at most
+    /// [`MAX_WAITING`], the oldest closed for a new one), framed ones are
+    /// served at once.
+    pub fn serve(self, framed: Option<Handoff>, preface_within: Duration) -> Result<Acceptor> {
         let err = |e| serve_err("cannot start the accept thread", e);
         let (wake, woken) = std::os::unix::net::UnixStream::pair().map_err(err)?;
         self.set_nonblocking().map_err(err)?;
+        woken.set_nonblocking(true).map_err(err)?;
+        let framed = match self.socket {
+            Socket::Unix(_) => framed,
+            Socket::Tcp(_) => None,
+        };
+        let (give, given) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("plugin-accept".into())
-            .spawn(move || self.accept_until(server, woken, preface_within))
+            .spawn(move || {
+                let mut to = Destinations {
+                    grpc: None,
+                    given,
+                    early: Default::default(),
+                    framed,
+                };
+                self.accept_until(&mut to, woken, preface_within);
+                to.grpc
+            })
             .map_err(err)?;
-        Ok(Acceptor { wake, thread })
+        Ok(Acceptor { wake, give, thread })
     }
 
     fn set_nonblocking(&self) -> std::io::Result<()> {
@@ -163,10 +190,10 @@ impl Listener {
 
     fn accept_until(
         self,
-        mut server: Server,
-        woken: std::os::unix::net::UnixStream,
+        to: &mut Destinations,
+        mut woken: std::os::unix::net::UnixStream,
         preface_within: Duration,
-    ) -> Server {
+    ) {
         let mut waiting: std::collections::VecDeque<Waiting> = Default::default();
         let mut failing = false;
         loop {
@@ -201,15 +228,22 @@ impl Listener {
             // SAFETY: `fds` is a valid array of its length for the call.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if fds[0].revents != 0 {
-                // Stop: connections still waiting close with `waiting`.
-                return server;
+                // A byte: the server was given; the end: stop (connections
+                // still waiting close with `waiting`).
+                let mut bytes = [0u8; 16];
+                match std::io::Read::read(&mut woken, &mut bytes) {
+                    Ok(n) if n > 0 => to.take_given(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => return,
+                }
             }
             let retrying = std::mem::take(&mut failing);
             loop {
                 match self.accept() {
                     // A host's preface is usually there already.
-                    Ok(Some(fd)) => match preface(&fd) {
-                        Preface::Sent => hand_over(&mut server, fd),
+                    Ok(Some(fd)) => match preface(&fd, to.framed.is_some()) {
+                        Preface::Sent => to.hand_over(fd),
+                        Preface::Framed => to.hand_framed(fd),
                         Preface::Closed => {}
                         seen => {
                             if waiting.len() == MAX_WAITING {
@@ -251,8 +285,9 @@ impl Listener {
             let now = Instant::now();
             let mut still = std::collections::VecDeque::with_capacity(waiting.len());
             for mut w in waiting.drain(..) {
-                match preface(&w.fd) {
-                    Preface::Sent => hand_over(&mut server, w.fd),
+                match preface(&w.fd, to.framed.is_some()) {
+                    Preface::Sent => to.hand_over(w.fd),
+                    Preface::Framed => to.hand_framed(w.fd),
                     Preface::Closed => {}
                     Preface::Partly | Preface::Nothing if now >= w.until => log::debug!(
                         "closed a connection to {} that sent no HTTP/2 preface within {preface_within:?}",
@@ -270,11 +305,49 @@ impl Listener {
     }
 }
 
-/// Gives gRPC a connection that sent its preface.
-fn hand_over(server: &mut Server, fd: OwnedFd) {
-    // SAFETY: a connected, non-blocking stream socket of ours; gRPC owns
-    // and closes it from here on.
-    unsafe { server.add_channel_from_fd(fd.into_raw_fd()) };
+/// Where the accept thread hands connections.
+struct Destinations {
+    /// The gRPC server, once given.
+    grpc: Option<Server>,
+    given: std::sync::mpsc::Receiver<Server>,
+    /// Connections that sent their preface before the server was given.
+    early: std::collections::VecDeque<OwnedFd>,
+    framed: Option<Handoff>,
+}
+
+impl Destinations {
+    /// Gives gRPC a connection that sent its preface, or keeps it until
+    /// the server is given.
+    fn hand_over(&mut self, fd: OwnedFd) {
+        match &mut self.grpc {
+            // SAFETY: a connected, non-blocking stream socket of ours;
+            // gRPC owns and closes it from here on.
+            Some(server) => unsafe { server.add_channel_from_fd(fd.into_raw_fd()) },
+            None => {
+                if self.early.len() == MAX_WAITING {
+                    self.early.pop_front();
+                }
+                self.early.push_back(fd);
+            }
+        }
+    }
+
+    /// Takes the server, if given, and hands it what waited for it.
+    fn take_given(&mut self) {
+        if let Ok(server) = self.given.try_recv() {
+            self.grpc = Some(server);
+            for fd in std::mem::take(&mut self.early) {
+                self.hand_over(fd);
+            }
+        }
+    }
+
+    /// Gives the framed server a connection that sent the framed preface.
+    fn hand_framed(&mut self, fd: OwnedFd) {
+        if let Some(framed) = &self.framed {
+            framed.serve(std::os::unix::net::UnixStream::from(fd));
+        }
+    }
 }
 
 /// Connections accepted but not handed over at once, at most.
@@ -297,6 +370,9 @@ struct Waiting {
 enum Preface {
     /// All of its bytes are there (gRPC checks them).
     Sent,
+    /// The framed transport's preface is there (only looked for when a
+    /// framed server takes connections).
+    Framed,
     /// Some are.
     Partly,
     /// None yet.
@@ -305,8 +381,9 @@ enum Preface {
     Closed,
 }
 
-/// What has arrived of the preface on `fd`, read without taking it.
-fn preface(fd: &OwnedFd) -> Preface {
+/// What has arrived of the preface on `fd`, read without taking it; with
+/// `framed`, the framed transport's preface is looked for too.
+fn preface(fd: &OwnedFd, framed: bool) -> Preface {
     let mut buf = [0u8; PREFACE_LEN];
     // SAFETY: `buf` is valid for its length; MSG_PEEK leaves the bytes.
     let n = unsafe {
@@ -317,7 +394,11 @@ fn preface(fd: &OwnedFd) -> Preface {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
+    let framed_preface = crate::goplugin::framed::wire::PREFACE;
     match usize::try_from(n) {
+        Ok(n) if framed && n >= framed_preface.len() && buf.starts_with(framed_preface) => {
+            Preface::Framed
+        }
         Ok(n) if n >= PREFACE_LEN => Preface::Sent,
         Ok(0) => Preface::Closed,
         Ok(_) => Preface::Partly,
@@ -339,17 +420,26 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 /// The thread that hands connections to the server.
 pub struct Acceptor {
     wake: std::os::unix::net::UnixStream,
-    thread: std::thread::JoinHandle<Server>,
+    give: std::sync::mpsc::Sender<Server>,
+    thread: std::thread::JoinHandle<Option<Server>>,
 }
 
 impl Acceptor {
-    /// Stops accepting and gives the server back (None if the thread
-    /// panicked). Connections not yet accepted are refused when the
-    /// listener closes, and those waiting for their preface are closed.
+    /// Gives the gRPC server, started, which then gets every connection
+    /// that sent the HTTP/2 preface.
+    pub fn give(&self, server: Server) {
+        if self.give.send(server).is_ok() {
+            let _ = std::io::Write::write(&mut &self.wake, &[1]);
+        }
+    }
+
+    /// Stops accepting and gives the server back (None if it was never
+    /// given or the thread panicked). Connections not yet accepted are
+    /// refused when the listener closes, and those waiting are closed.
     pub fn stop(self) -> Option<Server> {
         // The thread's end of the pair sees it close.
         drop(self.wake);
-        self.thread.join().ok()
+        self.thread.join().ok().flatten()
     }
 }
 
@@ -390,9 +480,9 @@ mod tests {
         let call =
             std::thread::spawn(move || health.check(&Default::default(), Duration::from_secs(10)));
         std::thread::sleep(Duration::from_millis(100));
-        let acceptor = listener
-            .serve(health_server(), Duration::from_secs(10))
-            .unwrap();
+        let acceptor = listener.serve(None, Duration::from_secs(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        acceptor.give(health_server());
         let reply = call.join().unwrap().expect("served once the server ran");
         assert_eq!(
             reply.status,
@@ -431,9 +521,8 @@ mod tests {
 
         let listener = listen(Network::Tcp, &sockets, || Ok((port, port))).unwrap();
         assert_eq!(listener.address(), format!("127.0.0.1:{port}"));
-        let acceptor = listener
-            .serve(health_server(), Duration::from_secs(10))
-            .unwrap();
+        let acceptor = listener.serve(None, Duration::from_secs(10)).unwrap();
+        acceptor.give(health_server());
         for _ in 0..3 {
             let channel = rpc::connect_now(
                 Network::Tcp,
@@ -459,9 +548,8 @@ mod tests {
         let sockets = SocketDir::create().unwrap();
         let listener = listen(Network::Unix, &sockets, || unreachable!()).unwrap();
         let address = listener.address().to_string();
-        let acceptor = listener
-            .serve(health_server(), Duration::from_millis(500))
-            .unwrap();
+        let acceptor = listener.serve(None, Duration::from_millis(500)).unwrap();
+        acceptor.give(health_server());
         let silent = |n: usize| -> Vec<std::os::unix::net::UnixStream> {
             (0..n)
                 .map(|_| std::os::unix::net::UnixStream::connect(&address).unwrap())
@@ -507,6 +595,97 @@ mod tests {
             MAX_WAITING + 1
         );
         assert!(!closed(&mut many[1], Duration::from_millis(50)));
+        let server = acceptor.stop().expect("the server back");
+        rpc::shutdown_server(server, Duration::from_secs(1));
+    }
+
+    /// With a framed server, a framing host is answered on the plugin's
+    /// own socket before the gRPC server exists, while a gRPC client that
+    /// connected meanwhile waits for it; the framed connection ends when
+    /// the acceptor stops, and without a framed server the framed preface
+    /// is not served.
+    #[test]
+    fn a_framing_host_is_answered_before_the_grpc_server_runs() {
+        use crate::goplugin::framed;
+        use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
+        let ask = HealthCheckRequest::default();
+        let health = |f: &framed::Channel| {
+            crate::goplugin::unary::wait(framed::client::call_unary::<
+                _,
+                crate::proto::health::HealthCheckResponse,
+            >(
+                f,
+                framed::PLUGIN_OBJECT,
+                "/grpc.health.v1.Health/Check",
+                &ask,
+                Duration::from_secs(5),
+            ))
+        };
+        let sockets = SocketDir::create().unwrap();
+        let listener = listen(Network::Unix, &sockets, || unreachable!()).unwrap();
+        let address = listener.address().to_string();
+        let table = crate::goplugin::route::Table::default();
+        table.insert(
+            framed::PLUGIN_OBJECT,
+            vec![crate::proto::health_grpc::offer_health(
+                super::super::builtin::Health {
+                    stopping: Default::default(),
+                },
+            )],
+        );
+        let handoff = framed::server::Handoff::new(
+            std::path::Path::new(&address),
+            table,
+            rpc::DEFAULT_MAX_MESSAGE,
+            framed::PLUGIN_CONNECTIONS,
+        );
+        let acceptor = listener
+            .serve(Some(handoff), Duration::from_secs(10))
+            .unwrap();
+        // A gRPC client first: it waits for the server.
+        let channel = rpc::connect_now(Network::Unix, &address, rpc::DEFAULT_MAX_MESSAGE);
+        let grpc = crate::proto::health_grpc::HealthClient::new(channel);
+        let waiting =
+            std::thread::spawn(move || grpc.check(&Default::default(), Duration::from_secs(10)));
+        let own = framed::Channel::connect(&address, rpc::DEFAULT_MAX_MESSAGE)
+            .expect("a framed connection to the plugin's socket");
+        let reply = health(&own).expect("answered framed with no gRPC server");
+        assert_eq!(reply.status, ServingStatus::SERVING.into());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiting.is_finished(),
+            "a gRPC call answered with no server"
+        );
+        acceptor.give(health_server());
+        let reply = waiting
+            .join()
+            .unwrap()
+            .expect("answered once the server was given");
+        assert_eq!(reply.status, ServingStatus::SERVING.into());
+
+        let server = acceptor.stop().expect("the server back");
+        rpc::shutdown_server(server, Duration::from_secs(1));
+        let t0 = Instant::now();
+        while own.is_open() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !own.is_open(),
+            "the framed connection outlived the acceptor"
+        );
+        assert!(health(&own).is_err());
+
+        // No framed server: the framed preface goes to gRPC, which closes it.
+        let sockets = SocketDir::create().unwrap();
+        let listener = listen(Network::Unix, &sockets, || unreachable!()).unwrap();
+        let address = listener.address().to_string();
+        let acceptor = listener.serve(None, Duration::from_secs(10)).unwrap();
+        acceptor.give(health_server());
+        let refused = framed::Channel::connect(&address, rpc::DEFAULT_MAX_MESSAGE);
+        assert!(
+            refused.is_err(),
+            "a framed connection served without a framed server"
+        );
         let server = acceptor.stop().expect("the server back");
         rpc::shutdown_server(server, Duration::from_secs(1));
     }

@@ -269,6 +269,9 @@ where
         multiplex: false,
         routed,
         framed,
+        // On a unix socket the accept thread hands framed connections to
+        // the plugin's own services (see `accept`).
+        framed_self: framed && network == Network::Unix,
     }
     .to_string();
     stdio
@@ -276,6 +279,23 @@ where
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
 
     let stopping = Arc::new(AtomicBool::new(false));
+    // A host that frames pings framed, on this socket (see `accept`).
+    let own_framed = framed.then(|| {
+        let table = crate::goplugin::route::Table::default();
+        table.insert(
+            crate::goplugin::framed::PLUGIN_OBJECT,
+            vec![health_grpc::offer_health(builtin::Health {
+                stopping: stopping.clone(),
+            })],
+        );
+        crate::goplugin::framed::server::Handoff::new(
+            std::path::Path::new(&address),
+            table,
+            crate::goplugin::rpc::max_message(),
+            crate::goplugin::framed::PLUGIN_CONNECTIONS,
+        )
+    });
+    let acceptor = listener.serve(own_framed, PREFACE_TIMEOUT)?;
     let mut builder = crate::goplugin::rpc::server_builder()
         .register_service(health_grpc::create_health(builtin::Health {
             stopping: stopping.clone(),
@@ -300,7 +320,7 @@ where
         .build()
         .map_err(|e| serve_err("cannot build the gRPC server", e))?;
     server.start();
-    let acceptor = listener.serve(server, PREFACE_TIMEOUT)?;
+    acceptor.give(server);
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
     parent::watch(stop_tx.clone(), ppid);
     // Kept until the process exits.

@@ -708,18 +708,18 @@ mod tests {
             ("CL_MEDIAN_CMD", "true"),
             ("CL_DEVCHAIN_CMD", "true"),
         ]);
-        // 10 feeds: the median needs 40 + 10 x 15, the relayer 40 + 10 x 6.
+        // 10 feeds: the median needs 44 + 10 x 15, the relayer 44 + 10 x 6.
         let err = NodeConfig::from_json("job", &job("shared", 10, 150), &loopp)
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("plugin \"median\": limits.open_files 150 is too few for the 10 feed(s) it serves: a median LOOPP holds about 15 open files per feed and 40 of its own; give at least 190, or remove the limit"),
+            err.contains("plugin \"median\": limits.open_files 150 is too few for the 10 feed(s) it serves: a median LOOPP holds about 15 open files per feed and 44 of its own; give at least 194, or remove the limit"),
             "{err}"
         );
         assert!(!err.contains("plugin \"devchain\""), "{err}");
-        assert!(NodeConfig::from_json("job", &job("shared", 10, 190), &loopp).is_ok());
-        // A process per feed: each needs 55, the relayer still 100.
-        assert!(NodeConfig::from_json("job", &job("per_feed", 10, 100), &loopp).is_ok());
+        assert!(NodeConfig::from_json("job", &job("shared", 10, 194), &loopp).is_ok());
+        // A process per feed: each needs 59, the relayer still 104.
+        assert!(NodeConfig::from_json("job", &job("per_feed", 10, 104), &loopp).is_ok());
         // In-process, there is no process to limit.
         assert!(NodeConfig::from_json("job", &job("shared", 10, 16), &env_of(&[])).is_ok());
     }
