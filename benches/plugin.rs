@@ -3,7 +3,9 @@
 //!
 //! Figures: start-to-ready (spawn → handshake → first successful health
 //! check) and health RPC round trip (sequential `grpc.health.v1.Health/Check`),
-//! p50 and p99. Also loopp host ↔ Go plugin, to separate host and plugin,
+//! p50 and p99; loopp to loopp as the node runs it (pings framed on the
+//! plugin's own socket), and reported beside it with framing off
+//! (`grpc_*`: every call over gRPC). Also loopp host ↔ Go plugin, to separate host and plugin,
 //! and the floor under any RPC: one-byte round trips over a unix socket
 //! pair between two threads (`*_over_floor`: how many floors an RPC costs).
 //! `make bench` builds it statically (crt-static), as the Go programs are.
@@ -57,10 +59,18 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// The loopp host against `program`: `starts` cold starts, then `calls` pings.
-fn loopp_host(label: &str, program: &Path, starts: usize, calls: usize) -> Value {
+/// The loopp host against `program`: `starts` cold starts, then `calls` pings;
+/// `env` set in the plugin's environment.
+fn loopp_host(
+    label: &str,
+    program: &Path,
+    starts: usize,
+    calls: usize,
+    env: &[(&str, &str)],
+) -> Value {
     let mut config = HostConfig::new("bench", program, Cookie::example());
     config.start_timeout = Duration::from_secs(10);
+    config.env = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
     let mut start_samples = Vec::with_capacity(starts);
     let mut handshake_samples = Vec::with_capacity(starts);
     for _ in 0..starts {
@@ -171,6 +181,7 @@ fn main() {
     let mut go = Vec::new();
     let mut floor = Vec::new();
     let mut host_go = Vec::new();
+    let mut loopp_grpc = Vec::new();
     let mut cpu: [Vec<Value>; 4] = Default::default();
     for _ in 0..rounds {
         let probe = |plugin: &Path| {
@@ -200,15 +211,26 @@ fn main() {
         let f = unix_floor(calls);
         println!("{f}");
         floor.push(f);
-        let l = loopp_host("loopp", example, starts, calls);
+        let l = loopp_host("loopp", example, starts, calls, &[]);
         println!("{l}");
         loopp.push(l);
         let g = go_host(&gohost, &goplugin, starts, calls);
         println!("{g}");
         go.push(g);
-        let lg = loopp_host("loopp-host+go-plugin", &goplugin, starts, calls);
+        let lg = loopp_host("loopp-host+go-plugin", &goplugin, starts, calls, &[]);
         println!("{lg}");
         host_go.push(lg);
+        // loopp to loopp without framing: every call, pings included, over
+        // gRPC, as with a host that does not frame.
+        let lr = loopp_host(
+            "loopp-grpc",
+            example,
+            starts,
+            calls,
+            &[("LOOPP_BROKER_FRAMED", "0")],
+        );
+        println!("{lr}");
+        loopp_grpc.push(lr);
     }
     // Issue 12's targets: loopp at most this share of go-plugin's figure
     // (None: reported only).
@@ -229,6 +251,18 @@ fn main() {
             line["met"] = json!(ratio <= t);
         }
         println!("{line}");
+    }
+    // The same over gRPC only (reported: what loopp gives a peer that does
+    // not frame).
+    for metric in ["start_ms_p50", "rpc_us_p50", "rpc_us_p99"] {
+        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let (l, g) = (pick(&loopp_grpc), pick(&go));
+        let (ratio, ratios) = paired_ratio(&loopp_grpc, &go, metric);
+        println!(
+            "{}",
+            json!({"compare": format!("grpc_{metric}"), "loopp_grpc": l, "go_plugin": g,
+                   "ratio": ratio, "round_ratios": ratios, "faster": ratio < 1.0})
+        );
     }
     // The loopp host calling a Go plugin, against Go's host calling it:
     // no slower (issue 12).
