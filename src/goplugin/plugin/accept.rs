@@ -5,17 +5,23 @@
 //! a millisecond of a plugin's start, and the host could only connect
 //! after it, once the handshake line named the address. So the plugin
 //! binds and listens itself, prints the handshake, and then builds and
-//! starts the server while the host connects (the connection waits in the
-//! backlog) and sends its first call; an accept thread hands every
-//! connection to the started server (`grpc_server_add_channel_from_fd`), as
+//! starts the server while the host connects and sends its first call;
+//! the accept thread, started with the handshake, hands every connection
+//! to the server once it runs (`grpc_server_add_channel_from_fd`), as
 //! gRPC's own listener would. A host sees the same socket and the same
-//! HTTP/2 server, sooner.
+//! HTTP/2 server, sooner. A loopp host that frames also connects with the
+//! framed transport's preface, to ping: that connection goes at once to
+//! the plugin's own framed services (`framed::server::Handoff`), gRPC's
+//! server or not.
 //!
 //! Invariants: only loopback or a unix socket in the plugin's 0700
 //! directory is listened on; a connection reaches gRPC only once it has
-//! sent the HTTP/2 preface, and one that does not within a bound is closed,
-//! with at most [`MAX_WAITING`] waiting (gRPC's own listener closes one
-//! that sends nothing; the fd path has no such timer).
+//! sent the HTTP/2 preface and the server runs, and the framed server
+//! only once it has sent the framed preface (and only when the host
+//! offered framing); one that does neither within a bound is closed, with
+//! at most [`MAX_WAITING`] waiting, and as many waiting for the server
+//! (gRPC's own listener closes one that sends nothing; the fd path has no
+//! such timer).
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};

@@ -9,9 +9,10 @@
 //! 5. listen on a unix socket in a fresh 0700 directory, or on 127.0.0.1 in
 //!    `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` when `LOOPP_NETWORK=tcp`: the
 //!    plugin's own socket ([`accept`]), before gRPC is set up;
-//! 6. print the handshake line and flush; then build and start the gRPC
-//!    server, whose accept thread hands it every connection (a host that
-//!    connected meanwhile waits in the backlog), and what the host does not
+//! 6. print the handshake line and flush, start the accept thread (a
+//!    framing host's framed connection is served at once: the plugin's
+//!    health); then build and start the gRPC server and give it to the
+//!    accept thread (a host that connected meanwhile waits), and what the host does not
 //!    wait for: the parent's watch and the `/metrics` server's threads (its
 //!    port is bound before the handshake);
 //! 7. serve until Shutdown, SIGTERM or the host's death, then close the service,
