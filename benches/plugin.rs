@@ -148,6 +148,11 @@ fn paired_ratio(a: &[Value], b: &[Value], metric: &str) -> (f64, Vec<f64>) {
     (median(ratios.clone()), ratios)
 }
 
+/// The median over rounds of `metric`.
+fn median_of(rounds: &[Value], metric: &str) -> f64 {
+    median(rounds.iter().map(|x| x[metric].as_f64().unwrap()).collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -241,7 +246,7 @@ fn main() {
         ("rpc_us_p99", Some(0.5)),
     ];
     for (metric, target) in targets {
-        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let pick = |v: &[Value]| median_of(v, metric);
         let (l, g) = (pick(&loopp), pick(&go));
         let (ratio, ratios) = paired_ratio(&loopp, &go, metric);
         let mut line = json!({"compare": metric, "loopp": l, "go_plugin": g, "ratio": ratio,
@@ -255,7 +260,7 @@ fn main() {
     // The same over gRPC only (reported: what loopp gives a peer that does
     // not frame).
     for metric in ["start_ms_p50", "rpc_us_p50", "rpc_us_p99"] {
-        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let pick = |v: &[Value]| median_of(v, metric);
         let (l, g) = (pick(&loopp_grpc), pick(&go));
         let (ratio, ratios) = paired_ratio(&loopp_grpc, &go, metric);
         println!(
@@ -267,7 +272,7 @@ fn main() {
     // The loopp host calling a Go plugin, against Go's host calling it:
     // no slower (issue 12).
     for metric in ["rpc_us_p50", "rpc_us_p99"] {
-        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let pick = |v: &[Value]| median_of(v, metric);
         let (lg, g) = (pick(&host_go), pick(&go));
         let (ratio, ratios) = paired_ratio(&host_go, &go, metric);
         println!(
@@ -278,14 +283,8 @@ fn main() {
     }
     // CPU per RPC, both processes together (issue 12: CPU per round is
     // RPCs times this, plus the work).
-    let pick = |v: &[Value]| {
-        median(
-            v.iter()
-                .map(|x| x["cpu_us_per_rpc"].as_f64().unwrap())
-                .collect(),
-        )
-    };
-    let [l, g, lg, f] = [&cpu[0], &cpu[1], &cpu[2], &cpu[3]].map(|v| pick(v));
+    let [l, g, lg, f] =
+        [&cpu[0], &cpu[1], &cpu[2], &cpu[3]].map(|v| median_of(v, "cpu_us_per_rpc"));
     println!(
         "{}",
         json!({"compare": "cpu_us_per_rpc", "loopp": l, "go_plugin": g, "ratio": l / g, "faster": l < g,
@@ -293,7 +292,7 @@ fn main() {
     );
     // How far each RPC is above what the kernel alone costs.
     for metric in ["rpc_us_p50", "rpc_us_p99"] {
-        let pick = |v: &[Value]| median(v.iter().map(|x| x[metric].as_f64().unwrap()).collect());
+        let pick = |v: &[Value]| median_of(v, metric);
         let (l, g, f) = (pick(&loopp), pick(&go), pick(&floor));
         println!(
             "{}",

@@ -30,9 +30,8 @@ use std::time::{Duration, Instant};
 
 use grpcio::Server;
 
-use crate::goplugin::framed::server::Handoff;
-
 use crate::goplugin::error::{Error, Result};
+use crate::goplugin::framed::server::Handoff;
 use crate::goplugin::handshake::Network;
 use crate::goplugin::sockdir::SocketDir;
 
@@ -296,7 +295,7 @@ impl Listener {
                     Preface::Framed => to.hand_framed(w.fd),
                     Preface::Closed => {}
                     Preface::Partly | Preface::Nothing if now >= w.until => log::debug!(
-                        "closed a connection to {} that sent no HTTP/2 preface within {preface_within:?}",
+                        "closed a connection to {} that sent no preface (HTTP/2's, or a framing host's) within {preface_within:?}",
                         self.address
                     ),
                     Preface::Partly => {
