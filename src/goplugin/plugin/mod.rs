@@ -262,6 +262,9 @@ where
         None => None,
     };
 
+    // On a unix socket the accept thread hands framed connections to the
+    // plugin's own services (see `accept`), and the handshake says so.
+    let framed_self = framed && network == Network::Unix;
     let line = Handshake {
         app_version,
         network,
@@ -270,9 +273,7 @@ where
         multiplex: false,
         routed,
         framed,
-        // On a unix socket the accept thread hands framed connections to
-        // the plugin's own services (see `accept`).
-        framed_self: framed && network == Network::Unix,
+        framed_self,
     }
     .to_string();
     stdio
@@ -281,7 +282,7 @@ where
 
     let stopping = Arc::new(AtomicBool::new(false));
     // A host that frames pings framed, on this socket (see `accept`).
-    let own_framed = framed.then(|| {
+    let own_framed = framed_self.then(|| {
         let table = crate::goplugin::route::Table::default();
         table.insert(
             crate::goplugin::framed::PLUGIN_OBJECT,
