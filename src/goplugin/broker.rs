@@ -43,6 +43,9 @@ use crate::proto::grpc_broker::ConnInfo;
 /// How long [`Broker::dial`] waits for an announcement by default (go-plugin: 5 s).
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The deadline of a host's framed announcement (`loopp.Broker/Announce`).
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long stopping one brokered server may take.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -105,10 +108,19 @@ struct State {
     /// Announcements from the other side not yet dialed, by id (insertion order kept).
     pending: HashMap<u32, ConnInfo>,
     order: VecDeque<u32>,
-    /// Our announcements waiting for a stream to carry them.
-    outbox: Vec<ConnInfo>,
+    /// Our announcements waiting for a stream, or the host's next
+    /// [`Broker::watch`], to carry them, numbered.
+    outbox: VecDeque<(u64, ConnInfo)>,
+    /// The number of our last announcement.
+    announced: u64,
     /// The current stream's sender thread, fed by `outbox`.
     stream_tx: Option<Sender<ConnInfo>>,
+    /// A plugin's: the host's [`Broker::watch`] waiting for an announcement.
+    watcher: Option<Watcher>,
+    /// A host's, when the plugin frames its own services: where its
+    /// announcements go (`loopp.Broker/Announce`, framed), instead of a
+    /// stream.
+    announce_to: Option<crate::proto::loopp_broker_grpc::BrokerClient>,
     servers: Vec<(u32, Server, PathBuf)>,
     /// Set once both sides agreed to route.
     routing: Option<Routing>,
@@ -127,8 +139,14 @@ impl State {
             BROKER_OBJECTS.sub(r.table.clear() as i64);
             r.channels.clear();
             r.framed_channels.clear();
-            // Stopped at once (its socket removed); its connections end.
-            drop(r.framed_server.take());
+            // Stopped at once (its socket removed); its connections end,
+            // and the gRPC server built for gRPC's, if any, stops with the
+            // others.
+            if let Some(f) = r.framed_server.take() {
+                if let Some(grpc) = f.take_grpc() {
+                    servers.push((0, grpc, f.path().to_path_buf()));
+                }
+            }
             if let Some((server, path)) = r.server.take() {
                 servers.push((0, server, path));
             }
@@ -143,7 +161,7 @@ struct Routing {
     /// Started at the first [`Broker::serve`].
     server: Option<(Server, PathBuf)>,
     /// One client (channel) per address the other side announced.
-    channels: HashMap<String, grpcio::Client>,
+    channels: HashMap<String, rpc::LazyClient>,
     /// Both sides frame routed objects' unary calls (see
     /// [`crate::goplugin::framed`]).
     framed: bool,
@@ -179,8 +197,11 @@ impl Broker {
                     closed: false,
                     pending: HashMap::new(),
                     order: VecDeque::new(),
-                    outbox: Vec::new(),
+                    outbox: VecDeque::new(),
+                    announced: 0,
                     stream_tx: None,
+                    watcher: None,
+                    announce_to: None,
                     servers: Vec::new(),
                     routing: None,
                     peer_sockets: BTreeSet::new(),
@@ -245,10 +266,11 @@ impl Broker {
             return self.serve_routed(id, services);
         }
         let path = self.socket(&format!("id-{id}"))?;
-        let server = self.start_server(
+        let server = start_server(
             services.into_iter().map(Offer::into_service).collect(),
             &path,
-            &format!("id {id}"),
+            self.inner.max_message,
+            true,
         )?;
         let mut st = self.inner.state.lock().unwrap();
         if st.closed {
@@ -258,7 +280,9 @@ impl Broker {
         }
         st.servers.push((id, server, path.clone()));
         BROKER_OBJECTS.inc();
-        announce(&mut st, id, &path);
+        let delivery = announce(&mut st, id, &path);
+        drop(st);
+        deliver(delivery);
         Ok(())
     }
 
@@ -268,30 +292,49 @@ impl Broker {
             return Err(Error::BrokerClosed);
         }
         let routing = st.routing.as_mut().expect("a routed broker");
-        let path = match &routing.server {
-            Some((_, path)) => path.clone(),
-            None => {
-                // Once per broker, under the lock: a second serve waits for
-                // the server rather than starting another.
+        let path = match (&routing.server, &routing.framed_server) {
+            (Some((_, path)), _) => path.clone(),
+            (None, Some(f)) => f.path().to_path_buf(),
+            // Once per broker, under the lock: a second serve waits for
+            // the server rather than starting another.
+            (None, None) => {
                 let path = self.socket("broker.sock")?;
-                let server =
-                    self.start_server(routing.table.services(), &path, "its routed objects")?;
-                routing.server = Some((server, path.clone()));
-                if routing.framed {
-                    let beside = framed::socket_beside(&path);
-                    match framed::Server::start(
-                        &beside,
+                let framed = routing.framed.then(|| {
+                    // Framed and gRPC's connections on one socket; gRPC's
+                    // server only if one comes.
+                    let (table, max) = (routing.table.clone(), self.inner.max_message);
+                    let what = path.display().to_string();
+                    let grpc: framed::server::BuildGrpc = Box::new(move || {
+                        start_server(table.services(), Path::new(&what), max, false)
+                            .map_err(|e| log::error!("{e}; gRPC calls of its objects fail"))
+                            .ok()
+                    });
+                    framed::Server::start_with_grpc(
+                        &path,
                         routing.table.clone(),
                         self.inner.max_message,
                         framed::server::MAX_CONNECTIONS,
-                    ) {
-                        Ok(server) => routing.framed_server = Some(server),
-                        // Calls then go over gRPC, as with a peer that
-                        // does not frame.
-                        Err(e) => log::warn!(
-                            "broker: cannot serve framed calls on {}: {e}; routed objects are served over gRPC only",
-                            beside.display()
-                        ),
+                        Some(grpc),
+                    )
+                });
+                match framed {
+                    Some(Ok(server)) => routing.framed_server = Some(server),
+                    other => {
+                        if let Some(Err(e)) = other {
+                            // Calls then go over gRPC, as with a peer that
+                            // does not frame.
+                            log::warn!(
+                                "broker: cannot serve framed calls on {}: {e}; routed objects are served over gRPC only",
+                                path.display()
+                            );
+                        }
+                        let server = start_server(
+                            routing.table.services(),
+                            &path,
+                            self.inner.max_message,
+                            true,
+                        )?;
+                        routing.server = Some((server, path.clone()));
                     }
                 }
                 path
@@ -304,7 +347,7 @@ impl Broker {
         if routing.table.insert(id, services) {
             BROKER_OBJECTS.inc();
         }
-        send(
+        let delivery = send(
             &mut st,
             ConnInfo {
                 service_id: id,
@@ -314,6 +357,8 @@ impl Broker {
                 ..Default::default()
             },
         );
+        drop(st);
+        deliver(delivery);
         Ok(())
     }
 
@@ -324,41 +369,16 @@ impl Broker {
             .map_err(|e| Error::io("broker: no socket directory", e))
     }
 
-    /// A started server of `services` on the unix socket `path`.
-    fn start_server(
-        &self,
-        services: Vec<grpcio::Service>,
-        path: &Path,
-        what: &str,
-    ) -> Result<Server> {
-        let mut builder = rpc::server_builder_bounded(self.inner.max_message);
-        for s in services {
-            builder = builder.register_service(s);
-        }
-        let mut server = builder.build().map_err(|e| Error::Serve {
-            what: format!("broker: cannot build the server for {what}"),
-            source: Some(Box::new(e)),
-        })?;
-        let target = rpc::target(Network::Unix, &path.to_string_lossy());
-        server
-            .add_listening_port(&target, ServerCredentials::insecure())
-            .map_err(|e| Error::Serve {
-                what: format!("broker: cannot listen on {}", path.display()),
-                source: Some(Box::new(e)),
-            })?;
-        server.start();
-        Ok(server)
-    }
-
     /// The socket of the server this side serves as `id`, if any.
     pub fn served_address(&self, id: u32) -> Option<PathBuf> {
         let st = self.inner.state.lock().unwrap();
         if let Some(r) = &st.routing {
-            return r
-                .server
-                .as_ref()
-                .filter(|_| r.table.contains(id))
-                .map(|(_, p)| p.clone());
+            let shared = match (&r.server, &r.framed_server) {
+                (Some((_, p)), _) => Some(p.clone()),
+                (None, Some(f)) => Some(f.path().to_path_buf()),
+                (None, None) => None,
+            };
+            return shared.filter(|_| r.table.contains(id));
         }
         st.servers
             .iter()
@@ -376,7 +396,7 @@ impl Broker {
             self.inner.max_message,
         );
         if self.routed() {
-            Conn::routed(grpcio::Client::new(channel), id)
+            Conn::routed(rpc::LazyClient::of(channel), id)
         } else {
             channel.into()
         }
@@ -420,7 +440,7 @@ impl Broker {
                 ),
             });
         }
-        send(
+        let delivery = send(
             &mut st,
             ConnInfo {
                 service_id: id,
@@ -431,6 +451,8 @@ impl Broker {
                 ..Default::default()
             },
         );
+        drop(st);
+        deliver(delivery);
         Ok(())
     }
 
@@ -455,13 +477,7 @@ impl Broker {
                     let channel = r
                         .channels
                         .entry(info.address.clone())
-                        .or_insert_with(|| {
-                            grpcio::Client::new(rpc::connect_bounded(
-                                Network::Unix,
-                                &info.address,
-                                max,
-                            ))
-                        })
+                        .or_insert_with(|| rpc::LazyClient::to(Network::Unix, &info.address, max))
                         .clone();
                     let framed_at = Some(info.loopp_framed_address).filter(|a| !a.is_empty());
                     let framed = match &framed_at {
@@ -527,9 +543,15 @@ impl Broker {
             let mut st = self.inner.state.lock().unwrap();
             st.closed = true;
             st.stream_tx = None;
+            st.announce_to = None;
             st.outbox.clear();
-            st.take_servers()
+            (st.take_servers(), st.watcher.take())
         };
+        let (servers, watcher) = servers;
+        // The host's watch ends now, not at its deadline.
+        if let Some(w) = watcher {
+            w(Err(Error::BrokerClosed));
+        }
         self.inner.announced.notify_all();
         let mut paths = Vec::new();
         let servers = servers
@@ -562,7 +584,7 @@ impl Broker {
             if st.closed {
                 return;
             }
-            for info in st.outbox.drain(..) {
+            for (_, info) in st.outbox.drain(..) {
                 let _ = out_tx.send(info);
             }
             st.stream_tx = Some(out_tx);
@@ -575,6 +597,68 @@ impl Broker {
         spawn("broker-send", Box::new(move || send_loop(tx, out_rx)));
         let inner = self.inner.clone();
         spawn("broker-recv", Box::new(move || recv_loop(rx, &inner)));
+    }
+}
+
+impl Broker {
+    /// The other side's announcement, come framed (`loopp.Broker/Announce`,
+    /// a plugin's, from a host that frames its own services).
+    pub fn received(&self, info: ConnInfo) -> Result<()> {
+        if self.inner.received(info) {
+            Ok(())
+        } else {
+            Err(Error::BrokerClosed)
+        }
+    }
+
+    /// A plugin's: answers with its announcements after number `after`
+    /// (the host has those up to it), at once if there are some, else when
+    /// it makes one; [`Error::BrokerClosed`] when it closes. A newer watch
+    /// replaces one still waiting, which is answered with nothing new.
+    pub fn watch(&self, after: u64, answer: Watcher) {
+        let mut st = self.inner.state.lock().unwrap();
+        if st.closed {
+            drop(st);
+            return answer(Err(Error::BrokerClosed));
+        }
+        let got = outbox_after(&mut st, after);
+        if !got.0.is_empty() {
+            drop(st);
+            return answer(Ok(got));
+        }
+        let old = st.watcher.replace(answer);
+        drop(st);
+        if let Some(old) = old {
+            old(Ok((Vec::new(), after)));
+        }
+    }
+
+    /// A host's, for a plugin that frames its own services: announces to
+    /// `plugin` (what waited, then each as it is made) and watches for its
+    /// announcements on a thread of its own, until the broker closes or
+    /// the connection ends.
+    pub fn attach_framed(&self, plugin: crate::proto::loopp_broker_grpc::BrokerClient) {
+        let waiting: Vec<Delivery> = {
+            let mut st = self.inner.state.lock().unwrap();
+            if st.closed {
+                return;
+            }
+            st.announce_to = Some(plugin.clone());
+            st.outbox
+                .drain(..)
+                .map(|(_, info)| Delivery::Announce(plugin.clone(), info))
+                .collect()
+        };
+        for d in waiting {
+            deliver(Some(d));
+        }
+        let inner = self.inner.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("broker-watch".into())
+            .spawn(move || watch_loop(&inner, &plugin))
+        {
+            log::error!("broker: cannot spawn the watch thread: {e}");
+        }
     }
 }
 
@@ -599,6 +683,39 @@ impl Drop for Inner {
     }
 }
 
+/// A started server of `services` for the unix socket `path`: listening
+/// there itself with `listen`, else handed its connections by whoever
+/// listens there.
+fn start_server(
+    services: Vec<grpcio::Service>,
+    path: &Path,
+    max_message: usize,
+    listen: bool,
+) -> Result<Server> {
+    let mut builder = rpc::server_builder_bounded(max_message);
+    for s in services {
+        builder = builder.register_service(s);
+    }
+    let mut server = builder.build().map_err(|e| Error::Serve {
+        what: format!(
+            "broker: cannot build the gRPC server for {}",
+            path.display()
+        ),
+        source: Some(Box::new(e)),
+    })?;
+    if listen {
+        let target = rpc::target(Network::Unix, &path.to_string_lossy());
+        server
+            .add_listening_port(&target, ServerCredentials::insecure())
+            .map_err(|e| Error::Serve {
+                what: format!("broker: cannot listen on {}", path.display()),
+                source: Some(Box::new(e)),
+            })?;
+    }
+    server.start();
+    Ok(server)
+}
+
 /// The framed connection to `address`, made at its first use, and again
 /// if it has ended (a client rebuilt after failures gets a live one); None
 /// (calls go over gRPC) if it cannot be made.
@@ -620,22 +737,77 @@ fn framed_channel(r: &mut Routing, address: &str, max_message: usize) -> Option<
 
 /// Announces `id` at `path`, now if a stream carries announcements, else
 /// when one does.
-fn announce(st: &mut State, id: u32, path: &Path) {
+fn announce(st: &mut State, id: u32, path: &Path) -> Option<Delivery> {
     let info = ConnInfo {
         service_id: id,
         network: "unix".to_string(),
         address: path.to_string_lossy().into_owned(),
         ..Default::default()
     };
-    send(st, info);
+    send(st, info)
 }
 
-/// Sends `info` on the stream, or keeps it for the next one.
-fn send(st: &mut State, info: ConnInfo) {
-    match &st.stream_tx {
-        Some(tx) if tx.send(info.clone()).is_ok() => {}
-        _ => st.outbox.push(info),
+/// Sends `info`: to the plugin framed (a host's, when the plugin frames
+/// its own services), on the stream, or keeps it for the next stream or
+/// the host's watch; what is to be delivered once the lock is let go.
+fn send(st: &mut State, info: ConnInfo) -> Option<Delivery> {
+    st.announced += 1;
+    if let Some(to) = &st.announce_to {
+        return Some(Delivery::Announce(to.clone(), info));
     }
+    match &st.stream_tx {
+        Some(tx) if tx.send(info.clone()).is_ok() => None,
+        _ => {
+            let n = st.announced;
+            st.outbox.push_back((n, info));
+            let watcher = st.watcher.take()?;
+            Some(Delivery::Watched(watcher, outbox_after(st, 0)))
+        }
+    }
+}
+
+/// A plugin's announcements for the host's watch, and the last one's number.
+pub type Announcements = (Vec<ConnInfo>, u64);
+
+/// How a [`Broker::watch`] is answered.
+pub type Watcher = Box<dyn FnOnce(Result<Announcements>) + Send>;
+
+/// What an announcement still has to do once the broker's lock is let go.
+enum Delivery {
+    /// The plugin's: answer the host's watch.
+    Watched(Watcher, Announcements),
+    /// The host's: call the plugin.
+    Announce(crate::proto::loopp_broker_grpc::BrokerClient, ConnInfo),
+}
+
+fn deliver(delivery: Option<Delivery>) {
+    match delivery {
+        None => {}
+        Some(Delivery::Watched(w, announcements)) => w(Ok(announcements)),
+        Some(Delivery::Announce(to, info)) => {
+            // Sent before this returns, and in order with the calls that
+            // name the id (one connection, read in order); the answer
+            // says nothing the host waits for.
+            if let Err(e) = to.announce_async(&info, ANNOUNCE_TIMEOUT) {
+                log::warn!(
+                    "broker: cannot announce id {} to the plugin: {}",
+                    info.service_id,
+                    crate::goplugin::error::rpc_status_text(&e)
+                );
+            }
+        }
+    }
+}
+
+/// The outbox's announcements after number `after` (those up to it are
+/// dropped: the host has them), and the last one's number.
+fn outbox_after(st: &mut State, after: u64) -> Announcements {
+    while st.outbox.front().is_some_and(|(n, _)| *n <= after) {
+        st.outbox.pop_front();
+    }
+    let infos = st.outbox.iter().map(|(_, i)| i.clone()).collect();
+    let last = st.outbox.back().map_or(after, |(n, _)| *n);
+    (infos, last)
 }
 
 fn send_loop<Tx>(mut tx: Tx, out: Receiver<ConnInfo>)
@@ -656,9 +828,19 @@ where
     Rx: futures_util::Stream<Item = grpcio::Result<ConnInfo>> + Unpin,
 {
     while let Some(Ok(info)) = futures_executor::block_on(rx.next()) {
-        let mut st = inner.state.lock().unwrap();
-        if st.closed {
+        if !inner.received(info) {
             return;
+        }
+    }
+}
+
+impl Inner {
+    /// Keeps the other side's announcement for the dial of its id, and
+    /// wakes dialers; false once the broker is closed.
+    fn received(&self, info: ConnInfo) -> bool {
+        let mut st = self.state.lock().unwrap();
+        if st.closed {
+            return false;
         }
         let id = info.service_id;
         if info.network == "unix" && st.peer_sockets.len() < MAX_PENDING {
@@ -673,7 +855,44 @@ where
             }
         }
         drop(st);
-        inner.announced.notify_all();
+        self.announced.notify_all();
+        true
+    }
+}
+
+/// The host's watch of a plugin that frames its own services: asks for
+/// the plugin's announcements after the last it has, until the broker
+/// closes or the connection ends.
+fn watch_loop(inner: &Inner, plugin: &crate::proto::loopp_broker_grpc::BrokerClient) {
+    use crate::proto::loopp_broker::WatchRequest;
+    let mut after = 0;
+    loop {
+        let asked = WatchRequest {
+            after,
+            ..Default::default()
+        };
+        match plugin.watch(&asked, rpc::STREAM_DEADLINE) {
+            Ok(got) => {
+                for info in got.infos {
+                    if !inner.received(info) {
+                        return;
+                    }
+                }
+                after = got.last.max(after);
+            }
+            Err(e) => {
+                if !inner.state.lock().unwrap().closed {
+                    log::debug!(
+                        "broker: the watch of the plugin's announcements ended: {}",
+                        crate::goplugin::error::rpc_status_text(&e)
+                    );
+                }
+                return;
+            }
+        }
+        if inner.state.lock().unwrap().closed {
+            return;
+        }
     }
 }
 
@@ -775,7 +994,7 @@ mod tests {
         // One connection for all three, each call on its own object.
         let channel = rpc::connect(Network::Unix, &sockets[0].to_string_lossy());
         for (id, name) in ids.iter().zip(["a", "b", "c"]) {
-            let conn = Conn::routed(grpcio::Client::new(channel.clone()), *id);
+            let conn = Conn::routed(rpc::LazyClient::of(channel.clone()), *id);
             assert_eq!(check(conn.clone(), name).unwrap(), ServingStatus::SERVING);
             assert_eq!(check(conn, "x").unwrap(), ServingStatus::UNKNOWN);
         }
@@ -795,14 +1014,14 @@ mod tests {
         broker.stop(ids[1]);
         assert_gone(
             check(
-                Conn::routed(grpcio::Client::new(channel.clone()), ids[1]),
+                Conn::routed(rpc::LazyClient::of(channel.clone()), ids[1]),
                 "b",
             ),
             ids[1],
         );
         assert_eq!(
             check(
-                Conn::routed(grpcio::Client::new(channel.clone()), ids[2]),
+                Conn::routed(rpc::LazyClient::of(channel.clone()), ids[2]),
                 "c"
             )
             .unwrap(),
@@ -833,8 +1052,9 @@ mod tests {
                 id
             })
             .collect();
+        // One socket takes both framed and gRPC's connections.
         let shared = plugin.served_address(ids[0]).unwrap();
-        let beside = framed::socket_beside(&shared);
+        let beside = shared.clone();
         assert!(beside.exists(), "{beside:?}");
         let conns: Vec<Conn> = ids
             .iter()
@@ -850,7 +1070,7 @@ mod tests {
         }
         // Their gRPC channel made useless (a socket nobody serves): the
         // calls below can only go framed.
-        let nowhere = grpcio::Client::new(rpc::connect(Network::Unix, "/nonexistent/loopp.sock"));
+        let nowhere = rpc::LazyClient::of(rpc::connect(Network::Unix, "/nonexistent/loopp.sock"));
         let conns: Vec<Conn> = conns
             .into_iter()
             .map(|c| Conn {
@@ -861,6 +1081,20 @@ mod tests {
         for (conn, name) in conns.iter().zip(["a", "b"]) {
             assert_eq!(check(conn.clone(), name).unwrap(), ServingStatus::SERVING);
             assert_eq!(check(conn.clone(), "x").unwrap(), ServingStatus::UNKNOWN);
+        }
+        // gRPC's connections to the same socket (a peer that does not
+        // frame) reach the same objects, on a server built for them.
+        {
+            let r = plugin.inner.state.lock().unwrap();
+            assert!(
+                r.routing.as_ref().unwrap().server.is_none(),
+                "no gRPC listener"
+            );
+        }
+        let grpc = rpc::LazyClient::of(rpc::connect(Network::Unix, &shared.to_string_lossy()));
+        for (id, name) in ids.iter().zip(["a", "b"]) {
+            let over_grpc = Conn::routed(grpc.clone(), *id);
+            assert_eq!(check(over_grpc, name).unwrap(), ServingStatus::SERVING);
         }
         {
             let r = plugin.inner.state.lock().unwrap();

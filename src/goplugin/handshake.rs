@@ -345,16 +345,16 @@ mod tests {
         );
         // Its own socket framed too, the 10th field, only after framing.
         let own = Handshake::parse(
-            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed|loopp-framed-self\n",
+            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed|loopp-framed-own\n",
         )
         .unwrap();
         assert!(own.framed && own.framed_self);
         assert_eq!(
             own.to_string(),
-            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed|loopp-framed-self"
+            "1|1|unix|/tmp/p|grpc||false|loopp-routed|loopp-framed|loopp-framed-own"
         );
         assert!(
-            !Handshake::parse("1|1|unix|/tmp/p|grpc||false|loopp-routed|other|loopp-framed-self")
+            !Handshake::parse("1|1|unix|/tmp/p|grpc||false|loopp-routed|other|loopp-framed-own")
                 .unwrap()
                 .framed_self,
             "its own socket framed without framing"

@@ -34,9 +34,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use grpcio::{
-    Channel, Client, Metadata, MetadataBuilder, RpcContext, RpcStatus, RpcStatusCode, Service,
-};
+use grpcio::{Channel, Metadata, MetadataBuilder, RpcContext, RpcStatus, RpcStatusCode, Service};
 
 use crate::goplugin::pool::Lane;
 
@@ -107,8 +105,8 @@ pub fn plugin_offered_by(var: &str) -> bool {
 /// object, per call or per feed would multiply.
 #[derive(Clone)]
 pub struct Conn {
-    /// The connection's client.
-    pub client: Client,
+    /// The connection's gRPC client, made at its first gRPC call.
+    pub client: crate::goplugin::rpc::LazyClient,
     /// The [`ROUTE_HEADER`] to send with every call, if routed.
     pub route: Option<Metadata>,
     /// Where the routed object is, when the broker dialed it: what a host
@@ -133,7 +131,7 @@ pub struct Endpoint {
 
 impl Conn {
     /// A connection to object `id` on a shared server reached by `client`.
-    pub fn routed(client: Client, id: u32) -> Conn {
+    pub fn routed(client: crate::goplugin::rpc::LazyClient, id: u32) -> Conn {
         let mut b = MetadataBuilder::with_capacity(1);
         b.add_str(ROUTE_HEADER, &id.to_string())
             .expect("a valid header name and value");
@@ -148,7 +146,7 @@ impl Conn {
     /// As [`Conn::routed`], to `at` (reached by `client`), which it keeps;
     /// its unary calls go on `framed`, if given.
     pub fn routed_at(
-        client: Client,
+        client: crate::goplugin::rpc::LazyClient,
         at: Endpoint,
         framed: Option<crate::goplugin::framed::Channel>,
     ) -> Conn {
@@ -160,14 +158,20 @@ impl Conn {
     }
 }
 
-impl From<Channel> for Conn {
-    fn from(channel: Channel) -> Conn {
+impl From<crate::goplugin::rpc::LazyClient> for Conn {
+    fn from(client: crate::goplugin::rpc::LazyClient) -> Conn {
         Conn {
-            client: Client::new(channel),
+            client,
             route: None,
             endpoint: None,
             framed: None,
         }
+    }
+}
+
+impl From<Channel> for Conn {
+    fn from(channel: Channel) -> Conn {
+        Conn::from(crate::goplugin::rpc::LazyClient::of(channel))
     }
 }
 
@@ -243,6 +247,15 @@ impl Table {
     pub fn insert(&self, id: u32, offers: Vec<Offer>) -> bool {
         let entry = offers.into_iter().map(|o| (o.service, o.routed)).collect();
         self.write().insert(id, entry).is_none()
+    }
+
+    /// Routes `id` to `offers` too (beside what it routes to already),
+    /// leaving them whole, to be served as servers of their own as well.
+    pub fn add(&self, id: u32, offers: &[Offer]) {
+        self.write()
+            .entry(id)
+            .or_default()
+            .extend(offers.iter().map(|o| (o.service, o.routed.clone())));
     }
 
     /// Stops routing `id`; calls for it then fail UNAVAILABLE.

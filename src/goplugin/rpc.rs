@@ -74,10 +74,11 @@ pub const STREAM_DEADLINE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// handlers never block it (see [`respond_blocking`]).
 pub const DEFAULT_CQ_THREADS: usize = 1;
 
+static ENV: OnceLock<Arc<Environment>> = OnceLock::new();
+
 /// The process-wide grpcio environment, with `LOOPP_GRPC_THREADS`
 /// completion-queue threads (default [`DEFAULT_CQ_THREADS`], at most 64).
 pub fn env() -> Arc<Environment> {
-    static ENV: OnceLock<Arc<Environment>> = OnceLock::new();
     ENV.get_or_init(|| {
         let threads = std::env::var("LOOPP_GRPC_THREADS")
             .ok()
@@ -160,6 +161,70 @@ pub fn connect_bounded(network: Network, address: &str, max_message: usize) -> C
         // Each plugin gets its own connection even if addresses repeat over time.
         .use_local_subchannel_pool(true)
         .connect(&target(network, address))
+}
+
+/// A gRPC client made at its first gRPC call: between loopp processes that
+/// frame, a connection's calls may all go framed, and making a channel
+/// starts gRPC's core in the process (its threads and its timers, which
+/// wake several times a second for as long as the process lives). Cheap
+/// to clone; clones share the one client, made once.
+#[derive(Clone)]
+pub struct LazyClient(Arc<Lazy>);
+
+struct Lazy {
+    made: OnceLock<(Channel, grpcio::Client)>,
+    make: Option<Box<dyn Fn() -> Channel + Send + Sync>>,
+}
+
+impl LazyClient {
+    /// A client on `channel`, made now.
+    pub fn of(channel: Channel) -> LazyClient {
+        let made = OnceLock::new();
+        let _ = made.set((channel.clone(), grpcio::Client::new(channel)));
+        LazyClient(Arc::new(Lazy { made, make: None }))
+    }
+
+    /// A client whose channel `make` makes at the first call.
+    pub fn later(make: impl Fn() -> Channel + Send + Sync + 'static) -> LazyClient {
+        LazyClient(Arc::new(Lazy {
+            made: OnceLock::new(),
+            make: Some(Box::new(make)),
+        }))
+    }
+
+    /// A client of [`connect_bounded`] to `address`, made at the first call.
+    pub fn to(network: Network, address: &str, max_message: usize) -> LazyClient {
+        let address = address.to_string();
+        LazyClient::later(move || connect_bounded(network, &address, max_message))
+    }
+
+    fn made(&self) -> &(Channel, grpcio::Client) {
+        self.0.made.get_or_init(|| {
+            let channel = (self.0.make.as_ref().expect("made at once, or told how"))();
+            (channel.clone(), grpcio::Client::new(channel))
+        })
+    }
+
+    /// The client, made now if it was not.
+    pub fn get(&self) -> &grpcio::Client {
+        &self.made().1
+    }
+
+    /// Its channel, made now if it was not.
+    pub fn channel(&self) -> &Channel {
+        &self.made().0
+    }
+
+    /// Whether the channel was made.
+    pub fn is_made(&self) -> bool {
+        self.0.made.get().is_some()
+    }
+}
+
+/// Whether this process started gRPC's core (made its environment):
+/// between loopp processes that frame everything, none does.
+pub fn started() -> bool {
+    ENV.get().is_some()
 }
 
 /// The environment variable that, set to `0`, makes [`connect_now`] a
@@ -383,6 +448,17 @@ where
 
 /// Answers the call with what `outcome` gives, on the completion-queue
 /// thread, and records it in the server metrics.
+/// Answers the call with `outcome` when it is ready, driven where the
+/// transport's replies arrive ([`Ctx::spawn`]); for a handler whose
+/// answer waits on something else than work (no place in a lane held).
+pub fn respond_when<T, Fut>(ctx: &Ctx, sink: Sink<T>, outcome: Fut)
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
+{
+    reply_when(ctx, sink, outcome)
+}
+
 fn reply_when<T, Fut>(ctx: &Ctx, sink: Sink<T>, outcome: Fut)
 where
     T: Send + 'static,

@@ -224,10 +224,8 @@ impl Actor {
                 Ok(Err(Error::Cancelled { .. })) => break self.stopped(None),
                 Ok(Err(e)) => (None, e.to_string()),
                 Ok(Ok(mut client)) => {
-                    self.link.set(
-                        Some((client.channel().clone(), client.broker().clone())),
-                        "",
-                    );
+                    self.link
+                        .set(Some((client.conn().clone(), client.broker().clone())), "");
                     self.send(Event::Running {
                         name: name.clone(),
                         pid: client.pid(),
@@ -347,11 +345,7 @@ impl Actor {
 
     /// `loop.Service/Close` with the rpc deadline; plugins without it are fine.
     fn close(&self, client: &Client) {
-        let svc = ServiceClient::new(
-            &self.host.name,
-            client.channel().clone().into(),
-            self.sup.rpc_timeout,
-        );
+        let svc = ServiceClient::new(&self.host.name, client.conn().clone(), self.sup.rpc_timeout);
         if let Err(e) = svc.close() {
             if !e.contains("UNIMPLEMENTED") {
                 log::warn!("plugin {}: close: {e}", self.host.name);

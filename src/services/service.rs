@@ -248,8 +248,8 @@ impl LinkedService {
 
     fn client(&self) -> std::result::Result<ServiceClient, String> {
         self.link
-            .channel(&self.name)
-            .map(|ch| ServiceClient::new(&self.name, ch.into(), self.timeout))
+            .conn(&self.name)
+            .map(|conn| ServiceClient::new(&self.name, conn, self.timeout))
             .map_err(|e| e.to_string())
     }
 }

@@ -71,7 +71,7 @@ if [[ ! -f $stamp || -n $(find "$protos" "$here/golang" "${BASH_SOURCE[0]}" -new
 	done
 	(cd "$protos" && protoc -I . -I /usr/include "${maps[@]}" \
 		--go_out="$out/gopath/src" --go-grpc_out="$out/gopath/src" \
-		$(ls *.proto | grep -v -e '^grpc_' -e '^health' -e '^example'))
+		$(ls *.proto | grep -v -e '^grpc_' -e '^health' -e '^example' -e '^loopp_'))
 	cp "$here"/golang/*.go "$lib/golang/"
 	touch "$stamp"
 fi

@@ -614,3 +614,86 @@ fn framing(on: bool) {
         assert_eq!(counts.map(Option::unwrap), [0; 5]);
     }
 }
+
+/// Between loopp processes every call goes framed, so none of them starts
+/// gRPC's core, whose timer threads alone wake each process several times
+/// a second, busy or idle: a node with both plugins as loopp LOOPPs
+/// transmits rounds, stops a plugin and starts it again, and neither the
+/// node nor its plugins ever run one of gRPC's threads. With framing
+/// turned off (`LOOPP_BROKER_FRAMED=0`) the same job runs them in every
+/// process, so the check sees them.
+#[test]
+fn loopp_to_loopp_feeds_start_no_grpc_in_any_process() {
+    use crate::proc::{loopp_env, thread_names, NodeProcess};
+    // gRPC core's threads, and the completion-queue threads loopp names.
+    let grpc_threads = |pid: u32| -> Vec<String> {
+        thread_names(pid)
+            .into_keys()
+            .filter(|n| {
+                n.starts_with("grpc")
+                    || [
+                        "timer_manager",
+                        "event_engine",
+                        "default-executo",
+                        "resolver-execut",
+                    ]
+                    .contains(&n.as_str())
+            })
+            .collect()
+    };
+    for framed in [true, false] {
+        let sandbox = Sandbox::new("feed-no-grpc");
+        let job = walk_feeds_job(&sandbox, 2, "100ms", "");
+        let mut env = loopp_env(&sandbox.dir);
+        if !framed {
+            env.push(("LOOPP_BROKER_FRAMED".into(), "0".into()));
+        }
+        let mut node = NodeProcess::start(&job, &env);
+        let mut pids = std::collections::BTreeMap::new();
+        let mut transmitted = 0;
+        while pids.len() < 2 || transmitted < 6 {
+            let line = node.wait_line(Duration::from_secs(60), |l| {
+                l.contains(": transmitted median") || running_line(l).is_some()
+            });
+            match running_line(&line) {
+                Some((name, pid)) => drop(pids.insert(name, pid)),
+                None => transmitted += 1,
+            }
+        }
+        let mut processes = vec![("node".to_string(), node.pid())];
+        processes.extend(pids.clone());
+        for (name, pid) in &processes {
+            let found = grpc_threads(*pid);
+            println!("framed {framed}: {name} (pid {pid}) runs gRPC threads {found:?}");
+            assert_eq!(
+                found.is_empty(),
+                framed,
+                "{name} (pid {pid}), framing {framed}: gRPC's threads {found:?}"
+            );
+        }
+        if framed {
+            // A restarted plugin is called framed again: the median is
+            // killed, comes back, and rounds transmit through the new one.
+            let median = pids["median"];
+            // SAFETY: a signal to the median plugin this test's node started.
+            unsafe { libc::kill(median as i32, libc::SIGKILL) };
+            let again = loop {
+                let line = node.wait_line(Duration::from_secs(60), |l| running_line(l).is_some());
+                match running_line(&line) {
+                    Some((name, pid)) if name == "median" && pid != median => break pid,
+                    _ => {}
+                }
+            };
+            for _ in 0..4 {
+                node.wait_line(Duration::from_secs(60), |l| {
+                    l.contains(": transmitted median")
+                });
+            }
+            for pid in [node.pid(), again] {
+                let found = grpc_threads(pid);
+                assert!(found.is_empty(), "after the restart, pid {pid}: {found:?}");
+            }
+        }
+        node.stop();
+    }
+}

@@ -15,7 +15,7 @@ fn probes_the_example_plugin() {
     for (framing, handshake, ping) in [
         (
             None,
-            "|loopp-routed|loopp-framed|loopp-framed-self\n",
+            "|loopp-routed|loopp-framed|loopp-framed-own\n",
             "health checks (framed)",
         ),
         (Some("0"), "|loopp-routed\n", "health checks (gRPC)"),

@@ -55,7 +55,7 @@ pub const HANDSHAKE_FIELD: &str = "loopp-framed";
 /// its own socket takes framed connections too, for its own services
 /// ([`PLUGIN_OBJECT`]): its host then pings it framed. A plugin of a
 /// loopp version before it frames only brokered objects.
-pub const SELF_FIELD: &str = "loopp-framed-self";
+pub const SELF_FIELD: &str = "loopp-framed-own";
 
 /// The broker id under which a loopp plugin serves its own services
 /// (health) framed on its own socket, to a host that frames: broker ids
@@ -85,13 +85,6 @@ pub fn offered_with(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> bool {
 /// Whether this process, as a plugin, was offered framing by its host.
 pub fn plugin_offered() -> bool {
     crate::goplugin::route::plugin_offered_by(OFFER_VAR)
-}
-
-/// The socket of a framed broker server next to its shared gRPC one:
-/// `broker.sock` gives `broker.framed` (a name no longer than the gRPC
-/// one's, for the socket paths' budget: see `sockdir::MAX_NAME`).
-pub fn socket_beside(grpc_socket: &std::path::Path) -> std::path::PathBuf {
-    grpc_socket.with_extension("framed")
 }
 
 /// A connection's writing end, shared by the threads that write to it;

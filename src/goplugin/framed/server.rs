@@ -1,5 +1,8 @@
-//! The framed server: one per routed broker, next to its shared gRPC
-//! server, serving the same [`Table`] of objects.
+//! The framed server: one per routed broker that frames, serving its
+//! [`Table`] of objects. A broker's also takes gRPC connections on the
+//! same socket (told apart by their first byte) and builds its gRPC server
+//! for them at the first ([`Server::start_with_grpc`]): between loopp
+//! processes that frame, none comes, and gRPC's core never starts.
 //!
 //! Each connection has one reader thread, which reads calls and runs their
 //! handlers right there, as a gRPC completion-queue thread does: handlers
@@ -62,7 +65,21 @@ struct Shared {
     next: AtomicU64,
     /// The open connections, to end them at the stop.
     conns: Mutex<HashMap<u64, UnixStream>>,
+    /// gRPC's connections on the same socket, if it takes them.
+    grpc: Mutex<Grpc>,
 }
+
+/// The gRPC server of a framed server's socket: how to build it, until
+/// the first gRPC connection comes; then the server.
+#[derive(Default)]
+struct Grpc {
+    build: Option<BuildGrpc>,
+    built: Option<grpcio::Server>,
+}
+
+/// Builds and starts a gRPC server of the same objects; None when it
+/// cannot (logged).
+pub type BuildGrpc = Box<dyn FnOnce() -> Option<grpcio::Server> + Send>;
 
 impl Server {
     /// Serves `table` on a new socket at `path`, messages up to
@@ -74,6 +91,19 @@ impl Server {
         max_message: usize,
         max_connections: usize,
     ) -> std::io::Result<Server> {
+        Server::start_with_grpc(path, table, max_message, max_connections, None)
+    }
+
+    /// As [`Server::start`]; with `grpc`, a connection that starts with
+    /// HTTP/2's preface goes to the gRPC server `grpc` builds at the first
+    /// such connection.
+    pub fn start_with_grpc(
+        path: &Path,
+        table: Table,
+        max_message: usize,
+        max_connections: usize,
+        grpc: Option<BuildGrpc>,
+    ) -> std::io::Result<Server> {
         let listener = UnixListener::bind(path)?;
         let shared = Arc::new(Shared {
             table,
@@ -83,6 +113,10 @@ impl Server {
             max_connections,
             next: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
+            grpc: Mutex::new(Grpc {
+                build: grpc,
+                built: None,
+            }),
         });
         let accepting = listener.try_clone()?;
         let s = shared.clone();
@@ -100,6 +134,12 @@ impl Server {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The gRPC server built for gRPC's connections, if one came: what
+    /// a broker stops with its others, within their grace.
+    pub fn take_grpc(&self) -> Option<grpcio::Server> {
+        self.shared.grpc.lock().unwrap().built.take()
     }
 
     /// How many connections are open.
@@ -157,6 +197,7 @@ impl Handoff {
                 max_connections,
                 next: AtomicU64::new(0),
                 conns: Mutex::new(HashMap::new()),
+                grpc: Mutex::new(Grpc::default()),
             }),
         }
     }
@@ -237,6 +278,10 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
 
 fn serve_connection(shared: &Shared, conn: UnixStream) {
     let place = shared.path.display();
+    let conn = match to_grpc(shared, conn) {
+        Some(conn) => conn,
+        None => return,
+    };
     let mut preface = [0u8; PREFACE.len()];
     let started = conn
         .set_read_timeout(Some(PREFACE_WITHIN))
@@ -313,6 +358,47 @@ fn serve_connection(shared: &Shared, conn: UnixStream) {
         }
     }
     writer.end();
+}
+
+/// Hands `conn` to the gRPC server (built now if it is the first) when it
+/// starts as HTTP/2's preface does and this socket takes gRPC's
+/// connections; else gives it back, for the framed preface.
+fn to_grpc(shared: &Shared, conn: UnixStream) -> Option<UnixStream> {
+    {
+        let grpc = shared.grpc.lock().unwrap();
+        if grpc.build.is_none() && grpc.built.is_none() {
+            return Some(conn);
+        }
+    }
+    // The first byte tells them apart: HTTP/2's `PRI * ...`, ours `loopp...`.
+    let mut first = [0u8; 1];
+    let _ = conn.set_read_timeout(Some(PREFACE_WITHIN));
+    // SAFETY: `first` is valid for its length; MSG_PEEK leaves the byte.
+    let n = unsafe {
+        libc::recv(
+            conn.as_raw_fd(),
+            first.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK,
+        )
+    };
+    if n != 1 || first[0] != b'P' {
+        return Some(conn);
+    }
+    let mut grpc = shared.grpc.lock().unwrap();
+    if grpc.built.is_none() {
+        if let Some(build) = grpc.build.take() {
+            grpc.built = build();
+        }
+    }
+    let server = grpc.built.as_mut()?;
+    if conn.set_read_timeout(None).is_err() || conn.set_nonblocking(true).is_err() {
+        return None;
+    }
+    // SAFETY: a connected, non-blocking stream socket of ours; gRPC owns
+    // and closes it from here on.
+    unsafe { server.add_channel_from_fd(std::os::fd::IntoRawFd::into_raw_fd(conn)) };
+    None
 }
 
 /// Every unary method of `proto/` on a routed broker's shared gRPC server:

@@ -4,10 +4,12 @@
 //! 1. spawn the command with the cookie, port range and protocol versions;
 //! 2. read the first stdout line within `start_timeout` and parse it strictly;
 //! 3. connect and ping (`grpc.health.v1.Health/Check{"plugin"}`) with a deadline:
-//!    framed on the plugin's own socket when a loopp plugin offers it
-//!    (`Handshake::framed_self`; its later health checks go there too),
-//!    else over gRPC;
+//!    framed on the plugin's own socket when a loopp plugin frames its own
+//!    services (`Handshake::framed_self`: every later call of the host to
+//!    them goes there too, and gRPC is not started for it), else over gRPC;
 //! 4. open the broker stream and the stdio stream (Unimplemented: no stdio);
+//!    framed: watch the plugin's announcements instead (`loopp.Broker`),
+//!    and no stdio stream (the plugin writes to its stdout and stderr);
 //! 5. [`Client::kill`]: close the broker, call Shutdown, wait `shutdown_grace`,
 //!    SIGKILL, reap, remove the socket the plugin may have left.
 //!
@@ -31,6 +33,7 @@ use grpcio::Channel;
 use crate::goplugin::broker::Broker;
 use crate::goplugin::error::{Error, Result};
 use crate::goplugin::handshake::{Cookie, Handshake, Network};
+use crate::goplugin::route::Conn;
 use crate::goplugin::rpc;
 use crate::goplugin::sockdir::{self, SocketDir};
 use crate::proto::grpc_broker_grpc::GRPCBrokerClient;
@@ -38,6 +41,7 @@ use crate::proto::grpc_controller::Empty;
 use crate::proto::grpc_controller_grpc::GRPCControllerClient;
 use crate::proto::health::{health_check_response::ServingStatus, HealthCheckRequest};
 use crate::proto::health_grpc::HealthClient;
+use crate::proto::loopp_broker_grpc::BrokerClient;
 pub use link::Link;
 pub use process::Limit;
 use process::PinError;
@@ -216,27 +220,16 @@ fn health_answer(
     }
 }
 
-/// A ping on the framed connection to the plugin's own socket.
-fn ping_framed(
-    plugin: &str,
-    framed: &crate::goplugin::framed::Channel,
-    timeout: Duration,
-) -> Result<()> {
+/// A ping, framed or over gRPC as `health` was made.
+fn ping_with(plugin: &str, health: &HealthClient, timeout: Duration) -> Result<()> {
     let t0 = Instant::now();
-    let sent = crate::goplugin::framed::client::call_unary(
-        framed,
-        crate::goplugin::framed::PLUGIN_OBJECT,
-        HEALTH_CHECK,
-        &health_request(),
-        timeout,
-    );
-    let result = crate::goplugin::unary::wait(sent);
+    let result = health.check(&health_request(), timeout);
     health_answer(plugin, result, t0)
 }
 
-/// A framed connection to a loopp plugin's own socket, when it frames (a
-/// unix socket only); None when it does not, or the connection fails
-/// (gRPC carries the pings then).
+/// A framed connection to a loopp plugin's own socket, when it frames its
+/// own services (a unix socket only); None when it does not, or the
+/// connection fails (gRPC carries every call then).
 fn own_framed(
     config: &HostConfig,
     handshake: &Handshake,
@@ -247,7 +240,7 @@ fn own_framed(
     crate::goplugin::framed::Channel::connect(&handshake.address, config.max_message)
         .map_err(|e| {
             log::debug!(
-                "plugin {}: no framed connection to {} ({e}); pinging over gRPC",
+                "plugin {}: no framed connection to {} ({e}); calling it over gRPC",
                 config.name,
                 handshake.address
             )
@@ -271,14 +264,16 @@ pub struct Client {
     config: HostConfig,
     process: Process,
     handshake: Handshake,
-    channel: Channel,
+    /// The connection to the plugin's own services: framed, to its own
+    /// socket, when it frames them (see `goplugin::framed::PLUGIN_OBJECT`);
+    /// its gRPC channel is made at the first gRPC call.
+    conn: Conn,
     /// The health client, made once: a `grpcio::Client` creates a call
     /// object of its own when made, so one per check cost each check a
     /// second call's set-up.
     health: HealthClient,
-    /// With a loopp plugin that frames: a framed connection to the
-    /// plugin's own socket, which its health checks take (see
-    /// `goplugin::framed::PLUGIN_OBJECT`).
+    /// With a loopp plugin that frames its own services: the framed
+    /// connection `conn` calls them on.
     framed: Option<crate::goplugin::framed::Channel>,
     broker: Broker,
     sockets: SocketDir,
@@ -304,7 +299,13 @@ impl Client {
         cancel: &crossbeam_channel::Receiver<()>,
     ) -> Result<Client> {
         let t0 = Instant::now();
-        rpc::prewarm();
+        // gRPC's set-up overlaps the plugin's start, unless the plugin may
+        // frame: then it is started only if needed (see below).
+        let offers_framing = crate::goplugin::route::offered_with(&config.env)
+            && crate::goplugin::framed::offered_with(&config.env);
+        if !offers_framing {
+            rpc::prewarm();
+        }
         let name = config.name.as_str();
         // Made only if the host serves something on its broker.
         let sockets = SocketDir::lazy(config.socket_dir.clone());
@@ -348,13 +349,36 @@ impl Client {
             }
         };
         let handshake_in = t0.elapsed();
-        // A loopp plugin that frames answers its first ping framed, before
-        // the gRPC connection is made; if that fails, gRPC's ping decides.
-        let framed = own_framed(config, &handshake)
-            .filter(|f| ping_framed(&config.name, f, config.rpc_timeout).is_ok());
+        // A loopp plugin that frames its own services is called framed, on
+        // its own socket: its first ping too, and gRPC is made only if a
+        // gRPC call needs it. If that connection or ping fails, gRPC's
+        // ping decides.
+        let (network, address, max) = (
+            handshake.network,
+            handshake.address.clone(),
+            config.max_message,
+        );
+        let grpc = move || rpc::connect_now(network, &address, max);
+        let framed = own_framed(config, &handshake).and_then(|f| {
+            let conn = Conn {
+                framed: Some((f.clone(), crate::goplugin::framed::PLUGIN_OBJECT)),
+                ..Conn::from(rpc::LazyClient::later(grpc.clone()))
+            };
+            let health = HealthClient::new(conn.clone());
+            ping_with(&config.name, &health, config.rpc_timeout)
+                .is_ok()
+                .then_some((f, conn, health))
+        });
         // From spawn to the first successful ping, whichever way it went.
         let pinged_in = framed.as_ref().map(|_| t0.elapsed());
-        let channel = rpc::connect_now(handshake.network, &handshake.address, config.max_message);
+        let (framed, conn, health) = match framed {
+            Some((f, conn, health)) => (Some(f), conn, health),
+            None => {
+                let conn = Conn::from(rpc::LazyClient::of(grpc()));
+                let health = HealthClient::new(conn.clone());
+                (None, conn, health)
+            }
+        };
         let lane = crate::goplugin::pool::Lane::new(
             &config.name,
             config.concurrent_calls,
@@ -364,9 +388,9 @@ impl Client {
             config: config.clone(),
             process,
             handshake,
-            health: HealthClient::new(channel.clone()),
+            health,
             framed,
-            channel,
+            conn,
             broker: Broker::bounded(sockets.clone(), config.max_message, Some(lane)),
             sockets,
             handshake_in,
@@ -405,7 +429,12 @@ impl Client {
     }
 
     fn open_streams(&self) {
-        match GRPCBrokerClient::new(self.channel.clone()).start_stream(rpc::STREAM_DEADLINE) {
+        if self.framed.is_some() {
+            self.broker
+                .attach_framed(BrokerClient::new(self.conn.clone()));
+            return;
+        }
+        match GRPCBrokerClient::new(self.conn.clone()).start_stream(rpc::STREAM_DEADLINE) {
             Ok((tx, rx)) => self.broker.attach(tx, rx),
             Err(e) => log::warn!(
                 "plugin {}: no broker stream: {}",
@@ -413,7 +442,7 @@ impl Client {
                 crate::goplugin::error::rpc_status_text(&e)
             ),
         }
-        stdio::relay(&self.config.name, self.channel.clone());
+        stdio::relay(&self.config.name, self.conn.client.channel().clone());
     }
 
     /// `grpc.health.v1.Health/Check{service: "plugin"}` with the rpc timeout;
@@ -424,18 +453,12 @@ impl Client {
 
     /// [`Client::ping`] with its own deadline.
     pub fn ping_within(&self, timeout: Duration) -> Result<()> {
-        match &self.framed {
-            Some(f) if f.is_open() => ping_framed(&self.config.name, f, timeout),
-            _ => {
-                let t0 = Instant::now();
-                let result = self.health.check(&health_request(), timeout);
-                health_answer(&self.config.name, result, t0)
-            }
-        }
+        ping_with(&self.config.name, &self.health, timeout)
     }
 
-    /// Whether pings go framed, to the plugin's own socket (a loopp
-    /// plugin that frames), rather than over gRPC.
+    /// Whether the plugin's own services (pings included) are called
+    /// framed, on its own socket (a loopp plugin that frames them), rather
+    /// than over gRPC.
     pub fn pings_framed(&self) -> bool {
         self.framed.as_ref().is_some_and(|f| f.is_open())
     }
@@ -445,9 +468,16 @@ impl Client {
         &self.handshake
     }
 
-    /// The gRPC channel to the plugin, for app service clients.
+    /// The connection to the plugin's own services, for app service
+    /// clients: framed when the plugin frames them.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The gRPC channel to the plugin, made now if it was not (a plugin
+    /// that frames its own services is called on `conn`, without it).
     pub fn channel(&self) -> &Channel {
-        &self.channel
+        self.conn.client.channel()
     }
 
     /// The host's broker for this plugin.
@@ -493,7 +523,7 @@ impl Client {
         let mut graceful = false;
         let mut status = self.process.status();
         if status.is_none() {
-            let _ = GRPCControllerClient::new(self.channel.clone())
+            let _ = GRPCControllerClient::new(self.conn.clone())
                 .shutdown(&Empty::new(), self.config.rpc_timeout);
             status = self.process.wait_timeout(self.config.shutdown_grace);
             graceful = status.is_some();

@@ -175,6 +175,7 @@ impl Listener {
             .spawn(move || {
                 let mut to = Destinations {
                     grpc: None,
+                    build: None,
                     given,
                     early: Default::default(),
                     framed,
@@ -310,11 +311,24 @@ impl Listener {
     }
 }
 
+/// Builds and starts the gRPC server.
+pub type Build = Box<dyn FnOnce() -> Result<Server> + Send>;
+
+/// What the accept thread is given for gRPC's connections.
+enum Given {
+    /// The server, started.
+    Server(Server),
+    /// How to build it, at the first connection that needs it.
+    Build(Build),
+}
+
 /// Where the accept thread hands connections.
 struct Destinations {
-    /// The gRPC server, once given.
+    /// The gRPC server, once given (or built).
     grpc: Option<Server>,
-    given: std::sync::mpsc::Receiver<Server>,
+    /// How to build it, until it is.
+    build: Option<Build>,
+    given: std::sync::mpsc::Receiver<Given>,
     /// Connections that sent their preface before the server was given.
     early: std::collections::VecDeque<OwnedFd>,
     framed: Option<Handoff>,
@@ -324,6 +338,16 @@ impl Destinations {
     /// Gives gRPC a connection that sent its preface, or keeps it until
     /// the server is given.
     fn hand_over(&mut self, fd: OwnedFd) {
+        if self.grpc.is_none() {
+            if let Some(build) = self.build.take() {
+                // The host waits meanwhile: gRPC's set-up and the server's,
+                // about a millisecond, once.
+                match build() {
+                    Ok(server) => self.grpc = Some(server),
+                    Err(e) => log::error!("{e}; gRPC connections to this plugin are closed"),
+                }
+            }
+        }
         match &mut self.grpc {
             // SAFETY: a connected, non-blocking stream socket of ours;
             // gRPC owns and closes it from here on.
@@ -339,11 +363,13 @@ impl Destinations {
 
     /// Takes the server, if given, and hands it what waited for it.
     fn take_given(&mut self) {
-        if let Ok(server) = self.given.try_recv() {
-            self.grpc = Some(server);
-            for fd in std::mem::take(&mut self.early) {
-                self.hand_over(fd);
-            }
+        match self.given.try_recv() {
+            Ok(Given::Server(server)) => self.grpc = Some(server),
+            Ok(Given::Build(build)) => self.build = Some(build),
+            Err(_) => return,
+        }
+        for fd in std::mem::take(&mut self.early) {
+            self.hand_over(fd);
         }
     }
 
@@ -425,7 +451,7 @@ fn pollfd(fd: RawFd) -> libc::pollfd {
 /// The thread that hands connections to the server.
 pub struct Acceptor {
     wake: std::os::unix::net::UnixStream,
-    give: std::sync::mpsc::Sender<Server>,
+    give: std::sync::mpsc::Sender<Given>,
     thread: std::thread::JoinHandle<Option<Server>>,
 }
 
@@ -433,7 +459,18 @@ impl Acceptor {
     /// Gives the gRPC server, started, which then gets every connection
     /// that sent the HTTP/2 preface.
     pub fn give(&self, server: Server) {
-        if self.give.send(server).is_ok() {
+        self.hand(Given::Server(server));
+    }
+
+    /// Gives how to build the gRPC server instead, on the accept thread,
+    /// when the first connection that sent the HTTP/2 preface comes: a
+    /// plugin whose host frames never starts gRPC's core.
+    pub fn build_on_demand(&self, build: Build) {
+        self.hand(Given::Build(build));
+    }
+
+    fn hand(&self, given: Given) {
+        if self.give.send(given).is_ok() {
             let _ = std::io::Write::write(&mut &self.wake, &[1]);
         }
     }

@@ -1,6 +1,8 @@
 //! The services every plugin serves, whatever it is: grpc.health.v1 (the host's
 //! ping), `plugin.GRPCController` (Shutdown), `plugin.GRPCBroker` (StartStream)
-//! and `plugin.GRPCStdio` (StreamStdio).
+//! and `plugin.GRPCStdio` (StreamStdio); and to a loopp host that frames the
+//! plugin's own services, `loopp.Broker` (the broker's stream as two unary
+//! calls).
 
 use crate::goplugin::call::{Ctx, Sink};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +24,10 @@ use crate::proto::grpc_stdio::StdioData;
 use crate::proto::health::{
     health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
 };
-use crate::proto::{grpc_broker_grpc, grpc_controller_grpc, grpc_stdio_grpc, health_grpc};
+use crate::proto::loopp_broker::{Announced, Announcements, WatchRequest};
+use crate::proto::{
+    grpc_broker_grpc, grpc_controller_grpc, grpc_stdio_grpc, health_grpc, loopp_broker_grpc,
+};
 
 /// Health: `plugin` and `""` are SERVING until shutdown begins, then NOT_SERVING.
 #[derive(Clone)]
@@ -85,6 +90,50 @@ impl grpc_broker_grpc::GRPCBroker for BrokerService {
         sink: DuplexSink<ConnInfo>,
     ) {
         self.broker.attach(sink, stream);
+    }
+}
+
+/// `loopp.Broker`: the broker stream's work for a host that frames the
+/// plugin's own services, which has no stream.
+#[derive(Clone)]
+pub struct FramedBroker {
+    pub(crate) broker: Broker,
+}
+
+impl loopp_broker_grpc::Broker for FramedBroker {
+    fn announce(&mut self, ctx: Ctx, req: ConnInfo, sink: Sink<Announced>) {
+        let r = self
+            .broker
+            .received(req)
+            .map(|()| Announced::new())
+            .map_err(|e| rpc::status(RpcStatusCode::UNAVAILABLE, e.to_string()));
+        rpc::respond(&ctx, sink, r);
+    }
+
+    fn watch(&mut self, ctx: Ctx, req: WatchRequest, sink: Sink<Announcements>) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        // Answered now, at the broker's next announcement or at its close:
+        // no thread waits meanwhile.
+        self.broker.watch(
+            req.after,
+            Box::new(move |got| {
+                let _ = tx.send(got);
+            }),
+        );
+        rpc::respond_when(&ctx, sink, async move {
+            match rx.await {
+                Ok(Ok((infos, last))) => Ok(Announcements {
+                    infos,
+                    last,
+                    ..Default::default()
+                }),
+                Ok(Err(e)) => Err(rpc::status(RpcStatusCode::UNAVAILABLE, e.to_string())),
+                Err(_) => Err(rpc::status(
+                    RpcStatusCode::UNAVAILABLE,
+                    "the plugin's broker dropped the watch",
+                )),
+            }
+        });
     }
 }
 

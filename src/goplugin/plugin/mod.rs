@@ -39,7 +39,9 @@ use crate::goplugin::handshake::{
     negotiate_version, Cookie, Handshake, Network, NOT_A_PLUGIN_MESSAGE,
 };
 use crate::goplugin::sockdir::SocketDir;
-use crate::proto::{grpc_broker_grpc, grpc_controller_grpc, grpc_stdio_grpc, health_grpc};
+use crate::proto::{
+    grpc_broker_grpc, grpc_controller_grpc, grpc_stdio_grpc, health_grpc, loopp_broker_grpc,
+};
 
 /// How long `serve` waits for the service's `close` and the server's shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -178,8 +180,11 @@ where
         stdio::Stdio::capture().map_err(|e| serve_err("cannot capture stdio", e))?;
     jsonlog::init(real_stderr);
     // gRPC's set-up (its threads, ~0.5 ms) overlaps with ours until the
-    // server is built; started once fds 1 and 2 are pipes.
-    crate::goplugin::rpc::prewarm();
+    // server is built; started once fds 1 and 2 are pipes. Not for a host
+    // that frames: it may never need gRPC here (see below).
+    if !(crate::goplugin::route::plugin_offered() && crate::goplugin::framed::plugin_offered()) {
+        crate::goplugin::rpc::prewarm();
+    }
     install_panic_hook();
     // SIGTERM is handled from the start, so a plugin told to stop while it is
     // still starting cleans up its socket directory too.
@@ -281,15 +286,25 @@ where
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
 
     let stopping = Arc::new(AtomicBool::new(false));
-    // A host that frames pings framed, on this socket (see `accept`).
+    // A host that frames calls every service of the plugin's own framed,
+    // on this socket (see `accept`): object 0 of their own table.
     let own_framed = framed_self.then(|| {
         let table = crate::goplugin::route::Table::default();
         table.insert(
             crate::goplugin::framed::PLUGIN_OBJECT,
-            vec![health_grpc::offer_health(builtin::Health {
-                stopping: stopping.clone(),
-            })],
+            vec![
+                health_grpc::offer_health(builtin::Health {
+                    stopping: stopping.clone(),
+                }),
+                grpc_controller_grpc::offer_grpc_controller(builtin::Controller {
+                    stop: stop_tx.clone(),
+                }),
+                loopp_broker_grpc::offer_broker(builtin::FramedBroker {
+                    broker: broker.clone(),
+                }),
+            ],
         );
+        table.add(crate::goplugin::framed::PLUGIN_OBJECT, &served.grpc);
         crate::goplugin::framed::server::Handoff::new(
             std::path::Path::new(&address),
             table,
@@ -297,32 +312,52 @@ where
             crate::goplugin::framed::PLUGIN_CONNECTIONS,
         )
     });
+    // gRPC's server: built now for a host that does not frame; for one
+    // that does, only if a gRPC connection comes (a host of an earlier
+    // loopp version), so gRPC's core never starts in this process
+    // otherwise.
+    let grpc = {
+        let (stopping, stop_tx, broker, stdio) = (
+            stopping.clone(),
+            stop_tx.clone(),
+            broker.clone(),
+            stdio.clone(),
+        );
+        let offers = served.grpc;
+        move || -> Result<grpcio::Server> {
+            let mut builder = crate::goplugin::rpc::server_builder()
+                .register_service(health_grpc::create_health(builtin::Health { stopping }))
+                .register_service(grpc_controller_grpc::create_grpc_controller(
+                    builtin::Controller { stop: stop_tx },
+                ))
+                .register_service(grpc_broker_grpc::create_grpc_broker(
+                    builtin::BrokerService {
+                        broker: broker.clone(),
+                    },
+                ))
+                .register_service(loopp_broker_grpc::create_broker(builtin::FramedBroker {
+                    broker,
+                }))
+                .register_service(grpc_stdio_grpc::create_grpc_stdio(builtin::StdioService {
+                    stdio,
+                }));
+            for s in offers {
+                builder = builder.register_service(s.into_service());
+            }
+            let mut server = builder
+                .build()
+                .map_err(|e| serve_err("cannot build the gRPC server", e))?;
+            server.start();
+            Ok(server)
+        }
+    };
+    let framing_host = own_framed.is_some();
     let acceptor = listener.serve(own_framed, PREFACE_TIMEOUT)?;
-    let mut builder = crate::goplugin::rpc::server_builder()
-        .register_service(health_grpc::create_health(builtin::Health {
-            stopping: stopping.clone(),
-        }))
-        .register_service(grpc_controller_grpc::create_grpc_controller(
-            builtin::Controller {
-                stop: stop_tx.clone(),
-            },
-        ))
-        .register_service(grpc_broker_grpc::create_grpc_broker(
-            builtin::BrokerService {
-                broker: broker.clone(),
-            },
-        ))
-        .register_service(grpc_stdio_grpc::create_grpc_stdio(builtin::StdioService {
-            stdio: stdio.clone(),
-        }));
-    for s in served.grpc {
-        builder = builder.register_service(s.into_service());
+    if framing_host {
+        acceptor.build_on_demand(Box::new(grpc));
+    } else {
+        acceptor.give(grpc()?);
     }
-    let mut server = builder
-        .build()
-        .map_err(|e| serve_err("cannot build the gRPC server", e))?;
-    server.start();
-    acceptor.give(server);
     log::debug!(network = network.as_str(), address = address.as_str(), version = app_version; "plugin {} serving", config.name);
     parent::watch(stop_tx.clone(), ppid);
     // Kept until the process exits.

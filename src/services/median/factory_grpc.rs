@@ -269,7 +269,7 @@ impl PluginMedian for PluginMedianClient {
         &self,
         args: MedianFactoryArgs,
     ) -> Result<Arc<dyn ReportingPluginFactory>, String> {
-        let channel = self.link.channel(&self.name).map_err(|e| e.to_string())?;
+        let channel = self.link.conn(&self.name).map_err(|e| e.to_string())?;
         let broker = self.link.broker(&self.name).map_err(|e| e.to_string())?;
         // What is served for the plugin runs in its lane (its bound).
         let _lane = broker.enter_lane();

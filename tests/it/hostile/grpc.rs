@@ -101,6 +101,7 @@ fn files() -> Vec<&'static FileDescriptor> {
         proto::health::file_descriptor(),
         proto::keystore::file_descriptor(),
         proto::loop_service::file_descriptor(),
+        proto::loopp_broker::file_descriptor(),
         proto::median::file_descriptor(),
         proto::median_datasource::file_descriptor(),
         proto::median_plugin::file_descriptor(),
@@ -275,7 +276,7 @@ fn send_batch(
 ) -> TestCaseResult {
     let desc = request_type(method);
     let m = raw(method);
-    let client = channel.client.clone();
+    let client = channel.client.get().clone();
     let opt = || {
         let o = CallOption::default().timeout(DEADLINE);
         match &channel.route {
@@ -790,7 +791,7 @@ fn hostile_grpc_relayer_plugin_answers_any_bytes() {
     let (contract, digest) = crate::median::chain(&sandbox);
     drop(contract);
     let plugin = start(&sandbox, "devchain", devchain(), Cookie::relayer());
-    let main = plugin.client.channel().clone();
+    let main = plugin.client.conn().clone();
     let config = serde_json::json!({"chainFile": sandbox.dir.join("chain.jsonl")}).to_string();
     let mut new_relayer = rl::NewRelayerRequest::new();
     new_relayer.config = config;
@@ -853,7 +854,7 @@ fn hostile_grpc_relayer_plugin_answers_any_bytes() {
     ];
     targets.extend(provider_targets(&provider, &digest, &a_report()));
     // The plugin's own loop.Service, then the provider's (closed last).
-    targets.extend(service_targets(&main.clone().into(), false));
+    targets.extend(service_targets(&main, false));
     targets.extend(service_targets(&provider, true));
     assert_framed(&targets);
     let done = fuzz(&plugin, targets);
@@ -883,7 +884,7 @@ fn hostile_grpc_median_plugin_answers_any_bytes() {
     let (contract, digest) = crate::median::chain(&sandbox);
     let provider = crate::median::devchain_provider(&contract);
     let plugin = start(&sandbox, "median", median(), Cookie::median());
-    let main = plugin.client.channel().clone();
+    let main = plugin.client.conn().clone();
     let broker = plugin.client.broker().clone();
     let mut lease = broker.lease();
     let source = || {
@@ -1031,19 +1032,26 @@ fn hostile_grpc_median_plugin_answers_any_bytes() {
 fn hostile_grpc_example_plugin_answers_any_bytes() {
     let sandbox = Sandbox::new("hostile-example");
     let plugin = start(&sandbox, "example", example(), Cookie::example());
-    let main = plugin.client.channel().clone();
+    let main = plugin.client.conn().clone();
     let mut text = proto::example::Text::new();
     text.value = "hello".into();
     let mut id = proto::example::BrokerId::new();
     id.value = 1;
+    let mut announced = proto::grpc_broker::ConnInfo::new();
+    announced.service_id = 7;
+    announced.network = "unix".into();
+    announced.address = sandbox.dir.join("nothing.sock").display().to_string();
     let targets = vec![
         Target::new("/loopp.example.Example/Echo", &main, vec![bytes(&text)]),
         Target::new("/loopp.example.Example/ServeEcho", &main, vec![]),
+        // An id the plugin's broker keeps for a dial that never comes.
+        Target::new("/loopp.Broker/Announce", &main, vec![bytes(&announced)]),
         // Id 1 is never served by this host: the plugin waits 5 s for it.
         Target::new("/loopp.example.Example/CallEcho", &main, vec![bytes(&id)]).once(),
     ];
     let done = fuzz(&plugin, targets);
     assert_covers(&done, &["loopp.example.Example"]);
+    assert!(done.contains("/loopp.Broker/Announce"));
     let mut client = plugin.client;
     client.kill();
 }
@@ -1063,6 +1071,10 @@ const NOT_COVERED: &[(&str, &str)] = &[
         "a server stream with one subscriber, taken by the host",
     ),
     (
+        "/loopp.Broker/Watch",
+        "a long poll, the host's one watch of the plugin's announcements (as the broker stream is): answered at the next one; its request, one number, decodes from nearly any bytes",
+    ),
+    (
         "/grpc.health.v1.Health/Watch",
         "a server stream (the glue decodes its request as for Check, which is covered)",
     ),
@@ -1071,6 +1083,7 @@ const NOT_COVERED: &[(&str, &str)] = &[
 /// What the tests above fuzz: the services each covers.
 const COVERED_SERVICES: &[&str] = &[
     "grpc.health.v1.Health/Check",
+    "loopp.Broker/Announce",
     "loopp.example.Example",
     "loop.PluginRelayer",
     "loop.Relayer",

@@ -76,7 +76,7 @@ impl PluginRelayer for PluginRelayerClient {
         csa_keystore: Option<Arc<dyn Keystore>>,
     ) -> Result<Arc<dyn Relayer>, String> {
         const METHOD: &str = "/loop.PluginRelayer/NewRelayer";
-        let channel = self.link.channel(&self.name).map_err(|e| e.to_string())?;
+        let channel = self.link.conn(&self.name).map_err(|e| e.to_string())?;
         let broker = self.link.broker(&self.name).map_err(|e| e.to_string())?;
         // What is served for the plugin runs in its lane (its bound).
         let _lane = broker.enter_lane();
