@@ -310,14 +310,22 @@ impl Table {
     #[inline(never)]
     fn find_erased(&self, id: u32, service: &str) -> Result<Erased, RpcStatus> {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        routes
-            .get(&id)
-            .and_then(|e| e.iter().find(|(s, _)| *s == service))
+        let Some(offers) = routes.get(&id) else {
+            return Err(RpcStatus::with_message(
+                RpcStatusCode::UNAVAILABLE,
+                format!("broker id {id} serves no {service} here: closed, or never served"),
+            ));
+        };
+        // An object that does not serve it: as a server without the
+        // service answers (a plugin without `loop.Service`, say).
+        offers
+            .iter()
+            .find(|(s, _)| *s == service)
             .map(|(_, o)| o.clone())
             .ok_or_else(|| {
                 RpcStatus::with_message(
-                    RpcStatusCode::UNAVAILABLE,
-                    format!("broker id {id} serves no {service} here: closed, or never served"),
+                    RpcStatusCode::UNIMPLEMENTED,
+                    format!("broker id {id} does not serve {service}"),
                 )
             })
     }

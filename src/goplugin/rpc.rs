@@ -221,12 +221,6 @@ impl LazyClient {
     }
 }
 
-/// Whether this process started gRPC's core (made its environment):
-/// between loopp processes that frame everything, none does.
-pub fn started() -> bool {
-    ENV.get().is_some()
-}
-
 /// The environment variable that, set to `0`, makes [`connect_now`] a
 /// [`connect_bounded`].
 pub const DIRECT_VAR: &str = "LOOPP_DIRECT_CHANNELS";

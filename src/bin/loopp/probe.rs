@@ -189,7 +189,7 @@ pub fn main(args: &[String]) -> Result<ExitCode, String> {
     let started = client.started_in();
 
     // loop.Service, if the plugin serves it.
-    let svc = ServiceClient::new(&name, client.channel().clone().into(), config.rpc_timeout);
+    let svc = ServiceClient::new(&name, client.conn().clone(), config.rpc_timeout);
     let service = match svc.try_name() {
         Ok(n) => {
             use loopp::services::service::Service;
