@@ -136,8 +136,8 @@ pub struct Handshake {
     /// unary calls (9th field: [`crate::goplugin::framed::HANDSHAKE_FIELD`]).
     pub framed: bool,
     /// Whether the plugin, framing, also takes framed connections on its
-    /// own socket, where its host pings it (10th field:
-    /// [`crate::goplugin::framed::SELF_FIELD`]).
+    /// own socket, where its host calls every service of its own (10th
+    /// field: [`crate::goplugin::framed::SELF_FIELD`]).
     pub framed_self: bool,
 }
 

@@ -16,8 +16,10 @@
 //! messages (protobuf, as gRPC carries them), method names, broker ids,
 //! status codes, deadlines (the caller's, sent with the call) and message
 //! bounds. Handlers are the same code ([`crate::goplugin::call`]).
-//! Streams (the broker's, logs) stay on gRPC, as does everything a Go
-//! peer sees.
+//! Streams stay on gRPC, as does everything a Go peer sees; between loopp
+//! processes there are none: a host that frames a plugin's own services
+//! ([`SELF_FIELD`]) watches its broker with unary calls
+//! (`loopp.Broker`) and takes its output from its pipes.
 //!
 //! Negotiation, as for routing: a loopp host that routes also sets
 //! [`OFFER_VAR`] in a plugin's environment (unless its own sets it to
@@ -52,14 +54,17 @@ pub const OFFER_VAR: &str = "LOOPP_BROKER_FRAMED";
 pub const HANDSHAKE_FIELD: &str = "loopp-framed";
 
 /// The handshake's 10th field by which a framing loopp plugin says that
-/// its own socket takes framed connections too, for its own services
-/// ([`PLUGIN_OBJECT`]): its host then pings it framed. A plugin of a
-/// loopp version before it frames only brokered objects.
+/// its own socket takes framed connections too, for every service of its
+/// own ([`PLUGIN_OBJECT`]): its host then calls it only there, and
+/// neither side needs gRPC. A plugin of an earlier loopp version frames
+/// only brokered objects (or, with `loopp-framed-self`, its health too):
+/// its host calls it over gRPC.
 pub const SELF_FIELD: &str = "loopp-framed-own";
 
 /// The broker id under which a loopp plugin serves its own services
-/// (health) framed on its own socket, to a host that frames: broker ids
-/// start at 1, so no brokered object has it.
+/// (health, Shutdown, `loopp.Broker`, what it serves) framed on its own
+/// socket, to a host that frames: broker ids start at 1, so no brokered
+/// object has it.
 pub const PLUGIN_OBJECT: u32 = 0;
 
 /// How many framed connections a plugin's own socket keeps at once: its

@@ -9,10 +9,11 @@
 //! the accept thread, started with the handshake, hands every connection
 //! to the server once it runs (`grpc_server_add_channel_from_fd`), as
 //! gRPC's own listener would. A host sees the same socket and the same
-//! HTTP/2 server, sooner. A loopp host that frames also connects with the
-//! framed transport's preface, to ping: that connection goes at once to
-//! the plugin's own framed services (`framed::server::Handoff`), gRPC's
-//! server or not.
+//! HTTP/2 server, sooner. A loopp host that frames connects with the
+//! framed transport's preface instead: that connection goes at once to
+//! the plugin's own framed services (`framed::server::Handoff`), and the
+//! gRPC server is built only if a gRPC connection comes
+//! ([`Acceptor::build_on_demand`]).
 //!
 //! Invariants: only loopback or a unix socket in the plugin's 0700
 //! directory is listened on; a connection reaches gRPC only once it has

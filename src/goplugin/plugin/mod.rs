@@ -10,11 +10,13 @@
 //!    `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` when `LOOPP_NETWORK=tcp`: the
 //!    plugin's own socket ([`accept`]), before gRPC is set up;
 //! 6. print the handshake line and flush, start the accept thread (a
-//!    framing host's framed connection is served at once: the plugin's
-//!    health); then build and start the gRPC server and give it to the
-//!    accept thread (a host that connected meanwhile waits), and what the host does not
-//!    wait for: the parent's watch and the `/metrics` server's threads (its
-//!    port is bound before the handshake);
+//!    framing host's framed connection is served at once: every service
+//!    of the plugin's own, as object 0); then build and start the gRPC
+//!    server and give it to the accept thread (a host that connected
+//!    meanwhile waits), or, for a framing host, let the accept thread
+//!    build it at the first gRPC connection, if one comes; and what the
+//!    host does not wait for: the parent's watch and the `/metrics`
+//!    server's threads (its port is bound before the handshake);
 //! 7. serve until Shutdown, SIGTERM or the host's death, then close the service,
 //!    the broker and the server, remove the socket directory and return 0.
 //!
