@@ -3,23 +3,19 @@
 //! its phase's deadline: [`Deadline`] is ready at an instant, woken by
 //! one process-wide `timer` thread (started at the first deadline).
 //!
-//! The thread waits on a timerfd armed for the earliest live deadline.
-//! Whoever sets an earlier deadline, or drops the earliest, arms it again
-//! (a system call, no thread woken), so a deadline that is never reached
-//! (the calls answered in time, the usual case) wakes nobody: a round of
-//! a feed sets several, and waking the thread to sleep less, then for a
-//! deadline dropped meanwhile, was a third of the thread wake-ups a round
-//! caused besides its calls' own. A dropped deadline is forgotten; its
-//! heap entry goes when it comes to the top.
+//! The thread sleeps until the earliest deadline and is only woken early
+//! when an earlier one is set, so a deadline that is never reached (the
+//! calls answered in time, the usual case) costs a heap entry, no
+//! wake-up and no system call. A dropped deadline is forgotten: it wakes
+//! nobody, and is taken out of the heap when it comes to the top.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Ready at `at`: the waker of whoever polled it last is woken then.
 pub struct Deadline {
@@ -60,8 +56,11 @@ impl Future for Deadline {
                 st.heap.push(Reverse((self.at, key)));
                 st.wakers.insert(key, cx.waker().clone());
                 self.key = Some(key);
-                if st.armed.is_none_or(|armed| self.at < armed) {
-                    clock.arm(&mut st, Some(self.at));
+                // The thread is asleep past this deadline: wake it to
+                // sleep less. Awake, it looks at the heap before sleeping.
+                if matches!(st.sleeping_until, Some(until) if self.at < until) {
+                    st.sleeping_until = None;
+                    clock.wake.notify_one();
                 }
             }
         }
@@ -72,22 +71,15 @@ impl Future for Deadline {
 impl Drop for Deadline {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            let clock = clock();
-            let mut st = clock.state.lock().unwrap_or_else(|e| e.into_inner());
-            if st.wakers.remove(&key).is_some() && st.armed == Some(self.at) {
-                // It was the earliest: the timer is armed for the next.
-                let next = st.earliest_live();
-                clock.arm(&mut st, next);
-            }
+            let mut st = clock().state.lock().unwrap_or_else(|e| e.into_inner());
+            st.wakers.remove(&key);
         }
     }
 }
 
 struct Clock {
     state: Mutex<State>,
-    /// A timerfd (CLOCK_MONOTONIC, `Instant`'s clock), armed for the
-    /// earliest live deadline; None if it could not be made.
-    timer: Option<OwnedFd>,
+    wake: Condvar,
 }
 
 struct State {
@@ -95,105 +87,43 @@ struct State {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     wakers: HashMap<u64, Waker>,
     next_key: u64,
-    /// What the timerfd is armed for; None: disarmed.
-    armed: Option<Instant>,
+    /// When the thread wakes by itself; None while it is awake (it looks
+    /// at the heap again before it sleeps).
+    sleeping_until: Option<Instant>,
 }
 
-impl State {
-    /// The earliest deadline not dropped, dropped ones above it taken out.
-    fn earliest_live(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((at, key))) = self.heap.peek() {
-            if self.wakers.contains_key(&key) {
-                return Some(at);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-}
-
-impl Clock {
-    /// Arms the timerfd for `at` (None: disarms it), under the state's
-    /// lock, so the thread and those who set deadlines agree on it.
-    fn arm(&self, st: &mut State, at: Option<Instant>) {
-        st.armed = at;
-        let Some(fd) = &self.timer else { return };
-        let it_value = match at {
-            // Relative to now; at least a nanosecond (zero disarms).
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                libc::timespec {
-                    tv_sec: left.as_secs().min(i64::MAX as u64) as libc::time_t,
-                    tv_nsec: left.subsec_nanos().max(u32::from(left.is_zero())) as libc::c_long,
-                }
-            }
-            None => libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-        };
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value,
-        };
-        // SAFETY: a timerfd this clock owns, and a valid itimerspec.
-        unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-    }
-}
+/// How long the thread sleeps with no deadline set (it is woken for the
+/// next one).
+const IDLE: Duration = Duration::from_secs(3600);
 
 fn clock() -> &'static Clock {
     static CLOCK: OnceLock<&'static Clock> = OnceLock::new();
     CLOCK.get_or_init(|| {
-        // SAFETY: timerfd_create returns a new descriptor or -1.
-        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) };
-        // SAFETY: a fresh descriptor nobody else owns.
-        let timer = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) });
         let clock: &'static Clock = Box::leak(Box::new(Clock {
             state: Mutex::new(State {
                 heap: BinaryHeap::new(),
                 wakers: HashMap::new(),
                 next_key: 0,
-                armed: None,
+                sleeping_until: None,
             }),
-            timer,
+            wake: Condvar::new(),
         }));
-        let Some(fd) = clock.timer.as_ref().map(AsRawFd::as_raw_fd) else {
-            // Every call a deadline guards carries its own deadline too:
-            // waits still end, only later.
-            log::error!(
-                "cannot make the deadline timer: {}; deadlines wait for their calls",
-                std::io::Error::last_os_error()
-            );
-            return clock;
-        };
         if let Err(e) = std::thread::Builder::new()
             .name("timer".into())
-            .spawn(move || run(clock, fd))
+            .spawn(move || run(clock))
         {
+            // Every call a deadline guards carries its own gRPC deadline
+            // too: waits still end, only later.
             log::error!("cannot start the timer thread: {e}; deadlines wait for their calls");
         }
         clock
     })
 }
 
-fn run(clock: &'static Clock, fd: libc::c_int) {
+fn run(clock: &'static Clock) {
     let mut due = Vec::new();
+    let mut st = clock.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        let mut expirations = [0u8; 8];
-        // SAFETY: reading 8 bytes into a buffer of 8 from the clock's
-        // timerfd, which lives as long as the process.
-        let n = unsafe { libc::read(fd, expirations.as_mut_ptr().cast(), 8) };
-        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            log::error!(
-                "the deadline timer failed: {}; deadlines wait for their calls",
-                std::io::Error::last_os_error()
-            );
-            return;
-        }
-        let mut st = clock.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         while let Some(&Reverse((at, key))) = st.heap.peek() {
             let live = st.wakers.contains_key(&key);
@@ -205,10 +135,23 @@ fn run(clock: &'static Clock, fd: libc::c_int) {
                 due.push(w);
             }
         }
-        let next = st.earliest_live();
-        clock.arm(&mut st, next);
-        drop(st);
-        due.drain(..).for_each(Waker::wake);
+        if !due.is_empty() {
+            drop(st);
+            due.drain(..).for_each(Waker::wake);
+            st = clock.state.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let sleep = st
+            .heap
+            .peek()
+            .map_or(IDLE, |Reverse((at, _))| at.saturating_duration_since(now));
+        st.sleeping_until = Some(now + sleep);
+        st = clock
+            .wake
+            .wait_timeout(st, sleep)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        st.sleeping_until = None;
     }
 }
 
@@ -217,7 +160,6 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::time::Duration;
 
     struct Count(AtomicUsize, std::thread::Thread);
     impl std::task::Wake for Count {
@@ -285,67 +227,6 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(5), "never woken");
         }
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
-    }
-
-    /// Times this process's `timer` thread has run so far (its
-    /// schedstat's time slices).
-    fn timer_switches() -> u64 {
-        let mut total = 0;
-        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if comm.trim() != "timer" {
-                continue;
-            }
-            let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            total += stat
-                .split_whitespace()
-                .nth(2)
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        total
-    }
-
-    /// Setting a deadline earlier than the others and dropping the
-    /// earliest arm the timer from the caller's thread: the timer thread
-    /// wakes for neither, only when a deadline comes (before, each earlier
-    /// deadline woke it to sleep less, and each dropped one when its time
-    /// came).
-    #[test]
-    fn setting_and_dropping_deadlines_wakes_no_thread() {
-        let (_count, waker) = counter();
-        let mut cx = Context::from_waker(&waker);
-        let mut far = Box::pin(after(Duration::from_secs(60)));
-        assert!(far.as_mut().poll(&mut cx).is_pending());
-        std::thread::sleep(Duration::from_millis(20));
-        let before = timer_switches();
-        // Each earlier than the one before, each dropped.
-        let start = Instant::now();
-        for i in 0..50 {
-            let mut d = Box::pin(at(start + Duration::from_millis(400 - 5 * i)));
-            assert!(d.as_mut().poll(&mut cx).is_pending());
-            // A thread woken would be asleep again by the next.
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        // Past every dropped deadline's time.
-        std::thread::sleep(
-            (start + Duration::from_millis(450)).saturating_duration_since(Instant::now()),
-        );
-        let woken = timer_switches() - before;
-        assert!(woken < 5, "the timer thread switched {woken} times");
-        // And one that is kept still comes.
-        let (count, waker) = counter();
-        let mut near = Box::pin(after(Duration::from_millis(30)));
-        assert!(near
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending());
-        let t0 = Instant::now();
-        while count.0.load(Ordering::SeqCst) == 0 {
-            std::thread::park_timeout(Duration::from_secs(5));
-            assert!(t0.elapsed() < Duration::from_secs(5), "never woken");
-        }
-        drop(far);
     }
 
     #[test]
