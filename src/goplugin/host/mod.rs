@@ -272,9 +272,6 @@ pub struct Client {
     /// object of its own when made, so one per check cost each check a
     /// second call's set-up.
     health: HealthClient,
-    /// With a loopp plugin that frames its own services: the framed
-    /// connection `conn` calls them on.
-    framed: Option<crate::goplugin::framed::Channel>,
     broker: Broker,
     sockets: SocketDir,
     handshake_in: Duration,
@@ -361,22 +358,22 @@ impl Client {
         let grpc = move || rpc::connect_now(network, &address, max);
         let framed = own_framed(config, &handshake).and_then(|f| {
             let conn = Conn {
-                framed: Some((f.clone(), crate::goplugin::framed::PLUGIN_OBJECT)),
+                framed: Some((f, crate::goplugin::framed::PLUGIN_OBJECT)),
                 ..Conn::from(rpc::LazyClient::later(grpc.clone()))
             };
             let health = HealthClient::new(conn.clone());
             ping_with(&config.name, &health, config.rpc_timeout)
                 .is_ok()
-                .then_some((f, conn, health))
+                .then_some((conn, health))
         });
         // From spawn to the first successful ping, whichever way it went.
         let pinged_in = framed.as_ref().map(|_| t0.elapsed());
-        let (framed, conn, health) = match framed {
-            Some((f, conn, health)) => (Some(f), conn, health),
+        let (conn, health) = match framed {
+            Some((conn, health)) => (conn, health),
             None => {
                 let conn = Conn::from(rpc::LazyClient::of(grpc()));
                 let health = HealthClient::new(conn.clone());
-                (None, conn, health)
+                (conn, health)
             }
         };
         let lane = crate::goplugin::pool::Lane::new(
@@ -389,7 +386,6 @@ impl Client {
             process,
             handshake,
             health,
-            framed,
             conn,
             broker: Broker::bounded(sockets.clone(), config.max_message, Some(lane)),
             sockets,
@@ -429,7 +425,7 @@ impl Client {
     }
 
     fn open_streams(&self) {
-        if self.framed.is_some() {
+        if self.conn.framed.is_some() {
             self.broker
                 .attach_framed(BrokerClient::new(self.conn.clone()));
             return;
@@ -460,7 +456,7 @@ impl Client {
     /// framed, on its own socket (a loopp plugin that frames them), rather
     /// than over gRPC.
     pub fn pings_framed(&self) -> bool {
-        self.framed.as_ref().is_some_and(|f| f.is_open())
+        self.conn.framed.as_ref().is_some_and(|(f, _)| f.is_open())
     }
 
     /// The negotiated handshake.

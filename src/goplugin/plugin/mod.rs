@@ -288,24 +288,23 @@ where
         .map_err(|e| serve_err("cannot print the handshake on stdout", e))?;
 
     let stopping = Arc::new(AtomicBool::new(false));
+    // The built-in unary services, served to a framing host and over gRPC.
+    let builtins = vec![
+        health_grpc::offer_health(builtin::Health {
+            stopping: stopping.clone(),
+        }),
+        grpc_controller_grpc::offer_grpc_controller(builtin::Controller {
+            stop: stop_tx.clone(),
+        }),
+        loopp_broker_grpc::offer_broker(builtin::FramedBroker {
+            broker: broker.clone(),
+        }),
+    ];
     // A host that frames calls every service of the plugin's own framed,
     // on this socket (see `accept`): object 0 of their own table.
     let own_framed = framed_self.then(|| {
         let table = crate::goplugin::route::Table::default();
-        table.insert(
-            crate::goplugin::framed::PLUGIN_OBJECT,
-            vec![
-                health_grpc::offer_health(builtin::Health {
-                    stopping: stopping.clone(),
-                }),
-                grpc_controller_grpc::offer_grpc_controller(builtin::Controller {
-                    stop: stop_tx.clone(),
-                }),
-                loopp_broker_grpc::offer_broker(builtin::FramedBroker {
-                    broker: broker.clone(),
-                }),
-            ],
-        );
+        table.add(crate::goplugin::framed::PLUGIN_OBJECT, &builtins);
         table.add(crate::goplugin::framed::PLUGIN_OBJECT, &served.grpc);
         crate::goplugin::framed::server::Handoff::new(
             std::path::Path::new(&address),
@@ -317,33 +316,19 @@ where
     // gRPC's server: built now for a host that does not frame; for one
     // that does, only if a gRPC connection comes (a host of an earlier
     // loopp version), so gRPC's core never starts in this process
-    // otherwise.
+    // otherwise. The streams are gRPC's only.
     let grpc = {
-        let (stopping, stop_tx, broker, stdio) = (
-            stopping.clone(),
-            stop_tx.clone(),
-            broker.clone(),
-            stdio.clone(),
-        );
+        let (broker, stdio) = (broker.clone(), stdio.clone());
         let offers = served.grpc;
         move || -> Result<grpcio::Server> {
             let mut builder = crate::goplugin::rpc::server_builder()
-                .register_service(health_grpc::create_health(builtin::Health { stopping }))
-                .register_service(grpc_controller_grpc::create_grpc_controller(
-                    builtin::Controller { stop: stop_tx },
-                ))
                 .register_service(grpc_broker_grpc::create_grpc_broker(
-                    builtin::BrokerService {
-                        broker: broker.clone(),
-                    },
+                    builtin::BrokerService { broker },
                 ))
-                .register_service(loopp_broker_grpc::create_broker(builtin::FramedBroker {
-                    broker,
-                }))
                 .register_service(grpc_stdio_grpc::create_grpc_stdio(builtin::StdioService {
                     stdio,
                 }));
-            for s in offers {
+            for s in builtins.into_iter().chain(offers) {
                 builder = builder.register_service(s.into_service());
             }
             let mut server = builder
