@@ -10,10 +10,17 @@
 //! Routed (see [`crate::goplugin::route`]; both sides loopp, agreed at the
 //! handshake): every id is served on one shared server per broker and
 //! announced at its address; [`Broker::dial`] keeps one channel per address
-//! and returns a [`Conn`] that names the id in each call's header.
+//! (its gRPC channel made at its first gRPC call) and returns a [`Conn`]
+//! that names the id in each call's header. Framing too, the shared
+//! server is a framed one that also takes gRPC's connections, its gRPC
+//! server built at the first. When the plugin frames its own services,
+//! there is no stream: the host announces with `loopp.Broker/Announce`
+//! ([`Broker::attach_framed`]) and watches the plugin's announcements with
+//! `loopp.Broker/Watch`, a numbered long poll the plugin answers from its
+//! outbox ([`Broker::watch`]).
 //!
 //! Threads: one sender and one receiver per stream, both ending when the stream
-//! or the broker closes. Invariants: announcements received but never dialed are
+//! or the broker closes; framed, one watcher in the host (none in the plugin). Invariants: announcements received but never dialed are
 //! capped at [`MAX_PENDING`]; every socket a broker created is removed by
 //! [`Broker::close`] (or drop), with its private directory; the unix sockets
 //! the other side announced are remembered (at most [`MAX_PENDING`]), so a
