@@ -214,11 +214,6 @@ impl LazyClient {
     pub fn channel(&self) -> &Channel {
         &self.made().0
     }
-
-    /// Whether the channel was made.
-    pub fn is_made(&self) -> bool {
-        self.0.made.get().is_some()
-    }
 }
 
 /// The environment variable that, set to `0`, makes [`connect_now`] a
@@ -430,7 +425,7 @@ where
     let method = ctx.method();
     let gone =
         format!("{method}: the handler ended without an answer (it panicked or could not start)");
-    reply_when(ctx, sink, async move {
+    respond_when(ctx, sink, async move {
         rx.await
             .unwrap_or_else(|_| Err(status(RpcStatusCode::INTERNAL, gone)))
     });
@@ -440,20 +435,11 @@ where
     admitted.start(job);
 }
 
-/// Answers the call with what `outcome` gives, on the completion-queue
-/// thread, and records it in the server metrics.
-/// Answers the call with `outcome` when it is ready, driven where the
-/// transport's replies arrive ([`Ctx::spawn`]); for a handler whose
-/// answer waits on something else than work (no place in a lane held).
+/// Answers the call with what `outcome` gives when it is ready, driven
+/// where the transport's replies arrive ([`Ctx::spawn`]), and records it
+/// in the server metrics; used as is by a handler whose answer waits on
+/// something else than work (no place in a lane held).
 pub fn respond_when<T, Fut>(ctx: &Ctx, sink: Sink<T>, outcome: Fut)
-where
-    T: Send + 'static,
-    Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
-{
-    reply_when(ctx, sink, outcome)
-}
-
-fn reply_when<T, Fut>(ctx: &Ctx, sink: Sink<T>, outcome: Fut)
 where
     T: Send + 'static,
     Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
@@ -503,7 +489,7 @@ pub fn respond_async<T, Fut>(
     T: Send + 'static,
     Fut: std::future::Future<Output = Result<T, RpcStatus>> + Send + 'static,
 {
-    reply_when(ctx, sink, async move {
+    respond_when(ctx, sink, async move {
         let outcome = work.await;
         drop(place);
         outcome

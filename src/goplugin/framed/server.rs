@@ -382,7 +382,16 @@ fn to_grpc(shared: &Shared, conn: UnixStream) -> Option<UnixStream> {
             libc::MSG_PEEK,
         )
     };
-    if n != 1 || first[0] != b'P' {
+    if n != 1 {
+        // Nothing within the bound, or closed: not waited for again by
+        // the framed preface's read.
+        log::warn!(
+            "framed server {}: a connection closed, or sent nothing within {PREFACE_WITHIN:?}; closed",
+            shared.path.display()
+        );
+        return None;
+    }
+    if first[0] != b'P' {
         return Some(conn);
     }
     let mut grpc = shared.grpc.lock().unwrap();

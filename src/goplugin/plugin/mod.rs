@@ -181,10 +181,14 @@ where
     let (stdio, real_stderr) =
         stdio::Stdio::capture().map_err(|e| serve_err("cannot capture stdio", e))?;
     jsonlog::init(real_stderr);
+    // A loopp host offered routing: accept (see `goplugin::route`).
+    let routed = crate::goplugin::route::plugin_offered();
+    // And framing, only with routing (see `goplugin::framed`).
+    let framed = routed && crate::goplugin::framed::plugin_offered();
     // gRPC's set-up (its threads, ~0.5 ms) overlaps with ours until the
     // server is built; started once fds 1 and 2 are pipes. Not for a host
     // that frames: it may never need gRPC here (see below).
-    if !(crate::goplugin::route::plugin_offered() && crate::goplugin::framed::plugin_offered()) {
+    if !framed {
         crate::goplugin::rpc::prewarm();
     }
     install_panic_hook();
@@ -231,10 +235,6 @@ where
     let sockets = SocketDir::create_unowned()
         .map_err(|e| serve_err("cannot create the socket directory", e))?;
     let broker = Broker::new(sockets.clone());
-    // A loopp host offered routing: accept (see `goplugin::route`).
-    let routed = crate::goplugin::route::plugin_offered();
-    // And framing, only with routing (see `goplugin::framed`).
-    let framed = routed && crate::goplugin::framed::plugin_offered();
     if framed {
         broker.frame();
     } else if routed {
