@@ -397,6 +397,41 @@ mod tests {
         s.stop();
     }
 
+    /// A kept-alive connection between requests (a scraper's, through the
+    /// node's proxy) does not wake the I/O thread before its idle
+    /// timeout: the thread sleeps to the earliest deadline, not a tick
+    /// (75 ms here, 250 ms by default); it still closes at that timeout.
+    #[test]
+    fn a_kept_alive_connection_waits_without_waking_the_server() {
+        let limits = Limits {
+            idle_timeout: Duration::from_millis(1500),
+            ..quick()
+        };
+        let s = HttpServer::start_on(
+            HttpServer::bind("127.0.0.1:0").unwrap(),
+            1,
+            "kept",
+            limits,
+            |_| text(200, "ok"),
+        )
+        .unwrap();
+        let mut c = connect(&s);
+        c.write_all(b"GET /once HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(response(&mut c).0, 200);
+        std::thread::sleep(Duration::from_millis(100));
+        let before = switches_of("kept-io");
+        std::thread::sleep(Duration::from_millis(900));
+        let woke = switches_of("kept-io") - before;
+        assert!(
+            woke <= 1,
+            "the I/O thread woke {woke} times in 900 ms with one idle connection"
+        );
+        let t0 = Instant::now();
+        assert!(closed(&mut c));
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        s.stop();
+    }
+
     #[test]
     fn slow_heads_idle_connections_and_long_heads_are_closed() {
         let s = echo(quick(), 1);

@@ -115,6 +115,10 @@ pub struct Reactor {
     seq: u64,
     accept_paused_until: Option<Instant>,
     accept_errors: u64,
+    /// At or before every connection's deadline: before the earliest
+    /// when a deadline moved on or its connection closed since (the sweep
+    /// then finds nothing and sets it right); `None`: no deadline.
+    due: Option<Instant>,
 }
 
 impl Reactor {
@@ -141,6 +145,7 @@ impl Reactor {
             seq: 0,
             accept_paused_until: None,
             accept_errors: 0,
+            due: None,
         }
     }
 
@@ -157,12 +162,14 @@ impl Reactor {
         }
         let tick = self.tick();
         let mut events = Events::with_capacity(1024);
-        let mut next_sweep = Instant::now() + tick;
+        let mut last_sweep = Instant::now();
         loop {
             let now = Instant::now();
-            // Deadlines are swept only while there are connections: an
-            // idle server sleeps until a client or the stop wakes it.
-            let mut wake_at = (self.open > 0).then_some(next_sweep);
+            // The thread wakes for the earliest deadline, at most once a
+            // tick: an idle server, or one whose connections wait long
+            // (a scraper's kept-alive connection), sleeps until a client,
+            // a worker or the stop wakes it.
+            let mut wake_at = self.due.map(|d| d.max(last_sweep + tick));
             if let Some(t) = self.accept_paused_until {
                 wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
             }
@@ -198,20 +205,17 @@ impl Reactor {
                 self.accept_paused_until = None;
                 self.accept_all();
             }
-            if now >= next_sweep {
+            if self.due.is_some_and(|d| now >= d) && now >= last_sweep + tick {
                 self.sweep(now);
-                next_sweep = now + tick;
-            }
-            if self.open == 0 {
-                // The first connection's deadlines are swept a tick after it.
-                next_sweep = now + tick;
+                last_sweep = now;
             }
             crate::goplugin::metrics::http_open(&self.name, self.open);
         }
     }
 
-    /// How often deadlines are checked: a quarter of the shortest timeout,
-    /// within 5..250 ms.
+    /// How often deadlines are checked at most: a quarter of the shortest
+    /// timeout, within 5..250 ms (a connection is closed up to a tick
+    /// after its deadline).
     fn tick(&self) -> Duration {
         let l = &self.limits;
         (l.header_timeout.min(l.idle_timeout).min(l.write_timeout) / 4)
@@ -275,7 +279,7 @@ impl Reactor {
             stream,
             state: State::Head,
             seq: self.seq,
-            deadline: Instant::now() + self.limits.header_timeout,
+            deadline: self.due_by(Instant::now() + self.limits.header_timeout),
             inbuf: Vec::new(),
             out: Vec::new(),
             sent: 0,
@@ -316,6 +320,14 @@ impl Reactor {
         }
     }
 
+    /// `deadline`, which the next sweep now knows of.
+    fn due_by(&mut self, deadline: Instant) -> Instant {
+        self.due = earlier(self.due, deadline);
+        deadline
+    }
+
+    /// Closes the connections past their deadline; `due` is then the
+    /// earliest deadline left.
     fn sweep(&mut self, now: Instant) {
         for slot in 0..self.conns.len() {
             let why = match &self.conns[slot] {
@@ -328,6 +340,13 @@ impl Reactor {
             };
             self.close(slot, why);
         }
+        self.due = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.state != State::Busy)
+            .map(|c| c.deadline)
+            .min();
     }
 
     /// A worker's reply: write it out.
@@ -343,13 +362,13 @@ impl Reactor {
     }
 
     fn start_reply(&mut self, slot: usize, reply: &Reply, keep_alive: bool) {
-        let write_timeout = self.limits.write_timeout;
+        let deadline = self.due_by(Instant::now() + self.limits.write_timeout);
         if let Some(c) = self.conns[slot].as_mut() {
             c.out = reply.encode(c.head_only, keep_alive);
             c.sent = 0;
             c.keep_alive = keep_alive;
             c.state = State::Writing;
-            c.deadline = Instant::now() + write_timeout;
+            c.deadline = deadline;
         }
         self.drive(slot);
     }
@@ -375,6 +394,7 @@ impl Reactor {
                         c.out = Vec::new();
                         c.state = State::Idle;
                         c.deadline = Instant::now() + self.limits.idle_timeout;
+                        self.due = earlier(self.due, c.deadline);
                     }
                     Ok(true) => return self.close(slot, Why::Done),
                 },
@@ -390,6 +410,7 @@ impl Reactor {
                             if c.state == State::Idle && !c.inbuf.is_empty() {
                                 c.state = State::Head;
                                 c.deadline = Instant::now() + self.limits.header_timeout;
+                                self.due = earlier(self.due, c.deadline);
                             }
                             return;
                         }
@@ -435,6 +456,11 @@ impl Reactor {
             }
         }
     }
+}
+
+/// The earlier of a known deadline and `d`.
+fn earlier(due: Option<Instant>, d: Instant) -> Option<Instant> {
+    Some(due.map_or(d, |t| t.min(d)))
 }
 
 /// Reads what is there without blocking, keeping at most `max` bytes
