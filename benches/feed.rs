@@ -133,7 +133,9 @@ fn main() {
     let in_process = feed(&Devchain::new(), &Median, &a);
     let mut relayer = start("devchain", devchain(), Cookie::relayer(), &b);
     let mut median = start("median", median(), Cookie::median(), &b);
-    let link = |c: &Client| Link::connected(c.channel().clone(), c.broker().clone());
+    // As the node links a plugin: its own services framed when it frames
+    // them, so no process here runs gRPC.
+    let link = |c: &Client| Link::connected(c.conn().clone(), c.broker().clone());
     let relay = PluginRelayerClient::new("devchain", link(&relayer), T);
     let plugin = PluginMedianClient::new("median", link(&median), T);
     let loopp = feed(&relay, &plugin, &b);
