@@ -279,7 +279,7 @@ impl Reactor {
             stream,
             state: State::Head,
             seq: self.seq,
-            deadline: self.due_by(Instant::now() + self.limits.header_timeout),
+            deadline: self.note_deadline(Instant::now() + self.limits.header_timeout),
             inbuf: Vec::new(),
             out: Vec::new(),
             sent: 0,
@@ -320,8 +320,8 @@ impl Reactor {
         }
     }
 
-    /// `deadline`, which the next sweep now knows of.
-    fn due_by(&mut self, deadline: Instant) -> Instant {
+    /// Notes `deadline` for the sweeps, and returns it.
+    fn note_deadline(&mut self, deadline: Instant) -> Instant {
         self.due = earlier(self.due, deadline);
         deadline
     }
@@ -362,7 +362,7 @@ impl Reactor {
     }
 
     fn start_reply(&mut self, slot: usize, reply: &Reply, keep_alive: bool) {
-        let deadline = self.due_by(Instant::now() + self.limits.write_timeout);
+        let deadline = self.note_deadline(Instant::now() + self.limits.write_timeout);
         if let Some(c) = self.conns[slot].as_mut() {
             c.out = reply.encode(c.head_only, keep_alive);
             c.sent = 0;
