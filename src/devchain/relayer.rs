@@ -294,6 +294,10 @@ fn writes() -> &'static crate::goplugin::pool::Lane {
             WRITES,
             QUEUED_WRITES,
         )
+        // A write and its sync are short: on a framed connection with
+        // nothing else to read, the reader does it instead of waking a
+        // pool thread for it.
+        .run_here_when_quiet()
     })
 }
 

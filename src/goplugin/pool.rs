@@ -17,9 +17,17 @@
 //! untouched. Services pick their lane up when they are created inside
 //! [`Lane::enter`] (the generated glue does it), so nothing else needs to
 //! pass it along.
+//!
+//! A lane whose jobs are short and bounded (a chain write and its sync)
+//! may run a job on the thread that admits it instead
+//! ([`Lane::run_here_when_quiet`]): when that thread is a framed
+//! connection's reader with nothing else to read ([`quiet`]), it would
+//! only block waiting for the next call, so the job costs no other call
+//! anything, and it saves the wake-up of a pool thread on the call's path.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,6 +143,8 @@ struct LaneInner {
     remedy: String,
     running_max: usize,
     queued_max: usize,
+    /// A job admitted with room on a [`quiet`] thread runs there.
+    here_when_quiet: bool,
     state: Mutex<LaneState>,
 }
 
@@ -178,6 +188,39 @@ pub struct Admitted {
 
 thread_local! {
     static AMBIENT: RefCell<Option<Lane>> = const { RefCell::new(None) };
+    static QUIET: Cell<Option<RawFd>> = const { Cell::new(None) };
+}
+
+/// While alive, this thread may run one job of a lane that allows it
+/// ([`Lane::run_here_when_quiet`]) itself, at the job's admission, if the
+/// socket given has nothing to read then: a framed connection's reader
+/// holds it while a call's handler runs, its own buffer empty.
+pub struct Quiet(());
+
+/// Marks this thread [`Quiet`] while `socket` has nothing to read, until
+/// the guard drops (the socket is asked only when a job could run here).
+pub fn quiet(socket: RawFd) -> Quiet {
+    QUIET.set(Some(socket));
+    Quiet(())
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        QUIET.set(None);
+    }
+}
+
+/// Takes this thread's [`Quiet`] mark: true if it had one and its socket
+/// has no bytes waiting.
+fn take_quiet() -> bool {
+    let Some(socket) = QUIET.take() else {
+        return false;
+    };
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, the bytes waiting, to `waiting`;
+    // the socket is the reader's, open while its guard lives.
+    let r = unsafe { libc::ioctl(socket, libc::FIONREAD, &mut waiting) };
+    r == 0 && waiting == 0
 }
 
 /// While alive, [`Lane::ambient`] on this thread is the entered lane.
@@ -219,8 +262,19 @@ impl Lane {
             name: name.to_string(),
             running_max: running.max(1),
             queued_max: queued,
+            here_when_quiet: false,
             state: Mutex::new(LaneState::default()),
         }))
+    }
+
+    /// This new lane's jobs run on the admitting thread when it is
+    /// [`quiet`] and the lane has room; for short, bounded jobs only: the
+    /// connection's next call waits for the job.
+    pub fn run_here_when_quiet(mut self) -> Lane {
+        Arc::get_mut(&mut self.0)
+            .expect("a lane is set to run here before it is shared")
+            .here_when_quiet = true;
+        self
     }
 
     /// The lane's name.
@@ -282,8 +336,19 @@ impl Lane {
         crate::goplugin::metrics::lane_state(&self.0.name, st.running, st.queued);
     }
 
-    /// Runs `job`, then whatever waits in the lane, on one pool thread.
+    /// Runs `job`, then whatever waits in the lane, on one pool thread;
+    /// or `job` here, if the lane allows it and this thread is [`quiet`]
+    /// (once: a job it admits goes to the pool), and what waits on a pool
+    /// thread.
     fn run(self, job: Job) {
+        if self.0.here_when_quiet && take_quiet() {
+            // The place goes (to a waiting job, or free) when the job
+            // ends, even by a panic, which stays the job's own as on a
+            // pool thread: the reader goes on.
+            let _place = Held(self);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            return;
+        }
         let lane = self.clone();
         let spawned = spawn(move || {
             job();
@@ -385,6 +450,69 @@ mod tests {
     }
 
     use super::*;
+
+    /// Where a job admitted to `lane` now runs: this thread's name or a
+    /// pool thread's.
+    fn runs_on(lane: &Lane) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        lane.admit().unwrap().start(move || {
+            let _ = tx.send(std::thread::current().name().unwrap_or("").to_string());
+        });
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    /// A lane that allows it runs a job on a quiet admitting thread, once
+    /// per quiet spell, and frees its place after; any other lane, or a
+    /// thread that is not quiet, hands the job to the pool.
+    #[test]
+    fn a_quiet_thread_runs_a_job_of_a_lane_that_allows_it_once() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let here = std::thread::current().name().unwrap_or("").to_string();
+        let (mine, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let socket = mine.as_raw_fd();
+        let lane = Lane::new("quiet-test", 1, 4).run_here_when_quiet();
+        let plain = Lane::new("plain-test", 1, 4);
+        assert_eq!(runs_on(&lane), "loopp-pool", "not quiet");
+        {
+            let _quiet = quiet(socket);
+            assert_eq!(
+                runs_on(&plain),
+                "loopp-pool",
+                "a lane that does not allow it"
+            );
+            assert_eq!(runs_on(&lane), here, "quiet, and the lane allows it");
+            assert_eq!(runs_on(&lane), "loopp-pool", "once per quiet spell");
+        }
+        {
+            let _quiet = quiet(socket);
+            // The place was freed: the lane (one running at most) takes
+            // another job here at once.
+            assert_eq!(runs_on(&lane), here);
+        }
+        {
+            // The next call has come meanwhile: it must not wait.
+            peer.write_all(b"x").unwrap();
+            let _quiet = quiet(socket);
+            assert_eq!(runs_on(&lane), "loopp-pool", "bytes wait on the socket");
+        }
+        // A job that panics here leaves its place free and the thread going.
+        let (other, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        {
+            let _quiet = quiet(other.as_raw_fd());
+            lane.admit()
+                .unwrap()
+                .start(|| panic!("a job panics on purpose"));
+        }
+        assert_eq!(runs_on(&lane), "loopp-pool");
+        // Once that pool thread is done too, no place is held.
+        let t0 = Instant::now();
+        while lane.0.state.lock().unwrap().running != 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "a place stays held");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(lane.0.state.lock().unwrap().queued, 0);
+    }
 
     #[test]
     fn a_lane_runs_its_bound_queues_the_rest_and_refuses_beyond() {

@@ -340,6 +340,13 @@ fn serve_connection(shared: &Shared, conn: UnixStream) {
                 // The caller's timeout is its own to keep (it stops waiting
                 // then); handlers bound their work themselves, as over gRPC.
                 let served = Served { method: name };
+                // With nothing else to read, this thread would only wait
+                // for the next call: a short blocking job the handler
+                // starts may run here (`pool::quiet`).
+                let _quiet = reader
+                    .buffer()
+                    .is_empty()
+                    .then(|| crate::goplugin::pool::quiet(reader.get_ref().as_raw_fd()));
                 super::task::drain_point(|| {
                     handler(&shared.table, object, served, &message, answer)
                 });
