@@ -7,7 +7,9 @@
 //! Each connection has one reader thread, which reads calls and runs their
 //! handlers right there, as a gRPC completion-queue thread does: handlers
 //! answer at once, hand blocking work to the pool
-//! ([`crate::goplugin::rpc::respond_blocking`], in the object's lane), or
+//! ([`crate::goplugin::rpc::respond_blocking`], in the object's lane; a
+//! lane of short local work may run it on a reader with nothing else to
+//! read, [`crate::goplugin::pool::quiet`]), or
 //! answer with a future ([`crate::goplugin::rpc::respond_async`]) that
 //! whoever wakes it drives on. Answers are written by whichever thread has
 //! them, one frame at a time.
