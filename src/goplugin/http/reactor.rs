@@ -275,11 +275,13 @@ impl Reactor {
             return;
         }
         self.seq += 1;
+        let deadline = Instant::now() + self.limits.header_timeout;
+        self.due = earlier(self.due, deadline);
         self.conns[slot] = Some(Conn {
             stream,
             state: State::Head,
             seq: self.seq,
-            deadline: self.note_deadline(Instant::now() + self.limits.header_timeout),
+            deadline,
             inbuf: Vec::new(),
             out: Vec::new(),
             sent: 0,
@@ -320,12 +322,6 @@ impl Reactor {
         }
     }
 
-    /// Notes `deadline` for the sweeps, and returns it.
-    fn note_deadline(&mut self, deadline: Instant) -> Instant {
-        self.due = earlier(self.due, deadline);
-        deadline
-    }
-
     /// Closes the connections past their deadline; `due` is then the
     /// earliest deadline left.
     fn sweep(&mut self, now: Instant) {
@@ -362,7 +358,8 @@ impl Reactor {
     }
 
     fn start_reply(&mut self, slot: usize, reply: &Reply, keep_alive: bool) {
-        let deadline = self.note_deadline(Instant::now() + self.limits.write_timeout);
+        let deadline = Instant::now() + self.limits.write_timeout;
+        self.due = earlier(self.due, deadline);
         if let Some(c) = self.conns[slot].as_mut() {
             c.out = reply.encode(c.head_only, keep_alive);
             c.sent = 0;
@@ -458,7 +455,8 @@ impl Reactor {
     }
 }
 
-/// The earlier of a known deadline and `d`.
+/// The earlier of a known deadline and `d`: every deadline a connection
+/// is given goes through it into `Reactor::due`.
 fn earlier(due: Option<Instant>, d: Instant) -> Option<Instant> {
     Some(due.map_or(d, |t| t.min(d)))
 }
